@@ -1,0 +1,27 @@
+//! BRC-103/104 mutual authentication, byte-exact with `@bsv/sdk` 2.x.
+//!
+//! - [`keys`]: BRC-42/43 derivation, symmetric keys, HMAC, ECDSA (libsecp256k1, folded verify).
+//! - [`nonce`]: `createNonce`/`verifyNonce`, message nonces, the SDK's base64.
+//! - [`message`]: the `AuthMessage` JSON form.
+//! - [`payload`]: the signed serialisation of HTTP requests and responses, `x-bsv-auth-*` headers.
+//! - [`session`]: the server's session table (sharded, idle expiry, replay rejection).
+//! - [`server`]: the responder (handshake, request verification, response signing).
+//! - [`client`]: the initiator (used by `perf/` and the tests).
+//!
+//! Nothing here does I/O: callers hand in bytes and get bytes and typed errors back.
+
+pub mod client;
+pub mod error;
+pub mod keys;
+pub mod message;
+pub mod nonce;
+pub mod payload;
+pub mod server;
+pub mod session;
+
+pub use client::{ClientIdentity, ClientSession, PendingHandshake, SignedRequest};
+pub use error::AuthError;
+pub use keys::{Counterparty, KeyDeriver, PrivateKey, Protocol, PublicKey, SharedSecret, Signature};
+pub use message::{AuthMessage, MessageType, AUTH_VERSION};
+pub use server::{AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, VerifiedRequest};
+pub use session::{Session, SessionConfig, SessionManager};

@@ -1,0 +1,375 @@
+//! The responder side of BRC-103/104: answers handshakes, verifies signed HTTP requests and
+//! socket messages against the session they name, and signs responses. Pure computation:
+//! no I/O, so the HTTP and socket layers of every core share one [`ServerAuth`].
+
+use std::sync::Arc;
+
+use super::error::AuthError;
+use super::keys::{KeyDeriver, PrivateKey, PublicKey, Signature};
+use super::message::{empty_certificate_set, requests_certificates, AuthMessage, MessageType, AUTH_VERSION};
+use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce, random_nonce};
+use super::payload::{RequestPayload, ResponsePayload};
+use super::session::{NonceRecord, Session, SessionConfig, SessionManager};
+
+/// The invoice prefix of every BRC-103 signature (`[2,"auth message signature"]`).
+const AUTH_INVOICE_PREFIX: &str = "2-auth message signature-";
+/// Longest nonce we take from a peer: the key id `"<a> <b>"` must stay within 800 characters.
+const MAX_PEER_NONCE_LEN: usize = 700;
+
+/// `2-auth message signature-<a> <b>` as bytes, without the general-purpose validation
+/// (both parts are nonces we have already bounded).
+pub(crate) fn auth_invoice(a: &str, b: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(AUTH_INVOICE_PREFIX.len() + a.len() + 1 + b.len());
+    v.extend_from_slice(AUTH_INVOICE_PREFIX.as_bytes());
+    v.extend_from_slice(a.as_bytes());
+    v.push(b' ');
+    v.extend_from_slice(b.as_bytes());
+    v
+}
+
+fn check_peer_nonce(n: &str, what: &'static str) -> Result<(), AuthError> {
+    if n.is_empty() || n.len() > MAX_PEER_NONCE_LEN || !n.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthError::InvalidNonce(what));
+    }
+    Ok(())
+}
+
+/// The `x-bsv-auth-*` headers of a request, as received.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthHeaders<'a> {
+    pub version: Option<&'a str>,
+    pub identity_key: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub your_nonce: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+}
+
+/// A signed HTTP request as the server received it.
+#[derive(Debug, Clone, Copy)]
+pub struct IncomingRequest<'a> {
+    pub auth: AuthHeaders<'a>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// The signed headers ([`super::payload::select_request_headers`]).
+    pub signed_headers: &'a [(String, String)],
+    /// The raw body; empty means absent.
+    pub body: &'a [u8],
+}
+
+/// A request whose signature checked out: who sent it, on which session.
+#[derive(Debug, Clone)]
+pub struct VerifiedRequest {
+    pub session: Arc<Session>,
+    pub request_id: [u8; 32],
+}
+
+/// The `x-bsv-auth-*` headers of a signed response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseAuthHeaders {
+    pub version: &'static str,
+    pub identity_key: String,
+    pub nonce: String,
+    pub your_nonce: String,
+    pub signature: String,
+    pub request_id: String,
+}
+
+impl ResponseAuthHeaders {
+    pub fn pairs(&self) -> [(&'static str, &str); 6] {
+        use super::payload::*;
+        [
+            (H_VERSION, self.version),
+            (H_IDENTITY_KEY, &self.identity_key),
+            (H_NONCE, &self.nonce),
+            (H_YOUR_NONCE, &self.your_nonce),
+            (H_SIGNATURE, &self.signature),
+            (H_REQUEST_ID, &self.request_id),
+        ]
+    }
+}
+
+/// What to answer a POST to `/.well-known/auth`.
+#[derive(Debug, Clone)]
+pub enum HandshakeReply {
+    /// A signed AuthMessage (initialResponse or certificateResponse) as the JSON body.
+    Message(Box<AuthMessage>),
+    /// The message needs no answer (a certificateResponse we never asked for); reply 200.
+    Acknowledged,
+}
+
+/// The server's identity and its session table.
+pub struct ServerAuth {
+    wallet: KeyDeriver,
+    identity_hex: String,
+    sessions: SessionManager,
+}
+
+impl std::fmt::Debug for ServerAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerAuth").field("identity", &self.identity_hex).field("sessions", &self.sessions).finish()
+    }
+}
+
+impl ServerAuth {
+    pub fn new(key: PrivateKey, config: SessionConfig) -> Self {
+        let wallet = KeyDeriver::new(key);
+        let identity_hex = wallet.identity_key().to_hex();
+        ServerAuth { wallet, identity_hex, sessions: SessionManager::new(config) }
+    }
+
+    pub fn identity_key(&self) -> &PublicKey {
+        self.wallet.identity_key()
+    }
+
+    pub fn identity_hex(&self) -> &str {
+        &self.identity_hex
+    }
+
+    pub fn wallet(&self) -> &KeyDeriver {
+        &self.wallet
+    }
+
+    pub fn sessions(&self) -> &SessionManager {
+        &self.sessions
+    }
+
+    /// Dispatches a message POSTed to `/.well-known/auth` (or a socket's non-general message).
+    pub fn handle_handshake_message(&self, msg: &AuthMessage) -> Result<HandshakeReply, AuthError> {
+        match msg.message_type {
+            MessageType::InitialRequest => Ok(HandshakeReply::Message(Box::new(self.initial_response(msg)?.0))),
+            MessageType::CertificateRequest => Ok(HandshakeReply::Message(Box::new(self.certificate_response(msg)?))),
+            MessageType::CertificateResponse => {
+                self.verify_certificate_response(msg)?;
+                Ok(HandshakeReply::Acknowledged)
+            }
+            other => Err(AuthError::UnexpectedMessageType(other)),
+        }
+    }
+
+    /// `initialRequest` → `initialResponse`: mints our session nonce, stores the session and
+    /// signs `dec(Nc) ‖ dec(Ns)` with key id `"Nc Ns"` towards the client's key.
+    pub fn initial_response(&self, msg: &AuthMessage) -> Result<(AuthMessage, Arc<Session>), AuthError> {
+        self.initial_response_with_nonce(msg, create_nonce(&self.wallet))
+    }
+
+    /// [`Self::initial_response`] with a given session nonce (reproducing recorded vectors).
+    pub fn initial_response_with_nonce(
+        &self,
+        msg: &AuthMessage,
+        server_nonce: String,
+    ) -> Result<(AuthMessage, Arc<Session>), AuthError> {
+        if msg.message_type != MessageType::InitialRequest {
+            return Err(AuthError::UnexpectedMessageType(msg.message_type));
+        }
+        let client_nonce = match &msg.initial_nonce {
+            Some(n) if !n.is_empty() => n,
+            _ => return Err(AuthError::MissingInitialFields),
+        };
+        check_peer_nonce(client_nonce, "initialNonce")?;
+        let client_nonce_bytes =
+            b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
+        let client = PublicKey::parse_lenient(&msg.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+
+        let secret = self.wallet.root().shared_secret(&client);
+        let mut data = client_nonce_bytes;
+        data.extend_from_slice(&b64_decode_strict(&server_nonce).expect("our nonces are canonical base64"));
+        let signature = secret.sign(self.wallet.root(), &auth_invoice(client_nonce, &server_nonce), &data)?;
+
+        let session = self.sessions.insert(Session::new(server_nonce.clone(), client_nonce.clone(), client, secret))?;
+        let certificates = requests_certificates(msg.requested_certificates.as_ref()).then(Vec::new);
+        let response = AuthMessage {
+            version: AUTH_VERSION.into(),
+            message_type: MessageType::InitialResponse,
+            identity_key: self.identity_hex.clone(),
+            nonce: None,
+            initial_nonce: Some(server_nonce),
+            your_nonce: Some(client_nonce.clone()),
+            certificates,
+            requested_certificates: Some(empty_certificate_set()),
+            payload: None,
+            signature: Some(signature.to_der()),
+        };
+        Ok((response, session))
+    }
+
+    /// The session a non-initial message names in `yourNonce`, bound to its sender.
+    fn session_of(&self, your_nonce: Option<&str>, identity: &str) -> Result<Arc<Session>, AuthError> {
+        let nonce = your_nonce.ok_or(AuthError::Missing("yourNonce"))?;
+        let session = self.sessions.get(nonce).ok_or_else(|| AuthError::SessionNotFound(nonce.to_string()))?;
+        if !session.is_identity(identity) {
+            return Err(AuthError::IdentityMismatch);
+        }
+        Ok(session)
+    }
+
+    fn verify_signed(
+        &self,
+        session: &Session,
+        nonce: Option<&str>,
+        data: &[u8],
+        sig: Option<&[u8]>,
+    ) -> Result<(), AuthError> {
+        let nonce = nonce.ok_or(AuthError::Missing("nonce"))?;
+        check_peer_nonce(nonce, "nonce")?;
+        let sig = sig.and_then(Signature::from_der).ok_or(AuthError::InvalidSignature)?;
+        if !session.secret.verify(&session.peer, &auth_invoice(nonce, &session.server_nonce), data, &sig) {
+            return Err(AuthError::InvalidSignature);
+        }
+        Ok(())
+    }
+
+    /// Signs `data` towards the session's peer with a fresh message nonce; returns (nonce, DER).
+    fn sign_for(&self, session: &Session, data: &[u8]) -> Result<(String, Vec<u8>), AuthError> {
+        let nonce = random_nonce();
+        let sig = session.secret.sign(self.wallet.root(), &auth_invoice(&nonce, &session.client_nonce), data)?;
+        Ok((nonce, sig.to_der()))
+    }
+
+    /// A `certificateRequest`: verified, answered with a signed `certificateResponse`
+    /// carrying no certificates (this server holds none).
+    pub fn certificate_response(&self, msg: &AuthMessage) -> Result<AuthMessage, AuthError> {
+        let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
+        let requested = msg.requested_certificates.clone().unwrap_or(serde_json::Value::Null);
+        let signed = serde_json::to_vec(&requested).expect("JSON value serialises");
+        self.verify_signed(&session, msg.nonce.as_deref(), &signed, msg.signature.as_deref())?;
+        self.sessions.touch(&session);
+        let (nonce, signature) = self.sign_for(&session, b"[]")?;
+        Ok(AuthMessage {
+            version: AUTH_VERSION.into(),
+            message_type: MessageType::CertificateResponse,
+            identity_key: self.identity_hex.clone(),
+            nonce: Some(nonce),
+            initial_nonce: Some(session.server_nonce.clone()),
+            your_nonce: Some(session.client_nonce.clone()),
+            certificates: Some(Vec::new()),
+            requested_certificates: None,
+            payload: None,
+            signature: Some(signature),
+        })
+    }
+
+    fn verify_certificate_response(&self, msg: &AuthMessage) -> Result<(), AuthError> {
+        let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
+        let certs = serde_json::to_vec(&msg.certificates).expect("JSON value serialises");
+        self.verify_signed(&session, msg.nonce.as_deref(), &certs, msg.signature.as_deref())?;
+        self.sessions.touch(&session);
+        Ok(())
+    }
+
+    /// Verifies a BRC-104 request over its raw bytes. An empty body is tried as absent and,
+    /// for a JSON POST/PUT/PATCH/DELETE, also as `{}` (go-sdk clients sign `{}` but send none).
+    pub fn verify_request(&self, req: &IncomingRequest<'_>) -> Result<VerifiedRequest, AuthError> {
+        let a = &req.auth;
+        match a.version {
+            Some(AUTH_VERSION) => {}
+            Some(v) => return Err(AuthError::VersionHeader(v.to_string())),
+            None => return Err(AuthError::VersionHeader("undefined".into())),
+        }
+        let identity = a.identity_key.ok_or(AuthError::Missing("x-bsv-auth-identity-key"))?;
+        let session = self.session_of(a.your_nonce, identity)?;
+        let request_id: [u8; 32] = a
+            .request_id
+            .and_then(b64_decode_lenient_opt)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(AuthError::InvalidRequestId)?;
+        let nonce = a.nonce.ok_or(AuthError::Missing("x-bsv-auth-nonce"))?;
+        check_peer_nonce(nonce, "x-bsv-auth-nonce")?;
+        let sig = a
+            .signature
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|d| Signature::from_der(&d))
+            .ok_or(AuthError::InvalidSignature)?;
+
+        let invoice = auth_invoice(nonce, &session.server_nonce);
+        let mut payload = RequestPayload {
+            request_id: &request_id,
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            headers: req.signed_headers,
+            body: (!req.body.is_empty()).then_some(req.body),
+        };
+        let mut ok = verify_digest(&session, &invoice, &payload.digest(), &sig);
+        if !ok && req.body.is_empty() && self.json_body_method(req) {
+            payload.body = Some(b"{}");
+            ok = verify_digest(&session, &invoice, &payload.digest(), &sig);
+        }
+        if !ok {
+            return Err(AuthError::InvalidSignature);
+        }
+        match self.sessions.record_request(&session, nonce) {
+            NonceRecord::Replayed => Err(AuthError::Replayed),
+            NonceRecord::Fresh | NonceRecord::FreshAndRetired => Ok(VerifiedRequest { session, request_id }),
+        }
+    }
+
+    fn json_body_method(&self, req: &IncomingRequest<'_>) -> bool {
+        matches!(req.method, "POST" | "PUT" | "PATCH" | "DELETE")
+            && req.signed_headers.iter().any(|(k, v)| k == "content-type" && v.contains("application/json"))
+    }
+
+    /// Signs a response on the session the request came in on.
+    pub fn sign_response(
+        &self,
+        session: &Session,
+        request_id: &[u8; 32],
+        status: u16,
+        signed_headers: &[(String, String)],
+        body: &[u8],
+    ) -> Result<ResponseAuthHeaders, AuthError> {
+        let payload = ResponsePayload { request_id, status, headers: signed_headers, body };
+        let nonce = random_nonce();
+        let invoice = auth_invoice(&nonce, &session.client_nonce);
+        let signature = session.secret.sign_digest(self.wallet.root(), &invoice, &payload.digest())?;
+        Ok(ResponseAuthHeaders {
+            version: AUTH_VERSION,
+            identity_key: self.identity_hex.clone(),
+            nonce,
+            your_nonce: session.client_nonce.clone(),
+            signature: hex::encode(signature.to_der()),
+            request_id: b64_encode(request_id),
+        })
+    }
+
+    /// Verifies a socket `general` message; returns its session and payload.
+    pub fn verify_general(&self, msg: &AuthMessage) -> Result<(Arc<Session>, Vec<u8>), AuthError> {
+        if msg.message_type != MessageType::General {
+            return Err(AuthError::UnexpectedMessageType(msg.message_type));
+        }
+        let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
+        let payload = msg.payload.clone().unwrap_or_default();
+        self.verify_signed(&session, msg.nonce.as_deref(), &payload, msg.signature.as_deref())?;
+        let nonce = msg.nonce.as_deref().unwrap_or_default();
+        match self.sessions.record_request(&session, nonce) {
+            NonceRecord::Replayed => Err(AuthError::Replayed),
+            _ => Ok((session, payload)),
+        }
+    }
+
+    /// A signed `general` message carrying `payload` to the session's peer.
+    pub fn sign_general(&self, session: &Session, payload: Vec<u8>) -> Result<AuthMessage, AuthError> {
+        let (nonce, signature) = self.sign_for(session, &payload)?;
+        Ok(AuthMessage {
+            version: AUTH_VERSION.into(),
+            message_type: MessageType::General,
+            identity_key: self.identity_hex.clone(),
+            nonce: Some(nonce),
+            initial_nonce: None,
+            your_nonce: Some(session.client_nonce.clone()),
+            certificates: None,
+            requested_certificates: None,
+            payload: Some(payload),
+            signature: Some(signature),
+        })
+    }
+}
+
+fn b64_decode_lenient_opt(s: &str) -> Option<Vec<u8>> {
+    b64_decode_lenient(s).ok()
+}
+
+fn verify_digest(session: &Session, invoice: &[u8], digest: &[u8; 32], sig: &Signature) -> bool {
+    session.secret.verify_digest(&session.peer, invoice, digest, sig)
+}

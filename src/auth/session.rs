@@ -1,0 +1,270 @@
+//! Server-side BRC-103 sessions, keyed by the server's session nonce and shared by every
+//! core: a fixed number of independently locked shards, so no global lock sits on the hot
+//! path and a lookup holds a shard lock only for a hash-map probe.
+//!
+//! Each session caches what every request needs: the peer's parsed identity key, the ECDH
+//! point between the server key and that identity (the HMAC key of all BRC-42 derivations
+//! between the two) and the client's session nonce. Sessions expire after an idle TTL.
+//! Replay protection keeps the request nonces seen in the session; when a session has
+//! seen its maximum number of requests it is retired (the client gets 401 and re-handshakes,
+//! which every SDK client does by itself), so memory per session stays bounded without ever
+//! forgetting a nonce of a live session.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::keys::{PublicKey, SharedSecret};
+
+const SHARDS: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// A session unused this long is forgotten.
+    pub idle_ttl: Duration,
+    /// At most this many live sessions; further handshakes are refused until some expire.
+    pub max_sessions: usize,
+    /// Requests accepted in one session before it is retired (bounds the replay set).
+    pub max_requests_per_session: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { idle_ttl: Duration::from_secs(3600), max_sessions: 262_144, max_requests_per_session: 4096 }
+    }
+}
+
+/// One authenticated peer session.
+#[derive(Debug)]
+pub struct Session {
+    /// Our session nonce (`Ns`), the lookup key; the peer echoes it in `yourNonce`.
+    pub server_nonce: String,
+    /// The peer's session nonce (`Nc`), echoed back in our `yourNonce`.
+    pub client_nonce: String,
+    pub peer: PublicKey,
+    /// The peer identity as canonical compressed lowercase hex.
+    pub peer_hex: String,
+    /// `serverKey · peerKey`, compressed.
+    pub secret: SharedSecret,
+    last_used_ms: AtomicU64,
+    seen: Mutex<HashSet<u64>>,
+}
+
+impl Session {
+    pub fn new(server_nonce: String, client_nonce: String, peer: PublicKey, secret: SharedSecret) -> Self {
+        Session {
+            server_nonce,
+            client_nonce,
+            peer_hex: peer.to_hex(),
+            peer,
+            secret,
+            last_used_ms: AtomicU64::new(0),
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True when `claimed` names this session's identity (hex case is not significant).
+    pub fn is_identity(&self, claimed: &str) -> bool {
+        claimed.eq_ignore_ascii_case(&self.peer_hex)
+    }
+}
+
+/// The outcome of recording a request nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NonceRecord {
+    Fresh,
+    /// Accepted, and the session has now used its budget: it is gone for the next request.
+    FreshAndRetired,
+    Replayed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many open sessions")]
+pub struct SessionsFull;
+
+type Shard = Mutex<HashMap<String, Arc<Session>>>;
+
+/// The process-wide session table.
+pub struct SessionManager {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+    epoch: Instant,
+    count: AtomicUsize,
+    config: SessionConfig,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager").field("sessions", &self.len()).field("config", &self.config).finish()
+    }
+}
+
+impl SessionManager {
+    pub fn new(config: SessionConfig) -> Self {
+        SessionManager {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            epoch: Instant::now(),
+            count: AtomicUsize::new(0),
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn shard(&self, nonce: &str) -> &Shard {
+        &self.shards[(self.hasher.hash_one(nonce) as usize) % SHARDS]
+    }
+
+    fn lock<'a>(shard: &'a Shard) -> std::sync::MutexGuard<'a, HashMap<String, Arc<Session>>> {
+        // A panic while holding a shard cannot leave a map half-updated; keep serving.
+        shard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn expired(&self, s: &Session, now: u64) -> bool {
+        now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed)) > self.config.idle_ttl.as_millis() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a session. When the table is full, expired sessions are swept first.
+    pub fn insert(&self, session: Session) -> Result<Arc<Session>, SessionsFull> {
+        if self.len() >= self.config.max_sessions {
+            self.sweep();
+            if self.len() >= self.config.max_sessions {
+                return Err(SessionsFull);
+            }
+        }
+        session.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        let session = Arc::new(session);
+        let previous =
+            Self::lock(self.shard(&session.server_nonce)).insert(session.server_nonce.clone(), session.clone());
+        if previous.is_none() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(session)
+    }
+
+    /// The live session for a server nonce; an expired one is removed and not returned.
+    pub fn get(&self, server_nonce: &str) -> Option<Arc<Session>> {
+        let now = self.now_ms();
+        let mut shard = Self::lock(self.shard(server_nonce));
+        let session = shard.get(server_nonce)?;
+        if self.expired(session, now) {
+            shard.remove(server_nonce);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(session.clone())
+    }
+
+    pub fn remove(&self, server_nonce: &str) -> bool {
+        let removed = Self::lock(self.shard(server_nonce)).remove(server_nonce).is_some();
+        if removed {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    /// Marks the session used now and records a request nonce.
+    pub fn record_request(&self, session: &Session, request_nonce: &str) -> NonceRecord {
+        session.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        let key = self.hasher.hash_one(request_nonce);
+        let full = {
+            let mut seen = session.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if !seen.insert(key) {
+                return NonceRecord::Replayed;
+            }
+            seen.len() >= self.config.max_requests_per_session
+        };
+        if full {
+            self.remove(&session.server_nonce);
+            NonceRecord::FreshAndRetired
+        } else {
+            NonceRecord::Fresh
+        }
+    }
+
+    /// Marks the session used without a request nonce (socket traffic that carries none).
+    pub fn touch(&self, session: &Session) {
+        session.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Removes every expired session; returns how many went.
+    pub fn sweep(&self) -> usize {
+        let now = self.now_ms();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            let mut map = Self::lock(shard);
+            let before = map.len();
+            map.retain(|_, s| !self.expired(s, now));
+            removed += before - map.len();
+        }
+        self.count.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::PrivateKey;
+
+    fn session(n: &str) -> Session {
+        let k = PrivateKey::random();
+        Session::new(n.into(), "c".into(), k.public_key(), k.shared_secret(&k.public_key()))
+    }
+
+    #[test]
+    fn insert_get_expire() {
+        let m = SessionManager::new(SessionConfig { idle_ttl: Duration::from_millis(30), ..Default::default() });
+        m.insert(session("a")).unwrap();
+        assert!(m.get("a").is_some());
+        assert!(m.get("b").is_none());
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(m.get("a").is_none());
+        assert_eq!(m.len(), 0);
+    }
+
+    #[test]
+    fn capacity_is_enforced_after_sweeping() {
+        let m = SessionManager::new(SessionConfig {
+            max_sessions: 2,
+            idle_ttl: Duration::from_millis(30),
+            ..Default::default()
+        });
+        m.insert(session("a")).unwrap();
+        m.insert(session("b")).unwrap();
+        assert_eq!(m.insert(session("c")).unwrap_err(), SessionsFull);
+        std::thread::sleep(Duration::from_millis(80));
+        m.insert(session("c")).unwrap();
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn replay_and_retirement() {
+        let m = SessionManager::new(SessionConfig { max_requests_per_session: 3, ..Default::default() });
+        let s = m.insert(session("a")).unwrap();
+        assert_eq!(m.record_request(&s, "n1"), NonceRecord::Fresh);
+        assert_eq!(m.record_request(&s, "n1"), NonceRecord::Replayed);
+        assert_eq!(m.record_request(&s, "n2"), NonceRecord::Fresh);
+        assert_eq!(m.record_request(&s, "n3"), NonceRecord::FreshAndRetired);
+        assert!(m.get("a").is_none());
+        assert_eq!(m.len(), 0);
+    }
+}

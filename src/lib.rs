@@ -1,0 +1,6 @@
+//! messagebox: a Rust MessageBox server, a drop-in for the TypeScript original.
+//!
+//! The library holds every part of the server so that the binary, the integration tests,
+//! the benchmarks and the load generator (`perf/`) share one implementation.
+
+pub mod auth;
