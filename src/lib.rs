@@ -4,3 +4,4 @@
 //! the benchmarks and the load generator (`perf/`) share one implementation.
 
 pub mod auth;
+pub mod store;

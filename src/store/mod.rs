@@ -1,0 +1,282 @@
+//! Persistence: the [`Backend`] interface every route talks to, its two implementations
+//! (MySQL/MariaDB for production, an embedded SQLite file as the default) and the
+//! migrations that create or adopt the original server's schema.
+//!
+//! Route handlers run on the per-core runtimes and must never block them: each backend
+//! runs its own work elsewhere (MySQL: a dedicated tokio runtime thread owning the pool
+//! and the group-commit writer; SQLite: dedicated threads owning the connections) and
+//! hands results back through futures that any runtime can await.
+//!
+//! Comparisons stay in SQL so MySQL's case-insensitive collations behave as they did for
+//! the original (`'INBOX'` finds the `inbox` box, ids `abc` and `ABC` collide).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub mod migrate;
+pub mod mysql;
+pub mod sqlite;
+
+/// A boxed future returned by the backends (awaitable from any runtime).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Seconds since the Unix epoch, UTC. The schema has second precision.
+pub type Timestamp = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error or the connection failed.
+    #[error("database error: {0}")]
+    Database(String),
+    /// The store is shutting down or its worker is gone.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Invalid configuration (bad URL, unreadable file).
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// The database has a schema we cannot work with.
+    #[error("schema: {0}")]
+    Schema(String),
+}
+
+/// One message to store for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Stored as given (the original validates trimmed ids but stores them untrimmed).
+    pub message_id: String,
+    /// The box owner and `messages.recipient`.
+    pub recipient: String,
+    /// The box name (`messageBox.type`); the box row is created if missing.
+    pub box_type: String,
+    pub sender: String,
+    /// The stored body string (the HTTP envelope or the raw WebSocket body).
+    pub body: String,
+}
+
+/// Whether a message row was written or ignored because its `messageId` already existed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Inserted,
+    Duplicate,
+}
+
+/// A message as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub message_id: String,
+    pub body: String,
+    pub sender: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A row of `message_permissions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Permission {
+    /// `None` for a box-wide rule.
+    pub sender: Option<String>,
+    pub message_box: String,
+    pub recipient_fee: i64,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+}
+
+/// A row of `device_registrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub id: u64,
+    pub device_id: Option<String>,
+    pub platform: Option<String>,
+    /// The full token; the route masks it.
+    pub fcm_token: String,
+    pub active: bool,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+    pub last_used: Option<Timestamp>,
+}
+
+/// A device registration request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRegistration {
+    pub identity_key: String,
+    /// Already trimmed.
+    pub fcm_token: String,
+    /// Already trimmed; `None` stores NULL (also when re-registering).
+    pub device_id: Option<String>,
+    pub platform: Option<String>,
+}
+
+/// Fees that apply to one send: the server's delivery fee for the box and each
+/// recipient's fee for this sender, in recipient order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fees {
+    pub delivery: i64,
+    pub recipients: Vec<i64>,
+}
+
+/// What a migration run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The database already had the original's schema (knex_migrations with all five).
+    pub adopted_existing: bool,
+    /// Names of the steps applied in this run.
+    pub applied: Vec<String>,
+}
+
+/// The operations the routes need. Every method is one logical operation with the
+/// semantics of `spec/ts-server.md` §3–§6 except where noted.
+pub trait Backend: Send + Sync + 'static {
+    /// A short name for logs (`mysql`, `sqlite`).
+    fn kind(&self) -> &'static str;
+
+    /// Creates or adopts the schema (see [`migrate`]). Idempotent.
+    fn migrate(&self) -> StoreFuture<'_, MigrationReport>;
+
+    /// `server_fees.delivery_fee` for the box (exact match in SQL collation), `None` if no row.
+    fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>>;
+
+    /// The fee each recipient charges `sender` for `message_box`: the sender-specific rule
+    /// if one exists, else the box-wide rule (the newest row if duplicates exist), else a
+    /// box-wide row with `default_fee` is inserted and `default_fee` returned. Recipients are
+    /// resolved in one round trip where possible.
+    fn recipient_fees(
+        &self,
+        sender: &str,
+        message_box: &str,
+        recipients: &[String],
+        default_fee: i64,
+    ) -> StoreFuture<'_, Vec<i64>>;
+
+    /// Stores messages, creating missing boxes. Concurrent calls are group-committed: many
+    /// requests' rows go into one multi-row `INSERT IGNORE` in one transaction, and each
+    /// future resolves only after its batch committed. A duplicate `messageId` is ignored.
+    fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>>;
+
+    /// Messages of `recipient`'s box `box_type` ordered by `created_at`, then `messageId`;
+    /// `limit`/`offset` page through them. No box → empty (the box is not created).
+    fn list_messages(
+        &self,
+        recipient: &str,
+        box_type: &str,
+        limit: u32,
+        offset: u64,
+    ) -> StoreFuture<'_, Vec<StoredMessage>>;
+
+    /// Deletes `recipient`'s messages with these ids (any box); returns how many went.
+    fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64>;
+
+    /// Upsert on `fcm_token`; returns the MySQL-style `insertId` (new id, the existing id
+    /// when a row changed, 0 when nothing changed).
+    fn register_device(&self, reg: DeviceRegistration) -> StoreFuture<'_, u64>;
+
+    /// All devices of an identity, newest `updated_at` first.
+    fn list_devices(&self, identity_key: &str) -> StoreFuture<'_, Vec<Device>>;
+
+    /// Active devices of an identity (for push).
+    fn active_devices(&self, identity_key: &str) -> StoreFuture<'_, Vec<Device>>;
+
+    /// After a push: success updates `last_used`; `deactivate` sets `active = 0`.
+    fn record_push(&self, fcm_token: &str, success: bool, deactivate: bool) -> StoreFuture<'_, ()>;
+
+    /// Upsert a rule. Sender-specific rules update in place; box-wide rules (sender NULL)
+    /// are upserted too (update the newest box-wide row, insert if none) — the original
+    /// inserted a duplicate on every call.
+    fn set_permission(&self, recipient: &str, sender: Option<&str>, message_box: &str, fee: i64)
+        -> StoreFuture<'_, ()>;
+
+    /// The exact rule (sender-specific, or box-wide when `sender` is `None`), no fallback and
+    /// no auto-creation; box-wide duplicates: the newest.
+    fn get_permission(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        message_box: &str,
+    ) -> StoreFuture<'_, Option<Permission>>;
+
+    /// A page of `recipient`'s rules, optionally for one box, ordered by `message_box` asc,
+    /// box-wide rows first, then `created_at` (asc or desc); with the total count.
+    fn list_permissions(
+        &self,
+        recipient: &str,
+        message_box: Option<&str>,
+        limit: u32,
+        offset: u64,
+        created_asc: bool,
+    ) -> StoreFuture<'_, (Vec<Permission>, u64)>;
+
+    /// Waits until every accepted write is committed (graceful shutdown).
+    fn flush(&self) -> StoreFuture<'_, ()>;
+}
+
+/// The store handle shared by every core.
+pub type Store = Arc<dyn Backend>;
+
+/// Opens the store named by a URL: `mysql://user:pass@host:port/db` or `sqlite://path`
+/// (`sqlite::memory:` for a private in-memory database).
+pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+    if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Arc::new(mysql::MysqlStore::open(url, options).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        Ok(Arc::new(sqlite::SqliteStore::open(path, options)?))
+    } else {
+        Err(StoreError::Config(format!("unsupported database URL (use mysql://… or sqlite://…): {url}")))
+    }
+}
+
+/// Tuning shared by both backends.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the MySQL pool.
+    pub pool_size: usize,
+    /// Most rows in one group-committed insert.
+    pub max_batch_rows: usize,
+    /// Most queued insert requests before callers wait (back-pressure).
+    pub max_queued_inserts: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { pool_size: 8, max_batch_rows: 512, max_queued_inserts: 65_536 }
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.000Z`, as the original's JS `Date` values serialise.
+pub fn iso8601(ts: Timestamp) -> String {
+    let days = ts.div_euclid(86_400);
+    let secs = ts.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Now, in whole seconds (the schema's precision).
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(iso8601(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(iso8601(1_764_750_896), "2025-12-03T08:34:56.000Z");
+        assert_eq!(iso8601(2_147_483_647), "2038-01-19T03:14:07.000Z");
+    }
+}
