@@ -4,4 +4,11 @@
 //! the benchmarks and the load generator (`perf/`) share one implementation.
 
 pub mod auth;
+pub mod client;
 pub mod store;
+pub mod api;
+pub mod config;
+pub mod http;
+pub mod payments;
+pub mod server;
+pub mod startup;

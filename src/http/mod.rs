@@ -1,0 +1,287 @@
+//! Request and response plumbing: CORS and `OPTIONS` as the original answers them, the
+//! BRC-103 handshake endpoint, the public docs, body limits, BRC-104 verification of every
+//! business request and the signing of every answer (including errors and unknown routes).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::api::{Api, Call, Query, Reply, Route};
+use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
+use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, IncomingRequest, ServerAuth};
+
+pub mod docs;
+
+pub type Body = Full<Bytes>;
+
+/// The live channel's entry point for `/socket.io/` requests (Engine.IO).
+pub trait LiveHttp: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: http::Request<Incoming>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + '_>>;
+}
+
+/// Everything a request needs, shared by every core.
+pub struct App {
+    pub auth: Arc<ServerAuth>,
+    pub api: Api,
+    pub routing_prefix: String,
+    pub max_body: usize,
+    /// `None` when `ENABLE_WEBSOCKETS=false`: `/socket.io/` answers 404.
+    pub live: Option<Arc<dyn LiveHttp>>,
+    pub openapi: Bytes,
+}
+
+/// How long a client may take to send a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
+const CORS: [(&str, &str); 5] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-headers", "*"),
+    ("access-control-allow-methods", "*"),
+    ("access-control-expose-headers", "*"),
+    ("access-control-allow-private-network", "true"),
+];
+
+fn response(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let body = body.into();
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    for (k, v) in CORS {
+        h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+const JSON: &str = "application/json; charset=utf-8";
+
+fn json_response(status: u16, value: &Value) -> Response<Body> {
+    response(status, JSON, serde_json::to_vec(value).expect("JSON values serialise"))
+}
+
+fn error_response(status: u16, code: &str, description: &str) -> Response<Body> {
+    json_response(status, &json!({"status": "error", "code": code, "description": description}))
+}
+
+/// The original's answer to a request without BRC-104 headers (note the key `message`).
+fn unauthenticated() -> Response<Body> {
+    json_response(401, &json!({"status": "error", "code": "UNAUTHORIZED", "message": "Mutual-authentication failed!"}))
+}
+
+fn auth_failed(e: &AuthError) -> Response<Body> {
+    error_response(401, "ERR_AUTH_FAILED", &e.to_string())
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken,
+}
+
+async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(_)) => Err(BodyError::Broken),
+    }
+}
+
+fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
+    match e {
+        BodyError::TooLarge => {
+            error_response(413, "ERR_PAYLOAD_TOO_LARGE", &format!("Request body exceeds the limit of {limit} bytes."))
+        }
+        BodyError::Timeout => error_response(408, "ERR_REQUEST_TIMEOUT", "The request body was not received in time."),
+        BodyError::Broken => error_response(400, "ERR_BAD_REQUEST", "The request body could not be read."),
+    }
+}
+
+/// The service function of every connection.
+pub async fn handle(app: Arc<App>, req: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if path.starts_with("/socket.io/") {
+        return Ok(match &app.live {
+            Some(live) => live.handle(req).await,
+            None => error_response(404, "ERR_NOT_FOUND", "The live channel is disabled on this server."),
+        });
+    }
+    if req.method() == Method::OPTIONS {
+        return Ok(response(200, "text/plain; charset=utf-8", "OK"));
+    }
+    match path {
+        "/.well-known/auth" => return Ok(handshake(&app, req).await),
+        "/openapi.json" if req.method() == Method::GET => return Ok(response(200, JSON, app.openapi.clone())),
+        "/docs" if req.method() == Method::GET => {
+            let mut r = response(301, "text/html; charset=utf-8", "Moved Permanently. Redirecting to /docs/");
+            r.headers_mut().insert(http::header::LOCATION, HeaderValue::from_static("/docs/"));
+            return Ok(r);
+        }
+        "/docs/" if req.method() == Method::GET => {
+            return Ok(response(200, "text/html; charset=utf-8", docs::HTML));
+        }
+        _ => {}
+    }
+    Ok(business(&app, req).await)
+}
+
+async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::POST {
+        return error_response(405, "ERR_METHOD_NOT_ALLOWED", "The handshake endpoint takes POST.");
+    }
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&parts.headers, body, app.max_body).await {
+        Ok(b) => b,
+        Err(e) => return body_error_response(e, app.max_body),
+    };
+    let msg = match AuthMessage::from_json(&body) {
+        Ok(m) => m,
+        Err(e) => return error_response(400, "ERR_INVALID_AUTH_MESSAGE", &e.to_string()),
+    };
+    match app.auth.handle_handshake_message(&msg) {
+        Ok(HandshakeReply::Message(reply)) => {
+            let mut r = response(200, JSON, reply.to_json());
+            let h = r.headers_mut();
+            let mut set = |k: &'static str, v: &str| {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.insert(HeaderName::from_static(k), v);
+                }
+            };
+            set(payload::H_VERSION, &reply.version);
+            set(payload::H_MESSAGE_TYPE, reply.message_type.as_str());
+            set(payload::H_IDENTITY_KEY, &reply.identity_key);
+            if let Some(n) = &reply.nonce {
+                set(payload::H_NONCE, n);
+            }
+            if let Some(n) = &reply.your_nonce {
+                set(payload::H_YOUR_NONCE, n);
+            }
+            if let Some(s) = &reply.signature {
+                set(payload::H_SIGNATURE, &hex::encode(s));
+            }
+            if let Some(c) = &reply.requested_certificates {
+                set(payload::H_REQUESTED_CERTIFICATES, &c.to_string());
+            }
+            r
+        }
+        Ok(HandshakeReply::Acknowledged) => json_response(200, &json!({"status": "success"})),
+        Err(AuthError::SessionsFull) => {
+            let mut r = error_response(503, "ERR_TOO_MANY_SESSIONS", &AuthError::SessionsFull.to_string());
+            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            r
+        }
+        Err(e @ (AuthError::SessionNotFound(_) | AuthError::InvalidSignature | AuthError::IdentityMismatch)) => {
+            auth_failed(&e)
+        }
+        Err(e) => error_response(400, "ERR_INVALID_AUTH_MESSAGE", &e.to_string()),
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    header(headers, "content-type")
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
+    if !req.headers().contains_key(H_REQUEST_ID) {
+        return unauthenticated();
+    }
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&parts.headers, body, app.max_body).await {
+        Ok(b) => b,
+        Err(e) => return body_error_response(e, app.max_body),
+    };
+    let h = &parts.headers;
+    let signed_headers = select_request_headers(h.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+    let path = parts.uri.path();
+    let query = parts.uri.query().map(|q| format!("?{q}"));
+    let incoming = IncomingRequest {
+        auth: AuthHeaders {
+            version: header(h, payload::H_VERSION),
+            identity_key: header(h, payload::H_IDENTITY_KEY),
+            nonce: header(h, payload::H_NONCE),
+            your_nonce: header(h, payload::H_YOUR_NONCE),
+            signature: header(h, payload::H_SIGNATURE),
+            request_id: header(h, H_REQUEST_ID),
+        },
+        method: parts.method.as_str(),
+        path,
+        query: query.as_deref(),
+        signed_headers: &signed_headers,
+        body: &body,
+    };
+    let verified = match app.auth.verify_request(&incoming) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!(error = %e, path, "request authentication failed");
+            return auth_failed(&e);
+        }
+    };
+    let reply = match Route::find(parts.method.as_str(), path, &app.routing_prefix) {
+        None => Reply::error(404, "ERR_NOT_FOUND", format!("Route not found: {} {}", parts.method, path)),
+        Some(route) => match parse_json_body(h, &body) {
+            Err(reply) => reply,
+            Ok(json_body) => {
+                let call = Call {
+                    identity: &verified.session.peer_hex,
+                    query: Query::parse(parts.uri.query().unwrap_or("")),
+                    body: json_body,
+                };
+                app.api.handle(route, call).await
+            }
+        },
+    };
+    signed(app, &verified, reply)
+}
+
+/// The body as the original's `express.json()` would give it to the route: JSON objects and
+/// arrays for an `application/json` content type, `{}` for anything else or an empty body.
+fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Reply> {
+    if !is_json(headers) || body.is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
+        Ok(_) => Err(Reply::error(400, "ERR_INVALID_JSON", "The request body must be a JSON object or array.")),
+        Err(e) => Err(Reply::error(400, "ERR_INVALID_JSON", format!("The request body is not valid JSON: {e}"))),
+    }
+}
+
+fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> Response<Body> {
+    // Never an empty signed body: the TS client would rebuild it differently and hang.
+    let body = if reply.body.is_empty() { b"{}".to_vec() } else { reply.body };
+    let auth = match app.auth.sign_response(&verified.session, &verified.request_id, reply.status, &[], &body) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "signing a response failed");
+            return error_response(500, "ERR_RESPONSE_SIGNING_FAILED", &e.to_string());
+        }
+    };
+    let mut r = response(reply.status, JSON, body);
+    let h = r.headers_mut();
+    for (k, v) in auth.pairs() {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(k), v);
+        }
+    }
+    r
+}

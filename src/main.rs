@@ -1,0 +1,162 @@
+//! `messagebox`: serve (default), migrate, keygen.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use messagebox::auth::PrivateKey;
+use messagebox::config::{Config, VARIABLES};
+use messagebox::startup;
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "messagebox", version, about = "MessageBox server: BRC-103 authenticated store-and-forward messaging")]
+#[command(after_help = env_help())]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the server (the default).
+    Serve,
+    /// Create or adopt the database schema, then exit.
+    Migrate,
+    /// Print a new private key (hex) and its identity key.
+    Keygen,
+}
+
+fn env_help() -> String {
+    let mut s = String::from("Configuration is read from the environment and a .env file in the working directory:\n");
+    for (name, meaning) in VARIABLES {
+        s.push_str(&format!("  {name:<36} {meaning}\n"));
+    }
+    s.push_str("  RUST_LOG                             log filter (default info), e.g. messagebox=debug\n");
+    s.push_str("\nExit codes: 0 success, 1 runtime failure, 2 bad configuration.");
+    s
+}
+
+fn init_logging(enabled: bool) {
+    let filter = if enabled {
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
+    } else {
+        "off".into()
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn config() -> Result<Config, ExitCode> {
+    Config::from_env().map_err(|e| {
+        eprintln!("messagebox: configuration error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Keygen => {
+            let key = PrivateKey::random();
+            println!("SERVER_PRIVATE_KEY={}", key.to_hex());
+            println!("identity key: {}", key.public_key());
+            ExitCode::SUCCESS
+        }
+        Command::Migrate => {
+            let config = match config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(config.logging);
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            match rt.block_on(startup::open_store(&config, Duration::from_secs(30))) {
+                Ok(store) => {
+                    let _ = rt.block_on(store.flush());
+                    tracing::info!(database = %config.database.describe(), "schema is up to date");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("messagebox: migration failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Serve => {
+            let config = match config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_logging(config.logging);
+            serve(config)
+        }
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let key = match startup::resolve_key(&config.key) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("messagebox: configuration error: SERVER_PRIVATE_KEY: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let parts = match startup::Parts::from_config(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("messagebox: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let store = match rt.block_on(startup::open_store(&config, Duration::from_secs(60))) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("messagebox: cannot open the database ({}): {e}", config.database.describe());
+            return ExitCode::from(1);
+        }
+    };
+    let payments = parts.payments.describe();
+    let app = startup::app(&config, key, store.clone(), parts);
+    let running = match startup::start(&config, app) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("messagebox: cannot listen on {}:{}: {e}", config.bind, config.port);
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(
+        addr = %running.addr,
+        threads = config.threads,
+        identity = %key.public_key(),
+        database = %config.database.describe(),
+        payments = %payments,
+        node_env = %config.node_env,
+        "messagebox listening"
+    );
+    rt.block_on(wait_for_signal());
+    tracing::info!("shutting down: no new connections, finishing requests");
+    running.shutdown();
+    if let Err(e) = rt.block_on(store.flush()) {
+        tracing::error!(error = %e, "flushing the store failed");
+        return ExitCode::from(1);
+    }
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

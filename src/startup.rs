@@ -1,0 +1,143 @@
+//! Turning a [`Config`] into a running server: the server key (generated once in
+//! development), the store (opened and migrated, with retries while the database comes
+//! up), the shared [`App`] and the cores. Used by `main` and by the integration tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::api::{Api, LiveDelivery, NoLive, NoPush, Notifier};
+use crate::auth::{PrivateKey, ServerAuth};
+use crate::config::{Config, KeySource};
+use crate::http::App;
+use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
+use crate::server::{HttpLimits, Running};
+use crate::store::{self, Store, StoreError, StoreOptions};
+
+/// Loads the development key file, creating it (mode 0600) on first use.
+pub fn resolve_key(source: &KeySource) -> Result<PrivateKey, String> {
+    match source {
+        KeySource::Given(k) => Ok(*k),
+        KeySource::File(path) => load_or_create_key(path),
+    }
+}
+
+fn load_or_create_key(path: &Path) -> Result<PrivateKey, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => PrivateKey::from_hex(text.trim())
+            .map_err(|_| format!("{}: not a valid private key (64 hex digits)", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = PrivateKey::random();
+            write_private(path, &format!("{}\n", key.to_hex()))
+                .map_err(|e| format!("cannot write the development key to {}: {e}", path.display()))?;
+            tracing::warn!(
+                file = %path.display(),
+                identity = %key.public_key(),
+                "SERVER_PRIVATE_KEY is not set: generated a development key (set SERVER_PRIVATE_KEY in production)"
+            );
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path)?.write_all(text.as_bytes())
+}
+
+/// Opens and migrates the store, retrying for up to `patience` while the database is not
+/// reachable (containers often start the server before the database).
+pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, StoreError> {
+    let options = StoreOptions { pool_size: config.db_pool, ..StoreOptions::default() };
+    let url = config.database.url();
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let attempt = async {
+            let s = store::open(&url, &options).await?;
+            let report = s.migrate().await?;
+            Ok::<_, StoreError>((s, report))
+        };
+        match attempt.await {
+            Ok((s, report)) => {
+                if report.adopted_existing {
+                    tracing::info!("database created by the original server adopted");
+                }
+                if !report.applied.is_empty() {
+                    tracing::info!(steps = ?report.applied, "migrations applied");
+                }
+                return Ok(s);
+            }
+            Err(e @ (StoreError::Config(_) | StoreError::Schema(_))) => return Err(e),
+            Err(e) if start.elapsed() + delay > patience => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// The optional subsystems, replaceable by tests.
+pub struct Parts {
+    pub payments: Arc<dyn PaymentAcceptor>,
+    pub push: Arc<dyn Notifier>,
+    pub live: Arc<dyn LiveDelivery>,
+}
+
+impl Parts {
+    pub fn from_config(config: &Config) -> Result<Parts, String> {
+        let payments: Arc<dyn PaymentAcceptor> = match &config.payment_wallet_url {
+            Some(url) => Arc::new(HttpJsonWallet::new(url, "http://messagebox.server")?),
+            None => Arc::new(NoWallet),
+        };
+        Ok(Parts { payments, push: Arc::new(NoPush), live: Arc::new(NoLive) })
+    }
+}
+
+/// Builds the shared application state.
+pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
+    let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
+    let api = Api { store, payments: parts.payments, push: parts.push, live: parts.live, limits: config.limits.clone() };
+    let openapi = serde_json::to_vec(&crate::http::docs::openapi(&config.routing_prefix)).expect("serialises");
+    Arc::new(App {
+        auth,
+        api,
+        routing_prefix: config.routing_prefix.clone(),
+        max_body: config.max_body,
+        live: None,
+        openapi: openapi.into(),
+    })
+}
+
+/// Starts the cores on the configured address.
+pub fn start(config: &Config, app: Arc<App>) -> std::io::Result<Running> {
+    let addr = SocketAddr::new(config.bind, config.port);
+    let running = crate::server::start(app.clone(), addr, config.threads, HttpLimits::default())?;
+    // Expired sessions are swept in the background; lookups also drop them lazily.
+    let mut stop = running.shutdown_signal();
+    std::thread::Builder::new().name("messagebox-sweeper".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("timer runtime");
+        rt.block_on(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                        let n = app.auth.sessions().sweep();
+                        if n > 0 {
+                            tracing::debug!(expired = n, "sessions swept");
+                        }
+                    }
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    })?;
+    Ok(running)
+}

@@ -1,0 +1,93 @@
+//! Starting a real server in-process on loopback for the integration tests, and
+//! authenticated clients that talk to it over real sockets.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use messagebox::auth::{ClientIdentity, PrivateKey};
+use messagebox::client::AuthClient;
+use messagebox::config::Config;
+use messagebox::http::App;
+use messagebox::server::Running;
+use messagebox::startup::{self, Parts};
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub identity: String,
+    pub app: Arc<App>,
+    running: Option<Running>,
+}
+
+impl TestServer {
+    /// A server on `database_url` with extra environment `env` (e.g. ROUTING_PREFIX).
+    pub async fn start(database_url: &str, env: &[(&str, &str)]) -> TestServer {
+        Self::start_with(database_url, env, |_| {}).await
+    }
+
+    /// As [`start`], letting the test replace subsystems (payments, push, live).
+    pub async fn start_with(database_url: &str, env: &[(&str, &str)], tweak: impl FnOnce(&mut Parts)) -> TestServer {
+        let key = PrivateKey::random();
+        let mut map: HashMap<String, String> = [
+            ("MESSAGEBOX_PORT", "0"),
+            ("MESSAGEBOX_BIND", "127.0.0.1"),
+            ("MESSAGEBOX_THREADS", "2"),
+            ("LOGGING_ENABLED", "false"),
+            ("ENABLE_WEBSOCKETS", "false"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        map.insert("SERVER_PRIVATE_KEY".into(), key.to_hex());
+        map.insert("DATABASE_URL".into(), database_url.into());
+        for (k, v) in env {
+            map.insert(k.to_string(), v.to_string());
+        }
+        let config = Config::from_map(&map).expect("test config");
+        let store = startup::open_store(&config, Duration::from_secs(10)).await.expect("store opens");
+        let mut parts = Parts::from_config(&config).expect("parts");
+        tweak(&mut parts);
+        let app = startup::app(&config, key, store, parts);
+        let running = startup::start(&config, app.clone()).expect("server starts");
+        TestServer { addr: running.addr, identity: key.public_key().to_hex(), app, running: Some(running) }
+    }
+
+    pub fn client(&self) -> AuthClient {
+        AuthClient::new(ClientIdentity::random(), self.addr)
+    }
+
+    pub fn client_for(&self, identity: ClientIdentity) -> AuthClient {
+        AuthClient::new(identity, self.addr)
+    }
+
+    /// Graceful shutdown (also done on drop).
+    pub fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown();
+        }
+    }
+}
+
+/// A fresh identity's compressed key.
+pub fn key() -> String {
+    PrivateKey::random().public_key().to_hex()
+}
+
+/// Asserts an error body: status, code and description.
+#[track_caller]
+pub fn assert_error(got: &(u16, serde_json::Value), status: u16, code: &str, description: &str) {
+    assert_eq!(got.0, status, "status of {}", got.1);
+    assert_eq!(got.1["status"], "error", "{}", got.1);
+    assert_eq!(got.1["code"], code, "{}", got.1);
+    assert_eq!(got.1["description"], description, "{}", got.1);
+}
