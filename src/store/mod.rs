@@ -167,16 +167,20 @@ pub trait Backend: Send + Sync + 'static {
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64>;
 
     /// Upsert on `fcm_token`; returns the MySQL-style `insertId` (new id, the existing id
-    /// when a row changed, 0 when nothing changed).
+    /// when a row changed, 0 when nothing changed). SQLite returns the new id on insert and
+    /// the existing id on every update (it cannot tell "unchanged").
     fn register_device(&self, reg: DeviceRegistration) -> StoreFuture<'_, u64>;
 
-    /// All devices of an identity, newest `updated_at` first.
+    /// All devices of an identity, newest `updated_at` first (ties: highest id first), at most
+    /// [`MAX_DEVICES`].
     fn list_devices(&self, identity_key: &str) -> StoreFuture<'_, Vec<Device>>;
 
-    /// Active devices of an identity (for push).
+    /// Active devices of an identity (for push), at most [`MAX_DEVICES`].
     fn active_devices(&self, identity_key: &str) -> StoreFuture<'_, Vec<Device>>;
 
-    /// After a push: success updates `last_used`; `deactivate` sets `active = 0`.
+    /// After a push: success sets `last_used` and `updated_at` to now; `deactivate` sets
+    /// `active = 0` and `updated_at` to now (as the original does). A token that is not
+    /// registered is not an error.
     fn record_push(&self, fcm_token: &str, success: bool, deactivate: bool) -> StoreFuture<'_, ()>;
 
     /// Upsert a rule. Sender-specific rules update in place; box-wide rules (sender NULL)
@@ -209,6 +213,23 @@ pub trait Backend: Send + Sync + 'static {
     fn flush(&self) -> StoreFuture<'_, ()>;
 }
 
+/// Most devices one identity lists (a bound on a query the original left unbounded).
+pub const MAX_DEVICES: u32 = 1000;
+
+/// Counters of a backend's group-commit writer (for tests and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Committed insert batches; each is one transaction holding one or more requests.
+    pub batches: u64,
+    /// `insert_messages` calls the writer has answered.
+    pub requests: u64,
+    /// Message rows written or found duplicate in committed batches.
+    pub rows: u64,
+    /// Batches redone row by row because the multi-row outcome was ambiguous (MySQL), or
+    /// batches split into their requests after an error (both backends).
+    pub fallbacks: u64,
+}
+
 /// The store handle shared by every core.
 pub type Store = Arc<dyn Backend>;
 
@@ -231,13 +252,17 @@ pub struct StoreOptions {
     pub pool_size: usize,
     /// Most rows in one group-committed insert.
     pub max_batch_rows: usize,
-    /// Most queued insert requests before callers wait (back-pressure).
+    /// Most queued insert requests before callers wait (back-pressure). SQLite also bounds
+    /// its queue of reads by this.
     pub max_queued_inserts: usize,
+    /// Reader threads (one connection each) for an SQLite file; `:memory:` uses the
+    /// writer's connection for everything.
+    pub sqlite_readers: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { pool_size: 8, max_batch_rows: 512, max_queued_inserts: 65_536 }
+        StoreOptions { pool_size: 8, max_batch_rows: 512, max_queued_inserts: 65_536, sqlite_readers: 2 }
     }
 }
 
@@ -247,6 +272,25 @@ pub fn iso8601(ts: Timestamp) -> String {
     let secs = ts.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+/// A timestamp → (year, month, day, hour, minute, second), UTC.
+pub(crate) fn civil_from_timestamp(ts: Timestamp) -> (i64, u32, u32, u32, u32, u32) {
+    let (y, m, d) = civil_from_days(ts.div_euclid(86_400));
+    let secs = ts.rem_euclid(86_400) as u32;
+    (y, m, d, secs / 3600, (secs / 60) % 60, secs % 60)
+}
+
+/// (year, month, day, hour, minute, second), UTC → a timestamp (H. Hinnant's algorithm).
+pub(crate) fn timestamp_from_civil(y: i64, m: u32, d: u32, hh: u32, mm: u32, ss: u32) -> Timestamp {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + i64::from(hh) * 3600 + i64::from(mm) * 60 + i64::from(ss)
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -278,5 +322,16 @@ mod tests {
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601(1_764_750_896), "2025-12-03T08:34:56.000Z");
         assert_eq!(iso8601(2_147_483_647), "2038-01-19T03:14:07.000Z");
+    }
+
+    #[test]
+    fn civil_round_trips() {
+        assert_eq!(timestamp_from_civil(2025, 12, 3, 8, 34, 56), 1_764_750_896);
+        assert_eq!(timestamp_from_civil(2000, 2, 29, 0, 0, 0), 951_782_400);
+        assert_eq!(civil_from_timestamp(1_764_750_896), (2025, 12, 3, 8, 34, 56));
+        for ts in (-10_000_000_000i64..10_000_000_000).step_by(86_399_917) {
+            let (y, m, d, hh, mm, ss) = civil_from_timestamp(ts);
+            assert_eq!(timestamp_from_civil(y, m, d, hh, mm, ss), ts);
+        }
     }
 }

@@ -1,86 +1,1248 @@
-//! Placeholder until the backend lands; every call fails with `Unavailable`.
-#![allow(clippy::all)]
-use super::*;
-pub struct MysqlStore;
-impl MysqlStore {
-    pub async fn open(_url: &str, _o: &StoreOptions) -> Result<Self, StoreError> {
-        Err(StoreError::Config("backend not built yet".into()))
+//! The MySQL/MariaDB backend (`mysql_async`).
+//!
+//! It owns one OS thread running a tokio `current_thread` runtime, and that runtime owns
+//! the connection pool: mysql_async connections are bound to the runtime that created them,
+//! so the pool must not be shared by the server's per-core runtimes. Store methods spawn
+//! their work onto this runtime and await the `JoinHandle` (awaitable from any runtime).
+//!
+//! Message inserts go through a **group-commit writer** task on the same runtime. Callers
+//! queue requests on a bounded channel (a full queue makes callers wait); the writer drains
+//! what has queued up (up to `max_batch_rows` rows), resolves the messageBox ids (a bounded
+//! cache, then one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all
+//! rows in ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk. Each
+//! caller is answered only after COMMIT. Per-row outcomes come from a pre-check of the ids
+//! in the same transaction, verified against the affected-row count; when they disagree (a
+//! concurrent writer in another process, or a collation our Rust-side comparison does not
+//! model) the batch is rolled back and redone row by row, which is exact.
+//!
+//! Every connection runs with `time_zone = '+00:00'`, so TIMESTAMP columns read and write
+//! UTC, and keeps its prepared statements across uses (no reset on return to the pool).
+//! Statements with variable-length lists are padded to power-of-two sizes so each
+//! connection caches a handful of statement shapes instead of one per length.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, InsertOutcome,
+    MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp,
+    WriterStats, MAX_DEVICES,
+};
+
+/// Prepared statements kept per connection (LRU inside mysql_async).
+const STMT_CACHE_SIZE: usize = 64;
+/// Most values in one `IN (...)` list or `UNION ALL` lookup; longer lists are chunked.
+const MAX_LIST: usize = 512;
+/// Most body bytes in one multi-row INSERT; a bigger batch is split into more statements.
+const MAX_CHUNK_BYTES: usize = 8 << 20;
+/// Entries per generation of the messageBox id cache (so at most twice this many).
+const BOX_CACHE_GENERATION: usize = 32_768;
+/// Retries after a deadlock or lock-wait timeout.
+const TRANSIENT_RETRIES: u32 = 2;
+
+const ER_NO_REFERENCED_ROW: u16 = 1216;
+const ER_NO_REFERENCED_ROW_2: u16 = 1452;
+const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
+const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
+     (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
+const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
+
+impl From<mysql_async::Error> for StoreError {
+    fn from(e: mysql_async::Error) -> Self {
+        StoreError::Database(e.to_string())
     }
 }
-impl super::Backend for MysqlStore {
+
+/// The MySQL store handle. Dropping it closes the writer queue; the store thread then
+/// commits what is queued, closes the pool and exits.
+pub struct MysqlStore {
+    runtime: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+    writer: mpsc::Sender<WriterMsg>,
+}
+
+struct Shared {
+    pool: Pool,
+    /// For the migration's own connection (see [`migrate::run_mysql`]).
+    opts: Opts,
+    max_batch_rows: usize,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct Stats {
+    batches: AtomicU64,
+    requests: AtomicU64,
+    rows: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+enum WriterMsg {
+    Insert { rows: Vec<NewMessage>, reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>> },
+    Flush(oneshot::Sender<()>),
+}
+
+impl MysqlStore {
+    /// Starts the store thread and checks that the server answers. `url` is
+    /// `mysql://user:pass@host:port/db` (`mariadb://` is accepted too) with mysql_async's
+    /// URL parameters; pool size and statement caching come from `options`.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let url = match url.strip_prefix("mariadb://") {
+            Some(rest) => format!("mysql://{rest}"),
+            None => url.to_string(),
+        };
+        let parsed = Opts::from_url(&url).map_err(|e| StoreError::Config(format!("bad MySQL URL: {e}")))?;
+        if parsed.db_name().is_none_or(str::is_empty) {
+            return Err(StoreError::Config("the MySQL URL names no database (mysql://…/<database>)".into()));
+        }
+        let constraints = PoolConstraints::new(0, options.pool_size.max(1))
+            .ok_or_else(|| StoreError::Config("bad pool size".into()))?;
+        let opts: Opts = OptsBuilder::from_opts(parsed)
+            // `setup` also runs after a connection reset; resets are off, but stay safe.
+            .setup(vec!["SET time_zone = '+00:00'"])
+            .stmt_cache_size(STMT_CACHE_SIZE)
+            // Affected-row counts must mean "changed rows" (outcomes, insertId semantics).
+            .client_found_rows(false)
+            .pool_opts(PoolOpts::default().with_constraints(constraints).with_reset_connection(false))
+            .into();
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Config(format!("cannot start the MySQL runtime: {e}")))?;
+        let handle = runtime.handle().clone();
+        let pool = {
+            let _entered = handle.enter();
+            Pool::new(opts.clone())
+        };
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            opts,
+            max_batch_rows: options.max_batch_rows.max(1),
+            stats: Stats::default(),
+        });
+        let (tx, rx) = mpsc::channel(options.max_queued_inserts.max(1));
+        let writer = Writer { shared: shared.clone(), rx, boxes: BoxCache::new(BOX_CACHE_GENERATION) };
+        std::thread::Builder::new()
+            .name("messagebox-mysql".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    writer.run().await;
+                    if let Err(e) = pool.disconnect().await {
+                        tracing::warn!(error = %e, "closing the MySQL pool failed");
+                    }
+                });
+                tracing::debug!("MySQL store thread stopped");
+            })
+            .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
+
+        let store = MysqlStore { runtime: handle, shared, writer: tx };
+        store
+            .spawn(|s| async move {
+                let mut conn = s.pool.get_conn().await?;
+                conn.ping().await?;
+                Ok(())
+            })
+            .await?;
+        Ok(store)
+    }
+
+    /// Counters of the group-commit writer.
+    pub fn stats(&self) -> WriterStats {
+        let s = &self.shared.stats;
+        WriterStats {
+            batches: s.batches.load(Ordering::Relaxed),
+            requests: s.requests.load(Ordering::Relaxed),
+            rows: s.rows.load(Ordering::Relaxed),
+            fallbacks: s.fallbacks.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `f` on the store runtime.
+    fn spawn<T, F, Fut>(&self, f: F) -> StoreFuture<'_, T>
+    where
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.runtime.spawn(f(self.shared.clone()));
+        Box::pin(async move {
+            task.await.map_err(|e| StoreError::Unavailable(format!("MySQL store task did not finish: {e}")))?
+        })
+    }
+}
+
+fn writer_gone() -> StoreError {
+    StoreError::Unavailable("the MySQL writer has stopped".into())
+}
+
+/// A TIMESTAMP parameter (the session time zone is UTC).
+pub(crate) fn date_value(ts: Timestamp) -> Value {
+    let (y, m, d, hh, mm, ss) = civil_from_timestamp(ts);
+    Value::Date(y.clamp(0, 9999) as u16, m as u8, d as u8, hh as u8, mm as u8, ss as u8, 0)
+}
+
+fn opt_text(v: Option<&str>) -> Value {
+    v.map_or(Value::NULL, Value::from)
+}
+
+/// Decoding of result values; lenient about the representation (binary or text protocol).
+fn v_string(v: Value) -> Option<String> {
+    match v {
+        Value::NULL => None,
+        Value::Bytes(b) => {
+            Some(String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+        }
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        other => Some(other.as_sql(true)),
+    }
+}
+
+fn v_i64(v: Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(i),
+        Value::UInt(u) => i64::try_from(u).ok(),
+        Value::Bytes(b) => std::str::from_utf8(&b).ok()?.trim().parse().ok(),
+        Value::Float(f) => Some(f as i64),
+        Value::Double(f) => Some(f as i64),
+        _ => None,
+    }
+}
+
+fn v_ts(v: Value) -> Option<Timestamp> {
+    match v {
+        Value::Date(0, ..) => None,
+        Value::Date(y, m, d, hh, mm, ss, _) => Some(timestamp_from_civil(
+            i64::from(y),
+            u32::from(m),
+            u32::from(d),
+            u32::from(hh),
+            u32::from(mm),
+            u32::from(ss),
+        )),
+        Value::Bytes(b) => {
+            // Text protocol: `YYYY-MM-DD HH:MM:SS[.ffffff]`.
+            let s = std::str::from_utf8(&b).ok()?;
+            let n = |r: Range<usize>| s.get(r)?.parse::<u32>().ok();
+            let y = n(0..4)?;
+            if y == 0 {
+                return None;
+            }
+            Some(timestamp_from_civil(i64::from(y), n(5..7)?, n(8..10)?, n(11..13)?, n(14..16)?, n(17..19)?))
+        }
+        other => v_i64(other),
+    }
+}
+
+/// A row's values, in column order.
+fn values(row: Row) -> std::vec::IntoIter<Value> {
+    row.unwrap().into_iter()
+}
+
+fn next(it: &mut std::vec::IntoIter<Value>) -> Value {
+    it.next().unwrap_or(Value::NULL)
+}
+
+fn required<T>(v: Option<T>, what: &str) -> Result<T, StoreError> {
+    v.ok_or_else(|| StoreError::Database(format!("unexpected NULL or malformed value in {what}")))
+}
+
+/// The list size a statement is prepared for: the next power of two, at most `cap`
+/// (padding entries repeat the last real one).
+fn bucket(n: usize, cap: usize) -> usize {
+    n.next_power_of_two().min(cap.max(n))
+}
+
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 2);
+    for i in 0..n {
+        s.push_str(if i == 0 { "?" } else { ",?" });
+    }
+    s
+}
+
+fn padded<T: Clone>(items: &[T], size: usize) -> impl Iterator<Item = T> + '_ {
+    let last = items.last().cloned();
+    items.iter().cloned().chain(std::iter::repeat_n(last, size - items.len()).flatten())
+}
+
+/// How this code compares message ids when it has to (within one batch, and to match the
+/// pre-check's answer): MySQL's default collations ignore case and (PAD SPACE) trailing
+/// spaces. A collation that differs shows up as an affected-row mismatch and the batch is
+/// redone row by row, so this only has to be right in the common case.
+fn id_key(id: &str) -> String {
+    id.trim_end_matches(' ').to_lowercase()
+}
+
+fn is_transient(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == ER_LOCK_DEADLOCK || s.code == ER_LOCK_WAIT_TIMEOUT)
+}
+
+/// Whether the last statement's warnings include a foreign-key failure, which `INSERT
+/// IGNORE` downgrades to a warning (a messageBox row deleted under our cache).
+async fn fk_warning<Q: Queryable + Send>(q: &mut Q) -> Result<bool, mysql_async::Error> {
+    let rows: Vec<Row> = q.query("SHOW WARNINGS").await?;
+    Ok(rows.into_iter().any(|r| {
+        let code = values(r).nth(1).and_then(v_i64);
+        matches!(code, Some(c) if c == i64::from(ER_NO_REFERENCED_ROW_2) || c == i64::from(ER_NO_REFERENCED_ROW))
+    }))
+}
+
+/// `(recipient, box_type)` → `messageBoxId`, bounded: two generations, the older one is
+/// dropped when the newer fills up (boxes are never deleted by the app, so entries only go
+/// stale when an operator deletes a box, which the writer detects and then clears this).
+struct BoxCache {
+    current: HashMap<String, HashMap<String, u32>>,
+    previous: HashMap<String, HashMap<String, u32>>,
+    len: usize,
+    generation: usize,
+}
+
+impl BoxCache {
+    fn new(generation: usize) -> Self {
+        BoxCache { current: HashMap::new(), previous: HashMap::new(), len: 0, generation: generation.max(1) }
+    }
+
+    fn get(&mut self, recipient: &str, box_type: &str) -> Option<u32> {
+        if let Some(id) = self.current.get(box_type).and_then(|m| m.get(recipient)) {
+            return Some(*id);
+        }
+        let id = *self.previous.get(box_type)?.get(recipient)?;
+        self.insert(recipient, box_type, id);
+        Some(id)
+    }
+
+    fn insert(&mut self, recipient: &str, box_type: &str, id: u32) {
+        if self.len >= self.generation {
+            self.previous = std::mem::take(&mut self.current);
+            self.len = 0;
+        }
+        if self.current.entry(box_type.to_string()).or_default().insert(recipient.to_string(), id).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.current.clear();
+        self.previous.clear();
+        self.len = 0;
+    }
+}
+
+/// One queued `insert_messages` call.
+struct Pending {
+    rows: Vec<NewMessage>,
+    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// One row in autocommit: its affected-row count is its outcome.
+    Single,
+    /// Pre-check, multi-row INSERTs, verify counts, one transaction.
+    Batch,
+    /// One INSERT per row in one transaction; exact, used when `Batch` was ambiguous.
+    RowByRow,
+}
+
+enum AttemptError {
+    Db(mysql_async::Error),
+    /// The predicted outcomes disagree with what MySQL did; rolled back.
+    Ambiguous,
+    /// A cached messageBox id no longer exists; rolled back.
+    StaleBox,
+}
+
+impl From<mysql_async::Error> for AttemptError {
+    fn from(e: mysql_async::Error) -> Self {
+        AttemptError::Db(e)
+    }
+}
+
+struct WriteFailure {
+    error: StoreError,
+    /// The statement failed (not the connection): other requests of the batch may be fine.
+    statement_level: bool,
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<WriterMsg>,
+    boxes: BoxCache,
+}
+
+impl Writer {
+    /// Serves the queue until every sender is gone and the queue is empty.
+    async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut batch = Vec::new();
+            let mut rows = 0;
+            let mut flushed = None;
+            let mut msg = Some(first);
+            while let Some(m) = msg.take() {
+                match m {
+                    WriterMsg::Insert { rows: r, reply } => {
+                        rows += r.len();
+                        batch.push(Pending { rows: r, reply });
+                    }
+                    // Everything queued before the flush is in this batch: answer it after.
+                    WriterMsg::Flush(done) => {
+                        flushed = Some(done);
+                        break;
+                    }
+                }
+                if rows >= self.shared.max_batch_rows {
+                    break;
+                }
+                msg = self.rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit(batch).await;
+            }
+            if let Some(done) = flushed {
+                let _ = done.send(());
+            }
+        }
+    }
+
+    async fn commit(&mut self, batch: Vec<Pending>) {
+        self.shared.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let all: Vec<&NewMessage> = batch.iter().flat_map(|p| p.rows.iter()).collect();
+        match self.write(&all).await {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for p in batch {
+                    let mine: Vec<InsertOutcome> = outcomes.by_ref().take(p.rows.len()).collect();
+                    let _ = p.reply.send(Ok(mine));
+                }
+            }
+            Err(f) if f.statement_level && batch.len() > 1 => {
+                // One request must not fail the others: give each its own transaction.
+                tracing::warn!(error = %f.error, requests = batch.len(), "group-committed insert failed; retrying each request alone");
+                self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                for p in batch {
+                    let rows: Vec<&NewMessage> = p.rows.iter().collect();
+                    let _ = p.reply.send(self.write(&rows).await.map_err(|f| f.error));
+                }
+            }
+            Err(f) => {
+                for p in batch {
+                    let _ = p.reply.send(Err(f.error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Writes `rows` (in order) and returns each row's outcome, retrying what is safe to retry.
+    async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
+        let mut mode = if rows.len() == 1 { Mode::Single } else { Mode::Batch };
+        let mut stale_retried = false;
+        let mut transient = 0;
+        loop {
+            match self.attempt(rows, mode).await {
+                Ok(outcomes) => {
+                    self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    self.shared.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+                    return Ok(outcomes);
+                }
+                Err(AttemptError::Ambiguous) => {
+                    tracing::debug!(rows = rows.len(), "batch outcome ambiguous; redoing it row by row");
+                    self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    mode = Mode::RowByRow;
+                }
+                Err(AttemptError::StaleBox) if !stale_retried => {
+                    tracing::warn!("a cached messageBox row is gone (deleted by an operator?); clearing the cache and retrying once");
+                    self.boxes.clear();
+                    stale_retried = true;
+                }
+                Err(AttemptError::StaleBox) => {
+                    return Err(WriteFailure {
+                        error: StoreError::Database("messageBox rows disappeared while storing messages".into()),
+                        statement_level: true,
+                    });
+                }
+                Err(AttemptError::Db(e)) if is_transient(&e) && transient < TRANSIENT_RETRIES => {
+                    transient += 1;
+                    tracing::warn!(error = %e, attempt = transient, "message insert hit a lock conflict; retrying");
+                }
+                Err(AttemptError::Db(e)) => {
+                    let statement_level = matches!(e, mysql_async::Error::Server(_));
+                    return Err(WriteFailure { error: e.into(), statement_level });
+                }
+            }
+        }
+    }
+
+    async fn attempt(&mut self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
+        let mut conn = self.shared.pool.get_conn().await?;
+        let ts = date_value(now());
+        let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
+        match mode {
+            Mode::Single => {
+                conn.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts)).await?;
+                if conn.affected_rows() == 1 {
+                    Ok(vec![InsertOutcome::Inserted])
+                } else if conn.get_warnings() > 0 && fk_warning(&mut conn).await? {
+                    Err(AttemptError::StaleBox)
+                } else {
+                    Ok(vec![InsertOutcome::Duplicate])
+                }
+            }
+            Mode::Batch => {
+                let mut tx = conn.start_transaction(TxOpts::default()).await?;
+                let existing = precheck(&mut tx, rows).await?;
+                let Some(predicted) = predict(rows, &existing) else {
+                    tx.rollback().await?;
+                    return Err(AttemptError::Ambiguous);
+                };
+                for range in chunk_ranges(rows, self.shared.max_batch_rows) {
+                    let expected = predicted[range.clone()].iter().filter(|o| **o == InsertOutcome::Inserted).count();
+                    let chunk = &rows[range.clone()];
+                    let size = bucket(chunk.len(), self.shared.max_batch_rows);
+                    tx.exec_drop(insert_sql(size), chunk_params(chunk, &box_ids[range], size, &ts)).await?;
+                    if tx.affected_rows() != expected as u64 {
+                        let stale = tx.get_warnings() > 0 && fk_warning(&mut tx).await?;
+                        tx.rollback().await?;
+                        return Err(if stale { AttemptError::StaleBox } else { AttemptError::Ambiguous });
+                    }
+                }
+                tx.commit().await?;
+                Ok(predicted)
+            }
+            Mode::RowByRow => {
+                let mut tx = conn.start_transaction(TxOpts::default()).await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for (row, box_id) in rows.iter().zip(&box_ids) {
+                    tx.exec_drop(insert_sql(1), row_params(row, *box_id, &ts)).await?;
+                    if tx.affected_rows() == 1 {
+                        out.push(InsertOutcome::Inserted);
+                    } else if tx.get_warnings() > 0 && fk_warning(&mut tx).await? {
+                        tx.rollback().await?;
+                        return Err(AttemptError::StaleBox);
+                    } else {
+                        out.push(InsertOutcome::Duplicate);
+                    }
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// The messageBoxId of every row: from the cache, else (per chunk of missing pairs) one
+    /// multi-row `INSERT IGNORE INTO messageBox` and one lookup. The lookup matches in SQL,
+    /// so the collation decides which box `INBOX` is, exactly as in the original.
+    async fn resolve_boxes(
+        &mut self,
+        conn: &mut Conn,
+        rows: &[&NewMessage],
+        ts: &Value,
+    ) -> Result<Vec<u32>, AttemptError> {
+        let mut missing: Vec<(&str, &str)> = Vec::new();
+        let mut seen = HashSet::new();
+        for row in rows {
+            let key = (row.recipient.as_str(), row.box_type.as_str());
+            if self.boxes.get(key.0, key.1).is_none() && seen.insert(key) {
+                missing.push(key);
+            }
+        }
+        for chunk in missing.chunks(MAX_LIST / 2) {
+            let sql = format!(
+                "INSERT IGNORE INTO messageBox (type, identityKey, created_at, updated_at) VALUES {}",
+                vec!["(?,?,?,?)"; chunk.len()].join(",")
+            );
+            let mut params = Vec::with_capacity(chunk.len() * 4);
+            for (recipient, box_type) in chunk {
+                params.extend([Value::from(*box_type), Value::from(*recipient), ts.clone(), ts.clone()]);
+            }
+            conn.exec_drop(sql, params).await?;
+
+            let sql = (0..chunk.len())
+                .map(|i| format!("SELECT {i}, messageBoxId FROM messageBox WHERE type = ? AND identityKey = ?"))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            let params: Vec<Value> = chunk
+                .iter()
+                .flat_map(|(recipient, box_type)| [Value::from(*box_type), Value::from(*recipient)])
+                .collect();
+            let found: Vec<Row> = conn.exec(sql, params).await?;
+            for row in found {
+                let mut it = values(row);
+                let (i, id) = (v_i64(next(&mut it)), v_i64(next(&mut it)));
+                if let (Some(i), Some(id)) = (i, id) {
+                    if let (Some((recipient, box_type)), Ok(id)) = (chunk.get(i as usize), u32::try_from(id)) {
+                        self.boxes.insert(recipient, box_type, id);
+                    }
+                }
+            }
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in rows {
+            // Missing right after the insert: deleted concurrently; the retry recreates it.
+            ids.push(self.boxes.get(&row.recipient, &row.box_type).ok_or(AttemptError::StaleBox)?);
+        }
+        Ok(ids)
+    }
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(INSERT_MESSAGES_PREFIX.len() + rows * (MESSAGE_ROW.len() + 1));
+    sql.push_str(INSERT_MESSAGES_PREFIX);
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(MESSAGE_ROW);
+    }
+    sql
+}
+
+fn row_params(row: &NewMessage, box_id: u32, ts: &Value) -> Vec<Value> {
+    vec![
+        Value::from(row.message_id.as_str()),
+        Value::from(box_id),
+        Value::from(row.sender.as_str()),
+        Value::from(row.recipient.as_str()),
+        Value::from(row.body.as_str()),
+        ts.clone(),
+        ts.clone(),
+    ]
+}
+
+/// Parameters of one chunk padded to `size` rows. A padding row repeats the last real
+/// row's messageId, so the unique key always ignores it (and if it were not ignored, the
+/// affected-row check would catch it and roll back).
+fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value) -> Vec<Value> {
+    let mut params = Vec::with_capacity(size * 7);
+    for (row, box_id) in chunk.iter().zip(box_ids) {
+        params.extend(row_params(row, *box_id, ts));
+    }
+    if let (Some(last), Some(box_id)) = (chunk.last(), box_ids.last()) {
+        for _ in chunk.len()..size {
+            params.extend([
+                Value::from(last.message_id.as_str()),
+                Value::from(*box_id),
+                Value::from(""),
+                Value::from(""),
+                Value::from(""),
+                ts.clone(),
+                ts.clone(),
+            ]);
+        }
+    }
+    params
+}
+
+/// Splits rows into INSERT chunks of at most `max_rows` rows and about `MAX_CHUNK_BYTES`.
+fn chunk_ranges(rows: &[&NewMessage], max_rows: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let size = row.body.len() + row.message_id.len() + row.sender.len() + row.recipient.len();
+        if i > start && (i - start >= max_rows || bytes + size > MAX_CHUNK_BYTES) {
+            out.push(start..i);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < rows.len() {
+        out.push(start..rows.len());
+    }
+    out
+}
+
+/// The stored ids among the batch's ids (one `IN` list per `MAX_LIST` ids).
+async fn precheck<Q: Queryable + Send>(q: &mut Q, rows: &[&NewMessage]) -> Result<Vec<String>, mysql_async::Error> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.message_id.as_str()).collect();
+    let mut found = Vec::new();
+    for chunk in ids.chunks(MAX_LIST) {
+        let size = bucket(chunk.len(), MAX_LIST);
+        let sql = format!("SELECT messageId FROM messages WHERE messageId IN ({})", placeholders(size));
+        let params: Vec<Value> = padded(chunk, size).map(Value::from).collect();
+        let rows: Vec<Row> = q.exec(sql, params).await?;
+        found.extend(rows.into_iter().filter_map(|r| v_string(values(r).next()?)));
+    }
+    Ok(found)
+}
+
+/// Each row's outcome given the ids already stored: a row is a duplicate when its id is
+/// stored or an earlier row of the batch has it. `None` when a stored id matches none of
+/// the batch's ids under our comparison (the collation differs; go row by row).
+fn predict(rows: &[&NewMessage], existing: &[String]) -> Option<Vec<InsertOutcome>> {
+    let keys: Vec<String> = rows.iter().map(|r| id_key(&r.message_id)).collect();
+    let candidates: HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let mut taken: HashSet<String> = HashSet::new();
+    for id in existing {
+        let key = id_key(id);
+        if !candidates.contains(key.as_str()) {
+            return None;
+        }
+        taken.insert(key);
+    }
+    Some(
+        keys.into_iter()
+            .map(|k| if taken.insert(k) { InsertOutcome::Inserted } else { InsertOutcome::Duplicate })
+            .collect(),
+    )
+}
+
+/// One statement for all recipients: per recipient the sender-specific rule if any, else
+/// the newest box-wide rule, else NULL. The literal index says which recipient a row is for.
+fn fee_lookup_sql(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "SELECT {i}, (SELECT recipient_fee FROM message_permissions \
+                 WHERE recipient = ? AND message_box = ? AND (sender = ? OR sender IS NULL) \
+                 ORDER BY sender IS NULL, id DESC LIMIT 1)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+async fn lookup_fees(
+    conn: &mut Conn,
+    sender: &str,
+    message_box: &str,
+    recipients: &[String],
+) -> Result<Vec<Option<i64>>, mysql_async::Error> {
+    let mut fees = vec![None; recipients.len()];
+    for (c, chunk) in recipients.chunks(MAX_LIST / 4).enumerate() {
+        let size = bucket(chunk.len(), MAX_LIST / 4);
+        let params: Vec<Value> =
+            padded(chunk, size).flat_map(|r| [Value::from(r), Value::from(message_box), Value::from(sender)]).collect();
+        let rows: Vec<Row> = conn.exec(fee_lookup_sql(size), params).await?;
+        for row in rows {
+            let mut it = values(row);
+            let (i, fee) = (v_i64(next(&mut it)), v_i64(next(&mut it)));
+            if let Some(i) = i.map(|i| i as usize).filter(|i| *i < chunk.len()) {
+                fees[c * (MAX_LIST / 4) + i] = fee;
+            }
+        }
+    }
+    Ok(fees)
+}
+
+/// Inserts the box-wide default unless a box-wide row exists; `true` if it inserted.
+async fn insert_default_fee(
+    conn: &mut Conn,
+    recipient: &str,
+    message_box: &str,
+    fee: i64,
+) -> Result<bool, mysql_async::Error> {
+    let ts = date_value(now());
+    let mut attempt = 0;
+    loop {
+        let result = conn
+            .exec_drop(
+                "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
+                 SELECT ?, NULL, ?, ?, ?, ? FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM message_permissions \
+                 WHERE recipient = ? AND message_box = ? AND sender IS NULL)",
+                vec![
+                    Value::from(recipient),
+                    Value::from(message_box),
+                    Value::from(fee),
+                    ts.clone(),
+                    ts.clone(),
+                    Value::from(recipient),
+                    Value::from(message_box),
+                ],
+            )
+            .await;
+        match result {
+            Ok(()) => return Ok(conn.affected_rows() > 0),
+            // Two first-time callers can deadlock on the gap lock; one of them has inserted.
+            Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
+                attempt += 1;
+                tracing::warn!(error = %e, "default permission insert hit a lock conflict; retrying");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+const PERMISSION_COLUMNS: &str = "sender, message_box, recipient_fee, created_at, updated_at";
+
+fn permission(row: Row) -> Result<Permission, StoreError> {
+    let mut it = values(row);
+    Ok(Permission {
+        sender: v_string(next(&mut it)),
+        message_box: required(v_string(next(&mut it)), "message_permissions.message_box")?,
+        recipient_fee: required(v_i64(next(&mut it)), "message_permissions.recipient_fee")?,
+        created_at: v_ts(next(&mut it)),
+        updated_at: v_ts(next(&mut it)),
+    })
+}
+
+const DEVICE_COLUMNS: &str = "id, device_id, platform, fcm_token, active, created_at, updated_at, last_used";
+
+fn device(row: Row) -> Result<Device, StoreError> {
+    let mut it = values(row);
+    Ok(Device {
+        id: required(v_i64(next(&mut it)), "device_registrations.id")? as u64,
+        device_id: v_string(next(&mut it)),
+        platform: v_string(next(&mut it)),
+        fcm_token: required(v_string(next(&mut it)), "device_registrations.fcm_token")?,
+        active: v_i64(next(&mut it)).is_some_and(|a| a != 0),
+        created_at: v_ts(next(&mut it)),
+        updated_at: v_ts(next(&mut it)),
+        last_used: v_ts(next(&mut it)),
+    })
+}
+
+async fn devices(shared: Arc<Shared>, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
+    let mut conn = shared.pool.get_conn().await?;
+    let filter = if only_active { " AND active = 1" } else { "" };
+    let sql = format!(
+        "SELECT {DEVICE_COLUMNS} FROM device_registrations WHERE identity_key = ?{filter} \
+         ORDER BY updated_at DESC, id DESC LIMIT ?"
+    );
+    let rows: Vec<Row> = conn.exec(sql, (identity_key, MAX_DEVICES)).await?;
+    rows.into_iter().map(device).collect()
+}
+
+impl Backend for MysqlStore {
     fn kind(&self) -> &'static str {
-        "unbuilt"
+        "mysql"
     }
+
     fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        self.spawn(|s| async move {
+            // Its own connection: the migration lock must leave with it.
+            let mut conn = Conn::new(s.opts.clone()).await?;
+            let report = migrate::run_mysql(&mut conn).await;
+            if let Err(e) = conn.disconnect().await {
+                tracing::debug!(error = %e, "closing the migration connection failed");
+            }
+            report
+        })
     }
-    fn delivery_fee(&self, _message_box: &str) -> StoreFuture<'_, Option<i64>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
+        let message_box = message_box.to_string();
+        self.spawn(|s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let fee: Option<Row> = conn
+                .exec_first("SELECT delivery_fee FROM server_fees WHERE message_box = ? LIMIT 1", (message_box,))
+                .await?;
+            Ok(fee.and_then(|r| v_i64(values(r).next()?)))
+        })
     }
+
     fn recipient_fees(
         &self,
-        _sender: &str,
-        _message_box: &str,
-        _recipients: &[String],
-        _default_fee: i64,
+        sender: &str,
+        message_box: &str,
+        recipients: &[String],
+        default_fee: i64,
     ) -> StoreFuture<'_, Vec<i64>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        let (sender, message_box, recipients) = (sender.to_string(), message_box.to_string(), recipients.to_vec());
+        self.spawn(move |s| async move {
+            if recipients.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut conn = s.pool.get_conn().await?;
+            let mut fees = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
+            for i in 0..fees.len() {
+                if fees[i].is_some() {
+                    continue;
+                }
+                let recipient = &recipients[i];
+                if insert_default_fee(&mut conn, recipient, &message_box, default_fee).await? {
+                    tracing::debug!(recipient = %recipient, message_box = %message_box, fee = default_fee, "created box-wide default permission");
+                    fees[i] = Some(default_fee);
+                } else {
+                    // Someone else created it (or an earlier duplicate recipient did): read it.
+                    let again = lookup_fees(&mut conn, &sender, &message_box, std::slice::from_ref(recipient)).await?;
+                    fees[i] = Some(again[0].unwrap_or(default_fee));
+                }
+            }
+            Ok(fees.into_iter().map(|f| f.unwrap_or(default_fee)).collect())
+        })
     }
-    fn insert_messages(&self, _messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
+        Box::pin(async move {
+            if messages.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (reply, answer) = oneshot::channel();
+            self.writer.send(WriterMsg::Insert { rows: messages, reply }).await.map_err(|_| writer_gone())?;
+            answer.await.map_err(|_| writer_gone())?
+        })
     }
+
     fn list_messages(
         &self,
-        _recipient: &str,
-        _box_type: &str,
-        _limit: u32,
-        _offset: u64,
+        recipient: &str,
+        box_type: &str,
+        limit: u32,
+        offset: u64,
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
+        self.spawn(move |s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let rows: Vec<Row> = conn
+                .exec(
+                    "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
+                     FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
+                     WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? \
+                     ORDER BY m.created_at, m.messageId LIMIT ? OFFSET ?",
+                    vec![
+                        Value::from(recipient.as_str()),
+                        Value::from(box_type),
+                        Value::from(recipient.as_str()),
+                        Value::from(limit),
+                        Value::from(offset),
+                    ],
+                )
+                .await?;
+            rows.into_iter()
+                .map(|row| {
+                    let mut it = values(row);
+                    Ok(StoredMessage {
+                        message_id: required(v_string(next(&mut it)), "messages.messageId")?,
+                        body: required(v_string(next(&mut it)), "messages.body")?,
+                        sender: required(v_string(next(&mut it)), "messages.sender")?,
+                        created_at: v_ts(next(&mut it)).unwrap_or(0),
+                        updated_at: v_ts(next(&mut it)).unwrap_or(0),
+                    })
+                })
+                .collect()
+        })
     }
-    fn acknowledge(&self, _recipient: &str, _message_ids: &[String]) -> StoreFuture<'_, u64> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
+        let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
+        self.spawn(move |s| async move {
+            if ids.is_empty() {
+                return Ok(0);
+            }
+            let mut conn = s.pool.get_conn().await?;
+            let mut deleted = 0;
+            for chunk in ids.chunks(MAX_LIST) {
+                let size = bucket(chunk.len(), MAX_LIST);
+                let sql = format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", placeholders(size));
+                let params: Vec<Value> = std::iter::once(Value::from(recipient.as_str()))
+                    .chain(padded(chunk, size).map(Value::from))
+                    .collect();
+                conn.exec_drop(sql, params).await?;
+                deleted += conn.affected_rows();
+            }
+            Ok(deleted)
+        })
     }
-    fn register_device(&self, _reg: DeviceRegistration) -> StoreFuture<'_, u64> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn register_device(&self, reg: DeviceRegistration) -> StoreFuture<'_, u64> {
+        self.spawn(move |s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let ts = date_value(now());
+            let (device_id, platform) = (opt_text(reg.device_id.as_deref()), opt_text(reg.platform.as_deref()));
+            conn.exec_drop(
+                "INSERT INTO device_registrations \
+                 (identity_key, fcm_token, device_id, platform, created_at, updated_at, active, last_used) \
+                 VALUES (?, ?, ?, ?, ?, ?, 1, ?) ON DUPLICATE KEY UPDATE \
+                 identity_key = ?, device_id = ?, platform = ?, updated_at = ?, active = 1, last_used = ?",
+                vec![
+                    Value::from(reg.identity_key.as_str()),
+                    Value::from(reg.fcm_token.as_str()),
+                    device_id.clone(),
+                    platform.clone(),
+                    ts.clone(),
+                    ts.clone(),
+                    ts.clone(),
+                    Value::from(reg.identity_key.as_str()),
+                    device_id,
+                    platform,
+                    ts.clone(),
+                    ts,
+                ],
+            )
+            .await?;
+            Ok(conn.last_insert_id().unwrap_or(0))
+        })
     }
-    fn list_devices(&self, _identity_key: &str) -> StoreFuture<'_, Vec<Device>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn list_devices(&self, identity_key: &str) -> StoreFuture<'_, Vec<Device>> {
+        let identity_key = identity_key.to_string();
+        self.spawn(move |s| devices(s, identity_key, false))
     }
-    fn active_devices(&self, _identity_key: &str) -> StoreFuture<'_, Vec<Device>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn active_devices(&self, identity_key: &str) -> StoreFuture<'_, Vec<Device>> {
+        let identity_key = identity_key.to_string();
+        self.spawn(move |s| devices(s, identity_key, true))
     }
-    fn record_push(&self, _fcm_token: &str, _success: bool, _deactivate: bool) -> StoreFuture<'_, ()> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+
+    fn record_push(&self, fcm_token: &str, success: bool, deactivate: bool) -> StoreFuture<'_, ()> {
+        let fcm_token = fcm_token.to_string();
+        self.spawn(move |s| async move {
+            if !success && !deactivate {
+                return Ok(());
+            }
+            let mut conn = s.pool.get_conn().await?;
+            let ts = date_value(now());
+            if success {
+                conn.exec_drop(
+                    "UPDATE device_registrations SET last_used = ?, updated_at = ? WHERE fcm_token = ?",
+                    vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())],
+                )
+                .await?;
+            }
+            if deactivate {
+                conn.exec_drop(
+                    "UPDATE device_registrations SET active = 0, updated_at = ? WHERE fcm_token = ?",
+                    vec![ts, Value::from(fcm_token.as_str())],
+                )
+                .await?;
+            }
+            Ok(())
+        })
     }
+
     fn set_permission(
         &self,
-        _recipient: &str,
-        _sender: Option<&str>,
-        _message_box: &str,
-        _fee: i64,
+        recipient: &str,
+        sender: Option<&str>,
+        message_box: &str,
+        fee: i64,
     ) -> StoreFuture<'_, ()> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        let (recipient, sender, message_box) =
+            (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
+        self.spawn(move |s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let ts = date_value(now());
+            if let Some(sender) = sender {
+                conn.exec_drop(
+                    "INSERT INTO message_permissions \
+                     (recipient, sender, message_box, recipient_fee, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+                     ON DUPLICATE KEY UPDATE recipient_fee = ?, updated_at = ?",
+                    vec![
+                        Value::from(recipient),
+                        Value::from(sender),
+                        Value::from(message_box),
+                        Value::from(fee),
+                        ts.clone(),
+                        ts.clone(),
+                        Value::from(fee),
+                        ts,
+                    ],
+                )
+                .await?;
+                return Ok(());
+            }
+            // Box-wide: NULL senders are distinct to the unique key, so upsert by hand.
+            let mut attempt = 0;
+            loop {
+                match set_box_wide(&mut conn, &recipient, &message_box, fee, &ts).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, "box-wide permission upsert hit a lock conflict; retrying");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
     }
+
     fn get_permission(
         &self,
-        _recipient: &str,
-        _sender: Option<&str>,
-        _message_box: &str,
+        recipient: &str,
+        sender: Option<&str>,
+        message_box: &str,
     ) -> StoreFuture<'_, Option<Permission>> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        let (recipient, sender, message_box) =
+            (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
+        self.spawn(move |s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let row: Option<Row> = match sender {
+                Some(sender) => {
+                    let sql = format!(
+                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
+                         WHERE recipient = ? AND message_box = ? AND sender = ? ORDER BY id DESC LIMIT 1"
+                    );
+                    conn.exec_first(sql, (recipient, message_box, sender)).await?
+                }
+                None => {
+                    let sql = format!(
+                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
+                         WHERE recipient = ? AND message_box = ? AND sender IS NULL ORDER BY id DESC LIMIT 1"
+                    );
+                    conn.exec_first(sql, (recipient, message_box)).await?
+                }
+            };
+            row.map(permission).transpose()
+        })
     }
+
     fn list_permissions(
         &self,
-        _recipient: &str,
-        _message_box: Option<&str>,
-        _limit: u32,
-        _offset: u64,
-        _created_asc: bool,
+        recipient: &str,
+        message_box: Option<&str>,
+        limit: u32,
+        offset: u64,
+        created_asc: bool,
     ) -> StoreFuture<'_, (Vec<Permission>, u64)> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
+        self.spawn(move |s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let dir = if created_asc { "ASC" } else { "DESC" };
+            let filter = if message_box.is_some() { " AND message_box = ?" } else { "" };
+            let mut params = vec![Value::from(recipient)];
+            params.extend(message_box.map(Value::from));
+            let total: Option<Row> = conn
+                .exec_first(
+                    format!("SELECT COUNT(*) FROM message_permissions WHERE recipient = ?{filter}"),
+                    params.clone(),
+                )
+                .await?;
+            let total = total.and_then(|r| v_i64(values(r).next()?)).unwrap_or(0).max(0) as u64;
+            params.extend([Value::from(limit), Value::from(offset)]);
+            let sql = format!(
+                "SELECT {PERMISSION_COLUMNS} FROM message_permissions WHERE recipient = ?{filter} \
+                 ORDER BY message_box ASC, (sender IS NOT NULL) ASC, created_at {dir}, id {dir} LIMIT ? OFFSET ?"
+            );
+            let rows: Vec<Row> = conn.exec(sql, params).await?;
+            let page = rows.into_iter().map(permission).collect::<Result<Vec<_>, _>>()?;
+            Ok((page, total))
+        })
     }
+
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async { Err(StoreError::Unavailable("not built yet".into())) })
+        Box::pin(async move {
+            let (done, finished) = oneshot::channel();
+            self.writer.send(WriterMsg::Flush(done)).await.map_err(|_| writer_gone())?;
+            finished.await.map_err(|_| writer_gone())
+        })
+    }
+}
+
+/// Updates the newest box-wide rule or inserts one, in one transaction; the locking read
+/// makes a concurrent upsert wait (or deadlock and retry) instead of adding a duplicate.
+async fn set_box_wide(
+    conn: &mut Conn,
+    recipient: &str,
+    message_box: &str,
+    fee: i64,
+    ts: &Value,
+) -> Result<(), mysql_async::Error> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let newest: Option<Row> = tx
+        .exec_first(
+            "SELECT id FROM message_permissions WHERE recipient = ? AND message_box = ? AND sender IS NULL \
+             ORDER BY id DESC LIMIT 1 FOR UPDATE",
+            (recipient, message_box),
+        )
+        .await?;
+    match newest.and_then(|r| v_i64(values(r).next()?)) {
+        Some(id) => {
+            tx.exec_drop(
+                "UPDATE message_permissions SET recipient_fee = ?, updated_at = ? WHERE id = ?",
+                vec![Value::from(fee), ts.clone(), Value::from(id)],
+            )
+            .await?
+        }
+        None => {
+            tx.exec_drop(
+                "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
+                 VALUES (?, NULL, ?, ?, ?, ?)",
+                vec![Value::from(recipient), Value::from(message_box), Value::from(fee), ts.clone(), ts.clone()],
+            )
+            .await?
+        }
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(id: &str) -> NewMessage {
+        NewMessage {
+            message_id: id.into(),
+            recipient: "r".into(),
+            box_type: "inbox".into(),
+            sender: "s".into(),
+            body: "b".into(),
+        }
+    }
+
+    #[test]
+    fn buckets_are_powers_of_two_up_to_the_cap() {
+        assert_eq!(bucket(1, 512), 1);
+        assert_eq!(bucket(3, 512), 4);
+        assert_eq!(bucket(300, 512), 512);
+        assert_eq!(bucket(300, 400), 400);
+        assert_eq!(bucket(512, 512), 512);
+    }
+
+    #[test]
+    fn prediction_handles_case_and_in_batch_duplicates() {
+        let rows = [msg("abc"), msg("ABC"), msg("x"), msg("y ")];
+        let refs: Vec<&NewMessage> = rows.iter().collect();
+        use InsertOutcome::*;
+        assert_eq!(predict(&refs, &[]), Some(vec![Inserted, Duplicate, Inserted, Inserted]));
+        assert_eq!(predict(&refs, &["X".into()]), Some(vec![Inserted, Duplicate, Duplicate, Inserted]));
+        assert_eq!(predict(&refs, &["y".into()]), Some(vec![Inserted, Duplicate, Inserted, Duplicate]));
+        // A stored id we cannot place: the collation differs from our model.
+        assert_eq!(predict(&refs, &["é".into()]), None);
+    }
+
+    #[test]
+    fn chunks_respect_rows_and_bytes() {
+        let rows: Vec<NewMessage> = (0..10).map(|i| msg(&i.to_string())).collect();
+        let refs: Vec<&NewMessage> = rows.iter().collect();
+        assert_eq!(chunk_ranges(&refs, 4), vec![0..4, 4..8, 8..10]);
+        let mut big = msg("big");
+        big.body = "x".repeat(MAX_CHUNK_BYTES);
+        let refs = vec![&rows[0], &big, &rows[1]];
+        assert_eq!(chunk_ranges(&refs, 512), vec![0..1, 1..2, 2..3]);
+    }
+
+    #[test]
+    fn padding_repeats_the_last_id() {
+        let rows = [msg("a"), msg("b"), msg("c")];
+        let refs: Vec<&NewMessage> = rows.iter().collect();
+        let params = chunk_params(&refs, &[1, 2, 3], 4, &date_value(0));
+        assert_eq!(params.len(), 28);
+        assert_eq!(params[21], Value::from("c"));
+        assert_eq!(params[22], Value::from(3u32));
+        assert_eq!(insert_sql(2).matches("(?,?,?,?,?,?,?)").count(), 2);
+        assert_eq!(padded(&["a", "b", "c"], 4).collect::<Vec<_>>(), ["a", "b", "c", "c"]);
+    }
+
+    #[test]
+    fn box_cache_is_bounded_and_promotes() {
+        let mut c = BoxCache::new(2);
+        c.insert("r1", "inbox", 1);
+        c.insert("r2", "inbox", 2);
+        c.insert("r3", "inbox", 3); // rolls r1, r2 into the previous generation
+        assert_eq!(c.get("r1", "inbox"), Some(1)); // promoted
+        c.insert("r4", "inbox", 4); // rolls again: r2 is gone
+        assert_eq!(c.get("r2", "inbox"), None);
+        assert_eq!(c.get("r4", "inbox"), Some(4));
+        c.clear();
+        assert_eq!(c.get("r4", "inbox"), None);
+    }
+
+    #[test]
+    fn timestamps_decode() {
+        assert_eq!(v_ts(date_value(1_764_750_896)), Some(1_764_750_896));
+        assert_eq!(v_ts(Value::Bytes(b"2025-12-03 08:34:56".to_vec())), Some(1_764_750_896));
+        assert_eq!(v_ts(Value::Date(0, 0, 0, 0, 0, 0, 0)), None);
+        assert_eq!(v_ts(Value::NULL), None);
     }
 }
