@@ -62,7 +62,9 @@ fn bench(c: &mut Criterion) {
     let s = server.sessions().get(&session.server_nonce).unwrap();
     let response = br#"{"status":"success","message":"Your message has been sent to 1 recipient(s).","results":[{"recipient":"0333bfa5f454907bd86eb93d27d03b9b7f02c13723ad324c43887fb6a6da36466f","messageId":"3c1bf5baadee39721ae8c9882b3cf324f0bf3b9eb3fc1b8af8089ca7a7c2e669"}]}"#;
     let rid = [7u8; 32];
-    c.bench_function("sign response", |b| b.iter(|| black_box(server.sign_response(&s, &rid, 200, &[], response).unwrap())));
+    c.bench_function("sign response", |b| {
+        b.iter(|| black_box(server.sign_response(&s, &rid, 200, &[], response).unwrap()))
+    });
 
     let inits: Vec<_> = (0..256).map(|_| ClientIdentity::random().start_handshake().0).collect();
     let mut j = 0;

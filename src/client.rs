@@ -103,7 +103,9 @@ impl AuthClient {
         for (k, v) in headers {
             b = b.header(k.as_str(), v.as_str());
         }
-        let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let req = b
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let conn = self.connection().await?;
         let resp = match conn.send_request(req).await {
             Ok(r) => r,
@@ -134,7 +136,10 @@ impl AuthClient {
             )
             .await?;
         if resp.status != 200 {
-            return Err(ClientError::Handshake { status: resp.status, body: String::from_utf8_lossy(&resp.body).into() });
+            return Err(ClientError::Handshake {
+                status: resp.status,
+                body: String::from_utf8_lossy(&resp.body).into(),
+            });
         }
         let reply = AuthMessage::from_json(&resp.body).map_err(AuthError::from)?;
         self.session = Some(pending.finish(&self.identity, &reply)?);

@@ -162,7 +162,8 @@ impl Config {
         let database = database(env)?;
         let key = match get("SERVER_PRIVATE_KEY") {
             Some(k) => KeySource::Given(
-                PrivateKey::from_hex(k).map_err(|_| err("SERVER_PRIVATE_KEY", "expected 64 hex digits of a valid secp256k1 key"))?,
+                PrivateKey::from_hex(k)
+                    .map_err(|_| err("SERVER_PRIVATE_KEY", "expected 64 hex digits of a valid secp256k1 key"))?,
             ),
             None if development => KeySource::File(match get("MESSAGEBOX_KEY_FILE") {
                 Some(p) => PathBuf::from(p),
@@ -269,7 +270,8 @@ fn database(env: &HashMap<String, String>) -> Result<Database, ConfigError> {
     let json: serde_json::Value =
         serde_json::from_str(conn).map_err(|e| err("KNEX_DB_CONNECTION", format!("invalid JSON: {e}")))?;
     let obj = json.as_object().ok_or_else(|| err("KNEX_DB_CONNECTION", "expected a JSON object"))?;
-    let s = |k: &str| obj.get(k).and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())));
+    let s =
+        |k: &str| obj.get(k).and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_u64().map(|n| n.to_string())));
     match client {
         "better-sqlite3" | "sqlite3" | "sqlite" => {
             let f = s("filename").ok_or_else(|| err("KNEX_DB_CONNECTION", "sqlite needs {\"filename\": …}"))?;
@@ -311,7 +313,10 @@ mod tests {
         assert_eq!(cfg(&[]).unwrap().port, 8080);
         assert_eq!(cfg(&[("PORT", "5001")]).unwrap().port, 5001);
         assert_eq!(cfg(&[("HTTP_PORT", "5002")]).unwrap().port, 5002);
-        assert_eq!(cfg(&[("PORT", "5001"), ("NODE_ENV", "production"), ("SERVER_PRIVATE_KEY", KEY)]).unwrap().port, 3000);
+        assert_eq!(
+            cfg(&[("PORT", "5001"), ("NODE_ENV", "production"), ("SERVER_PRIVATE_KEY", KEY)]).unwrap().port,
+            3000
+        );
         assert_eq!(cfg(&[("MESSAGEBOX_PORT", "0")]).unwrap().port, 0);
         assert_eq!(cfg(&[("PORT", "abc")]).unwrap_err().var, "PORT");
         assert_eq!(cfg(&[("PORT", "0")]).unwrap_err().var, "PORT");
@@ -319,7 +324,7 @@ mod tests {
 
     #[test]
     fn keys() {
-        assert!(matches!(cfg(&[]).unwrap().key, KeySource::File(p) if p == PathBuf::from("messagebox.server-key")));
+        assert!(matches!(cfg(&[]).unwrap().key, KeySource::File(p) if p.as_os_str() == "messagebox.server-key"));
         assert_eq!(cfg(&[("NODE_ENV", "production")]).unwrap_err().var, "SERVER_PRIVATE_KEY");
         assert_eq!(cfg(&[("SERVER_PRIVATE_KEY", "xyz")]).unwrap_err().var, "SERVER_PRIVATE_KEY");
         assert!(matches!(cfg(&[("SERVER_PRIVATE_KEY", KEY)]).unwrap().key, KeySource::Given(_)));
@@ -340,7 +345,9 @@ mod tests {
         assert_eq!(cfg(&[("KNEX_DB_CONNECTION", "{bad")]).unwrap_err().var, "KNEX_DB_CONNECTION");
         assert_eq!(cfg(&[("DATABASE_URL", "postgres://x")]).unwrap_err().var, "DATABASE_URL");
         assert_eq!(
-            cfg(&[("KNEX_DB_CLIENT", "better-sqlite3"), ("KNEX_DB_CONNECTION", r#"{"filename":"a.db"}"#)]).unwrap().database,
+            cfg(&[("KNEX_DB_CLIENT", "better-sqlite3"), ("KNEX_DB_CONNECTION", r#"{"filename":"a.db"}"#)])
+                .unwrap()
+                .database,
             Database::Sqlite { path: "a.db".into() }
         );
         let d = Database::Mysql { url: "mysql://u:secret@h:1/db".into() };

@@ -3,12 +3,12 @@
 //! The library holds every part of the server so that the binary, the integration tests,
 //! the benchmarks and the load generator (`perf/`) share one implementation.
 
+pub mod api;
 pub mod auth;
 pub mod client;
-pub mod store;
-pub mod api;
 pub mod config;
 pub mod http;
 pub mod payments;
 pub mod server;
 pub mod startup;
+pub mod store;

@@ -105,7 +105,8 @@ impl Parts {
 /// Builds the shared application state.
 pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
     let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
-    let api = Api { store, payments: parts.payments, push: parts.push, live: parts.live, limits: config.limits.clone() };
+    let api =
+        Api { store, payments: parts.payments, push: parts.push, live: parts.live, limits: config.limits.clone() };
     let openapi = serde_json::to_vec(&crate::http::docs::openapi(&config.routing_prefix)).expect("serialises");
     Arc::new(App {
         auth,

@@ -13,16 +13,14 @@ macro_rules! on_both_stores {
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("mb.sqlite3").display());
-                super::$body(&url).await;
+                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
+                super::$body(&db.url).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn mysql() {
-                let Some(db) = super::common::TestDb::mysql().await else { return };
+                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
                 super::$body(&db.url).await;
-                db.drop().await;
             }
         }
     };
@@ -74,7 +72,10 @@ async fn public_surface(url: &str) {
     assert_eq!(r.json()["description"], "Invalid or unsupported message auth version! Received: 0.2, expected: 0.1");
     let no_nonce = json!({"version":"0.1","messageType":"initialRequest","identityKey":key()});
     let r = c.send_raw("POST", "/.well-known/auth", &ct, Some(no_nonce.to_string().into_bytes())).await.unwrap();
-    assert_eq!((r.status, r.json()["description"].clone()), (400, json!("Missing required fields in initialRequest message.")));
+    assert_eq!(
+        (r.status, r.json()["description"].clone()),
+        (400, json!("Missing required fields in initialRequest message."))
+    );
     let r = c.send_raw("GET", "/.well-known/auth", &[], None).await.unwrap();
     assert_eq!(r.status, 405);
 
@@ -96,23 +97,74 @@ async fn send_validation(url: &str) {
         (json!({}), e("ERR_MESSAGE_REQUIRED", "Please provide a valid message to send!")),
         (json!({"message": null}), e("ERR_MESSAGE_REQUIRED", "Please provide a valid message to send!")),
         (json!({"message": "hello"}), e("ERR_INVALID_MESSAGEBOX", "Invalid message box.")),
-        (json!({"message": {"recipient": r, "messageBox": 123, "body": "x", "messageId": "a"}}), e("ERR_INVALID_MESSAGEBOX", "Invalid message box.")),
-        (json!({"message": {"recipient": r, "messageBox": "  ", "body": "x", "messageId": "a"}}), e("ERR_INVALID_MESSAGEBOX", "Invalid message box.")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "body": 42, "messageId": "a"}}), e("ERR_INVALID_MESSAGE_BODY", "Invalid message body.")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "messageId": "a"}}), e("ERR_INVALID_MESSAGE_BODY", "Invalid message body.")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "body": " ", "messageId": "a"}}), e("ERR_INVALID_MESSAGE_BODY", "Invalid message body.")),
-        (json!({"message": {"messageBox": "inbox", "body": "x", "messageId": "a"}}), e("ERR_RECIPIENT_REQUIRED", "Missing recipient(s). Provide \"recipient\" or \"recipients\".")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x"}}), e("ERR_MESSAGEID_REQUIRED", "Missing messageId.")),
-        (json!({"message": {"recipients": [r, key()], "messageBox": "inbox", "body": "x", "messageId": "a"}}), e("ERR_MESSAGEID_COUNT_MISMATCH", "Provided 1 messageId for 2 recipients. Provide one messageId per recipient (same order).")),
-        (json!({"message": {"recipients": [r, key()], "messageBox": "inbox", "body": "x", "messageId": ["a", "b", "c"]}}), e("ERR_MESSAGEID_COUNT_MISMATCH", "Recipients (2) and messageId count (3) must match.")),
-        (json!({"message": {"recipients": [], "messageBox": "inbox", "body": "x", "messageId": "a"}}), e("ERR_MESSAGEID_COUNT_MISMATCH", "Recipients (0) and messageId count (1) must match.")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x", "messageId": " "}}), e("ERR_INVALID_MESSAGEID", "Each messageId must be a non-empty string.")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x", "messageId": [5]}}), e("ERR_INVALID_MESSAGEID", "Each messageId must be a non-empty string.")),
-        (json!({"message": {"recipient": 123, "messageBox": "inbox", "body": "x", "messageId": "a"}}), e("ERR_INVALID_RECIPIENT_KEY", "Invalid recipient key: 123")),
-        (json!({"message": {"recipient": " zz ", "messageBox": "inbox", "body": "x", "messageId": "a"}}), e("ERR_INVALID_RECIPIENT_KEY", "Invalid recipient key: zz")),
+        (
+            json!({"message": {"recipient": r, "messageBox": 123, "body": "x", "messageId": "a"}}),
+            e("ERR_INVALID_MESSAGEBOX", "Invalid message box."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "  ", "body": "x", "messageId": "a"}}),
+            e("ERR_INVALID_MESSAGEBOX", "Invalid message box."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "body": 42, "messageId": "a"}}),
+            e("ERR_INVALID_MESSAGE_BODY", "Invalid message body."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "messageId": "a"}}),
+            e("ERR_INVALID_MESSAGE_BODY", "Invalid message body."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "body": " ", "messageId": "a"}}),
+            e("ERR_INVALID_MESSAGE_BODY", "Invalid message body."),
+        ),
+        (
+            json!({"message": {"messageBox": "inbox", "body": "x", "messageId": "a"}}),
+            e("ERR_RECIPIENT_REQUIRED", "Missing recipient(s). Provide \"recipient\" or \"recipients\"."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x"}}),
+            e("ERR_MESSAGEID_REQUIRED", "Missing messageId."),
+        ),
+        (
+            json!({"message": {"recipients": [r, key()], "messageBox": "inbox", "body": "x", "messageId": "a"}}),
+            e(
+                "ERR_MESSAGEID_COUNT_MISMATCH",
+                "Provided 1 messageId for 2 recipients. Provide one messageId per recipient (same order).",
+            ),
+        ),
+        (
+            json!({"message": {"recipients": [r, key()], "messageBox": "inbox", "body": "x", "messageId": ["a", "b", "c"]}}),
+            e("ERR_MESSAGEID_COUNT_MISMATCH", "Recipients (2) and messageId count (3) must match."),
+        ),
+        (
+            json!({"message": {"recipients": [], "messageBox": "inbox", "body": "x", "messageId": "a"}}),
+            e("ERR_MESSAGEID_COUNT_MISMATCH", "Recipients (0) and messageId count (1) must match."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x", "messageId": " "}}),
+            e("ERR_INVALID_MESSAGEID", "Each messageId must be a non-empty string."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x", "messageId": [5]}}),
+            e("ERR_INVALID_MESSAGEID", "Each messageId must be a non-empty string."),
+        ),
+        (
+            json!({"message": {"recipient": 123, "messageBox": "inbox", "body": "x", "messageId": "a"}}),
+            e("ERR_INVALID_RECIPIENT_KEY", "Invalid recipient key: 123"),
+        ),
+        (
+            json!({"message": {"recipient": " zz ", "messageBox": "inbox", "body": "x", "messageId": "a"}}),
+            e("ERR_INVALID_RECIPIENT_KEY", "Invalid recipient key: zz"),
+        ),
         // Our limits.
-        (json!({"message": {"recipient": r, "messageBox": "b".repeat(256), "body": "x", "messageId": "a"}}), e("ERR_INVALID_MESSAGEBOX", "Invalid message box: names are at most 255 characters.")),
-        (json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x", "messageId": "i".repeat(256)}}), e("ERR_INVALID_MESSAGEID", "Each messageId must be a non-empty string of at most 255 characters.")),
+        (
+            json!({"message": {"recipient": r, "messageBox": "b".repeat(256), "body": "x", "messageId": "a"}}),
+            e("ERR_INVALID_MESSAGEBOX", "Invalid message box: names are at most 255 characters."),
+        ),
+        (
+            json!({"message": {"recipient": r, "messageBox": "inbox", "body": "x", "messageId": "i".repeat(256)}}),
+            e("ERR_INVALID_MESSAGEID", "Each messageId must be a non-empty string of at most 255 characters."),
+        ),
     ];
     for (body, (code, description)) in cases {
         let got = send(&mut c, body.clone()).await;
@@ -120,13 +172,23 @@ async fn send_validation(url: &str) {
     }
     let many: Vec<String> = (0..1001).map(|_| r.clone()).collect();
     let ids: Vec<String> = (0..1001).map(|i| format!("id{i}")).collect();
-    let got = send(&mut c, json!({"message": {"recipients": many, "messageBox": "inbox", "body": "x", "messageId": ids}})).await;
-    assert_error(&got, 400, "ERR_TOO_MANY_RECIPIENTS", "Too many recipients: 1001. At most 1000 recipients per request.");
+    let got =
+        send(&mut c, json!({"message": {"recipients": many, "messageBox": "inbox", "body": "x", "messageId": ids}}))
+            .await;
+    assert_error(
+        &got,
+        400,
+        "ERR_TOO_MANY_RECIPIENTS",
+        "Too many recipients: 1001. At most 1000 recipients per request.",
+    );
     // A non-JSON content type reads as an empty body, as express.json leaves it.
     let resp = c.request("POST", "/sendMessage", &[("content-type", "text/plain")], Some(b"{}")).await.unwrap();
     assert_eq!(resp.json()["code"], "ERR_MESSAGE_REQUIRED");
     // Bad JSON is a signed 400.
-    let resp = c.request("POST", "/sendMessage", &[("content-type", "application/json")], Some(b"{\"message\":")).await.unwrap();
+    let resp = c
+        .request("POST", "/sendMessage", &[("content-type", "application/json")], Some(b"{\"message\":"))
+        .await
+        .unwrap();
     assert_eq!((resp.status, resp.json()["code"].clone()), (400, json!("ERR_INVALID_JSON")));
     let resp = c.request("POST", "/sendMessage", &[("content-type", "application/json")], Some(b"42")).await.unwrap();
     assert_eq!(resp.json()["code"], "ERR_INVALID_JSON");
@@ -140,26 +202,48 @@ async fn send_and_list(url: &str) {
     let bob_key = bob.identity().identity_hex().to_string();
     let alice_key = alice.identity().identity_hex().to_string();
 
-    let got = send(&mut alice, json!({"message": {"recipient": bob_key, "messageBox": " inbox ", "body": "hello \"w\"", "messageId": "m-c"}})).await;
+    let got = send(
+        &mut alice,
+        json!({"message": {"recipient": bob_key, "messageBox": " inbox ", "body": "hello \"w\"", "messageId": "m-c"}}),
+    )
+    .await;
     assert_eq!(got.0, 200, "{}", got.1);
     assert_eq!(
         got.1,
         json!({"status":"success","message":"Your message has been sent to 1 recipient(s).","results":[{"recipient": bob_key, "messageId":"m-c"}]})
     );
     let body = json!({"x": 1, "y": [1, 2]});
-    let got = send(&mut alice, json!({"message": {"recipient": bob_key, "messageBox": "inbox", "body": body, "messageId": "m-a"}})).await;
+    let got = send(
+        &mut alice,
+        json!({"message": {"recipient": bob_key, "messageBox": "inbox", "body": body, "messageId": "m-a"}}),
+    )
+    .await;
     assert_eq!(got.0, 200);
     // A duplicate id is reported as sent and ignored.
-    let got = send(&mut alice, json!({"message": {"recipient": bob_key, "messageBox": "inbox", "body": "again", "messageId": "m-a"}})).await;
+    let got = send(
+        &mut alice,
+        json!({"message": {"recipient": bob_key, "messageBox": "inbox", "body": "again", "messageId": "m-a"}}),
+    )
+    .await;
     assert_eq!(got.1["status"], "success");
     // Multi-recipient with a duplicated recipient: both rows use the last id.
     let carol = key();
     let got = send(&mut alice, json!({"message": {"recipients": [bob_key, carol, bob_key], "messageBox": "inbox", "body": "multi", "messageId": ["m-x", "m-carol", "m-b"]}})).await;
     assert_eq!(got.0, 200, "{}", got.1);
     assert_eq!(got.1["message"], "Your message has been sent to 3 recipient(s).");
-    assert_eq!(got.1["results"], json!([{"recipient": bob_key, "messageId": "m-b"}, {"recipient": carol, "messageId": "m-carol"}, {"recipient": bob_key, "messageId": "m-b"}]));
-    let got = send(&mut alice, json!({"message": {"recipients": [], "messageBox": "inbox", "body": "none", "messageId": []}})).await;
-    assert_eq!(got.1, json!({"status":"success","message":"Your message has been sent to 0 recipient(s).","results":[]}));
+    assert_eq!(
+        got.1["results"],
+        json!([{"recipient": bob_key, "messageId": "m-b"}, {"recipient": carol, "messageId": "m-carol"}, {"recipient": bob_key, "messageId": "m-b"}])
+    );
+    let got = send(
+        &mut alice,
+        json!({"message": {"recipients": [], "messageBox": "inbox", "body": "none", "messageId": []}}),
+    )
+    .await;
+    assert_eq!(
+        got.1,
+        json!({"status":"success","message":"Your message has been sent to 0 recipient(s).","results":[]})
+    );
 
     let (status, list) = bob.post_json("/listMessages", &json!({"messageBox": "inbox"})).await.unwrap();
     assert_eq!(status, 200);
@@ -182,7 +266,8 @@ async fn send_and_list(url: &str) {
     // Paging and ordering by arrival: the first page holds the oldest message.
     let (_, page) = bob.post_json("/listMessages", &json!({"messageBox": "inbox", "limit": 1})).await.unwrap();
     assert_eq!(page["messages"].as_array().unwrap().len(), 1);
-    let (_, rest) = bob.post_json("/listMessages", &json!({"messageBox": "inbox", "limit": 10, "offset": 1})).await.unwrap();
+    let (_, rest) =
+        bob.post_json("/listMessages", &json!({"messageBox": "inbox", "limit": 10, "offset": 1})).await.unwrap();
     assert_eq!(rest["messages"].as_array().unwrap().len(), 2);
     // Other boxes and other identities see nothing.
     let (_, none) = bob.post_json("/listMessages", &json!({"messageBox": "other"})).await.unwrap();
@@ -232,7 +317,8 @@ async fn fees_and_payments(url: &str) {
     let rk = recipient.identity().identity_hex().to_string();
     let sk = sender.identity().identity_hex().to_string();
     let note = |id: &str, payment: Option<Value>| {
-        let mut b = json!({"message": {"recipient": rk, "messageBox": "notifications", "body": "ping", "messageId": id}});
+        let mut b =
+            json!({"message": {"recipient": rk, "messageBox": "notifications", "body": "ping", "messageId": id}});
         if let Some(p) = payment {
             b["payment"] = p;
         }
@@ -251,25 +337,44 @@ async fn fees_and_payments(url: &str) {
     );
 
     // Quotes: notifications cost 10 + 10 by default, and the quote created the default rule.
-    let (st, q) = sender.get_json(&format!("/permissions/quote?recipient={rk}&messageBox=notifications")).await.unwrap();
+    let (st, q) =
+        sender.get_json(&format!("/permissions/quote?recipient={rk}&messageBox=notifications")).await.unwrap();
     assert_eq!(st, 200);
-    assert_eq!(q, json!({"status":"success","description":"Message delivery quote generated.","quote":{"deliveryFee":10,"recipientFee":10}}));
+    assert_eq!(
+        q,
+        json!({"status":"success","description":"Message delivery quote generated.","quote":{"deliveryFee":10,"recipientFee":10}})
+    );
 
     // Blocked: the recipient blocks this sender on inbox.
-    let (st, _) = recipient.post_json("/permissions/set", &json!({"sender": sk, "messageBox": "inbox", "recipientFee": -1})).await.unwrap();
+    let (st, _) = recipient
+        .post_json("/permissions/set", &json!({"sender": sk, "messageBox": "inbox", "recipientFee": -1}))
+        .await
+        .unwrap();
     assert_eq!(st, 200);
     let other = key();
-    let got = send(&mut sender, json!({"message": {"recipients": [other, rk], "messageBox": "inbox", "body": "x", "messageId": ["a1", "a2"]}})).await;
+    let got = send(
+        &mut sender,
+        json!({"message": {"recipients": [other, rk], "messageBox": "inbox", "body": "x", "messageId": ["a1", "a2"]}}),
+    )
+    .await;
     assert_eq!(got.0, 403);
-    assert_eq!(got.1, json!({"status":"error","code":"ERR_DELIVERY_BLOCKED","description": format!("Blocked recipients: {rk}"),"blockedRecipients":[rk]}));
+    assert_eq!(
+        got.1,
+        json!({"status":"error","code":"ERR_DELIVERY_BLOCKED","description": format!("Blocked recipients: {rk}"),"blockedRecipients":[rk]})
+    );
 
     // A recipient fee without a delivery fee needs outputs but no wallet; they are stored with the message.
-    let (st, _) = recipient.post_json("/permissions/set", &json!({"messageBox": "paid", "recipientFee": 5})).await.unwrap();
+    let (st, _) =
+        recipient.post_json("/permissions/set", &json!({"messageBox": "paid", "recipientFee": 5})).await.unwrap();
     assert_eq!(st, 200);
     let got = send(&mut sender, json!({"message": {"recipient": rk, "messageBox": "paid", "body": "x", "messageId": "p1"}, "payment": {"tx": [9], "outputs": []}})).await;
     assert_error(&got, 400, "ERR_INSUFFICIENT_OUTPUTS", "Expected at least 1 recipient output(s) but received 0");
     let payment = json!({"tx": [9, 9], "outputs": [{"outputIndex": 0, "protocol": "wallet payment"}], "description": "pay", "labels": ["l"]});
-    let got = send(&mut sender, json!({"message": {"recipient": rk, "messageBox": "paid", "body": "x", "messageId": "p1"}, "payment": payment})).await;
+    let got = send(
+        &mut sender,
+        json!({"message": {"recipient": rk, "messageBox": "paid", "body": "x", "messageId": "p1"}, "payment": payment}),
+    )
+    .await;
     assert_eq!(got.0, 200, "{}", got.1);
     let (_, list) = recipient.post_json("/listMessages", &json!({"messageBox": "paid"})).await.unwrap();
     assert_eq!(
@@ -309,7 +414,9 @@ async fn acknowledge(url: &str) {
     bob.handshake().await.unwrap();
     let bk = bob.identity().identity_hex().to_string();
     for (id, bx) in [("k1", "inbox"), ("k2", "other"), ("k3", "inbox")] {
-        let got = send(&mut alice, json!({"message": {"recipient": bk, "messageBox": bx, "body": "x", "messageId": id}})).await;
+        let got =
+            send(&mut alice, json!({"message": {"recipient": bk, "messageBox": bx, "body": "x", "messageId": id}}))
+                .await;
         assert_eq!(got.0, 200);
     }
     let e = bob.post_json("/acknowledgeMessage", &json!({})).await.unwrap();
@@ -347,7 +454,13 @@ async fn devices(url: &str) {
     let e = c.post_json("/registerDevice", &json!({"fcmToken": "t".repeat(501)})).await.unwrap();
     assert_error(&e, 400, "ERR_INVALID_FCM_TOKEN", "fcmToken must be at most 500 characters.");
 
-    let (st, v) = c.post_json("/registerDevice", &json!({"fcmToken": " token-1234567890abcdef ", "deviceId": " d1 ", "platform": "android"})).await.unwrap();
+    let (st, v) = c
+        .post_json(
+            "/registerDevice",
+            &json!({"fcmToken": " token-1234567890abcdef ", "deviceId": " d1 ", "platform": "android"}),
+        )
+        .await
+        .unwrap();
     assert_eq!(st, 200);
     assert_eq!(v["message"], "Device registered successfully for push notifications");
     assert!(v["deviceId"].as_u64().unwrap() > 0);
@@ -357,7 +470,10 @@ async fn devices(url: &str) {
     let keys: Vec<&String> = d.as_object().unwrap().keys().collect();
     assert_eq!(keys, ["id", "deviceId", "platform", "fcmToken", "active", "createdAt", "updatedAt", "lastUsed"]);
     assert_eq!(d["fcmToken"], "...7890abcdef");
-    assert_eq!((d["deviceId"].clone(), d["platform"].clone(), d["active"].clone()), (json!("d1"), json!("android"), json!(1)));
+    assert_eq!(
+        (d["deviceId"].clone(), d["platform"].clone(), d["active"].clone()),
+        (json!("d1"), json!("android"), json!(1))
+    );
 
     // Re-registering the token from another identity moves it and resets omitted fields.
     let mut other = s.client();
@@ -378,7 +494,10 @@ async fn permissions(url: &str) {
     assert_error(&e, 400, "ERR_INVALID_REQUEST", invalid);
     let e = me.post_json("/permissions/set", &json!({"messageBox": "inbox", "recipientFee": "1"})).await.unwrap();
     assert_error(&e, 400, "ERR_INVALID_REQUEST", invalid);
-    let e = me.post_json("/permissions/set", &json!({"messageBox": "inbox", "recipientFee": 1, "sender": ""})).await.unwrap();
+    let e = me
+        .post_json("/permissions/set", &json!({"messageBox": "inbox", "recipientFee": 1, "sender": ""}))
+        .await
+        .unwrap();
     assert_error(&e, 400, "ERR_INVALID_PUBLIC_KEY", "Invalid sender public key format.");
     let e = me.post_json("/permissions/set", &json!({"messageBox": "inbox", "recipientFee": 1.5})).await.unwrap();
     assert_error(&e, 400, "ERR_INVALID_FEE_VALUE", "recipientFee must be an integer (-1, 0, or positive number).");
@@ -386,8 +505,14 @@ async fn permissions(url: &str) {
     assert_error(&e, 400, "ERR_INVALID_MESSAGE_BOX", "messageBox must be a non-empty string.");
     let e = me.post_json("/permissions/set", &json!({"messageBox": 7, "recipientFee": 1})).await.unwrap();
     assert_error(&e, 400, "ERR_INVALID_MESSAGE_BOX", "messageBox must be a non-empty string.");
-    let e = me.post_json("/permissions/set", &json!({"messageBox": "inbox", "recipientFee": 4294967296u64})).await.unwrap();
-    assert_error(&e, 400, "ERR_INVALID_FEE_VALUE", "recipientFee must be an integer between -2147483648 and 2147483647.");
+    let e =
+        me.post_json("/permissions/set", &json!({"messageBox": "inbox", "recipientFee": 4294967296u64})).await.unwrap();
+    assert_error(
+        &e,
+        400,
+        "ERR_INVALID_FEE_VALUE",
+        "recipientFee must be an integer between -2147483648 and 2147483647.",
+    );
 
     let set = |sender: Option<&str>, fee: i64| {
         let mut b = json!({"messageBox": "inbox", "recipientFee": fee});
@@ -414,7 +539,10 @@ async fn permissions(url: &str) {
     assert_eq!(st, 200);
     assert_eq!(v["description"], "Box-wide permission setting found for inbox.");
     let p = &v["permission"];
-    assert_eq!((p["sender"].clone(), p["messageBox"].clone(), p["recipientFee"].clone(), p["status"].clone()), (Value::Null, json!("inbox"), json!(100), json!("payment_required")));
+    assert_eq!(
+        (p["sender"].clone(), p["messageBox"].clone(), p["recipientFee"].clone(), p["status"].clone()),
+        (Value::Null, json!("inbox"), json!(100), json!("payment_required"))
+    );
     assert!(p["createdAt"].as_str().unwrap().ends_with(".000Z"));
     let (_, v) = me.get_json(&format!("/permissions/get?messageBox=inbox&sender={sender}")).await.unwrap();
     assert_eq!(v["description"], format!("Permission setting found for sender {sender} to inbox."));
@@ -423,7 +551,10 @@ async fn permissions(url: &str) {
     assert_eq!(v, json!({"status":"success","description":"No box-wide permission setting found for nothing."}));
     let other = key();
     let (_, v) = me.get_json(&format!("/permissions/get?messageBox=inbox&sender={other}")).await.unwrap();
-    assert_eq!(v, json!({"status":"success","description": format!("No permission setting found for sender {other} to inbox.")}));
+    assert_eq!(
+        v,
+        json!({"status":"success","description": format!("No permission setting found for sender {other} to inbox.")})
+    );
     let e = me.get_json("/permissions/get").await.unwrap();
     assert_error(&e, 400, "ERR_MISSING_PARAMETERS", "messageBox parameter is required.");
     let e = me.get_json("/permissions/get?messageBox=inbox&sender=xyz").await.unwrap();
@@ -460,7 +591,10 @@ async fn permissions(url: &str) {
     assert_error(&e, 400, "ERR_MISSING_PARAMETERS", "recipient and messageBox parameters are required.");
     let e = sender_client.get_json(&format!("/permissions/quote?recipient={mk}")).await.unwrap();
     assert_error(&e, 400, "ERR_MISSING_PARAMETERS", "recipient and messageBox parameters are required.");
-    let e = sender_client.get_json(&format!("/permissions/quote?recipient=bad&recipient={mk}&recipient=worse&messageBox=inbox")).await.unwrap();
+    let e = sender_client
+        .get_json(&format!("/permissions/quote?recipient=bad&recipient={mk}&recipient=worse&messageBox=inbox"))
+        .await
+        .unwrap();
     assert_error(&e, 400, "ERR_INVALID_PUBLIC_KEY", "Invalid recipient public key at index(es): 0, 2.");
     let (st, q) = sender_client.get_json(&format!("/permissions/quote?recipient={mk}&messageBox=inbox")).await.unwrap();
     assert_eq!((st, q["quote"].clone()), (200, json!({"deliveryFee": 0, "recipientFee": 100})));
@@ -468,8 +602,14 @@ async fn permissions(url: &str) {
     let free = key();
     let blocker_client = &mut me;
     let sk = sender_client.identity().identity_hex().to_string();
-    blocker_client.post_json("/permissions/set", &json!({"sender": sk, "messageBox": "notifications", "recipientFee": -1})).await.unwrap();
-    let (st, q) = sender_client.get_json(&format!("/permissions/quote?recipient={mk}&recipient={free}&messageBox=notifications")).await.unwrap();
+    blocker_client
+        .post_json("/permissions/set", &json!({"sender": sk, "messageBox": "notifications", "recipientFee": -1}))
+        .await
+        .unwrap();
+    let (st, q) = sender_client
+        .get_json(&format!("/permissions/quote?recipient={mk}&recipient={free}&messageBox=notifications"))
+        .await
+        .unwrap();
     assert_eq!(st, 200);
     assert_eq!(
         q,
@@ -518,13 +658,23 @@ async fn auth_failures(url: &str) {
             })
             .collect()
     };
-    for h in ["x-bsv-auth-signature", "x-bsv-auth-nonce", "x-bsv-auth-request-id", "x-bsv-auth-your-nonce", "x-bsv-auth-identity-key", "content-type"] {
+    for h in [
+        "x-bsv-auth-signature",
+        "x-bsv-auth-nonce",
+        "x-bsv-auth-request-id",
+        "x-bsv-auth-your-nonce",
+        "x-bsv-auth-identity-key",
+        "content-type",
+    ] {
         let signed = c.sign("POST", "/listMessages", &ct, Some(body)).await.unwrap();
         let r = c.send_raw("POST", "/listMessages", &tamper(h, &signed.headers), signed.body.clone()).await.unwrap();
         assert_eq!(r.status, 401, "tampered {h}: {}", String::from_utf8_lossy(&r.body));
     }
     let signed = c.sign("POST", "/listMessages", &ct, Some(body)).await.unwrap();
-    let r = c.send_raw("POST", "/listMessages", &signed.headers, Some(br#"{"messageBox":"inboy"}"#.to_vec())).await.unwrap();
+    let r = c
+        .send_raw("POST", "/listMessages", &signed.headers, Some(br#"{"messageBox":"inboy"}"#.to_vec()))
+        .await
+        .unwrap();
     assert_eq!((r.status, r.json()["description"].clone()), (401, json!("Signature is not valid")));
     let signed = c.sign("POST", "/listMessages?x=1", &ct, Some(body)).await.unwrap();
     let r = c.send_raw("POST", "/listMessages?x=2", &signed.headers, signed.body.clone()).await.unwrap();
@@ -605,8 +755,8 @@ fn to_high_s(der_hex: &str) -> String {
 
 const fn hex_literal() -> [u8; 32] {
     [
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xba, 0xae, 0xdc,
-        0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xba, 0xae,
+        0xdc, 0xe6, 0xaf, 0x48, 0xa0, 0x3b, 0xbf, 0xd2, 0x5e, 0x8c, 0xd0, 0x36, 0x41, 0x41,
     ]
 }
 

@@ -30,11 +30,9 @@ pub fn string(v: &Value) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => number(n),
         Value::String(s) => s.clone(),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| if x.is_null() { String::new() } else { string(x) })
-            .collect::<Vec<_>>()
-            .join(","),
+        Value::Array(a) => {
+            a.iter().map(|x| if x.is_null() { String::new() } else { string(x) }).collect::<Vec<_>>().join(",")
+        }
         Value::Object(_) => "[object Object]".into(),
     }
 }

@@ -25,9 +25,7 @@ fn timestamps() -> Value {
 fn describe(route: Route) -> (&'static str, Option<Value>, Vec<Value>, Value) {
     let string = json!({"type": "string"});
     let key = json!({"type": "string", "description": "compressed secp256k1 public key, hex"});
-    let q = |name: &str, required: bool, schema: Value, d: &str| {
-        json!({"name": name, "in": "query", "required": required, "schema": schema, "description": d})
-    };
+    let q = |name: &str, required: bool, schema: Value, d: &str| json!({"name": name, "in": "query", "required": required, "schema": schema, "description": d});
     match route {
         Route::SendMessage => (
             "Send a message to one or more recipients (a messageId per recipient)",
@@ -77,7 +75,9 @@ fn describe(route: Route) -> (&'static str, Option<Value>, Vec<Value>, Value) {
         ),
         Route::AcknowledgeMessage => (
             "Delete the caller's messages by id",
-            Some(json!({"type": "object", "required": ["messageIds"], "properties": {"messageIds": {"type": "array", "items": string.clone()}}})),
+            Some(
+                json!({"type": "object", "required": ["messageIds"], "properties": {"messageIds": {"type": "array", "items": string.clone()}}}),
+            ),
             vec![],
             json!({"type": "object", "properties": {"status": string.clone()}}),
         ),
@@ -107,7 +107,10 @@ fn describe(route: Route) -> (&'static str, Option<Value>, Vec<Value>, Value) {
         Route::GetPermission => (
             "Read one of the caller's permission rules",
             None,
-            vec![q("messageBox", true, string.clone(), "box name"), q("sender", false, key.clone(), "omit for the box-wide rule")],
+            vec![
+                q("messageBox", true, string.clone(), "box name"),
+                q("sender", false, key.clone(), "omit for the box-wide rule"),
+            ],
             json!({"type": "object", "properties": {"status": string.clone(), "description": string.clone(), "permission": {"type": "object"}}}),
         ),
         Route::GetQuote => (

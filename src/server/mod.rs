@@ -158,10 +158,8 @@ async fn serve(
     if open > 0 {
         tracing::info!(core, open, "draining connections");
     }
-    let drained = tokio::time::timeout(limits.drain_timeout, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(limits.drain_timeout, async { while connections.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(core, left = connections.len(), "drain timeout; closing the remaining connections");
         connections.abort_all();
