@@ -110,6 +110,7 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
     let openapi = serde_json::to_vec(&crate::http::docs::openapi(&config.routing_prefix)).expect("serialises");
     Arc::new(App {
         auth,
+        limits: crate::http::HeaderLimits::default(),
         api,
         routing_prefix: config.routing_prefix.clone(),
         max_body: config.max_body,

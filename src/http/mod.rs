@@ -32,12 +32,27 @@ pub trait LiveHttp: Send + Sync + 'static {
 /// Everything a request needs, shared by every core.
 pub struct App {
     pub auth: Arc<ServerAuth>,
+    pub limits: HeaderLimits,
     pub api: Api,
     pub routing_prefix: String,
     pub max_body: usize,
     /// `None` when `ENABLE_WEBSOCKETS=false`: `/socket.io/` answers 404.
     pub live: Option<Arc<dyn LiveHttp>>,
     pub openapi: Bytes,
+}
+
+/// Bounds on request heads answered with a JSON 431. (Heads beyond the HTTP parser's own
+/// hard caps, set well above these, get the parser's bare 431.)
+#[derive(Debug, Clone)]
+pub struct HeaderLimits {
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        HeaderLimits { max_headers: 100, max_header_bytes: 32 * 1024 }
+    }
 }
 
 /// How long a client may take to send a request body.
@@ -113,6 +128,18 @@ fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
 
 /// The service function of every connection.
 pub async fn handle(app: Arc<App>, req: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let headers = req.headers();
+    let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    if headers.len() > app.limits.max_headers || header_bytes > app.limits.max_header_bytes {
+        return Ok(error_response(
+            431,
+            "ERR_HEADERS_TOO_LARGE",
+            &format!(
+                "Request headers exceed the limit of {} fields or {} bytes.",
+                app.limits.max_headers, app.limits.max_header_bytes
+            ),
+        ));
+    }
     let path = req.uri().path();
     if path.starts_with("/socket.io/") {
         return Ok(match &app.live {

@@ -17,12 +17,13 @@ use tokio::task::JoinSet;
 
 use crate::http::App;
 
-/// Bounds of the HTTP layer.
+/// Hard bounds of the HTTP parser (the JSON-answered limits of `http::HeaderLimits` sit
+/// below these).
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
-    /// Most header fields in a request.
+    /// Most header fields the parser accepts.
     pub max_headers: usize,
-    /// Largest request head (request line + headers), in bytes.
+    /// Largest request head (request line + headers) the parser buffers, in bytes.
     pub max_head_bytes: usize,
     /// Time allowed to receive a request head.
     pub header_timeout: Duration,
@@ -33,8 +34,8 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
-            max_headers: 100,
-            max_head_bytes: 64 * 1024,
+            max_headers: 256,
+            max_head_bytes: 256 * 1024,
             header_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
         }
