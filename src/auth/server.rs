@@ -436,8 +436,7 @@ impl ServerAuth {
         if !secret.verify(&client, &auth_invoice(&pending.server_nonce, client_nonce), &data, &sig) {
             return Err(AuthError::InvalidSignature);
         }
-        let session =
-            Session::new(pending.server_nonce.clone(), client_nonce.to_string(), client, secret);
+        let session = Session::new(pending.server_nonce.clone(), client_nonce.to_string(), client, secret);
         Ok(self.sessions.insert(session)?)
     }
 }
