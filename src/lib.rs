@@ -4,4 +4,5 @@
 //! the benchmarks and the load generator (`perf/`) share one implementation.
 
 pub mod auth;
+pub mod live;
 pub mod store;
