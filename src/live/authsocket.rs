@@ -33,7 +33,7 @@ pub const AUTH_EVENT: &str = "authMessage";
 pub const MAX_SESSIONS_PER_CONNECTION: usize = 8;
 /// Events kept while waiting for a session.
 pub const MAX_QUEUED_EVENTS: usize = 64;
-/// Server-initiated handshakes one connection may be sent.
+/// Server-initiated handshakes a connection may be sent without one succeeding.
 pub const MAX_SERVER_HANDSHAKES: u32 = 4;
 
 /// An application event from a verified `general` message.
@@ -142,6 +142,7 @@ impl AuthTunnel {
                 // One answer per request: a bad one uses the nonce up as well.
                 self.pending = None;
                 self.adopt(result?);
+                self.server_handshakes = 0;
                 Ok(Inbound::Handshake)
             }
             MessageType::General => {
@@ -157,6 +158,11 @@ impl AuthTunnel {
                     }
                 };
                 self.check_identity(&session.peer_hex)?;
+                if self.auth.sessions().get(&session.server_nonce).is_none() {
+                    // This message used up the session's request budget (it is retired) and
+                    // the client cannot tell: offer a new session before its next message.
+                    self.start_server_handshake();
+                }
                 self.adopt(session);
                 Ok(decode_envelope(&payload).map_or(Inbound::NotAnEvent, Inbound::Event))
             }
@@ -428,20 +434,15 @@ mod tests {
             Err(TunnelError::Auth(AuthError::InvalidSignature | AuthError::Key(_)))
         ));
         assert!(!t.has_session());
-        // The nonce is used up; a fresh handshake can be started (bounded).
+        // The nonce is used up; a fresh handshake can be started, up to the budget.
         assert!(t.start_server_handshake());
-        let mut n = 2;
-        while t.start_server_handshake_for_test() {
-            n += 1;
+        for _ in 0..MAX_SERVER_HANDSHAKES {
+            t.pending = None; // unanswered
+            t.start_server_handshake();
         }
-        assert!(n <= MAX_SERVER_HANDSHAKES + 1);
-    }
-
-    impl AuthTunnel {
-        fn start_server_handshake_for_test(&mut self) -> bool {
-            self.pending = None;
-            self.start_server_handshake()
-        }
+        assert_eq!(t.server_handshakes, MAX_SERVER_HANDSHAKES);
+        t.pending = None;
+        assert!(!t.start_server_handshake());
     }
 
     #[test]
@@ -460,6 +461,27 @@ mod tests {
         let (resp, s2) = me.answer_server_handshake(&req).unwrap();
         t.handle(&resp.to_json()).unwrap();
         assert!(matches!(t.handle(&general(&me, &s2, "joinRoom", Some("\"r\""))), Ok(Inbound::Event(_))));
+    }
+
+    #[test]
+    fn a_retired_session_is_replaced_before_the_client_needs_it() {
+        let config = SessionConfig { max_requests_per_session: 2, ..Default::default() };
+        let auth = Arc::new(ServerAuth::new(PrivateKey::random(), config));
+        let me = ClientIdentity::random();
+        let mut t = AuthTunnel::new(auth.clone());
+        let mut s = handshake(&mut t, &me);
+        // More rounds than MAX_SERVER_HANDSHAKES: the budget counts only failed ones.
+        for _ in 0..(MAX_SERVER_HANDSHAKES + 2) {
+            assert!(matches!(t.handle(&general(&me, &s, "a", None)), Ok(Inbound::Event(_))));
+            assert!(t.poll_send().is_none());
+            // The second message retires the session; the server offers a new one at once.
+            assert!(matches!(t.handle(&general(&me, &s, "b", None)), Ok(Inbound::Event(_))));
+            let req = msg(&t.poll_send().expect("a server initialRequest"));
+            assert_eq!(req.message_type, MessageType::InitialRequest);
+            let (resp, next) = me.answer_server_handshake(&req).unwrap();
+            t.handle(&resp.to_json()).unwrap();
+            s = next;
+        }
     }
 
     #[test]

@@ -939,7 +939,12 @@ mod tests {
                     0 => drop(c.handle_poll(t)),
                     1 => {
                         if c.begin_post(t, Some(text.len()), None).is_ok() {
-                            c.finish_post(t, text.as_bytes());
+                            if rng.random() {
+                                c.finish_post(t, text.as_bytes());
+                            } else {
+                                let raw: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+                                c.finish_post(t, &raw);
+                            }
                         }
                     }
                     2 => {
