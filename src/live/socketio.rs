@@ -168,7 +168,7 @@ impl Packet {
                 };
                 Packet::ConnectError { nsp, data }
             }
-            PacketType::BinaryEvent | PacketType::BinaryAck => unreachable!("refused above"),
+            PacketType::BinaryEvent | PacketType::BinaryAck => return Err(DecodeError::Binary),
         })
     }
 
