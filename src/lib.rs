@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod live;
 pub mod payments;
 pub mod server;
 pub mod startup;

@@ -229,3 +229,38 @@ impl ClientSession {
         Ok(payload)
     }
 }
+
+impl ClientIdentity {
+    /// Answers a handshake the server started (its `initialRequest`), as the SDK Peer's
+    /// `processInitialRequest` does: a fresh nonce `Nc`, a signature over `dec(Ns) ‖ dec(Nc)`
+    /// with key id `"Ns Nc"` towards the server. Returns the `initialResponse` and the session.
+    pub fn answer_server_handshake(&self, request: &AuthMessage) -> Result<(AuthMessage, ClientSession), AuthError> {
+        if request.message_type != MessageType::InitialRequest {
+            return Err(AuthError::UnexpectedMessageType(request.message_type));
+        }
+        let server_nonce = match &request.initial_nonce {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => return Err(AuthError::MissingInitialFields),
+        };
+        let server = PublicKey::parse_lenient(&request.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let client_nonce = create_nonce(&self.wallet);
+        let mut data = b64_decode_lenient(&server_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
+        data.extend(b64_decode_lenient(&client_nonce).expect("our nonces are canonical base64"));
+        let secret = self.wallet.root().shared_secret(&server);
+        let sig = secret.sign(self.wallet.root(), &auth_invoice(&server_nonce, &client_nonce), &data)?;
+        let response = AuthMessage {
+            version: AUTH_VERSION.into(),
+            message_type: MessageType::InitialResponse,
+            identity_key: self.identity_hex.clone(),
+            nonce: None,
+            initial_nonce: Some(client_nonce.clone()),
+            your_nonce: Some(server_nonce.clone()),
+            certificates: None,
+            requested_certificates: Some(empty_certificate_set()),
+            payload: None,
+            signature: Some(sig.to_der()),
+        };
+        let session = ClientSession { client_nonce, server_nonce, server_hex: server.to_hex(), server, secret };
+        Ok((response, session))
+    }
+}

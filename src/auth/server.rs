@@ -373,3 +373,70 @@ fn b64_decode_lenient_opt(s: &str) -> Option<Vec<u8>> {
 fn verify_digest(session: &Session, invoice: &[u8], digest: &[u8; 32], sig: &Signature) -> bool {
     session.secret.verify_digest(&session.peer, invoice, digest, sig)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Server-initiated handshakes (spec authsocket.md §4.7). The original server's per-socket Peer
+// starts a handshake towards any socket without a session when it has something to send; the
+// live channel uses these primitives to learn the identity of silent reconnected sockets.
+
+/// A handshake this server started, waiting for the client's `initialResponse`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerHandshake {
+    server_nonce: String,
+}
+
+impl ServerHandshake {
+    /// Our session nonce `Ns`; the client echoes it in `yourNonce`.
+    pub fn server_nonce(&self) -> &str {
+        &self.server_nonce
+    }
+}
+
+impl ServerAuth {
+    /// The server's `initialRequest`, carrying a fresh `createNonce` session nonce `Ns`.
+    pub fn start_server_handshake(&self) -> (AuthMessage, ServerHandshake) {
+        let server_nonce = create_nonce(&self.wallet);
+        let msg = AuthMessage {
+            version: AUTH_VERSION.into(),
+            message_type: MessageType::InitialRequest,
+            identity_key: self.identity_hex.clone(),
+            nonce: None,
+            initial_nonce: Some(server_nonce.clone()),
+            your_nonce: None,
+            certificates: None,
+            requested_certificates: Some(empty_certificate_set()),
+            payload: None,
+            signature: None,
+        };
+        (msg, ServerHandshake { server_nonce })
+    }
+
+    /// Checks the client's `initialResponse` to [`Self::start_server_handshake`] as the SDK
+    /// Peer's `processInitialResponse` does (our nonce echoed; a signature over
+    /// `dec(Ns) ‖ dec(Nc)`, key id `"Ns Nc"`, by `msg.identityKey`) and stores the session keyed
+    /// by `Ns` with client nonce `Nc`.
+    pub fn finish_server_handshake(
+        &self,
+        pending: &ServerHandshake,
+        msg: &AuthMessage,
+    ) -> Result<Arc<Session>, AuthError> {
+        if msg.message_type != MessageType::InitialResponse {
+            return Err(AuthError::UnexpectedMessageType(msg.message_type));
+        }
+        if msg.your_nonce.as_deref() != Some(pending.server_nonce.as_str()) {
+            return Err(AuthError::Mismatch("yourNonce"));
+        }
+        let client_nonce = msg.initial_nonce.as_deref().ok_or(AuthError::Missing("initialNonce"))?;
+        check_peer_nonce(client_nonce, "initialNonce")?;
+        let client = PublicKey::parse_lenient(&msg.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let mut data = b64_decode_strict(&pending.server_nonce).expect("our nonces are canonical base64");
+        data.extend(b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?);
+        let sig = msg.signature.as_deref().and_then(Signature::from_der).ok_or(AuthError::InvalidSignature)?;
+        let secret = self.wallet.root().shared_secret(&client);
+        if !secret.verify(&client, &auth_invoice(&pending.server_nonce, client_nonce), &data, &sig) {
+            return Err(AuthError::InvalidSignature);
+        }
+        let session = Session::new(pending.server_nonce.clone(), client_nonce.to_string(), client, secret);
+        Ok(self.sessions.insert(session)?)
+    }
+}

@@ -1,0 +1,694 @@
+//! The MessageBox live events of one connection (spec §5.2, with the Rust semantics of §5.5).
+//!
+//! This module owns the application protocol above BRC-103: `authenticated`, `joinRoom`,
+//! `leaveRoom` and `sendMessage`, their reply events with the original's names, payloads and
+//! reason strings, and the per-connection state they need (app-level authentication, joined
+//! rooms, messages waiting for the store). It is pure: events come in with the identity the
+//! BRC-103 layer verified, and replies, store requests and deliveries come out of
+//! [`MessageBoxEvents::poll_action`]. The driver stores, then reports the outcome with
+//! [`MessageBoxEvents::store_outcome`]; only then is the message acknowledged and delivered.
+//!
+//! Deviations from the original, all invisible to an honest client:
+//! - identity is the verified BRC-103 key; `authenticated` must name it, and is answered
+//!   every time;
+//! - rooms can only be joined by their owner (`<key>` or `<key>-…`);
+//! - `sendMessage` requires `recipient` to be the room's key and a `messageId`, is stored
+//!   before it is acknowledged, and a failure after the original's checks is a non-success
+//!   ack (`{"status":"error",…}`), on which the client falls back to HTTP at once;
+//! - the box is everything after `<key>-` (the original took only the next `-` segment).
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde_json::{json, Map, Value};
+
+use crate::auth::PublicKey;
+
+use super::authsocket::AppEvent;
+
+pub const AUTH_SUCCESS: &str = "authenticationSuccess";
+pub const AUTH_FAILED: &str = "authenticationFailed";
+pub const JOINED_ROOM: &str = "joinedRoom";
+pub const JOIN_FAILED: &str = "joinFailed";
+pub const LEFT_ROOM: &str = "leftRoom";
+pub const LEAVE_FAILED: &str = "leaveFailed";
+pub const MESSAGE_FAILED: &str = "messageFailed";
+pub const PAYMENT_FAILED: &str = "paymentFailed";
+
+pub const REASON_MISSING_IDENTITY: &str = "Missing identity key";
+pub const REASON_INVALID_IDENTITY: &str = "Invalid identity key format";
+/// New: `authenticated` named a key other than the one the connection proved.
+pub const REASON_IDENTITY_MISMATCH: &str = "Identity key does not match the authenticated BRC-103 identity";
+pub const REASON_UNAUTHORIZED: &str = "Unauthorized: WebSocket not authenticated";
+pub const REASON_INVALID_ROOM: &str = "Invalid room ID";
+/// New: the connection has joined as many rooms as it may.
+pub const REASON_TOO_MANY_ROOMS: &str = "Too many rooms joined on this connection";
+pub const REASON_INVALID_DATA: &str = "Invalid data object";
+pub const REASON_INVALID_MESSAGE: &str = "Invalid message object";
+pub const REASON_INVALID_BODY: &str = "Invalid message body";
+
+/// `sendMessageAck-<roomId>` descriptions (new; the original never sent a failed ack).
+pub const ACK_INVALID_ROOM: &str = "Invalid room ID: expected <identityKey>-<messageBox>";
+pub const ACK_RECIPIENT_MISMATCH: &str = "Recipient does not match the room ID";
+pub const ACK_INVALID_MESSAGE_ID: &str = "Invalid messageId: must be a non-empty string";
+pub const ACK_TOO_MANY_PENDING: &str = "Too many messages awaiting storage on this connection";
+pub const ACK_BLOCKED: &str = "Blocked recipients: ";
+pub const ACK_PAYMENT_REQUIRED: &str = "Payment transaction data is required for payable delivery.";
+pub const ACK_STORE_FAILED: &str = "Failed to store message";
+
+/// The box of a room without a `-`, as in the original.
+pub const DEFAULT_BOX: &str = "default";
+
+/// Names a store request so its outcome finds its way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreToken(pub u64);
+
+/// Store a live message (then report [`MessageBoxEvents::store_outcome`]). Apply the same
+/// permission and fee gate as HTTP `/sendMessage`, and store `body` raw (not wrapped), with
+/// "ignore on duplicate messageId".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreRequest {
+    pub token: StoreToken,
+    /// The verified identity of the sending connection.
+    pub sender: String,
+    /// The recipient identity (compressed lowercase hex; equals the room's key).
+    pub recipient: String,
+    /// Everything after `<key>-` of the room id, or [`DEFAULT_BOX`].
+    pub message_box: String,
+    pub message_id: String,
+    pub body: String,
+    pub room_id: String,
+}
+
+impl StoreRequest {
+    /// The live delivery of this message once stored: `sendMessage-<roomId>` with
+    /// `{"sender","messageId","body"}` to every connection of the recipient.
+    pub fn delivery(&self) -> Delivery {
+        let data = json!({ "sender": self.sender, "messageId": self.message_id, "body": self.body });
+        Delivery {
+            recipient: self.recipient.clone(),
+            room_id: self.room_id.clone(),
+            event: format!("sendMessage-{}", self.room_id),
+            data: data.to_string(),
+        }
+    }
+}
+
+/// What became of a [`StoreRequest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Stored: acknowledged and delivered.
+    Stored,
+    /// The messageId was already stored (and delivered then): acknowledged, not delivered again.
+    Duplicate,
+    /// The recipient blocks this sender.
+    Blocked,
+    /// The box asks for a fee, which the live path cannot carry.
+    PaymentRequired,
+    /// The store failed.
+    Failed,
+}
+
+/// Send a signed event to every live connection, on every core, whose verified identity is
+/// `recipient` (the sender's own connections included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub recipient: String,
+    pub room_id: String,
+    /// `sendMessage-<roomId>`.
+    pub event: String,
+    /// `{"sender":…,"messageId":…,"body":…}` as JSON text.
+    pub data: String,
+}
+
+/// What the event layer asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    /// Send `event` with `data` (JSON text) to this connection.
+    Emit {
+        event: String,
+        data: String,
+    },
+    Store(StoreRequest),
+    Deliver(Delivery),
+}
+
+/// Limits of one connection's event state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    pub max_joined_rooms: usize,
+    /// Messages sent on this connection whose store outcome is not known yet.
+    pub max_pending_stores: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        EventLimits { max_joined_rooms: 256, max_pending_stores: 64 }
+    }
+}
+
+/// The MessageBox event state of one connection.
+#[derive(Debug)]
+pub struct MessageBoxEvents {
+    limits: EventLimits,
+    authenticated: bool,
+    rooms: BTreeSet<String>,
+    pending: HashMap<StoreToken, StoreRequest>,
+    next_token: u64,
+    actions: std::collections::VecDeque<EventAction>,
+}
+
+impl MessageBoxEvents {
+    pub fn new(limits: EventLimits) -> MessageBoxEvents {
+        MessageBoxEvents {
+            limits,
+            authenticated: false,
+            rooms: BTreeSet::new(),
+            pending: HashMap::new(),
+            next_token: 0,
+            actions: Default::default(),
+        }
+    }
+
+    /// Whether an `authenticated` event succeeded on this connection.
+    pub fn is_authenticated(&self) -> bool {
+        self.authenticated
+    }
+
+    pub fn joined_rooms(&self) -> impl Iterator<Item = &str> {
+        self.rooms.iter().map(String::as_str)
+    }
+
+    pub fn pending_stores(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn poll_action(&mut self) -> Option<EventAction> {
+        self.actions.pop_front()
+    }
+
+    /// Forgets everything (Socket.IO DISCONNECT); outcomes of pending stores are then ignored.
+    pub fn reset(&mut self) {
+        self.authenticated = false;
+        self.rooms.clear();
+        self.pending.clear();
+    }
+
+    fn emit(&mut self, event: impl Into<String>, data: Value) {
+        self.actions.push_back(EventAction::Emit { event: event.into(), data: data.to_string() });
+    }
+
+    fn reason(&mut self, event: &str, reason: &str) {
+        self.emit(event, json!({ "reason": reason }));
+    }
+
+    /// Handles one verified application event; `identity` is the connection's verified
+    /// identity (compressed lowercase hex). Unknown events are ignored.
+    pub fn handle(&mut self, identity: &str, event: &AppEvent) {
+        let data = event.data.as_ref();
+        match event.name.as_str() {
+            "authenticated" => self.on_authenticated(identity, data),
+            "joinRoom" => self.on_room(identity, data, true),
+            "leaveRoom" => self.on_room(identity, data, false),
+            "sendMessage" => self.on_send(identity, data),
+            _ => {}
+        }
+    }
+
+    fn on_authenticated(&mut self, identity: &str, data: Option<&Value>) {
+        // `data.identityKey` of a string or an array is undefined: only objects carry one.
+        let claimed = match data.and_then(|d| d.get("identityKey")) {
+            Some(Value::String(k)) if !k.trim().is_empty() => k,
+            _ => return self.reason(AUTH_FAILED, REASON_MISSING_IDENTITY),
+        };
+        // `PublicKey.fromString` of the original, on the string as given.
+        let Ok(key) = PublicKey::parse_lenient(claimed) else {
+            return self.reason(AUTH_FAILED, REASON_INVALID_IDENTITY);
+        };
+        if key.to_hex() != identity {
+            return self.reason(AUTH_FAILED, REASON_IDENTITY_MISMATCH);
+        }
+        self.authenticated = true;
+        self.emit(AUTH_SUCCESS, json!({ "status": "success" }));
+    }
+
+    fn on_room(&mut self, identity: &str, data: Option<&Value>, join: bool) {
+        let failed = if join { JOIN_FAILED } else { LEAVE_FAILED };
+        if !self.authenticated {
+            return self.reason(failed, REASON_UNAUTHORIZED);
+        }
+        let room = match data {
+            Some(Value::String(r)) if !r.trim().is_empty() && owns_room(identity, r) => r,
+            _ => return self.reason(failed, REASON_INVALID_ROOM),
+        };
+        if join {
+            if !self.rooms.contains(room) && self.rooms.len() >= self.limits.max_joined_rooms {
+                return self.reason(failed, REASON_TOO_MANY_ROOMS);
+            }
+            self.rooms.insert(room.clone());
+            self.emit(JOINED_ROOM, json!({ "roomId": room }));
+        } else {
+            self.rooms.remove(room);
+            self.emit(LEFT_ROOM, json!({ "roomId": room }));
+        }
+    }
+
+    fn on_send(&mut self, identity: &str, data: Option<&Value>) {
+        // The original's checks, in its order (an array passes as an object there too).
+        let empty = Map::new();
+        let fields = match data {
+            Some(Value::Object(m)) => m,
+            Some(Value::Array(_)) => &empty,
+            _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_DATA),
+        };
+        if !self.authenticated {
+            return self.reason(PAYMENT_FAILED, REASON_UNAUTHORIZED);
+        }
+        let room_id = match fields.get("roomId") {
+            Some(Value::String(r)) if !r.trim().is_empty() => r.clone(),
+            _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_ROOM),
+        };
+        let message = match fields.get("message") {
+            Some(Value::Object(m)) => m,
+            Some(Value::Array(_)) => &empty,
+            _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_MESSAGE),
+        };
+        let body = match message.get("body") {
+            Some(Value::String(b)) if !b.trim().is_empty() => b.clone(),
+            _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_BODY),
+        };
+
+        // Ours: a failure from here on is a non-success ack.
+        let raw_id = message.get("messageId");
+        let Some((room_key, message_box)) = split_room(&room_id) else {
+            return self.nack(&room_id, raw_id, ACK_INVALID_ROOM);
+        };
+        let recipient = match message.get("recipient") {
+            Some(Value::String(r)) => match PublicKey::parse_lenient(r) {
+                Ok(k) => k.to_hex(),
+                Err(_) => return self.nack(&room_id, raw_id, &format!("Invalid recipient key: {r}")),
+            },
+            other => {
+                let shown = other.map_or("undefined".to_string(), Value::to_string);
+                return self.nack(&room_id, raw_id, &format!("Invalid recipient key: {shown}"));
+            }
+        };
+        if recipient != room_key {
+            return self.nack(&room_id, raw_id, ACK_RECIPIENT_MISMATCH);
+        }
+        let message_id = match raw_id {
+            Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+            _ => return self.nack(&room_id, raw_id, ACK_INVALID_MESSAGE_ID),
+        };
+        if self.pending.len() >= self.limits.max_pending_stores {
+            return self.nack(&room_id, raw_id, ACK_TOO_MANY_PENDING);
+        }
+
+        let token = StoreToken(self.next_token);
+        self.next_token += 1;
+        let request =
+            StoreRequest { token, sender: identity.to_string(), recipient, message_box, message_id, body, room_id };
+        self.pending.insert(token, request.clone());
+        self.actions.push_back(EventAction::Store(request));
+    }
+
+    /// `sendMessageAck-<roomId>` `{"status":"error","messageId"?,"description"}`: `messageId`
+    /// is echoed as received and left out when absent, as `JSON.stringify` drops `undefined`.
+    fn nack(&mut self, room_id: &str, message_id: Option<&Value>, description: &str) {
+        let mut m = Map::new();
+        m.insert("status".into(), "error".into());
+        if let Some(id) = message_id {
+            m.insert("messageId".into(), id.clone());
+        }
+        m.insert("description".into(), description.into());
+        self.emit(ack_event(room_id), Value::Object(m));
+    }
+
+    /// The driver's report on a [`StoreRequest`]. Returns false for a token this connection
+    /// does not know (reset since, or never issued).
+    pub fn store_outcome(&mut self, token: StoreToken, outcome: StoreOutcome) -> bool {
+        let Some(p) = self.pending.remove(&token) else { return false };
+        let description = match outcome {
+            StoreOutcome::Stored | StoreOutcome::Duplicate => {
+                self.emit(ack_event(&p.room_id), json!({ "status": "success", "messageId": p.message_id }));
+                if outcome == StoreOutcome::Stored {
+                    self.actions.push_back(EventAction::Deliver(p.delivery()));
+                }
+                return true;
+            }
+            StoreOutcome::Blocked => format!("{ACK_BLOCKED}{}", p.recipient),
+            StoreOutcome::PaymentRequired => ACK_PAYMENT_REQUIRED.to_string(),
+            StoreOutcome::Failed => ACK_STORE_FAILED.to_string(),
+        };
+        let id = Value::String(p.message_id.clone());
+        self.nack(&p.room_id, Some(&id), &description);
+        true
+    }
+}
+
+/// `sendMessageAck-<roomId>`.
+pub fn ack_event(room_id: &str) -> String {
+    format!("sendMessageAck-{room_id}")
+}
+
+/// True when `room` belongs to `identity`: the key itself, or the key followed by `-`.
+pub fn owns_room(identity: &str, room: &str) -> bool {
+    let n = identity.len();
+    room.len() >= n
+        && room.is_char_boundary(n)
+        && room[..n].eq_ignore_ascii_case(identity)
+        && (room.len() == n || room.as_bytes()[n] == b'-')
+}
+
+/// A room id's recipient key (canonical hex) and box: `<66-hex key>` is box [`DEFAULT_BOX`],
+/// `<66-hex key>-<box>` is `<box>` (which may itself contain `-`). Anything else is `None`.
+pub fn split_room(room_id: &str) -> Option<(String, String)> {
+    let (key, message_box) = match room_id.split_once('-') {
+        Some((k, b)) => (k, b),
+        None => (room_id, DEFAULT_BOX),
+    };
+    if message_box.is_empty() {
+        return None;
+    }
+    let key = PublicKey::from_compressed_hex(key).ok()?;
+    Some((key.to_hex(), message_box.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> String {
+        crate::auth::PrivateKey::random().public_key().to_hex()
+    }
+
+    fn ev(name: &str, data: Option<Value>) -> AppEvent {
+        AppEvent { name: name.into(), data }
+    }
+
+    fn drain(m: &mut MessageBoxEvents) -> Vec<EventAction> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn emit(event: &str, data: &str) -> EventAction {
+        EventAction::Emit { event: event.into(), data: data.into() }
+    }
+
+    fn authed(me: &str) -> MessageBoxEvents {
+        let mut m = MessageBoxEvents::new(EventLimits::default());
+        m.handle(me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        assert_eq!(drain(&mut m), vec![emit(AUTH_SUCCESS, r#"{"status":"success"}"#)]);
+        m
+    }
+
+    #[test]
+    fn room_helpers() {
+        let k = key();
+        assert!(owns_room(&k, &k));
+        assert!(owns_room(&k, &format!("{k}-inbox")));
+        assert!(owns_room(&k, &format!("{}-inbox", k.to_uppercase())));
+        assert!(!owns_room(&k, &format!("{k}inbox")));
+        assert!(!owns_room(&k, &k[..60]));
+        assert!(!owns_room(&k, &format!("{}-x", key())));
+        assert!(!owns_room(&k, "é"));
+        assert_eq!(split_room(&format!("{k}-a-b")), Some((k.clone(), "a-b".into())));
+        assert_eq!(split_room(&k), Some((k.clone(), "default".into())));
+        assert_eq!(split_room(&format!("{k}-")), None);
+        assert_eq!(split_room("abc-inbox"), None);
+    }
+
+    #[test]
+    fn authenticated_replies() {
+        let me = key();
+        let mut m = MessageBoxEvents::new(EventLimits::default());
+        let cases = [
+            (None, REASON_MISSING_IDENTITY),
+            (Some(json!(null)), REASON_MISSING_IDENTITY),
+            (Some(json!("str")), REASON_MISSING_IDENTITY),
+            (Some(json!([me.clone()])), REASON_MISSING_IDENTITY),
+            (Some(json!({})), REASON_MISSING_IDENTITY),
+            (Some(json!({ "identityKey": 5 })), REASON_MISSING_IDENTITY),
+            (Some(json!({ "identityKey": "  " })), REASON_MISSING_IDENTITY),
+            (Some(json!({ "identityKey": "xyz" })), REASON_INVALID_IDENTITY),
+            (Some(json!({ "identityKey": format!(" {me}") })), REASON_INVALID_IDENTITY),
+            (Some(json!({ "identityKey": key() })), REASON_IDENTITY_MISMATCH),
+        ];
+        for (data, reason) in cases {
+            m.handle(&me, &ev("authenticated", data.clone()));
+            assert_eq!(drain(&mut m), vec![emit(AUTH_FAILED, &format!(r#"{{"reason":"{reason}"}}"#))], "{data:?}");
+            assert!(!m.is_authenticated());
+        }
+        // Upper-case hex names the same key; every `authenticated` gets an answer.
+        for _ in 0..2 {
+            m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me.to_uppercase() }))));
+            assert_eq!(drain(&mut m), vec![emit(AUTH_SUCCESS, r#"{"status":"success"}"#)]);
+        }
+        assert!(m.is_authenticated());
+    }
+
+    #[test]
+    fn join_and_leave() {
+        let me = key();
+        let mut m = MessageBoxEvents::new(EventLimits::default());
+        let room = format!("{me}-inbox");
+        m.handle(&me, &ev("joinRoom", Some(json!(room))));
+        m.handle(&me, &ev("leaveRoom", Some(json!(room))));
+        assert_eq!(
+            drain(&mut m),
+            vec![
+                emit(JOIN_FAILED, r#"{"reason":"Unauthorized: WebSocket not authenticated"}"#),
+                emit(LEAVE_FAILED, r#"{"reason":"Unauthorized: WebSocket not authenticated"}"#)
+            ]
+        );
+        let mut m = authed(&me);
+        m.handle(&me, &ev("joinRoom", Some(json!(room))));
+        assert_eq!(drain(&mut m), vec![emit(JOINED_ROOM, &format!(r#"{{"roomId":"{room}"}}"#))]);
+        assert_eq!(m.joined_rooms().collect::<Vec<_>>(), vec![room.as_str()]);
+        for bad in [
+            None,
+            Some(json!("")),
+            Some(json!("  ")),
+            Some(json!(5)),
+            Some(json!({ "roomId": room })),
+            Some(json!(format!("{}-inbox", key()))),
+        ] {
+            m.handle(&me, &ev("joinRoom", bad.clone()));
+            m.handle(&me, &ev("leaveRoom", bad.clone()));
+            assert_eq!(
+                drain(&mut m),
+                vec![
+                    emit(JOIN_FAILED, r#"{"reason":"Invalid room ID"}"#),
+                    emit(LEAVE_FAILED, r#"{"reason":"Invalid room ID"}"#)
+                ],
+                "{bad:?}"
+            );
+        }
+        m.handle(&me, &ev("leaveRoom", Some(json!(room))));
+        assert_eq!(drain(&mut m), vec![emit(LEFT_ROOM, &format!(r#"{{"roomId":"{room}"}}"#))]);
+        assert_eq!(m.joined_rooms().count(), 0);
+
+        let mut m = MessageBoxEvents::new(EventLimits { max_joined_rooms: 2, ..Default::default() });
+        m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        for b in ["a", "b", "a", "c"] {
+            m.handle(&me, &ev("joinRoom", Some(json!(format!("{me}-{b}")))));
+        }
+        let acts = drain(&mut m);
+        assert_eq!(acts.last(), Some(&emit(JOIN_FAILED, &format!(r#"{{"reason":"{REASON_TOO_MANY_ROOMS}"}}"#))));
+        assert_eq!(m.joined_rooms().count(), 2);
+    }
+
+    fn send(room: &str, id: Value, recipient: Value, body: Value) -> AppEvent {
+        ev(
+            "sendMessage",
+            Some(json!({ "roomId": room, "message": { "messageId": id, "recipient": recipient, "body": body } })),
+        )
+    }
+
+    #[test]
+    fn send_message_validation_in_the_original_order() {
+        let me = key();
+        let mut m = MessageBoxEvents::new(EventLimits::default());
+        let failed = |r: &str| emit(MESSAGE_FAILED, &format!(r#"{{"reason":"{r}"}}"#));
+        for data in [None, Some(json!(null)), Some(json!("s")), Some(json!(3))] {
+            m.handle(&me, &ev("sendMessage", data));
+            assert_eq!(drain(&mut m), vec![failed(REASON_INVALID_DATA)]);
+        }
+        m.handle(&me, &ev("sendMessage", Some(json!({}))));
+        assert_eq!(
+            drain(&mut m),
+            vec![emit(PAYMENT_FAILED, r#"{"reason":"Unauthorized: WebSocket not authenticated"}"#)]
+        );
+
+        let mut m = authed(&me);
+        let cases = [
+            (json!([]), REASON_INVALID_ROOM),
+            (json!({ "roomId": " " }), REASON_INVALID_ROOM),
+            (json!({ "roomId": 7 }), REASON_INVALID_ROOM),
+            (json!({ "roomId": "r" }), REASON_INVALID_MESSAGE),
+            (json!({ "roomId": "r", "message": "m" }), REASON_INVALID_MESSAGE),
+            (json!({ "roomId": "r", "message": null }), REASON_INVALID_MESSAGE),
+            (json!({ "roomId": "r", "message": [] }), REASON_INVALID_BODY),
+            (json!({ "roomId": "r", "message": { "body": "" } }), REASON_INVALID_BODY),
+            (json!({ "roomId": "r", "message": { "body": {"a":1} } }), REASON_INVALID_BODY),
+        ];
+        for (data, reason) in cases {
+            m.handle(&me, &ev("sendMessage", Some(data.clone())));
+            assert_eq!(drain(&mut m), vec![failed(reason)], "{data}");
+        }
+    }
+
+    #[test]
+    fn send_message_checks_after_the_original_give_a_failed_ack() {
+        let me = key();
+        let other = key();
+        let mut m = authed(&me);
+        let room = format!("{other}-inbox");
+        let ack = |room: &str, body: &str| emit(&format!("sendMessageAck-{room}"), body);
+        let cases = [
+            (
+                send("abc-inbox", json!("id"), json!(other), json!("b")),
+                "abc-inbox",
+                format!(r#"{{"status":"error","messageId":"id","description":"{ACK_INVALID_ROOM}"}}"#),
+            ),
+            (
+                send(&format!("{other}-"), json!("id"), json!(other), json!("b")),
+                &*format!("{other}-"),
+                format!(r#"{{"status":"error","messageId":"id","description":"{ACK_INVALID_ROOM}"}}"#),
+            ),
+            (
+                send(&room, json!("id"), json!("zz"), json!("b")),
+                &*room,
+                r#"{"status":"error","messageId":"id","description":"Invalid recipient key: zz"}"#.to_string(),
+            ),
+            (
+                send(&room, json!("id"), json!(me), json!("b")),
+                &*room,
+                format!(r#"{{"status":"error","messageId":"id","description":"{ACK_RECIPIENT_MISMATCH}"}}"#),
+            ),
+            (
+                send(&room, json!(12), json!(other), json!("b")),
+                &*room,
+                format!(r#"{{"status":"error","messageId":12,"description":"{ACK_INVALID_MESSAGE_ID}"}}"#),
+            ),
+            (
+                send(&room, json!(" "), json!(other), json!("b")),
+                &*room,
+                format!(r#"{{"status":"error","messageId":" ","description":"{ACK_INVALID_MESSAGE_ID}"}}"#),
+            ),
+        ];
+        for (event, room, body) in cases {
+            m.handle(&me, &event);
+            assert_eq!(drain(&mut m), vec![ack(room, &body)]);
+        }
+        // Missing recipient and messageId: the id key is left out.
+        m.handle(&me, &ev("sendMessage", Some(json!({ "roomId": room, "message": { "body": "b" } }))));
+        assert_eq!(
+            drain(&mut m),
+            vec![ack(&room, r#"{"status":"error","description":"Invalid recipient key: undefined"}"#)]
+        );
+    }
+
+    #[test]
+    fn send_message_stores_then_acks_then_delivers() {
+        let me = key();
+        let other = key();
+        let mut m = authed(&me);
+        let room = format!("{other}-payment-inbox");
+        m.handle(&me, &send(&room, json!("mid"), json!(other.to_uppercase()), json!("hello é ✓")));
+        let acts = drain(&mut m);
+        let [EventAction::Store(req)] = &acts[..] else { panic!("{acts:?}") };
+        assert_eq!(
+            req,
+            &StoreRequest {
+                token: req.token,
+                sender: me.clone(),
+                recipient: other.clone(),
+                message_box: "payment-inbox".into(),
+                message_id: "mid".into(),
+                body: "hello é ✓".into(),
+                room_id: room.clone(),
+            }
+        );
+        assert_eq!(m.pending_stores(), 1);
+        assert!(m.store_outcome(req.token, StoreOutcome::Stored));
+        assert!(!m.store_outcome(req.token, StoreOutcome::Stored), "a token is used once");
+        assert_eq!(
+            drain(&mut m),
+            vec![
+                emit(&format!("sendMessageAck-{room}"), r#"{"status":"success","messageId":"mid"}"#),
+                EventAction::Deliver(Delivery {
+                    recipient: other.clone(),
+                    room_id: room.clone(),
+                    event: format!("sendMessage-{room}"),
+                    data: format!(r#"{{"sender":"{me}","messageId":"mid","body":"hello é ✓"}}"#),
+                })
+            ]
+        );
+    }
+
+    #[test]
+    fn store_outcomes() {
+        let me = key();
+        let mut m = authed(&me);
+        let room = me.clone(); // no dash: box "default", sending to oneself
+        let mut token = || {
+            m.handle(&me, &send(&room, json!("i"), json!(me), json!("b")));
+            match drain(&mut m).pop() {
+                Some(EventAction::Store(r)) => {
+                    assert_eq!(r.message_box, DEFAULT_BOX);
+                    r.token
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let (t1, t2, t3, t4) = (token(), token(), token(), token());
+        let ack = format!("sendMessageAck-{room}");
+        assert!(m.store_outcome(t1, StoreOutcome::Duplicate));
+        assert_eq!(drain(&mut m), vec![emit(&ack, r#"{"status":"success","messageId":"i"}"#)]);
+        assert!(m.store_outcome(t2, StoreOutcome::Blocked));
+        assert_eq!(
+            drain(&mut m),
+            vec![emit(
+                &ack,
+                &format!(r#"{{"status":"error","messageId":"i","description":"Blocked recipients: {me}"}}"#)
+            )]
+        );
+        assert!(m.store_outcome(t3, StoreOutcome::PaymentRequired));
+        assert_eq!(
+            drain(&mut m),
+            vec![emit(
+                &ack,
+                &format!(r#"{{"status":"error","messageId":"i","description":"{ACK_PAYMENT_REQUIRED}"}}"#)
+            )]
+        );
+        assert!(m.store_outcome(t4, StoreOutcome::Failed));
+        assert_eq!(
+            drain(&mut m),
+            vec![emit(&ack, r#"{"status":"error","messageId":"i","description":"Failed to store message"}"#)]
+        );
+        assert_eq!(m.pending_stores(), 0);
+    }
+
+    #[test]
+    fn pending_stores_are_bounded_and_reset_forgets() {
+        let me = key();
+        let mut m = MessageBoxEvents::new(EventLimits { max_pending_stores: 2, ..Default::default() });
+        m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        for _ in 0..3 {
+            m.handle(&me, &send(&me, json!("i"), json!(me), json!("b")));
+        }
+        let acts = drain(&mut m);
+        assert_eq!(acts.iter().filter(|a| matches!(a, EventAction::Store(_))).count(), 2);
+        assert_eq!(
+            acts.last(),
+            Some(&emit(
+                &format!("sendMessageAck-{me}"),
+                &format!(r#"{{"status":"error","messageId":"i","description":"{ACK_TOO_MANY_PENDING}"}}"#)
+            ))
+        );
+        m.reset();
+        assert!(!m.is_authenticated());
+        assert!(!m.store_outcome(StoreToken(0), StoreOutcome::Stored));
+        m.handle(&me, &ev("unknownEvent", Some(json!(1))));
+        assert!(drain(&mut m).is_empty());
+    }
+}
