@@ -155,9 +155,9 @@ impl Config {
             Some(t) => t
                 .parse::<usize>()
                 .ok()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or_else(|| err("MESSAGEBOX_THREADS", format!("expected 1..1024, got {t}")))?,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+                .filter(|n| (1..=256).contains(n))
+                .ok_or_else(|| err("MESSAGEBOX_THREADS", format!("expected 1..256, got {t}")))?,
+            None => std::thread::available_parallelism().map(|n| n.get().min(256)).unwrap_or(1),
         };
         let database = database(env)?;
         let key = match get("SERVER_PRIVATE_KEY") {

@@ -60,9 +60,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Keygen => {
+            use std::io::Write;
             let key = PrivateKey::random();
-            println!("SERVER_PRIVATE_KEY={}", key.to_hex());
-            println!("identity key: {}", key.public_key());
+            // A closed pipe (`keygen | head -1`) is not an error worth a panic.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "SERVER_PRIVATE_KEY={}", key.to_hex());
+            let _ = writeln!(out, "identity key: {}", key.public_key());
             ExitCode::SUCCESS
         }
         Command::Migrate => {

@@ -11,6 +11,8 @@ use crate::api::{Api, LiveDelivery, NoLive, NoPush, Notifier};
 use crate::auth::{PrivateKey, ServerAuth};
 use crate::config::{Config, KeySource};
 use crate::http::App;
+use crate::live::driver::LiveHub;
+use crate::live::LiveConfig;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
 use crate::server::{HttpLimits, Running};
 use crate::store::{self, Store, StoreError, StoreOptions};
@@ -105,8 +107,14 @@ impl Parts {
 /// Builds the shared application state.
 pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
     let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
-    let api =
-        Api { store, payments: parts.payments, push: parts.push, live: parts.live, limits: config.limits.clone() };
+    let hub = config
+        .enable_websockets
+        .then(|| LiveHub::new(auth.clone(), store.clone(), LiveConfig::default(), config.threads));
+    let live: Arc<dyn LiveDelivery> = match &hub {
+        Some(h) => h.clone(),
+        None => parts.live,
+    };
+    let api = Api { store, payments: parts.payments, push: parts.push, live, limits: config.limits.clone() };
     let openapi = serde_json::to_vec(&crate::http::docs::openapi(&config.routing_prefix)).expect("serialises");
     Arc::new(App {
         auth,
@@ -114,7 +122,7 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         api,
         routing_prefix: config.routing_prefix.clone(),
         max_body: config.max_body,
-        live: None,
+        live: hub,
         openapi: openapi.into(),
     })
 }

@@ -21,14 +21,6 @@ pub mod docs;
 
 pub type Body = Full<Bytes>;
 
-/// The live channel's entry point for `/socket.io/` requests (Engine.IO).
-pub trait LiveHttp: Send + Sync + 'static {
-    fn handle(
-        &self,
-        req: http::Request<Incoming>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<Body>> + Send + '_>>;
-}
-
 /// Everything a request needs, shared by every core.
 pub struct App {
     pub auth: Arc<ServerAuth>,
@@ -37,7 +29,7 @@ pub struct App {
     pub routing_prefix: String,
     pub max_body: usize,
     /// `None` when `ENABLE_WEBSOCKETS=false`: `/socket.io/` answers 404.
-    pub live: Option<Arc<dyn LiveHttp>>,
+    pub live: Option<Arc<crate::live::driver::LiveHub>>,
     pub openapi: Bytes,
 }
 
@@ -143,7 +135,7 @@ pub async fn handle(app: Arc<App>, req: http::Request<Incoming>) -> Result<Respo
     let path = req.uri().path();
     if path.starts_with("/socket.io/") {
         return Ok(match &app.live {
-            Some(live) => live.handle(req).await,
+            Some(_) => crate::live::driver::handle(req).await,
             None => error_response(404, "ERR_NOT_FOUND", "The live channel is disabled on this server."),
         });
     }

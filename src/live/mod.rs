@@ -67,6 +67,7 @@
 
 pub mod authsocket;
 pub mod connection;
+pub mod driver;
 pub mod engineio;
 pub mod events;
 pub mod socketio;

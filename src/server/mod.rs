@@ -111,6 +111,9 @@ async fn serve(
     limits: HttpLimits,
 ) {
     let mut stop = shutdown.clone();
+    if let Some(hub) = &app.live {
+        crate::live::driver::start_core(hub, core, shutdown.clone());
+    }
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -155,6 +158,10 @@ async fn serve(
         }
     }
     drop(listener);
+    if app.live.is_some() {
+        // Live clients are told to go (they reconnect to another instance or after restart).
+        crate::live::driver::stop_core(Duration::from_secs(5)).await;
+    }
     let open = connections.len();
     if open > 0 {
         tracing::info!(core, open, "draining connections");
