@@ -37,12 +37,13 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MIGRATE_KEY", "accepted for compatibility; unused (the original removed /migrate)"),
     ("BSV_NETWORK", "mainnet (default) | testnet"),
     ("WALLET_STORAGE_URL", "accepted for compatibility; remote wallet storage is not used (see PAYMENT_WALLET_URL)"),
-    ("PAYMENT_WALLET_URL", "http URL of a BRC-100 JSON wallet (root key = SERVER_PRIVATE_KEY) that accepts delivery-fee payments; without it paid deliveries are refused"),
+    ("PAYMENT_WALLET_URL", "http(s) URL of a BRC-100 JSON wallet (root key = SERVER_PRIVATE_KEY) that accepts delivery-fee payments; without it paid deliveries are refused"),
     ("HOSTING_DOMAIN", "accepted for compatibility; unused (the original advertises nothing)"),
     ("ENABLE_FIREBASE", "true enables FCM push for the notifications box"),
     ("FIREBASE_PROJECT_ID", "required when ENABLE_FIREBASE=true"),
     ("FIREBASE_SERVICE_ACCOUNT_JSON", "service-account JSON (private_key, client_email, project_id)"),
-    ("FIREBASE_SERVICE_ACCOUNT_PATH", "path of a service-account JSON file"),
+    ("FIREBASE_SERVICE_ACCOUNT_PATH", "path of a service-account JSON file (else GOOGLE_APPLICATION_CREDENTIALS, else the GCP metadata server)"),
+    ("FIREBASE_FCM_ENDPOINT", "FCM base URL (default https://fcm.googleapis.com)"),
     ("MESSAGEBOX_PORT", "listen port; overrides the NODE_ENV port rule (0 = any free port)"),
     ("MESSAGEBOX_BIND", "listen address (default 0.0.0.0)"),
     ("MESSAGEBOX_THREADS", "worker threads, one runtime and listener each (default: available cores)"),
@@ -91,6 +92,8 @@ pub struct Firebase {
     pub project_id: Option<String>,
     pub service_account_json: Option<String>,
     pub service_account_path: Option<PathBuf>,
+    /// FCM base URL (default https://fcm.googleapis.com), for proxies and tests.
+    pub fcm_endpoint: Option<String>,
 }
 
 /// Where the server key comes from.
@@ -187,6 +190,7 @@ impl Config {
             project_id: get("FIREBASE_PROJECT_ID").map(str::to_string),
             service_account_json: get("FIREBASE_SERVICE_ACCOUNT_JSON").map(str::to_string),
             service_account_path: get("FIREBASE_SERVICE_ACCOUNT_PATH").map(PathBuf::from),
+            fcm_endpoint: get("FIREBASE_FCM_ENDPOINT").map(str::to_string),
         };
         if firebase.enabled && firebase.project_id.is_none() {
             return Err(err("FIREBASE_PROJECT_ID", "required when ENABLE_FIREBASE=true"));
@@ -361,6 +365,6 @@ mod tests {
         assert_eq!(cfg(&[("MESSAGEBOX_MAX_BODY", "12")]).unwrap_err().var, "MESSAGEBOX_MAX_BODY");
         assert_eq!(cfg(&[("ENABLE_FIREBASE", "true")]).unwrap_err().var, "FIREBASE_PROJECT_ID");
         assert_eq!(cfg(&[("MESSAGEBOX_THREADS", "0")]).unwrap_err().var, "MESSAGEBOX_THREADS");
-        assert_eq!(cfg(&[("PAYMENT_WALLET_URL", "https://x")]).unwrap_err().var, "PAYMENT_WALLET_URL");
+        assert_eq!(cfg(&[("PAYMENT_WALLET_URL", "ftp://x")]).unwrap_err().var, "PAYMENT_WALLET_URL");
     }
 }

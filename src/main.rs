@@ -106,19 +106,19 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let parts = match startup::Parts::from_config(&config) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("messagebox: configuration error: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let store = match rt.block_on(startup::open_store(&config, Duration::from_secs(60))) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("messagebox: cannot open the database ({}): {e}", config.database.describe());
             return ExitCode::from(1);
+        }
+    };
+    let parts = match startup::Parts::from_config(&config, &store) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("messagebox: configuration error: {e}");
+            return ExitCode::from(2);
         }
     };
     let payments = parts.payments.describe();

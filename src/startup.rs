@@ -14,6 +14,7 @@ use crate::http::App;
 use crate::live::driver::LiveHub;
 use crate::live::LiveConfig;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
+use crate::push::Fcm;
 use crate::server::{HttpLimits, Running};
 use crate::store::{self, Store, StoreError, StoreOptions};
 
@@ -95,12 +96,20 @@ pub struct Parts {
 }
 
 impl Parts {
-    pub fn from_config(config: &Config) -> Result<Parts, String> {
+    /// Payments and push as configured. Errors name the variable at fault.
+    pub fn from_config(config: &Config, store: &Store) -> Result<Parts, String> {
         let payments: Arc<dyn PaymentAcceptor> = match &config.payment_wallet_url {
-            Some(url) => Arc::new(HttpJsonWallet::new(url, "http://messagebox.server")?),
+            Some(url) => Arc::new(
+                HttpJsonWallet::new(url, "http://messagebox.server").map_err(|e| format!("PAYMENT_WALLET_URL: {e}"))?,
+            ),
             None => Arc::new(NoWallet),
         };
-        Ok(Parts { payments, push: Arc::new(NoPush), live: Arc::new(NoLive) })
+        let push: Arc<dyn Notifier> = if config.firebase.enabled {
+            Arc::new(Fcm::from_config(&config.firebase, store.clone())?)
+        } else {
+            Arc::new(NoPush)
+        };
+        Ok(Parts { payments, push, live: Arc::new(NoLive) })
     }
 }
 

@@ -136,7 +136,10 @@ async fn two_processes_share_one_mysql_database() {
         assert_eq!(s.await.unwrap().0, 200);
     }
     let (st, _) = a1
-        .post_json("/sendMessage", &json!({"message": {"recipient": bk, "messageBox": "shared", "body": "m4", "messageId": "m4"}}))
+        .post_json(
+            "/sendMessage",
+            &json!({"message": {"recipient": bk, "messageBox": "shared", "body": "m4", "messageId": "m4"}}),
+        )
         .await
         .unwrap();
     assert_eq!(st, 200);
@@ -148,13 +151,19 @@ async fn two_processes_share_one_mysql_database() {
     assert_eq!(v["messages"].as_array().unwrap().len(), 3);
     // A permission set through one process governs sends through the other.
     let (st, _) = b1
-        .post_json("/permissions/set", &json!({"sender": alice.identity_hex(), "messageBox": "shared", "recipientFee": -1}))
+        .post_json(
+            "/permissions/set",
+            &json!({"sender": alice.identity_hex(), "messageBox": "shared", "recipientFee": -1}),
+        )
         .await
         .unwrap();
     assert_eq!(st, 200);
     let mut a2 = AuthClient::new(alice, two.addr);
     let (st, v) = a2
-        .post_json("/sendMessage", &json!({"message": {"recipient": bk, "messageBox": "shared", "body": "m5", "messageId": "m5"}}))
+        .post_json(
+            "/sendMessage",
+            &json!({"message": {"recipient": bk, "messageBox": "shared", "body": "m5", "messageId": "m5"}}),
+        )
         .await
         .unwrap();
     assert_eq!((st, v["code"].clone()), (403, json!("ERR_DELIVERY_BLOCKED")));

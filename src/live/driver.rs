@@ -71,9 +71,12 @@ enum CoreMsg {
     Deliver(Arc<Delivery>),
 }
 
+/// identity → connections per core.
+type RegistryShard = Mutex<HashMap<String, Vec<u32>>>;
+
 /// Which cores hold connections of which identity; sharded so no lock is global.
 pub struct Registry {
-    shards: Box<[Mutex<HashMap<String, Vec<u32>>>]>,
+    shards: Box<[RegistryShard]>,
     hasher: RandomState,
     cores: usize,
 }

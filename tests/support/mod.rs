@@ -47,7 +47,7 @@ impl TestServer {
         }
         let config = Config::from_map(&map).expect("test config");
         let store = startup::open_store(&config, Duration::from_secs(10)).await.expect("store opens");
-        let mut parts = Parts::from_config(&config).expect("parts");
+        let mut parts = Parts::from_config(&config, &store).expect("parts");
         tweak(&mut parts);
         let app = startup::app(&config, key, store, parts);
         let running = startup::start(&config, app.clone()).expect("server starts");

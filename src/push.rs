@@ -1,0 +1,299 @@
+//! Firebase Cloud Messaging for the `notifications` box, as the original sends it: one FCM
+//! HTTP v1 message per active device of the recipient, authorised with an OAuth2 token
+//! obtained from a service account (RS256 JWT bearer grant) or, without one, from the
+//! Google metadata server. Pushes run in the background and never delay a response; a
+//! token FCM reports as unregistered or invalid is deactivated.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use crate::api::Notifier;
+use crate::config::Firebase;
+use crate::store::Store;
+
+const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+const METADATA_TOKEN_URL: &str =
+    "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token";
+/// Pushes in flight at once; more are dropped with a warning rather than queued without bound.
+const MAX_IN_FLIGHT: usize = 256;
+const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where access tokens come from.
+enum Credentials {
+    ServiceAccount {
+        client_email: String,
+        token_uri: String,
+        key: Box<ring::signature::RsaKeyPair>,
+    },
+    /// Google application-default credentials on GCP: the metadata server.
+    Metadata {
+        url: String,
+    },
+}
+
+struct Inner {
+    store: Store,
+    project_id: String,
+    endpoint: String,
+    credentials: Credentials,
+    token: Mutex<Option<(String, Instant)>>,
+    in_flight: Semaphore,
+}
+
+/// The FCM sender; cheap to clone.
+#[derive(Clone)]
+pub struct Fcm(Arc<Inner>);
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Reads a PKCS#8 PEM RSA key (the `private_key` of a service account).
+fn rsa_key(pem: &str) -> Result<ring::signature::RsaKeyPair, String> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("private_key: {e}"))?;
+    ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| format!("private_key is not a PKCS#8 RSA key: {e}"))
+}
+
+impl Fcm {
+    /// Builds the sender from the configuration; errors name what is missing, as the
+    /// original fails its startup on them.
+    pub fn from_config(cfg: &Firebase, store: Store) -> Result<Fcm, String> {
+        let project_id = cfg.project_id.clone().ok_or("FIREBASE_PROJECT_ID: required when ENABLE_FIREBASE=true")?;
+        let account = match (&cfg.service_account_json, &cfg.service_account_path) {
+            (Some(json), _) => Some(("FIREBASE_SERVICE_ACCOUNT_JSON", json.clone())),
+            (None, Some(path)) => Some((
+                "FIREBASE_SERVICE_ACCOUNT_PATH",
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("FIREBASE_SERVICE_ACCOUNT_PATH: cannot read {}: {e}", path.display()))?,
+            )),
+            (None, None) => match std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
+                Ok(p) if !p.is_empty() => Some((
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    std::fs::read_to_string(&p)
+                        .map_err(|e| format!("GOOGLE_APPLICATION_CREDENTIALS: cannot read {p}: {e}"))?,
+                )),
+                _ => None,
+            },
+        };
+        let credentials = match account {
+            Some((var, text)) => {
+                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{var}: invalid JSON: {e}"))?;
+                let field = |k: &str| {
+                    v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("{var}: missing {k}"))
+                };
+                field("project_id")?;
+                Credentials::ServiceAccount {
+                    client_email: field("client_email")?,
+                    token_uri: v.get("token_uri").and_then(Value::as_str).unwrap_or(DEFAULT_TOKEN_URI).to_string(),
+                    key: Box::new(rsa_key(&field("private_key")?).map_err(|e| format!("{var}: {e}"))?),
+                }
+            }
+            None => Credentials::Metadata { url: METADATA_TOKEN_URL.to_string() },
+        };
+        let endpoint = cfg.fcm_endpoint.clone().unwrap_or_else(|| "https://fcm.googleapis.com".into());
+        crate::outbound::validate_url(&endpoint).map_err(|e| format!("FIREBASE_FCM_ENDPOINT: {e}"))?;
+        Ok(Fcm(Arc::new(Inner {
+            store,
+            project_id,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            credentials,
+            token: Mutex::new(None),
+            in_flight: Semaphore::new(MAX_IN_FLIGHT),
+        })))
+    }
+
+    pub fn describe(&self) -> String {
+        match &self.0.credentials {
+            Credentials::ServiceAccount { client_email, .. } => format!("FCM as {client_email}"),
+            Credentials::Metadata { .. } => "FCM with application-default credentials".into(),
+        }
+    }
+
+    /// A valid access token, refreshed a minute before it expires.
+    async fn access_token(&self) -> Result<String, String> {
+        if let Some((t, until)) = self.0.token.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            if Instant::now() < *until {
+                return Ok(t.clone());
+            }
+        }
+        let (token, expires_in) = match &self.0.credentials {
+            Credentials::ServiceAccount { client_email, token_uri, key } => {
+                let now = crate::store::now();
+                let header = b64url(br#"{"alg":"RS256","typ":"JWT"}"#);
+                let claims = b64url(
+                    json!({"iss": client_email, "scope": SCOPE, "aud": token_uri, "iat": now, "exp": now + 3600})
+                        .to_string()
+                        .as_bytes(),
+                );
+                let signing_input = format!("{header}.{claims}");
+                let mut sig = vec![0u8; key.public().modulus_len()];
+                key.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &ring::rand::SystemRandom::new(),
+                    signing_input.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(|_| "signing the OAuth2 assertion failed".to_string())?;
+                let assertion = format!("{signing_input}.{}", b64url(&sig));
+                let form: String = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+                    .append_pair("assertion", &assertion)
+                    .finish();
+                let r = crate::outbound::request(
+                    "POST",
+                    token_uri,
+                    &[("content-type", "application/x-www-form-urlencoded")],
+                    form.into_bytes(),
+                    TIMEOUT,
+                )
+                .await?;
+                parse_token(r)?
+            }
+            Credentials::Metadata { url } => {
+                let r = crate::outbound::request(
+                    "GET",
+                    &format!("{url}?scopes={SCOPE}"),
+                    &[("metadata-flavor", "Google")],
+                    Vec::new(),
+                    TIMEOUT,
+                )
+                .await?;
+                parse_token(r)?
+            }
+        };
+        let until = Instant::now() + Duration::from_secs(expires_in.saturating_sub(60).max(1));
+        *self.0.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    /// Sends one notification to every active device of `recipient`.
+    pub async fn push(&self, recipient: &str, message_id: &str) {
+        let devices = match self.0.store.active_devices(recipient).await {
+            Ok(d) => d,
+            Err(e) => return tracing::warn!(error = %e, "push: listing devices failed"),
+        };
+        if devices.is_empty() {
+            return;
+        }
+        let token = match self.access_token().await {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!(error = %e, "push: no FCM access token"),
+        };
+        let url = format!("{}/v1/projects/{}/messages:send", self.0.endpoint, self.0.project_id);
+        let auth = format!("Bearer {token}");
+        for d in devices {
+            let body = json!({"message": payload(&d.fcm_token, message_id)}).to_string();
+            let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+            let (ok, deactivate) =
+                match crate::outbound::request("POST", &url, &headers, body.into_bytes(), TIMEOUT).await {
+                    Ok(r) if (200..300).contains(&r.status) => (true, false),
+                    Ok(r) => {
+                        let dead = is_dead_token(&r.json());
+                        tracing::warn!(
+                            status = r.status,
+                            device = d.id,
+                            deactivate = dead,
+                            "push: FCM refused the message"
+                        );
+                        (false, dead)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, device = d.id, "push: FCM unreachable");
+                        (false, false)
+                    }
+                };
+            if ok || deactivate {
+                if let Err(e) = self.0.store.record_push(&d.fcm_token, ok, deactivate).await {
+                    tracing::warn!(error = %e, "push: recording the result failed");
+                }
+            }
+        }
+    }
+}
+
+fn parse_token(r: crate::outbound::Reply) -> Result<(String, u64), String> {
+    let v = r.json();
+    match v.get("access_token").and_then(Value::as_str) {
+        Some(t) if (200..300).contains(&r.status) => {
+            Ok((t.to_string(), v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600)))
+        }
+        _ => Err(format!("token endpoint answered HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body))),
+    }
+}
+
+/// The message the original builds (spec ts-server.md §7).
+pub fn payload(token: &str, message_id: &str) -> Value {
+    json!({
+        "token": token,
+        "notification": {"title": "New Message", "body": message_id},
+        "android": {"priority": "high", "data": {"messageId": message_id, "originator": "unknown"}},
+        "apns": {
+            "headers": {"apns-push-type": "alert", "apns-priority": "10"},
+            "payload": {
+                "aps": {"mutable-content": 1, "alert": {"title": "New Message", "body": message_id}},
+                "messageId": message_id,
+                "originator": "unknown"
+            }
+        }
+    })
+}
+
+/// FCM's answer for a token that will never work again: `UNREGISTERED`, or an invalid
+/// registration token (`INVALID_ARGUMENT` naming the token).
+fn is_dead_token(err: &Value) -> bool {
+    let e = &err["error"];
+    let codes: Vec<&str> =
+        e["details"].as_array().map(|d| d.iter().filter_map(|x| x["errorCode"].as_str()).collect()).unwrap_or_default();
+    codes.contains(&"UNREGISTERED")
+        || e["status"] == "NOT_FOUND"
+        || (codes.contains(&"INVALID_ARGUMENT") || e["status"] == "INVALID_ARGUMENT")
+            && e["message"].as_str().is_some_and(|m| m.to_ascii_lowercase().contains("registration token"))
+}
+
+impl Notifier for Fcm {
+    fn notify(&self, recipient: &str, message_id: &str) {
+        let Ok(permit) = self.0.in_flight.try_acquire() else {
+            return tracing::warn!(recipient, "push dropped: too many notifications in flight");
+        };
+        permit.forget();
+        let (me, recipient, message_id) = (self.clone(), recipient.to_string(), message_id.to_string());
+        tokio::spawn(async move {
+            me.push(&recipient, &message_id).await;
+            me.0.in_flight.add_permits(1);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_tokens() {
+        let unregistered = json!({"error": {"code": 404, "message": "Requested entity was not found.", "status": "NOT_FOUND",
+            "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "UNREGISTERED"}]}});
+        assert!(is_dead_token(&unregistered));
+        let invalid = json!({"error": {"code": 400, "message": "The registration token is not a valid FCM registration token", "status": "INVALID_ARGUMENT",
+            "details": [{"errorCode": "INVALID_ARGUMENT"}]}});
+        assert!(is_dead_token(&invalid));
+        let quota = json!({"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}});
+        assert!(!is_dead_token(&quota));
+        let other_invalid =
+            json!({"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID_ARGUMENT"}});
+        assert!(!is_dead_token(&other_invalid));
+    }
+
+    #[test]
+    fn payload_shape() {
+        let p = payload("tok", "m1");
+        assert_eq!(p["apns"]["payload"]["aps"]["mutable-content"], 1);
+        assert_eq!(p["android"]["data"]["originator"], "unknown");
+        assert_eq!(p["notification"]["body"], "m1");
+    }
+}
