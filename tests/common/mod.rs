@@ -129,9 +129,7 @@ impl TestDb {
                 })
             }
             Kind::Mysql => {
-                let Some(server) = mysql_server_url() else {
-                    return None;
-                };
+                let server = mysql_server_url()?;
                 let (base, query) = split_server_url(&server);
                 let name = unique_name();
                 let admin = format!("{base}/{query}");
