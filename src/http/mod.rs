@@ -118,44 +118,56 @@ fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
     }
 }
 
-/// The service function of every connection.
+/// The service function of every connection. With `RUST_LOG=messagebox::access=debug` each
+/// request is logged with its status and duration.
 pub async fn handle(app: Arc<App>, req: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if !tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
+        return Ok(route(app, req).await);
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let start = std::time::Instant::now();
+    let resp = route(app, req).await;
+    tracing::debug!(target: "messagebox::access", %method, path, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64);
+    Ok(resp)
+}
+
+async fn route(app: Arc<App>, req: http::Request<Incoming>) -> Response<Body> {
     let headers = req.headers();
     let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if headers.len() > app.limits.max_headers || header_bytes > app.limits.max_header_bytes {
-        return Ok(error_response(
+        return error_response(
             431,
             "ERR_HEADERS_TOO_LARGE",
             &format!(
                 "Request headers exceed the limit of {} fields or {} bytes.",
                 app.limits.max_headers, app.limits.max_header_bytes
             ),
-        ));
+        );
     }
     let path = req.uri().path();
     if path.starts_with("/socket.io/") {
-        return Ok(match &app.live {
+        return match &app.live {
             Some(_) => crate::live::driver::handle(req).await,
             None => error_response(404, "ERR_NOT_FOUND", "The live channel is disabled on this server."),
-        });
+        };
     }
     if req.method() == Method::OPTIONS {
-        return Ok(response(200, "text/plain; charset=utf-8", "OK"));
+        return response(200, "text/plain; charset=utf-8", "OK");
     }
     match path {
-        "/.well-known/auth" => return Ok(handshake(&app, req).await),
-        "/openapi.json" if req.method() == Method::GET => return Ok(response(200, JSON, app.openapi.clone())),
+        "/.well-known/auth" => return handshake(&app, req).await,
+        "/openapi.json" if req.method() == Method::GET => return response(200, JSON, app.openapi.clone()),
         "/docs" if req.method() == Method::GET => {
             let mut r = response(301, "text/html; charset=utf-8", "Moved Permanently. Redirecting to /docs/");
             r.headers_mut().insert(http::header::LOCATION, HeaderValue::from_static("/docs/"));
-            return Ok(r);
+            return r;
         }
         "/docs/" if req.method() == Method::GET => {
-            return Ok(response(200, "text/html; charset=utf-8", docs::HTML));
+            return response(200, "text/html; charset=utf-8", docs::HTML);
         }
         _ => {}
     }
-    Ok(business(&app, req).await)
+    business(&app, req).await
 }
 
 async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
