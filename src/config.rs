@@ -50,6 +50,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MESSAGEBOX_MAX_BODY", "largest request body in bytes (default 16777216)"),
     ("MESSAGEBOX_SESSION_TTL", "seconds an idle BRC-103 session lives (default 3600)"),
     ("MESSAGEBOX_MAX_SESSIONS", "most live BRC-103 sessions (default 262144)"),
+    ("MESSAGEBOX_UNUSED_SESSION_TTL", "seconds a session lives before its first request (default 120)"),
     ("MESSAGEBOX_MAX_REQUESTS_PER_SESSION", "requests before a session is retired and the client re-handshakes (default 4096)"),
     ("MESSAGEBOX_MAX_RECIPIENTS", "most recipients per /sendMessage or quote (default 1000)"),
     ("MESSAGEBOX_LIST_LIMIT", "default /listMessages page size (default 1000)"),
@@ -210,6 +211,7 @@ impl Config {
             idle_ttl: Duration::from_secs(num("MESSAGEBOX_SESSION_TTL", 3600, 1, 30 * 86_400)?),
             max_sessions: num("MESSAGEBOX_MAX_SESSIONS", 262_144, 1, 100_000_000)? as usize,
             max_requests_per_session: num("MESSAGEBOX_MAX_REQUESTS_PER_SESSION", 4096, 1, 10_000_000)? as usize,
+            unused_ttl: Duration::from_secs(num("MESSAGEBOX_UNUSED_SESSION_TTL", 120, 1, 86_400)?),
         };
         let list_max = num("MESSAGEBOX_LIST_MAX", 10_000, 1, 1_000_000)? as u32;
         let list_default = num("MESSAGEBOX_LIST_LIMIT", 1000.min(list_max as u64), 1, list_max as u64)? as u32;

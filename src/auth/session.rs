@@ -13,7 +13,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,11 +29,19 @@ pub struct SessionConfig {
     pub max_sessions: usize,
     /// Requests accepted in one session before it is retired (bounds the replay set).
     pub max_requests_per_session: usize,
+    /// A session that never carried a request is forgotten after this long (real clients
+    /// use a new session at once; a flood of bare handshakes must not fill the table).
+    pub unused_ttl: Duration,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { idle_ttl: Duration::from_secs(3600), max_sessions: 262_144, max_requests_per_session: 4096 }
+        SessionConfig {
+            idle_ttl: Duration::from_secs(3600),
+            max_sessions: 262_144,
+            max_requests_per_session: 4096,
+            unused_ttl: Duration::from_secs(120),
+        }
     }
 }
 
@@ -50,6 +58,8 @@ pub struct Session {
     /// `serverKey · peerKey`, compressed.
     pub secret: SharedSecret,
     last_used_ms: AtomicU64,
+    /// Set by the first request; until then the session lives only `unused_ttl`.
+    used: AtomicBool,
     seen: Mutex<HashSet<u64>>,
 }
 
@@ -62,6 +72,7 @@ impl Session {
             peer,
             secret,
             last_used_ms: AtomicU64::new(0),
+            used: AtomicBool::new(false),
             seen: Mutex::new(HashSet::new()),
         }
     }
@@ -131,7 +142,8 @@ impl SessionManager {
     }
 
     fn expired(&self, s: &Session, now: u64) -> bool {
-        now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed)) > self.config.idle_ttl.as_millis() as u64
+        let ttl = if s.used.load(Ordering::Relaxed) { self.config.idle_ttl } else { self.config.unused_ttl };
+        now.saturating_sub(s.last_used_ms.load(Ordering::Relaxed)) > ttl.as_millis() as u64
     }
 
     pub fn len(&self) -> usize {
@@ -184,6 +196,7 @@ impl SessionManager {
     /// Marks the session used now and records a request nonce.
     pub fn record_request(&self, session: &Session, request_nonce: &str) -> NonceRecord {
         session.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        session.used.store(true, Ordering::Relaxed);
         let key = self.hasher.hash_one(request_nonce);
         let full = {
             let mut seen = session.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,6 +216,7 @@ impl SessionManager {
     /// Marks the session used without a request nonce (socket traffic that carries none).
     pub fn touch(&self, session: &Session) {
         session.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
+        session.used.store(true, Ordering::Relaxed);
     }
 
     /// Removes every expired session; returns how many went.
@@ -232,7 +246,8 @@ mod tests {
 
     #[test]
     fn insert_get_expire() {
-        let m = SessionManager::new(SessionConfig { idle_ttl: Duration::from_millis(30), ..Default::default() });
+        let short = Duration::from_millis(30);
+        let m = SessionManager::new(SessionConfig { idle_ttl: short, unused_ttl: short, ..Default::default() });
         m.insert(session("a")).unwrap();
         assert!(m.get("a").is_some());
         assert!(m.get("b").is_none());
@@ -254,6 +269,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(80));
         m.insert(session("c")).unwrap();
         assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn unused_sessions_expire_first() {
+        let m = SessionManager::new(SessionConfig {
+            idle_ttl: Duration::from_secs(60),
+            unused_ttl: Duration::from_millis(30),
+            ..Default::default()
+        });
+        let used = m.insert(session("used")).unwrap();
+        m.insert(session("bare")).unwrap();
+        assert_eq!(m.record_request(&used, "n"), NonceRecord::Fresh);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(m.get("bare").is_none(), "a session never used is gone after unused_ttl");
+        assert!(m.get("used").is_some(), "a used one lives for idle_ttl");
     }
 
     #[test]
