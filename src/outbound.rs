@@ -54,6 +54,11 @@ pub fn validate_url(url: &str) -> Result<(), String> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(format!("no host in {url}"));
     }
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, _)| !h.ends_with('[') && !authority.ends_with(']'));
+    if has_port && uri.port_u16().is_none() {
+        return Err(format!("bad port in {url}"));
+    }
     Ok(())
 }
 

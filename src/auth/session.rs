@@ -261,6 +261,7 @@ mod tests {
         let m = SessionManager::new(SessionConfig {
             max_sessions: 2,
             idle_ttl: Duration::from_millis(30),
+            unused_ttl: Duration::from_millis(30),
             ..Default::default()
         });
         m.insert(session("a")).unwrap();
