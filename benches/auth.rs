@@ -37,17 +37,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let r = &requests[i % requests.len()];
             i += 1;
-            let get = |n: &str| r.headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
             let signed = select_request_headers(r.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
             let req = IncomingRequest {
-                auth: AuthHeaders {
-                    version: get("x-bsv-auth-version"),
-                    identity_key: get("x-bsv-auth-identity-key"),
-                    nonce: get("x-bsv-auth-nonce"),
-                    your_nonce: get("x-bsv-auth-your-nonce"),
-                    signature: get("x-bsv-auth-signature"),
-                    request_id: get("x-bsv-auth-request-id"),
-                },
+                auth: AuthHeaders::from_pairs(&r.headers),
                 method: "POST",
                 path: "/sendMessage",
                 query: None,

@@ -45,6 +45,22 @@ pub struct AuthHeaders<'a> {
     pub request_id: Option<&'a str>,
 }
 
+impl<'a> AuthHeaders<'a> {
+    /// Picks the six headers out of name/value pairs (names compared case-insensitively).
+    pub fn from_pairs(headers: &'a [(String, String)]) -> AuthHeaders<'a> {
+        use super::payload::*;
+        let get = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.as_str());
+        AuthHeaders {
+            version: get(H_VERSION),
+            identity_key: get(H_IDENTITY_KEY),
+            nonce: get(H_NONCE),
+            your_nonce: get(H_YOUR_NONCE),
+            signature: get(H_SIGNATURE),
+            request_id: get(H_REQUEST_ID),
+        }
+    }
+}
+
 /// A signed HTTP request as the server received it.
 #[derive(Debug, Clone, Copy)]
 pub struct IncomingRequest<'a> {
