@@ -385,6 +385,14 @@ store_test!(
         assert!(d1.active);
         assert!(d1.last_used.is_some() && d1.created_at.is_some() && d1.updated_at.is_some());
 
+        // A later update sorts first even with a lower id.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(store.register_device(reg(ALICE, "token-1", Some("phone"), Some("web"))).await.unwrap(), id1);
+        let listed = store.list_devices(ALICE).await.unwrap();
+        assert_eq!(listed.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id1, id2]);
+        assert_eq!(listed[0].platform.as_deref(), Some("web"));
+        assert!(listed[0].updated_at > listed[1].updated_at);
+
         // Re-registering moves the token and resets the omitted fields to NULL.
         let moved = store.register_device(reg(BOB, "token-1", None, None)).await.unwrap();
         assert_eq!(moved, id1, "a changed row reports its existing id");
@@ -805,6 +813,7 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
+        assert_eq!(store.kind(), "mysql");
         let report = store.migrate().await.unwrap();
         assert!(!report.adopted_existing);
         let mut expected: Vec<String> = KNEX_NAMES.iter().map(|n| format!("{n}.js")).collect();

@@ -169,6 +169,15 @@ impl MysqlStore {
                 Ok(())
             })
             .await?;
+        let o = &store.shared.opts;
+        tracing::info!(
+            host = %o.ip_or_hostname(),
+            port = o.tcp_port(),
+            database = o.db_name().unwrap_or_default(),
+            pool_size = options.pool_size.max(1),
+            max_batch_rows = store.shared.max_batch_rows,
+            "MySQL store ready"
+        );
         Ok(store)
     }
 
