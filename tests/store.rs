@@ -1016,11 +1016,16 @@ fn mysql_collation_beyond_case_falls_back_row_by_row() {
 #[test]
 #[ignore]
 fn group_commit_throughput() {
-    for kind in [Kind::SqliteFile, Kind::Mysql] {
+    let unbatched = StoreOptions { max_batch_rows: 1, ..Default::default() };
+    for (kind, label, options) in [
+        (Kind::SqliteFile, "group commit", StoreOptions::default()),
+        (Kind::Mysql, "group commit", StoreOptions::default()),
+        (Kind::Mysql, "one row per transaction", unbatched),
+    ] {
         let Some(db) = TestDb::new(kind) else { continue };
         let (threads, per_thread, in_flight) = (2, 20_000, 128);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (store, stats) = rt.block_on(open_with_stats(&db, &StoreOptions::default()));
+        let (store, stats) = rt.block_on(open_with_stats(&db, &options));
         let started = std::time::Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -1061,7 +1066,7 @@ fn group_commit_throughput() {
         let rows = threads * per_thread;
         let s = stats();
         eprintln!(
-            "{kind:?}: {rows} single-row inserts, {} in flight, in {elapsed:.2?} = {:.0} rows/s ({} batches, {:.1} rows/batch)",
+            "{kind:?} {label}: {rows} single-row inserts, {} in flight, in {elapsed:.2?} = {:.0} rows/s ({} batches, {:.1} rows/batch)",
             threads * in_flight,
             rows as f64 / elapsed.as_secs_f64(),
             s.batches,
