@@ -233,8 +233,11 @@ pub struct WriterStats {
 /// The store handle shared by every core.
 pub type Store = Arc<dyn Backend>;
 
-/// Opens the store named by a URL: `mysql://user:pass@host:port/db` or `sqlite://path`
-/// (`sqlite::memory:` for a private in-memory database).
+/// Opens the store named by a URL: `mysql://user:pass@host:port/db` (or `mariadb://…`;
+/// mysql_async URL parameters allowed) or `sqlite://path` (`sqlite:///abs/path`,
+/// `sqlite::memory:` for a private in-memory database). It does not migrate; call
+/// [`Backend::migrate`]. A MySQL store checks that the server answers; an SQLite file is
+/// opened (created if missing) right away, on the calling thread (startup only).
 pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
     if url.starts_with("mysql://") || url.starts_with("mariadb://") {
         Ok(Arc::new(mysql::MysqlStore::open(url, options).await?))

@@ -125,6 +125,8 @@ impl SqliteStore {
             .name("messagebox-sqlite-w".into())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
+        let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
+        tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
         Ok(SqliteStore { writer: tx, readers, stats })
     }
 
