@@ -650,7 +650,8 @@ async fn auth_failures(url: &str) {
                 if k == name {
                     let mut b = v.clone().into_bytes();
                     let i = b.len() / 2;
-                    b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+                    // A digit that differs in every alphabet used here (hex is case-insensitive).
+                    b[i] = if b[i] == b'0' { b'1' } else { b'0' };
                     (k.clone(), String::from_utf8(b).unwrap())
                 } else {
                     (k.clone(), v.clone())
