@@ -61,7 +61,10 @@ impl Wire {
     }
 }
 
-fn random_request(rng: &mut impl Rng) -> (String, String, Vec<(String, String)>, Option<Vec<u8>>) {
+/// Method, target, headers and body of a request.
+type Parts = (String, String, Vec<(String, String)>, Option<Vec<u8>>);
+
+fn random_request(rng: &mut impl Rng) -> Parts {
     let method = ["GET", "POST", "PUT", "DELETE", "PATCH"][rng.random_range(0..5)].to_string();
     let seg: String = (0..rng.random_range(1..12)).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
     let mut target = format!("/{seg}");
