@@ -21,4 +21,4 @@ else
 fi
 
 echo "== cargo test --workspace (MySQL: ${MESSAGEBOX_TEST_MYSQL_URL%%@*}@…)"
-cargo test --workspace --all-targets
+cargo test --workspace --all-targets --no-fail-fast

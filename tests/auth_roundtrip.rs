@@ -232,16 +232,16 @@ fn wrong_key_unknown_and_expired_sessions_replay() {
     w.verify(&server).unwrap();
     assert_eq!(w.verify(&server).unwrap_err(), AuthError::Replayed);
 
-    // Expired.
+    // Expired (margins wide enough for a loaded debug build).
     let short = SessionConfig {
-        idle_ttl: Duration::from_millis(50),
-        unused_ttl: Duration::from_millis(50),
+        idle_ttl: Duration::from_millis(300),
+        unused_ttl: Duration::from_secs(10),
         ..Default::default()
     };
     let (server, client, session) = pair(short);
     let signed = session.sign_request(&client, "GET", "/x", &[], None).unwrap();
     Wire::from_signed("GET", "/x", &signed).verify(&server).unwrap();
-    std::thread::sleep(Duration::from_millis(120));
+    std::thread::sleep(Duration::from_millis(1000));
     let signed = session.sign_request(&client, "GET", "/x", &[], None).unwrap();
     assert!(matches!(Wire::from_signed("GET", "/x", &signed).verify(&server), Err(AuthError::SessionNotFound(_))));
 

@@ -246,12 +246,12 @@ mod tests {
 
     #[test]
     fn insert_get_expire() {
-        let short = Duration::from_millis(30);
+        let short = Duration::from_millis(300);
         let m = SessionManager::new(SessionConfig { idle_ttl: short, unused_ttl: short, ..Default::default() });
         m.insert(session("a")).unwrap();
         assert!(m.get("a").is_some());
         assert!(m.get("b").is_none());
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(700));
         assert!(m.get("a").is_none());
         assert_eq!(m.len(), 0);
     }
@@ -260,14 +260,14 @@ mod tests {
     fn capacity_is_enforced_after_sweeping() {
         let m = SessionManager::new(SessionConfig {
             max_sessions: 2,
-            idle_ttl: Duration::from_millis(30),
-            unused_ttl: Duration::from_millis(30),
+            idle_ttl: Duration::from_millis(300),
+            unused_ttl: Duration::from_millis(300),
             ..Default::default()
         });
         m.insert(session("a")).unwrap();
         m.insert(session("b")).unwrap();
         assert_eq!(m.insert(session("c")).unwrap_err(), SessionsFull);
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(700));
         m.insert(session("c")).unwrap();
         assert_eq!(m.len(), 1);
     }
@@ -276,13 +276,13 @@ mod tests {
     fn unused_sessions_expire_first() {
         let m = SessionManager::new(SessionConfig {
             idle_ttl: Duration::from_secs(60),
-            unused_ttl: Duration::from_millis(30),
+            unused_ttl: Duration::from_millis(300),
             ..Default::default()
         });
         let used = m.insert(session("used")).unwrap();
         m.insert(session("bare")).unwrap();
         assert_eq!(m.record_request(&used, "n"), NonceRecord::Fresh);
-        std::thread::sleep(Duration::from_millis(80));
+        std::thread::sleep(Duration::from_millis(700));
         assert!(m.get("bare").is_none(), "a session never used is gone after unused_ttl");
         assert!(m.get("used").is_some(), "a used one lives for idle_ttl");
     }
