@@ -187,11 +187,13 @@ impl Fcm {
         };
         let url = format!("{}/v1/projects/{}/messages:send", self.0.endpoint, self.0.project_id);
         let auth = format!("Bearer {token}");
-        for d in devices {
+        // All devices at once, as the original does.
+        let sends = devices.iter().map(|d| {
             let body = json!({"message": payload(&d.fcm_token, message_id)}).to_string();
-            let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
-            let (ok, deactivate) =
-                match crate::outbound::request("POST", &url, &headers, body.into_bytes(), TIMEOUT).await {
+            let (url, auth) = (&url, &auth);
+            async move {
+                let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+                match crate::outbound::request("POST", url, &headers, body.into_bytes(), TIMEOUT).await {
                     Ok(r) if (200..300).contains(&r.status) => (true, false),
                     Ok(r) => {
                         let dead = is_dead_token(&r.json());
@@ -207,7 +209,11 @@ impl Fcm {
                         tracing::warn!(error = %e, device = d.id, "push: FCM unreachable");
                         (false, false)
                     }
-                };
+                }
+            }
+        });
+        let results = futures_util::future::join_all(sends).await;
+        for (d, (ok, deactivate)) in devices.iter().zip(results) {
             if ok || deactivate {
                 if let Err(e) = self.0.store.record_push(&d.fcm_token, ok, deactivate).await {
                     tracing::warn!(error = %e, "push: recording the result failed");
