@@ -59,8 +59,10 @@ struct Worker {
     queued: HashSet<String>,
 }
 
+/// The answer says `"status":"success"` (a byte search: the generator parses only what it checks).
 fn success(body: &[u8]) -> bool {
-    body.windows(20).any(|w| w == br#""status":"success""#)
+    const NEEDLE: &[u8] = br#""status":"success""#;
+    body.windows(NEEDLE.len()).any(|w| w == NEEDLE)
 }
 
 impl Worker {

@@ -322,14 +322,22 @@ async fn upgrade(target: &Target) -> Result<Ws, OpError> {
     Ok(ws)
 }
 
+/// How long a direct WebSocket may take to send its open packet.
+const OPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// `transport=websocket` from the start: the open packet is the first frame.
 async fn direct(target: &Target) -> Result<Ws, OpError> {
     let mut ws = ws_connect(target, &query(None, "websocket")).await?;
-    match ws.next().await {
-        Some(Ok(Message::Text(t))) => {
+    match tokio::time::timeout(OPEN_WAIT, ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => {
             open_sid(&t)?;
         }
-        other => return Err(OpError::protocol(format!("expected the open packet, got {other:?}"))),
+        Ok(other) => return Err(OpError::protocol(format!("expected the open packet, got {other:?}"))),
+        Err(_) => {
+            return Err(OpError::protocol(format!(
+                "no Engine.IO open packet within {OPEN_WAIT:?} of the 101 (transport=websocket)"
+            )))
+        }
     }
     ws.send(Message::text("40")).await.map_err(ws_err)?;
     loop {

@@ -123,6 +123,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
 
     let merged = stats.merged();
     let mut report = Report::base(&opts, n_ids, unit);
+    report.warmup_s = warmup.as_secs_f64();
     report.take_stats(&merged);
     report.window_s = watched.end.at.saturating_duration_since(watched.start.at).as_secs_f64();
     report.phases.push(Phase::new("connect", k as u64, &meter.usage(&m0, &m1)));
