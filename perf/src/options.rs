@@ -206,6 +206,10 @@ pub struct Options {
     #[arg(long)]
     pub json: bool,
 
+    /// Also write the JSON report to this file (the human report still goes to stdout).
+    #[arg(long)]
+    pub json_out: Option<std::path::PathBuf>,
+
     /// No progress line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
