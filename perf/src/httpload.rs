@@ -28,6 +28,9 @@ use crate::stats::{OpError, Stats};
 /// The most recipients one setup `sendMessage` carries (the server's default cap is 1000).
 const BATCH: usize = 500;
 
+/// mixed: most ids one acknowledgeMessage carries.
+const ACK_MAX: usize = 1000;
+
 /// What every worker needs to know.
 struct Ctx {
     opts: Options,
@@ -122,9 +125,11 @@ impl Worker {
         Ok(())
     }
 
-    async fn ack(&mut self, id: String) -> Result<(), OpError> {
-        let r = self.post_success("/acknowledgeMessage", &json!({ "messageIds": [id] })).await.map(|_| ());
-        self.queued.remove(&id);
+    async fn ack(&mut self, ids: Vec<String>) -> Result<(), OpError> {
+        let r = self.post_success("/acknowledgeMessage", &json!({ "messageIds": ids })).await.map(|_| ());
+        for id in &ids {
+            self.queued.remove(id);
+        }
         r
     }
 
@@ -137,16 +142,19 @@ impl Worker {
             Scenario::List => ("list", self.list(ctx, Some(ctx.opts.messages)).await),
             Scenario::Ack => {
                 let id = self.to_ack.pop_front()?;
-                ("ack", self.ack(id).await)
+                ("ack", self.ack(vec![id]).await)
             }
             Scenario::Mixed => {
                 let mix = ctx.opts.mix;
                 match mix.pick(self.rng.random_range(0..mix.total())) {
                     MixOp::Handshake => ("handshake", self.peer.handshake().await),
                     MixOp::Send => ("send", self.send(ctx).await),
+                    // As a client does: acknowledge everything listed so far in one request
+                    // (per-message acks would let a big box slow its own lists and grow).
                     MixOp::Ack if !self.to_ack.is_empty() => {
-                        let id = self.to_ack.pop_front().expect("not empty");
-                        ("ack", self.ack(id).await)
+                        let n = self.to_ack.len().min(ACK_MAX);
+                        let ids: Vec<String> = self.to_ack.drain(..n).collect();
+                        ("ack", self.ack(ids).await)
                     }
                     // Nothing listed yet to acknowledge: list instead, as a client would.
                     MixOp::List | MixOp::Ack => ("list", self.list(ctx, None).await),
