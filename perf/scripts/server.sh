@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Starts our release server on a fresh database for a benchmark and prints its PID.
+#
+#   perf/scripts/server.sh sqlite|mysql [port]      (default port 8080)
+#
+# sqlite: a new file /tmp/mbload-bench.sqlite3; mysql: the database mbload_bench on
+# MBLOAD_MYSQL (default mysql://root@127.0.0.1:3306), dropped and created anew. Logs go to
+# /tmp/mbload-server.log (RUST_LOG=warn unless set). Extra server settings can be passed in
+# the environment (MESSAGEBOX_THREADS, MESSAGEBOX_DB_POOL, ...). Stop it with `kill PID`.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+store="${1:?usage: server.sh sqlite|mysql [port]}"
+port="${2:-8080}"
+bin=target/release/messagebox
+[ -x "$bin" ] || cargo build --release --bin messagebox >&2
+mysql="${MBLOAD_MYSQL:-mysql://root@127.0.0.1:3306}"
+case "$store" in
+  sqlite)
+    rm -f /tmp/mbload-bench.sqlite3 /tmp/mbload-bench.sqlite3-wal /tmp/mbload-bench.sqlite3-shm
+    url="sqlite:///tmp/mbload-bench.sqlite3" ;;
+  mysql)
+    hostport="${mysql#mysql://}"; hostport="${hostport#*@}"
+    mariadb --protocol=TCP -h"${hostport%:*}" -P"${hostport#*:}" -uroot \
+      -e 'DROP DATABASE IF EXISTS mbload_bench; CREATE DATABASE mbload_bench' >&2
+    url="$mysql/mbload_bench" ;;
+  *) echo "unknown store $store (sqlite or mysql)" >&2; exit 2 ;;
+esac
+key="$("$bin" keygen | sed -n 's/^SERVER_PRIVATE_KEY=//p')"
+SERVER_PRIVATE_KEY="$key" MESSAGEBOX_PORT="$port" MESSAGEBOX_BIND="${MESSAGEBOX_BIND:-127.0.0.1}" \
+  DATABASE_URL="$url" RUST_LOG="${RUST_LOG:-warn}" \
+  nohup "$bin" >/tmp/mbload-server.log 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$pid"; exit 0; fi
+  kill -0 "$pid" 2>/dev/null || { cat /tmp/mbload-server.log >&2; exit 1; }
+  sleep 0.1
+done
+echo "the server did not start listening on $port" >&2
+exit 1

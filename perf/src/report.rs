@@ -1,0 +1,263 @@
+//! The final report: one struct, printed for people or as JSON (`--json`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::options::{Options, Scenario, Transport};
+use crate::runner::{RssMark, Usage};
+use crate::stats::{Latency, Merged};
+
+/// Server-side cost over the measured window.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerCost {
+    pub pid: u32,
+    pub cpu_s: f64,
+    /// Server CPU per unit of work (request, handshake, delivered message, connection).
+    pub cpu_us_per_op: Option<f64>,
+    /// Cores busy on average (1.0 = one core).
+    pub cores: f64,
+    pub rss_start_kib: u64,
+    pub rss_end_kib: u64,
+    /// Highest VmRSS sampled (once per 100 ms) during the window.
+    pub rss_peak_sampled_kib: u64,
+    /// VmHWM at the end: the process's lifetime peak.
+    pub hwm_kib: u64,
+}
+
+/// A phase before or after the measured run (e.g. the live connects).
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub count: u64,
+    pub seconds: f64,
+    pub server_cpu_s: Option<f64>,
+    pub server_cpu_us_each: Option<f64>,
+    pub client_cpu_us_each: Option<f64>,
+    pub server_rss_before_kib: Option<u64>,
+    pub server_rss_after_kib: Option<u64>,
+    /// Server RSS growth per item (idle: per connection).
+    pub server_rss_kib_each: Option<f64>,
+}
+
+impl Phase {
+    pub fn new(name: &str, count: u64, u: &Usage) -> Phase {
+        let each = |v: Option<f64>| v.filter(|_| count > 0).map(|v| v * 1e6 / count as f64);
+        let before = u.server_mem_before.map(|m| m.rss_kib);
+        let after = u.server_mem_after.map(|m| m.rss_kib);
+        Phase {
+            name: name.into(),
+            count,
+            seconds: u.seconds,
+            server_cpu_s: u.server_cpu_s,
+            server_cpu_us_each: each(u.server_cpu_s),
+            client_cpu_us_each: each(u.client_cpu_s),
+            server_rss_before_kib: before,
+            server_rss_after_kib: after,
+            server_rss_kib_each: before
+                .zip(after)
+                .filter(|_| count > 0)
+                .map(|(b, a)| (a as f64 - b as f64) / count as f64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub label: Option<String>,
+    pub url: String,
+    pub threads: usize,
+    pub concurrency: usize,
+    pub identities: usize,
+    pub clients: Option<usize>,
+    pub transport: Option<Transport>,
+    /// Open-loop arrival rate; `None` is closed loop.
+    pub rate: Option<f64>,
+    pub warmup_s: f64,
+    pub seed: u64,
+    pub verify: bool,
+    /// What one operation is ("request", "handshake", "message").
+    pub unit: &'static str,
+    /// The measured window (after the warm-up).
+    pub window_s: f64,
+    /// Successful measured operations.
+    pub operations: u64,
+    pub throughput_per_s: f64,
+    /// Per kind of operation (and live: `delivery`, `connect`, `join`).
+    pub latency: BTreeMap<String, Latency>,
+    pub errors: BTreeMap<String, u64>,
+    pub error_samples: BTreeMap<String, String>,
+    pub counters: BTreeMap<String, u64>,
+    /// What the server's CPU is divided by (`operations`, or live: delivered messages).
+    pub cost_basis: u64,
+    pub server: Option<ServerCost>,
+    pub client_cpu_s: Option<f64>,
+    pub client_cpu_us_per_op: Option<f64>,
+    pub phases: Vec<Phase>,
+    pub rss_marks: Vec<RssMark>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    /// The fields every scenario fills the same way.
+    pub fn base(o: &Options, identities: usize, unit: &'static str) -> Report {
+        Report {
+            scenario: o.scenario,
+            label: o.label.clone(),
+            url: o.url.clone(),
+            threads: o.threads(),
+            concurrency: o.concurrency,
+            identities,
+            clients: o.scenario.is_live().then_some(o.clients),
+            transport: o.scenario.is_live().then_some(o.transport),
+            rate: o.rate,
+            warmup_s: o.warmup.as_secs_f64(),
+            seed: o.seed,
+            verify: !o.skip_verify,
+            unit,
+            window_s: 0.0,
+            operations: 0,
+            throughput_per_s: 0.0,
+            latency: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            error_samples: BTreeMap::new(),
+            counters: BTreeMap::new(),
+            cost_basis: 0,
+            server: None,
+            client_cpu_s: None,
+            client_cpu_us_per_op: None,
+            phases: Vec::new(),
+            rss_marks: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Fills latencies, errors and counters from the merged stats.
+    pub fn take_stats(&mut self, m: &Merged) {
+        self.latency = m.latency.iter().map(|(k, h)| (k.to_string(), Latency::of(h))).collect();
+        self.errors = m.errors.clone();
+        self.error_samples = m.error_samples.clone();
+        self.counters = m.counters.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    }
+
+    /// Fills the window's cost: server and generator CPU divided by `basis`.
+    pub fn take_usage(&mut self, pid: Option<u32>, u: &Usage, peak_rss_kib: Option<u64>, basis: u64) {
+        self.cost_basis = basis;
+        let per = |cpu: f64| (basis > 0).then(|| cpu * 1e6 / basis as f64);
+        if let (Some(pid), Some(cpu), Some(before), Some(after)) =
+            (pid, u.server_cpu_s, u.server_mem_before, u.server_mem_after)
+        {
+            self.server = Some(ServerCost {
+                pid,
+                cpu_s: cpu,
+                cpu_us_per_op: per(cpu),
+                cores: if u.seconds > 0.0 { cpu / u.seconds } else { 0.0 },
+                rss_start_kib: before.rss_kib,
+                rss_end_kib: after.rss_kib,
+                rss_peak_sampled_kib: peak_rss_kib.unwrap_or(after.rss_kib),
+                hwm_kib: after.hwm_kib,
+            });
+        }
+        self.client_cpu_s = u.client_cpu_s;
+        self.client_cpu_us_per_op = u.client_cpu_s.and_then(per);
+    }
+
+    pub fn error_total(&self) -> u64 {
+        self.errors.values().sum()
+    }
+
+    /// The report for people.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let label = self.label.as_deref().map(|l| format!(" ({l})")).unwrap_or_default();
+        let _ = writeln!(s, "mbload {} -> {}{label}", self.scenario.name(), self.url);
+        let mode = match self.rate {
+            Some(r) => format!("open loop {r}/s"),
+            None => "closed loop".into(),
+        };
+        let mut setup = format!(
+            "  {} threads, {} workers, {} identities, {mode}, warm-up {}s, measured {:.1}s, seed {}",
+            self.threads, self.concurrency, self.identities, self.warmup_s, self.window_s, self.seed
+        );
+        if let (Some(k), Some(t)) = (self.clients, self.transport) {
+            let _ = write!(setup, ", {k} clients over {t:?}");
+        }
+        if !self.verify {
+            setup.push_str(", server signatures NOT verified");
+        }
+        let _ = writeln!(s, "{setup}");
+        let _ = writeln!(
+            s,
+            "  throughput   {:.1} {}/s  ({} ok, {} errors)",
+            self.throughput_per_s,
+            self.unit,
+            self.operations,
+            self.error_total()
+        );
+        for (kind, l) in &self.latency {
+            let _ = writeln!(
+                s,
+                "  latency ms   {kind:<9} n={:<8} p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  mean {:.3}",
+                l.count, l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms, l.mean_ms
+            );
+        }
+        let mib = |k: u64| k as f64 / 1024.0;
+        if let Some(c) = &self.server {
+            let per = c.cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                s,
+                "  server       CPU {:.2} s = {per} µs per {} ({} counted), {:.2} cores; RSS {:.1} -> {:.1} MiB (peak sampled {:.1}, VmHWM {:.1})",
+                c.cpu_s,
+                self.unit,
+                self.cost_basis,
+                c.cores,
+                mib(c.rss_start_kib),
+                mib(c.rss_end_kib),
+                mib(c.rss_peak_sampled_kib),
+                mib(c.hwm_kib)
+            );
+        }
+        if let (Some(cpu), Some(per)) = (self.client_cpu_s, self.client_cpu_us_per_op) {
+            let _ = writeln!(s, "  generator    CPU {cpu:.2} s = {per:.1} µs per {}", self.unit);
+        }
+        for p in &self.phases {
+            let mut line = format!("  phase        {:<9} n={} in {:.2}s", p.name, p.count, p.seconds);
+            if let Some(v) = p.server_cpu_us_each {
+                let _ = write!(line, ", server {v:.1} CPU-µs each");
+            }
+            if let Some(v) = p.client_cpu_us_each {
+                let _ = write!(line, ", generator {v:.1} CPU-µs each");
+            }
+            if let (Some(b), Some(a)) = (p.server_rss_before_kib, p.server_rss_after_kib) {
+                let _ = write!(line, ", server RSS {:.1} -> {:.1} MiB", mib(b), mib(a));
+            }
+            if let Some(k) = p.server_rss_kib_each {
+                let _ = write!(line, " ({k:.1} KiB each)");
+            }
+            let _ = writeln!(s, "{line}");
+        }
+        if !self.rss_marks.is_empty() {
+            let marks: Vec<String> =
+                self.rss_marks.iter().map(|m| format!("{}: {:.1} MiB", m.operations, mib(m.rss_kib))).collect();
+            let _ = writeln!(s, "  server RSS   after {}", marks.join(", "));
+        }
+        if self.errors.is_empty() {
+            let _ = writeln!(s, "  errors       none");
+        } else {
+            for (k, n) in &self.errors {
+                let sample = self.error_samples.get(k).map(String::as_str).unwrap_or("");
+                let _ = writeln!(s, "  errors       {k}: {n}  (e.g. {sample})");
+            }
+        }
+        if !self.counters.is_empty() {
+            let c: Vec<String> = self.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(s, "  counters     {}", c.join(", "));
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "  note         {n}");
+        }
+        s
+    }
+}

@@ -1,0 +1,71 @@
+//! Starts our server in-process (SQLite in a temporary directory, live channel on) and runs
+//! every scenario against it for about a second, through the same entry point as the binary.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Parser;
+use messagebox::auth::PrivateKey;
+use messagebox::config::Config;
+use messagebox::startup::{self, Parts};
+
+fn start_server(db: &std::path::Path) -> messagebox::server::Running {
+    let map: HashMap<String, String> = [
+        ("MESSAGEBOX_PORT", "0".to_string()),
+        ("MESSAGEBOX_BIND", "127.0.0.1".into()),
+        ("MESSAGEBOX_THREADS", "2".into()),
+        ("LOGGING_ENABLED", "false".into()),
+        ("ENABLE_WEBSOCKETS", "true".into()),
+        ("SERVER_PRIVATE_KEY", PrivateKey::random().to_hex()),
+        ("DATABASE_URL", format!("sqlite://{}", db.display())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let config = Config::from_map(&map).expect("config");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = rt.block_on(startup::open_store(&config, Duration::from_secs(10))).expect("store");
+    let app = startup::app(&config, PrivateKey::random(), store, Parts::from_config(&config).unwrap());
+    startup::start(&config, app).expect("server starts")
+}
+
+#[test]
+fn every_scenario_runs_against_our_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("smoke.sqlite3"));
+    let url = format!("http://{}", server.addr);
+    let pid = std::process::id().to_string();
+    let common = ["--url", &url, "-d", "1s", "-w", "200ms", "-c", "2", "-t", "2", "-q", "--server-pid", &pid];
+    let runs: &[(&str, &[&str])] = &[
+        ("handshake", &[]),
+        ("send", &["--recipients", "2", "--body-size", "64"]),
+        ("list", &["--messages", "3"]),
+        ("ack", &["--prefill", "300"]),
+        ("mixed", &["--mix", "send=2,list=1,ack=1,handshake=1"]),
+        ("send", &["--rate", "100"]),
+        ("live", &["-k", "4", "--rate", "50"]),
+        ("live", &["-k", "3"]),
+        ("idle", &["-k", "5"]),
+    ];
+    for (scenario, extra) in runs {
+        let mut args = vec!["mbload", scenario];
+        args.extend(common);
+        args.extend(extra.iter().copied());
+        let opts = mbload::Options::try_parse_from(&args).expect("options");
+        let report = mbload::run(opts).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        assert!(report.errors.is_empty(), "{args:?}: {}", report.human());
+        assert!(report.operations > 0, "{args:?}: {}", report.human());
+        let server_cost = report.server.as_ref().expect("--server-pid is reported");
+        assert!(server_cost.rss_end_kib > 0);
+        if *scenario == "live" {
+            assert!(report.latency.contains_key("delivery"), "{}", report.human());
+            assert!(report.counters.get("delivered_measured").copied().unwrap_or(0) > 0);
+        }
+        if *scenario == "idle" {
+            assert_eq!(report.phases[0].name, "connect");
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["scenario"], *scenario);
+    }
+    server.shutdown();
+}
