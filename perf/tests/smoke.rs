@@ -25,7 +25,8 @@ fn start_server(db: &std::path::Path) -> messagebox::server::Running {
     let config = Config::from_map(&map).expect("config");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = rt.block_on(startup::open_store(&config, Duration::from_secs(10))).expect("store");
-    let app = startup::app(&config, PrivateKey::random(), store, Parts::from_config(&config).unwrap());
+    let parts = Parts::from_config(&config, &store).unwrap();
+    let app = startup::app(&config, PrivateKey::random(), store, parts);
     startup::start(&config, app).expect("server starts")
 }
 
