@@ -154,6 +154,10 @@ fn every_flipped_byte_is_refused() {
                 .unwrap();
             let mut w = Wire::from_signed("POST", target, &signed);
             let original = w.headers[h].1.clone();
+            // A fresh signature's DER (and so its hex) can be a byte or two shorter than the base's.
+            if i >= original.len() {
+                continue;
+            }
             w.headers[h].1 = flip(&original, i);
             if w.headers[h].1 == original {
                 continue;
