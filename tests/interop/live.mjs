@@ -284,20 +284,21 @@ await t.check('raw AuthSocketClient: a send whose recipient is not the room\'s k
 
 await t.check('raw AuthSocketClient: join, send to itself, receive the signed delivery, leave', async () => {
   const room = `${C.key}-raw`
+  const id = `raw-self-${C.key.slice(2, 18)}`
   const got = new Inbox()
   raw.socket.on(`sendMessage-${room}`, (d) => got.push('msg', d))
   raw.socket.on(`sendMessageAck-${room}`, (d) => got.push('ack', d))
   raw.socket.emit('joinRoom', room)
   expectEqual(await raw.inbox.next('joinedRoom'), { roomId: room }, 'joinedRoom')
-  raw.socket.emit('sendMessage', { roomId: room, message: { messageId: 'raw-self-1', recipient: C.key, body: 'hello é ✓' } })
-  expectEqual(await got.next('ack'), { status: 'success', messageId: 'raw-self-1' }, 'ack')
-  expectEqual(await got.next('msg'), { sender: C.key, messageId: 'raw-self-1', body: 'hello é ✓' }, 'delivery')
+  raw.socket.emit('sendMessage', { roomId: room, message: { messageId: id, recipient: C.key, body: 'hello é ✓' } })
+  expectEqual(await got.next('ack'), { status: 'success', messageId: id }, 'ack')
+  expectEqual(await got.next('msg'), { sender: C.key, messageId: id, body: 'hello é ✓' }, 'delivery')
   raw.socket.emit('leaveRoom', room)
   expectEqual(await raw.inbox.next('leftRoom'), { roomId: room }, 'leftRoom')
   // Stored raw (not wrapped as the HTTP route does).
   const messages = await C.client.listMessages({ messageBox: 'raw', host: url })
-  expectEqual(messages.map(m => [m.messageId, m.sender, m.body]), [['raw-self-1', C.key, 'hello é ✓']], 'stored')
-  await C.client.acknowledgeMessage({ messageIds: ['raw-self-1'], host: url })
+  expectEqual(messages.map(m => [m.messageId, m.sender, m.body]), [[id, C.key, 'hello é ✓']], 'stored')
+  await C.client.acknowledgeMessage({ messageIds: [id], host: url })
 })
 
 await t.check('raw AuthSocketClient: disconnect (io client disconnect), reconnect on the same client, old BRC-103 session', async () => {
@@ -334,9 +335,10 @@ for (const [name, managerOptions, transport] of [
     expectEqual(await s.inbox.next('authenticationSuccess'), { status: 'success' }, 'authenticated')
     s.socket.emit('joinRoom', room)
     await s.inbox.next('joinedRoom')
-    s.socket.emit('sendMessage', { roomId: room, message: { messageId: `t-${transport}`, recipient: D.key, body: transport } })
+    const id = `t-${transport}-${D.key.slice(2, 18)}`
+    s.socket.emit('sendMessage', { roomId: room, message: { messageId: id, recipient: D.key, body: transport } })
     expectEqual((await got.next('ack')).status, 'success', 'ack')
-    expectEqual(await got.next('msg'), { sender: D.key, messageId: `t-${transport}`, body: transport }, 'delivery')
+    expectEqual(await got.next('msg'), { sender: D.key, messageId: id, body: transport }, 'delivery')
     // An HTTP send reaches this transport too.
     const r = await C.client.sendMessage({ recipient: D.key, messageBox: 't', body: 'over http', skipEncryption: true }, url)
     expectEqual(await got.next('msg'), { sender: C.key, messageId: r.messageId, body: 'over http' }, 'HTTP → live')
