@@ -106,6 +106,16 @@ t.note(`A=${A.key} B=${B.key} C=${C.key} server=${url} (${serverKey})`)
 const inboxA = new Inbox()
 const inboxB = new Inbox()
 
+// An idle raw socket, opened now and checked before the restart: the heartbeat keeps it
+// (Engine.IO ping from the server, pong from the client; spec §2.8).
+const idle = { started: Date.now(), pings: 0 }
+{
+  const I = await party('I')
+  idle.party = I
+  idle.raw = rawSocket(I, ['authenticationSuccess'])
+  idle.raw.io.io.on('ping', () => idle.pings++)
+}
+
 // --- MessageBoxClient: live send, live receive, persistence ---------------------------------
 
 await t.check('MessageBoxClient initializeConnection authenticates (polling, then WebSocket upgrade)', async () => {
@@ -226,6 +236,20 @@ await t.check('joinRoom of another identity\'s room is refused (joinFailed) and 
   expectEqual([m.messageId, m.body], [r.messageId, 'for B only'], 'B got it')
   await sleep(1000)
   expectEqual([replies.all('leak'), replies.all('joinedRoom')], [[], []], 'A got nothing of B\'s room')
+})
+
+await t.check('a blocked live send: the non-success ack makes sendLiveMessage fall back to HTTP at once (its 403)', async () => {
+  const blockedBox = 'live_blocked'
+  await A.client.setMessageBoxPermission({ messageBox: blockedBox, sender: C.key, recipientFee: -1 }, url)
+  const started = Date.now()
+  let error
+  try {
+    await C.client.sendLiveMessage({ recipient: A.key, messageBox: blockedBox, body: 'let me in' }, url)
+  } catch (e) { error = e }
+  expectEqual(error?.message, 'Failed to send message: Message sending failed: HTTP 403 - 403', 'error')
+  // Far below the client's 10 s ack timeout: the server answered {status:"error"} (spec §5.5.5).
+  expect(Date.now() - started < 5_000, `fallback took ${Date.now() - started} ms`)
+  expectEqual(await A.client.listMessages({ messageBox: blockedBox, host: url }), [], 'nothing stored')
 })
 
 // --- raw AuthSocketClient --------------------------------------------------------------------
@@ -376,6 +400,20 @@ await t.check('20 concurrent MessageBoxClient listeners each get exactly their m
   }
   await Promise.all(crowd.map(p => p.client.disconnectWebSocket()))
 }, { timeoutMs: 120_000 })
+
+await t.check('an idle socket outlives the ping interval (server pings, client pongs) and still works', async () => {
+  const { raw: r, party: I } = idle
+  await r.inbox.next('connect', 1)
+  const interval = r.io.io.engine._pingInterval
+  expectEqual([interval, r.io.io.engine._pingTimeout], [25_000, 20_000], 'pingInterval, pingTimeout from the open packet')
+  const wait = idle.started + interval + 2_000 - Date.now()
+  if (wait > 0) await sleep(wait)
+  expect(idle.pings >= 1, `pings received: ${idle.pings}`)
+  expect(r.io.connected && r.inbox.all('disconnect').length === 0, 'still connected, never dropped')
+  r.socket.emit('authenticated', { identityKey: I.key })
+  expectEqual(await r.inbox.next('authenticationSuccess'), { status: 'success' }, 'authenticated after idling')
+  r.socket.disconnect()
+}, { timeoutMs: 40_000 })
 
 // --- restart ---------------------------------------------------------------------------------
 
