@@ -772,3 +772,52 @@ async fn routing_prefix(url: &str) {
     let r = c.send_raw("GET", "/openapi.json", &[], None).await.unwrap();
     assert!(r.json()["paths"]["/api/sendMessage"].is_object());
 }
+
+/// A WebSocket-only Engine.IO handshake (`transport=websocket` without a sid, as
+/// socket.io-client's `transports: ['websocket']` opens) gets the open packet as its first
+/// frame. The driver used to drop it (written before the upgraded stream was adopted), and
+/// the client waited forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_websocket_only_handshake_gets_the_open_packet() {
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = common::TestDb::new(common::Kind::SqliteFile).unwrap();
+    let s = TestServer::start(&db.url, &[("ENABLE_WEBSOCKETS", "true")]).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let request = "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                   Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // The 101 head, then one unmasked text frame with a 7- or 16-bit length.
+        loop {
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else { continue };
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            let frame = &buf[end..];
+            if frame.len() < 2 {
+                continue;
+            }
+            assert_eq!(frame[0], 0x81, "a final text frame");
+            let (len, start) = match frame[1] {
+                126 if frame.len() >= 4 => (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4),
+                126 => continue,
+                n => (usize::from(n), 2),
+            };
+            if frame.len() >= start + len {
+                return String::from_utf8(frame[start..start + len].to_vec()).unwrap();
+            }
+        }
+    };
+    let open = tokio::time::timeout(Duration::from_secs(5), read).await.expect("the open packet within 5 s");
+    let packet: Value = serde_json::from_str(open.strip_prefix('0').expect("an Engine.IO open packet")).unwrap();
+    assert_eq!(packet["upgrades"], json!([]), "{open}");
+    assert!(packet["sid"].as_str().is_some_and(|sid| !sid.is_empty()), "{open}");
+    s.stop();
+}

@@ -4,6 +4,10 @@
 //!   with a server restart in the middle) and `tests/interop/messagebox_client.mjs`
 //!   (`@bsv/message-box-client`) run against the `messagebox` binary, once per store
 //!   (SQLite file, MySQL), and once more behind `ROUTING_PREFIX=/api`;
+//! * the live channel: `tests/interop/live.mjs` (`MessageBoxClient` live methods and the raw
+//!   `@bsv/authsocket-client`, over polling-then-upgrade, WebSocket only and polling only)
+//!   against the binary with `ENABLE_WEBSOCKETS=true`, on SQLite with a server restart in
+//!   the middle and on MySQL without;
 //! * our client against the JS server: `messagebox::client::AuthClient` talks to
 //!   `tests/interop/js_server.mjs` (express + `@bsv/auth-express-middleware`).
 //!
@@ -16,10 +20,10 @@
 //! per check and a closing `<suite>: N passed, M failed`; the harness answers their
 //! `@@CONTROL restart` requests on stdin (see `tests/interop/lib.mjs`).
 //!
-//! Adding a suite (e.g. the live Socket.IO side): write `tests/interop/<suite>.mjs` on
-//! `lib.mjs`'s `Checks`, start the server with [`Server::start`] and the environment it
-//! needs (`ENABLE_WEBSOCKETS=true`), and call [`run_script`]; new `@@CONTROL` requests go
-//! into `run_script`'s match.
+//! Adding a suite: write `tests/interop/<suite>.mjs` on `lib.mjs`'s `Checks`, start the
+//! server with [`Server::start`] and the environment it needs (as the live suite does with
+//! `ENABLE_WEBSOCKETS=true`), and call [`run_script`]; new `@@CONTROL` requests go into
+//! `run_script`'s match.
 
 mod common;
 
@@ -396,6 +400,37 @@ fn js_clients_against_our_server_mysql() {
 #[test]
 fn js_clients_behind_routing_prefix_sqlite() {
     js_clients_against_our_server(Kind::SqliteFile, &[("ROUTING_PREFIX", "/api")]);
+}
+
+/// `live.mjs` (the live channel with the real MessageBoxClient and AuthSocketClient) against
+/// our server with `ENABLE_WEBSOCKETS=true` on `kind`'s store, with a restart in the middle
+/// when `restart`.
+fn live_channel_against_our_server(kind: Kind, restart: bool) {
+    if !node_available() {
+        return;
+    }
+    let Some(db) = TestDb::new(kind) else { return };
+    let _turn = one_at_a_time();
+    let mut server = Server::start(&db.url, &[("ENABLE_WEBSOCKETS", "true")]);
+    let args: &[&str] = if restart { &["--restart"] } else { &[] };
+    let live = run_script("live.mjs", &mut server, args);
+    if let Err(e) = server.stop() {
+        panic!("{e}");
+    }
+    let log = server.full_log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert!(errors.is_empty(), "the server logged errors:\n{}", errors.join("\n"));
+    println!("{kind:?} restart={restart}: live {} passed, 0 failed", live.passed);
+}
+
+#[test]
+fn live_channel_against_our_server_sqlite() {
+    live_channel_against_our_server(Kind::SqliteFile, true);
+}
+
+#[test]
+fn live_channel_against_our_server_mysql() {
+    live_channel_against_our_server(Kind::Mysql, false);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -207,9 +207,14 @@ impl ConnectionCore {
     }
 
     /// Signs and sends a delivery to this connection. Refused (false) unless the connection is
-    /// connected and bound to `delivery.recipient`, so a routing slip cannot leak a message.
+    /// connected and bound to `delivery.recipient`, so a routing slip cannot leak a message,
+    /// and for a room this connection left with `leaveRoom` (until it joins it again).
     pub fn deliver(&mut self, now: Instant, delivery: &Delivery) -> bool {
-        if self.closed || self.socket.is_none() || self.tunnel.identity() != Some(delivery.recipient.as_str()) {
+        let Some(identity) = self.tunnel.identity() else { return false };
+        if self.closed || self.socket.is_none() || identity != delivery.recipient {
+            return false;
+        }
+        if !self.events.wants(identity, &delivery.room_id) {
             return false;
         }
         self.tunnel.emit(&delivery.event, Some(&delivery.data));
@@ -587,7 +592,14 @@ mod tests {
             a.take(),
             vec![
                 ("joinedRoom".to_string(), Some(json!({ "roomId": room }))),
-                ("joinFailed".to_string(), Some(json!({ "reason": "Invalid room ID" }))),
+                (
+                    "joinFailed".to_string(),
+                    Some(json!({
+                        "roomId": foreign,
+                        "reason": "Room is not owned by authenticated identity",
+                        "code": "ERR_WEBSOCKET_ROOM_NOT_OWNED"
+                    }))
+                ),
             ]
         );
 
@@ -657,6 +669,13 @@ mod tests {
         post(&mut conn, now, &[&a.emit("leaveRoom", Some(json!(room)))]);
         exchange(&mut conn, &mut a, now);
         assert_eq!(a.take(), vec![("leftRoom".to_string(), Some(json!({ "roomId": room })))]);
+        // The left room is no longer delivered to this connection; its other rooms still are.
+        assert!(!conn.deliver(now, &d_b), "a delivery for a left room is refused");
+        let other =
+            Delivery { room_id: format!("{me}-other"), event: format!("sendMessage-{me}-other"), ..d_b.clone() };
+        assert!(conn.deliver(now, &other));
+        exchange(&mut conn, &mut a, now);
+        assert_eq!(a.take().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), vec![format!("sendMessage-{me}-other")]);
         assert!(conn.engine().poll_held());
         post(&mut conn, now, &["41"]);
         assert_eq!(commands(&mut conn), vec![Command::Unbind { identity: me.clone() }]);

@@ -50,6 +50,9 @@ const CONNECTION_QUEUE: usize = 256;
 const CORE_QUEUE: usize = 65_536;
 /// A WebSocket write (one flush) that takes longer drops the connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Text frames kept for a WebSocket whose stream has not been adopted yet (see
+/// [`Connection::unadopted`]); the open packet and a few more at most in practice.
+const MAX_UNADOPTED: usize = 64;
 
 type Reply<T> = oneshot::Sender<T>;
 
@@ -293,8 +296,15 @@ impl LocalCore {
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let sid = core.sid().to_string();
         self.sessions.borrow_mut().insert(sid, tx);
-        let task =
-            Connection { core, local: self.clone(), held: None, ws: None, stores: VecDeque::new(), inflight: None };
+        let task = Connection {
+            core,
+            local: self.clone(),
+            held: None,
+            ws: None,
+            stores: VecDeque::new(),
+            inflight: None,
+            unadopted: Vec::new(),
+        };
         tokio::task::spawn_local(task.run(rx));
     }
 }
@@ -352,6 +362,11 @@ struct Connection {
     ws: Option<(WsId, WebSocketStream<TcpStream>)>,
     stores: VecDeque<StoreRequest>,
     inflight: Option<StoreFuture>,
+    /// Text frames the core addressed to a WebSocket before its stream arrived. A
+    /// WebSocket-only handshake (`transport=websocket` without a sid) queues the open packet
+    /// at once, while hyper hands the upgraded stream over only after the 101 is written
+    /// ([`Input::Adopt`]); dropping those frames left the client waiting for `open` forever.
+    unadopted: Vec<(WsId, String)>,
 }
 
 fn ws_config(max_payload: usize) -> WebSocketConfig {
@@ -480,12 +495,19 @@ impl Connection {
                         }
                         None => tracing::debug!("poll response without a held poll"),
                     },
-                    Transmit::WsText { ws, text } if self.ws.as_ref().is_some_and(|(id, _)| *id == ws) => {
-                        outgoing.push(text)
-                    }
-                    Transmit::WsText { .. } => {}
+                    Transmit::WsText { ws, text } => match &self.ws {
+                        Some((id, _)) if *id == ws => outgoing.push(text),
+                        // Not adopted yet: kept for it (a stale id is discarded on adoption).
+                        None if self.unadopted.len() < MAX_UNADOPTED => self.unadopted.push((ws, text)),
+                        _ => {}
+                    },
                     Transmit::WsClose { ws, code } => close_ws = Some((ws, code)),
                 }
+            }
+            if let (Some((id, _)), false) = (&self.ws, self.unadopted.is_empty()) {
+                let early: Vec<String> =
+                    self.unadopted.drain(..).filter(|(w, _)| w == id).map(|(_, text)| text).collect();
+                outgoing.splice(0..0, early);
             }
             if !outgoing.is_empty() {
                 if let Some((id, ws)) = self.ws.as_mut() {

@@ -11,7 +11,12 @@
 //! Deviations from the original, all invisible to an honest client:
 //! - identity is the verified BRC-103 key; `authenticated` must name it, and is answered
 //!   every time;
-//! - rooms can only be joined by their owner (`<key>` or `<key>-…`);
+//! - rooms can only be joined by their owner (`<key>` or `<key>-…`); a foreign room gets the
+//!   upstream server's refusal (bsv-blockchain/ts-stack `infra/message-box-server`:
+//!   `joinFailed` `{"roomId","reason":"Room is not owned by authenticated identity","code"}`);
+//! - delivery follows the verified identity, not the joins (so a silent reconnected socket
+//!   keeps receiving), except that a room the connection explicitly left is not delivered to
+//!   it until it joins again, as upstream's `leaveRoom` stops that room's deliveries;
 //! - `sendMessage` requires `recipient` to be the room's key and a `messageId`, is stored
 //!   before it is acknowledged, and a failure after the original's checks is a non-success
 //!   ack (`{"status":"error",…}`), on which the client falls back to HTTP at once;
@@ -40,6 +45,9 @@ pub const REASON_INVALID_IDENTITY: &str = "Invalid identity key format";
 pub const REASON_IDENTITY_MISMATCH: &str = "Identity key does not match the authenticated BRC-103 identity";
 pub const REASON_UNAUTHORIZED: &str = "Unauthorized: WebSocket not authenticated";
 pub const REASON_INVALID_ROOM: &str = "Invalid room ID";
+/// A room of another identity (upstream ts-stack's reason and code).
+pub const REASON_ROOM_NOT_OWNED: &str = "Room is not owned by authenticated identity";
+pub const CODE_ROOM_NOT_OWNED: &str = "ERR_WEBSOCKET_ROOM_NOT_OWNED";
 /// New: the connection has joined as many rooms as it may.
 pub const REASON_TOO_MANY_ROOMS: &str = "Too many rooms joined on this connection";
 pub const REASON_INVALID_DATA: &str = "Invalid data object";
@@ -152,6 +160,8 @@ pub struct MessageBoxEvents {
     limits: EventLimits,
     authenticated: bool,
     rooms: BTreeSet<String>,
+    /// Rooms explicitly left (and not joined again), canonical key: not delivered to.
+    left: BTreeSet<String>,
     pending: HashMap<StoreToken, StoreRequest>,
     next_token: u64,
     actions: std::collections::VecDeque<EventAction>,
@@ -163,6 +173,7 @@ impl MessageBoxEvents {
             limits,
             authenticated: false,
             rooms: BTreeSet::new(),
+            left: BTreeSet::new(),
             pending: HashMap::new(),
             next_token: 0,
             actions: Default::default(),
@@ -178,6 +189,12 @@ impl MessageBoxEvents {
         self.rooms.iter().map(String::as_str)
     }
 
+    /// Whether a delivery for `room_id` should reach this connection: every room but those it
+    /// left with `leaveRoom` (and has not joined again). `identity` is its verified identity.
+    pub fn wants(&self, identity: &str, room_id: &str) -> bool {
+        self.left.is_empty() || !owns_room(identity, room_id) || !self.left.contains(&canonical_room(identity, room_id))
+    }
+
     pub fn pending_stores(&self) -> usize {
         self.pending.len()
     }
@@ -190,6 +207,7 @@ impl MessageBoxEvents {
     pub fn reset(&mut self) {
         self.authenticated = false;
         self.rooms.clear();
+        self.left.clear();
         self.pending.clear();
     }
 
@@ -237,17 +255,34 @@ impl MessageBoxEvents {
             return self.reason(failed, REASON_UNAUTHORIZED);
         }
         let room = match data {
-            Some(Value::String(r)) if !r.trim().is_empty() && owns_room(identity, r) => r,
+            Some(Value::String(r)) if !r.trim().is_empty() => r,
             _ => return self.reason(failed, REASON_INVALID_ROOM),
         };
+        if !owns_room(identity, room) {
+            // Upstream names the room (and a code) on a refused join only.
+            if join {
+                return self.emit(
+                    failed,
+                    json!({ "roomId": room, "reason": REASON_ROOM_NOT_OWNED, "code": CODE_ROOM_NOT_OWNED }),
+                );
+            }
+            return self.reason(failed, REASON_ROOM_NOT_OWNED);
+        }
+        let canonical = canonical_room(identity, room);
         if join {
             if !self.rooms.contains(room) && self.rooms.len() >= self.limits.max_joined_rooms {
                 return self.reason(failed, REASON_TOO_MANY_ROOMS);
             }
             self.rooms.insert(room.clone());
+            self.left.remove(&canonical);
             self.emit(JOINED_ROOM, json!({ "roomId": room }));
         } else {
+            // Bounded like the joins: a client cannot grow this set without limit.
+            if !self.left.contains(&canonical) && self.left.len() >= self.limits.max_joined_rooms {
+                return self.reason(failed, REASON_TOO_MANY_ROOMS);
+            }
             self.rooms.remove(room);
+            self.left.insert(canonical);
             self.emit(LEFT_ROOM, json!({ "roomId": room }));
         }
     }
@@ -359,6 +394,11 @@ pub fn owns_room(identity: &str, room: &str) -> bool {
         && (room.len() == n || room.as_bytes()[n] == b'-')
 }
 
+/// `room` (owned by `identity`, see [`owns_room`]) with its key part spelt as `identity`.
+fn canonical_room(identity: &str, room: &str) -> String {
+    format!("{identity}{}", &room[identity.len()..])
+}
+
 /// A room id's recipient key (canonical hex) and box: `<66-hex key>` is box [`DEFAULT_BOX`],
 /// `<66-hex key>-<box>` is `<box>` (which may itself contain `-`). Anything else is `None`.
 pub fn split_room(room_id: &str) -> Option<(String, String)> {
@@ -463,14 +503,7 @@ mod tests {
         m.handle(&me, &ev("joinRoom", Some(json!(room))));
         assert_eq!(drain(&mut m), vec![emit(JOINED_ROOM, &format!(r#"{{"roomId":"{room}"}}"#))]);
         assert_eq!(m.joined_rooms().collect::<Vec<_>>(), vec![room.as_str()]);
-        for bad in [
-            None,
-            Some(json!("")),
-            Some(json!("  ")),
-            Some(json!(5)),
-            Some(json!({ "roomId": room })),
-            Some(json!(format!("{}-inbox", key()))),
-        ] {
+        for bad in [None, Some(json!("")), Some(json!("  ")), Some(json!(5)), Some(json!({ "roomId": room }))] {
             m.handle(&me, &ev("joinRoom", bad.clone()));
             m.handle(&me, &ev("leaveRoom", bad.clone()));
             assert_eq!(
@@ -482,9 +515,35 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // Another identity's room: upstream's refusal (named, with a code, on a join only).
+        let foreign = format!("{}-inbox", key());
+        m.handle(&me, &ev("joinRoom", Some(json!(foreign))));
+        m.handle(&me, &ev("leaveRoom", Some(json!(foreign))));
+        assert_eq!(
+            drain(&mut m),
+            vec![
+                emit(
+                    JOIN_FAILED,
+                    &json!({ "roomId": foreign, "reason": REASON_ROOM_NOT_OWNED, "code": CODE_ROOM_NOT_OWNED })
+                        .to_string()
+                ),
+                emit(LEAVE_FAILED, &json!({ "reason": REASON_ROOM_NOT_OWNED }).to_string()),
+            ]
+        );
+        assert!(m.wants(&me, &room) && m.wants(&me, &format!("{me}-other")));
         m.handle(&me, &ev("leaveRoom", Some(json!(room))));
         assert_eq!(drain(&mut m), vec![emit(LEFT_ROOM, &format!(r#"{{"roomId":"{room}"}}"#))]);
         assert_eq!(m.joined_rooms().count(), 0);
+        // A left room is not delivered to (whatever the case of its key), the others are.
+        assert!(!m.wants(&me, &room) && !m.wants(&me, &format!("{}-inbox", me.to_uppercase())));
+        assert!(m.wants(&me, &format!("{me}-other")) && m.wants(&me, &me));
+        // Joining again restores it; a reset forgets the leave.
+        m.handle(&me, &ev("joinRoom", Some(json!(room))));
+        drain(&mut m);
+        assert!(m.wants(&me, &room));
+        m.handle(&me, &ev("leaveRoom", Some(json!(room))));
+        m.reset();
+        assert!(m.wants(&me, &room));
 
         let mut m = MessageBoxEvents::new(EventLimits { max_joined_rooms: 2, ..Default::default() });
         m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me }))));
