@@ -116,6 +116,30 @@ store_test!(
     }
 );
 
+// First-time senders racing for the same boxes' default rows: MariaDB answers some of the
+// `INSERT … SELECT … WHERE NOT EXISTS` with a deadlock or, for the AUTO-INC lock, error 1467
+// ("Failed to read auto-increment value"); every caller still gets its fee and each box ends
+// with exactly one default row.
+store_test!(concurrent_first_fee_lookups [sqlite_file, mysql] |db, store| {
+    let recipients: Vec<String> = (0..8).map(|i| format!("03{:064x}", i + 1)).collect();
+    let mut tasks = Vec::new();
+    for round in 0..8 {
+        for sender in 0..24usize {
+            let (store, recipients) = (store.clone(), recipients.clone());
+            tasks.push(tokio::spawn(async move {
+                let mine: Vec<String> = recipients.iter().cycle().skip(sender + round).take(3).cloned().collect();
+                store.recipient_fees(&format!("02{sender:064x}"), "inbox", &mine, 5).await
+            }));
+        }
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), vec![5, 5, 5]);
+    }
+    for r in &recipients {
+        assert_eq!(store.get_permission(r, None, "inbox").await.unwrap().map(|p| p.recipient_fee), Some(5), "{r}");
+    }
+});
+
 store_test!(box_wide_newest_wins_over_preexisting_duplicates [sqlite_file, mysql] |db, store| {
     // The original inserted a new box-wide row on every set: databases hold duplicates.
     let ts = if db.kind.is_mysql() { "UTC_TIMESTAMP()".to_string() } else { now().to_string() };

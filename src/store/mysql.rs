@@ -57,11 +57,16 @@ const BOX_CACHE_GENERATION: usize = 32_768;
 const PIPELINE: usize = 2;
 /// Retries after a deadlock or lock-wait timeout.
 const TRANSIENT_RETRIES: u32 = 2;
+/// Retries of a default permission insert that lost a lock conflict (see [`insert_default_fee`]).
+const DEFAULT_FEE_RETRIES: u32 = 8;
 
 const ER_NO_REFERENCED_ROW: u16 = 1216;
 const ER_NO_REFERENCED_ROW_2: u16 = 1452;
 const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 const ER_LOCK_DEADLOCK: u16 = 1213;
+/// InnoDB reports a deadlock on the table's AUTO-INC lock (taken by `INSERT … SELECT`) this
+/// way: "Failed to read auto-increment value from storage engine".
+const ER_AUTOINC_READ_FAILED: u16 = 1467;
 
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
      (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
@@ -325,7 +330,8 @@ fn id_key(id: &str) -> String {
 }
 
 fn is_transient(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Server(s) if s.code == ER_LOCK_DEADLOCK || s.code == ER_LOCK_WAIT_TIMEOUT)
+    matches!(e, mysql_async::Error::Server(s)
+        if s.code == ER_LOCK_DEADLOCK || s.code == ER_LOCK_WAIT_TIMEOUT || s.code == ER_AUTOINC_READ_FAILED)
 }
 
 /// Whether the last statement's warnings include a foreign-key failure, which `INSERT
@@ -848,10 +854,15 @@ async fn insert_default_fee(
             .await;
         match result {
             Ok(()) => return Ok(conn.affected_rows() > 0),
-            // Two first-time callers can deadlock on the gap lock; one of them has inserted.
-            Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
+            // First-time callers deadlock on the gap lock or the AUTO-INC lock; the victim's
+            // retry usually finds the row. Many of them at once (a burst of new senders) can
+            // lose more than once, so this retries longer than a batch does, after a short
+            // randomised pause that breaks the lockstep.
+            Err(e) if is_transient(&e) && attempt < DEFAULT_FEE_RETRIES => {
                 attempt += 1;
-                tracing::warn!(error = %e, "default permission insert hit a lock conflict; retrying");
+                tracing::debug!(error = %e, attempt, "default permission insert hit a lock conflict; retrying");
+                let pause = std::time::Duration::from_micros(rand::random_range(200..2_000u64) * u64::from(attempt));
+                tokio::time::sleep(pause).await;
             }
             Err(e) => return Err(e),
         }

@@ -656,8 +656,11 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         configure(&conn).unwrap();
         super::super::migrate::run_sqlite(&mut conn).unwrap();
-        conn.execute("INSERT INTO messageBox (identityKey, type, created_at, updated_at) VALUES ('k', 'inbox', 0, 0)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO messageBox (identityKey, type, created_at, updated_at) VALUES ('k', 'inbox', 0, 0)",
+            [],
+        )
+        .unwrap();
         for i in 0..20i64 {
             let mut stmt = conn.prepare_cached(LIST_MESSAGES_SQL).unwrap();
             let rows: Vec<String> =
