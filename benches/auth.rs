@@ -74,6 +74,17 @@ fn bench(c: &mut Criterion) {
     c.bench_function("createNonce", |b| b.iter(|| black_box(create_nonce(wallet))));
     let nonce = create_nonce(wallet);
     c.bench_function("verifyNonce", |b| b.iter(|| black_box(verify_nonce(wallet, &nonce).is_ok())));
+
+    // The reference the two above are judged against: bare libsecp256k1 on this machine.
+    let secp = secp256k1::Secp256k1::new();
+    let sk = secp256k1::SecretKey::from_byte_array([7u8; 32]).unwrap();
+    let pk = secp256k1::PublicKey::from_secret_key(&secp, &sk);
+    let digest = secp256k1::Message::from_digest([42u8; 32]);
+    let sig = secp.sign_ecdsa(digest, &sk);
+    c.bench_function("libsecp256k1 ECDSA verify (reference)", |b| {
+        b.iter(|| black_box(secp.verify_ecdsa(black_box(digest), &sig, &pk).is_ok()))
+    });
+    c.bench_function("libsecp256k1 ECDSA sign (reference)", |b| b.iter(|| black_box(secp.sign_ecdsa(black_box(digest), &sk))));
 }
 
 criterion_group!(benches, bench);
