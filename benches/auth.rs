@@ -84,7 +84,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("libsecp256k1 ECDSA verify (reference)", |b| {
         b.iter(|| black_box(secp.verify_ecdsa(black_box(digest), &sig, &pk).is_ok()))
     });
-    c.bench_function("libsecp256k1 ECDSA sign (reference)", |b| b.iter(|| black_box(secp.sign_ecdsa(black_box(digest), &sk))));
+    c.bench_function("libsecp256k1 ECDSA sign (reference)", |b| {
+        b.iter(|| black_box(secp.sign_ecdsa(black_box(digest), &sk)))
+    });
 }
 
 criterion_group!(benches, bench);
