@@ -372,6 +372,72 @@ for (const [name, managerOptions, transport] of [
   }, { timeoutMs: 30_000 })
 }
 
+// --- a third identity, namespaces, payload limits (spec §7.4 items 6 and 7) -------------------
+
+await t.check('a third identity connected at the same time receives nothing of others\' messages', async () => {
+  const T = await party('T')
+  const s = rawSocket(T, EVENTS)
+  await s.inbox.next('connect')
+  s.socket.emit('authenticated', { identityKey: T.key })
+  await s.inbox.next('authenticationSuccess')
+  s.socket.emit('joinRoom', `${T.key}-${box}`)
+  await s.inbox.next('joinedRoom')
+  // From here on, every event the server sends to T's socket is recorded.
+  const extra = []
+  s.socket.on(`sendMessage-${T.key}-${box}`, (d) => extra.push(['own room', d]))
+  s.io.onAny((event, m) => { if (event === 'authMessage' && m?.messageType === 'general') extra.push(['general', m.payload?.length]) })
+  const r1 = await B.client.sendLiveMessage({ recipient: A.key, messageBox: box, body: 'not for T (live)' }, url)
+  const r2 = await C.client.sendMessage({ recipient: A.key, messageBox: box, body: 'not for T (http)' }, url)
+  const got = [await inboxA.next(box), await inboxA.next(box)].map(m => m.messageId).sort()
+  expectEqual(got, [r1.messageId, r2.messageId].sort(), 'A got both')
+  await sleep(1500)
+  expectEqual(extra, [], 'events reaching T')
+  await A.client.acknowledgeMessage({ messageIds: got, host: url })
+  s.socket.disconnect()
+})
+
+await t.check('a host with a path is a Socket.IO namespace: CONNECT_ERROR "Invalid namespace"', async () => {
+  const N = await party('N')
+  const socket = AuthSocketClient(`${url}/prefix`, { wallet: N.wallet, managerOptions: { reconnection: false } })
+  N.sockets.push(socket)
+  const err = await withTimeout(new Promise((resolve) => socket.ioSocket.on('connect_error', resolve)), 10_000, 'connect_error')
+  expectEqual([err?.message, socket.ioSocket.connected], ['Invalid namespace', false], 'connect_error')
+  socket.disconnect()
+})
+
+// Engine.IO maxPayload is 1 000 000 bytes per frame. The BRC-103 envelope carries the event as
+// a JSON array of byte values, about 3 characters per body character for ASCII.
+await t.check('a live body near maxPayload (~0.9 MB frame) is acked and delivered live', async () => {
+  const P = await party('P')
+  const body = 'a'.repeat(290_000)
+  const r = await withTimeout(
+    P.client.sendLiveMessage({ recipient: A.key, messageBox: box, body, skipEncryption: true }, url), 9_000, 'ack')
+  expectEqual(Object.keys(r).sort(), ['messageId', 'status'], `socket ack ${JSON.stringify(r).slice(0, 200)}`)
+  const m = await inboxA.next(box, 15_000)
+  expectEqual([m.messageId, m.sender, m.body.length, m.body === body], [r.messageId, P.key, body.length, true], 'delivery')
+  await A.client.acknowledgeMessage({ messageIds: [r.messageId], host: url })
+  await P.client.disconnectWebSocket()
+}, { timeoutMs: 40_000 })
+
+await t.check('a live body over maxPayload: the socket is closed, sendLiveMessage falls back to HTTP and the message is stored', async () => {
+  const Q = await party('Q')
+  const body = 'b'.repeat(400_000)
+  const started = Date.now()
+  const r = await Q.client.sendLiveMessage({ recipient: A.key, messageBox: box, body, skipEncryption: true }, url)
+  // The HTTP route's answer, after the client's 10 s wait for the ack that cannot come.
+  expectEqual(r.status, 'success', `fallback ${JSON.stringify(r).slice(0, 200)}`)
+  expect(Date.now() - started >= 9_000, `answered after ${Date.now() - started} ms, not by the socket`)
+  const listed = await A.client.listMessages({ messageBox: box, host: url })
+  const row = listed.find(m => m.sender === Q.key)
+  expect(row != null && row.body === body, 'stored through HTTP')
+  // A's listener may also get it live (the HTTP send delivers live): once at most.
+  await sleep(500)
+  expect(inboxA.all(box).filter(m => m.sender === Q.key).length <= 1, 'not delivered twice')
+  while (inboxA.pending(box) > 0) await inboxA.next(box)
+  await A.client.acknowledgeMessage({ messageIds: [row.messageId], host: url })
+  await Q.client.disconnectWebSocket().catch(() => {})
+}, { timeoutMs: 40_000 })
+
 // --- many listeners ---------------------------------------------------------------------------
 
 await t.check('20 concurrent MessageBoxClient listeners each get exactly their messages (none lost, none doubled)', async () => {
