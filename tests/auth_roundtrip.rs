@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use messagebox::auth::nonce::b64_decode_lenient;
 use messagebox::auth::payload::select_request_headers;
 use messagebox::auth::{
     AuthError, AuthHeaders, AuthMessage, ClientIdentity, ClientSession, IncomingRequest, PrivateKey, ServerAuth,
@@ -160,6 +161,14 @@ fn every_flipped_byte_is_refused() {
             }
             w.headers[h].1 = flip(&original, i);
             if w.headers[h].1 == original {
+                continue;
+            }
+            // The request id is decoded leniently, as the JS SDK decodes it: a flip confined to
+            // the unused low bits of its last base64 character names the same 32 bytes, so it
+            // is the same request (replays are caught by the nonce, which is signed as text).
+            if w.headers[h].0 == "x-bsv-auth-request-id"
+                && b64_decode_lenient(&w.headers[h].1).ok() == b64_decode_lenient(&original).ok()
+            {
                 continue;
             }
             assert!(w.verify(&server).is_err(), "flipped byte {i} of {}", w.headers[h].0);
