@@ -57,13 +57,29 @@ const MAX_UNADOPTED: usize = 64;
 type Reply<T> = oneshot::Sender<T>;
 
 /// Work for one connection task.
+///
+/// Kept to 16 bytes (the large, rare variants are boxed): each connection's queue allocates
+/// its first block of inputs up front, so the size of `Input` is per-connection memory.
 enum Input {
     Poll(Reply<HttpReply>),
-    Post { content_length: Option<usize>, content_type: Option<String>, body: Bytes, reply: Reply<HttpReply> },
+    Post(Box<PostInput>),
     Upgrade(Reply<Result<WsId, UpgradeRefused>>),
-    Adopt { ws: WsId, stream: std::net::TcpStream, read: Bytes },
+    Adopt(Box<AdoptInput>),
     Deliver(Arc<Delivery>),
     Close,
+}
+
+struct PostInput {
+    content_length: Option<usize>,
+    content_type: Option<String>,
+    body: Bytes,
+    reply: Reply<HttpReply>,
+}
+
+struct AdoptInput {
+    ws: WsId,
+    stream: std::net::TcpStream,
+    read: Bytes,
 }
 
 /// Work for one core.
@@ -305,7 +321,9 @@ impl LocalCore {
             inflight: None,
             unadopted: Vec::new(),
         };
-        tokio::task::spawn_local(task.run(rx));
+        // Boxed: an async fn taking `self` by value keeps the 1.5 KiB struct twice in its state
+        // (the argument and the binding), which made each connection's task 4 KiB.
+        tokio::task::spawn_local(Box::new(task).run(rx));
     }
 }
 
@@ -379,7 +397,7 @@ fn ws_config(max_payload: usize) -> WebSocketConfig {
 }
 
 impl Connection {
-    async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+    async fn run(mut self: Box<Self>, mut rx: mpsc::Receiver<Input>) {
         let sid = self.core.sid().to_string();
         let mut outgoing: Vec<String> = Vec::new();
         while self.drain(&mut outgoing).await {
@@ -425,7 +443,8 @@ impl Connection {
                     }
                 }
             },
-            Input::Post { content_length, content_type, body, reply } => {
+            Input::Post(post) => {
+                let PostInput { content_length, content_type, body, reply } = *post;
                 let r = match self.core.begin_post(now, content_length, content_type.as_deref()) {
                     Err(r) => r,
                     Ok(()) => self.core.finish_post(now, &body),
@@ -435,28 +454,36 @@ impl Connection {
             Input::Upgrade(reply) => {
                 let _ = reply.send(self.core.begin_upgrade(now));
             }
-            Input::Adopt { ws, stream, read } => match TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    if let Some((old, _)) = self.ws.take() {
-                        self.core.ws_closed(now, old);
-                    }
-                    let cfg = ws_config(self.local.hub.config.engine.max_payload);
-                    let socket = if read.is_empty() {
-                        WebSocketStream::from_raw_socket(stream, Role::Server, Some(cfg)).await
-                    } else {
-                        WebSocketStream::from_partially_read(stream, read.to_vec(), Role::Server, Some(cfg)).await
-                    };
-                    self.ws = Some((ws, socket));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot adopt a WebSocket");
-                    self.core.ws_closed(now, ws);
-                }
-            },
+            Input::Adopt(adopt) => {
+                let AdoptInput { ws, stream, read } = *adopt;
+                self.adopt(now, ws, stream, read).await
+            }
             Input::Deliver(d) => {
                 self.core.deliver(now, &d);
             }
             Input::Close => self.core.close(now),
+        }
+    }
+
+    /// Takes over a WebSocket stream hyper has upgraded (possibly with bytes already read).
+    async fn adopt(&mut self, now: Instant, ws: WsId, stream: std::net::TcpStream, read: Bytes) {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => {
+                if let Some((old, _)) = self.ws.take() {
+                    self.core.ws_closed(now, old);
+                }
+                let cfg = ws_config(self.local.hub.config.engine.max_payload);
+                let socket = if read.is_empty() {
+                    WebSocketStream::from_raw_socket(stream, Role::Server, Some(cfg)).await
+                } else {
+                    WebSocketStream::from_partially_read(stream, read.to_vec(), Role::Server, Some(cfg)).await
+                };
+                self.ws = Some((ws, socket));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot adopt a WebSocket");
+                self.core.ws_closed(now, ws);
+            }
         }
     }
 
@@ -690,7 +717,7 @@ fn adopt_after_upgrade(core: Rc<LocalCore>, req: http::Request<Incoming>, sid: S
                 return;
             }
         };
-        core.to_session(&sid, Input::Adopt { ws, stream, read: parts.read_buf }).await;
+        core.to_session(&sid, Input::Adopt(Box::new(AdoptInput { ws, stream, read: parts.read_buf }))).await;
     });
 }
 
@@ -753,7 +780,8 @@ pub async fn handle(req: http::Request<Incoming>) -> Response<Body> {
                     Err(_) => return to_response(HttpReply::status_only(400)),
                 };
                 let (tx, rx) = oneshot::channel();
-                if !core.to_session(&sid, Input::Post { content_length, content_type, body, reply: tx }).await {
+                let post = PostInput { content_length, content_type, body, reply: tx };
+                if !core.to_session(&sid, Input::Post(Box::new(post))).await {
                     return to_response(ErrorCode::UnknownSid.http_reply());
                 }
                 to_response(rx.await.unwrap_or_else(|_| ErrorCode::UnknownSid.http_reply()))
