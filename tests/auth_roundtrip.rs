@@ -126,15 +126,19 @@ fn every_flipped_byte_is_refused() {
     let (server, client, session) = pair(SessionConfig::default());
     let body = br#"{"messageBox":"inbox"}"#;
     let target = "/listMessages?x=1";
-    let base = session
-        .sign_request(
-            &client,
-            "POST",
-            target,
-            &[("content-type", "application/json"), ("x-bsv-topic", "t")],
-            Some(body),
-        )
-        .unwrap();
+    // A fresh signature for each mutation, so each is refused for its own change, not as a replay.
+    let sign = || {
+        session
+            .sign_request(
+                &client,
+                "POST",
+                target,
+                &[("content-type", "application/json"), ("x-bsv-topic", "t")],
+                Some(body),
+            )
+            .unwrap()
+    };
+    let base = sign();
     let flip = |s: &str, i: usize| -> String {
         let mut b = s.as_bytes().to_vec();
         b[i] = if b[i] == b'0' { b'1' } else { b'0' };
@@ -144,15 +148,7 @@ fn every_flipped_byte_is_refused() {
     // Every byte of every signed header value.
     for h in 0..base.headers.len() {
         for i in 0..base.headers[h].1.len() {
-            let signed = session
-                .sign_request(
-                    &client,
-                    "POST",
-                    target,
-                    &[("content-type", "application/json"), ("x-bsv-topic", "t")],
-                    Some(body),
-                )
-                .unwrap();
+            let signed = sign();
             let mut w = Wire::from_signed("POST", target, &signed);
             let original = w.headers[h].1.clone();
             // A fresh signature's DER (and so its hex) can be a byte or two shorter than the base's.
@@ -177,30 +173,14 @@ fn every_flipped_byte_is_refused() {
     }
     // Every byte of the body, path, query and method.
     for i in 0..body.len() {
-        let signed = session
-            .sign_request(
-                &client,
-                "POST",
-                target,
-                &[("content-type", "application/json"), ("x-bsv-topic", "t")],
-                Some(body),
-            )
-            .unwrap();
+        let signed = sign();
         let mut w = Wire::from_signed("POST", target, &signed);
         w.body[i] ^= 1;
         assert_eq!(w.verify(&server).unwrap_err(), AuthError::InvalidSignature, "body byte {i}");
         refused += 1;
     }
     for field in ["path", "query", "method"] {
-        let signed = session
-            .sign_request(
-                &client,
-                "POST",
-                target,
-                &[("content-type", "application/json"), ("x-bsv-topic", "t")],
-                Some(body),
-            )
-            .unwrap();
+        let signed = sign();
         let mut w = Wire::from_signed("POST", target, &signed);
         match field {
             "path" => w.path = "/listMessagez".into(),
