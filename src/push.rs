@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::api::Notifier;
+use crate::domain::Notifier;
 use crate::config::Firebase;
 use crate::store::Store;
 
