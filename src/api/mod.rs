@@ -6,8 +6,8 @@
 
 use serde_json::Value;
 
-pub use crate::domain::{ApiError, Limits, LiveDelivery, NoLive, NoPush, Notifier};
 use crate::domain::IdentityKey;
+pub use crate::domain::{ApiError, Limits, LiveDelivery, NoLive, NoPush, Notifier};
 
 pub mod acknowledge;
 pub mod devices;

@@ -13,15 +13,27 @@ pub enum ApiError {
     // --- sendMessage: validation, in the original's order -------------------------------
     MessageRequired,
     InvalidMessageBox,
-    MessageBoxTooLong { max: usize },
+    MessageBoxTooLong {
+        max: usize,
+    },
     InvalidMessageBody,
     RecipientRequired,
     MessageIdRequired,
-    OneMessageIdForMany { recipients: usize },
-    MessageIdCountMismatch { recipients: usize, message_ids: usize },
-    TooManyRecipients { count: usize, max: usize },
+    OneMessageIdForMany {
+        recipients: usize,
+    },
+    MessageIdCountMismatch {
+        recipients: usize,
+        message_ids: usize,
+    },
+    TooManyRecipients {
+        count: usize,
+        max: usize,
+    },
     InvalidMessageId,
-    MessageIdTooLong { max: usize },
+    MessageIdTooLong {
+        max: usize,
+    },
     /// The recipient as the client wrote it (trimmed).
     InvalidRecipientKey(String),
     // --- sendMessage: the permission and fee gate ----------------------------------------
@@ -32,23 +44,35 @@ pub enum ApiError {
     PaymentNotAccepted,
     /// The payment interface's error text.
     InternalizeFailed(String),
-    InsufficientOutputs { expected: usize, received: usize },
-    InsufficientAdditionalOutputs { expected: usize, remaining: usize },
+    InsufficientOutputs {
+        expected: usize,
+        received: usize,
+    },
+    InsufficientAdditionalOutputs {
+        expected: usize,
+        remaining: usize,
+    },
     // --- listMessages ---------------------------------------------------------------------
     MessageBoxRequired,
     MessageBoxNotString,
-    InvalidListLimit { max: u32 },
+    InvalidListLimit {
+        max: u32,
+    },
     InvalidListOffset,
     ListFailed,
     // --- acknowledgeMessage ---------------------------------------------------------------
     MessageIdsRequired,
     MessageIdsNotStrings,
-    TooManyAcknowledgeIds { max: usize },
+    TooManyAcknowledgeIds {
+        max: usize,
+    },
     MessageNotFound,
     AcknowledgeFailed,
     // --- registerDevice, devices ----------------------------------------------------------
     InvalidFcmToken,
-    FcmTokenTooLong { max: usize },
+    FcmTokenTooLong {
+        max: usize,
+    },
     InvalidPlatform,
     RegisterDeviceFailed,
     ListDevicesFailed,
@@ -60,7 +84,9 @@ pub enum ApiError {
     FeeNotInteger,
     FeeOutOfRange,
     PermissionBoxInvalid,
-    PermissionBoxTooLong { max: usize },
+    PermissionBoxTooLong {
+        max: usize,
+    },
     SetPermissionFailed,
     MessageBoxParameterRequired,
     QuoteParametersRequired,
@@ -73,7 +99,10 @@ pub enum ApiError {
     // --- any route ------------------------------------------------------------------------
     /// The body is JSON but not an object or array (`None`), or not JSON (the parser's text).
     InvalidJson(Option<String>),
-    RouteNotFound { method: String, path: String },
+    RouteNotFound {
+        method: String,
+        path: String,
+    },
     /// A database or other server-side failure (already logged where it happened).
     Internal,
 }
@@ -84,8 +113,14 @@ impl ApiError {
         match self {
             DeliveryBlocked(_) => 403,
             RouteNotFound { .. } => 404,
-            InternalizeFailed(_) | ListFailed | AcknowledgeFailed | RegisterDeviceFailed | ListDevicesFailed
-            | SetPermissionFailed | ListPermissionsFailed | Internal => 500,
+            InternalizeFailed(_)
+            | ListFailed
+            | AcknowledgeFailed
+            | RegisterDeviceFailed
+            | ListDevicesFailed
+            | SetPermissionFailed
+            | ListPermissionsFailed
+            | Internal => 500,
             _ => 400,
         }
     }

@@ -240,8 +240,8 @@ mod tests {
         let l = Limits::default();
         let key = IdentityKey::from(&crate::auth::PrivateKey::from_bytes(&[9; 32]).unwrap().public_key());
         let upper = key.as_str().to_uppercase();
-        let r = PermissionRule::from_json(&json!({"messageBox": "inbox", "recipientFee": 5, "sender": upper}), &l)
-            .unwrap();
+        let r =
+            PermissionRule::from_json(&json!({"messageBox": "inbox", "recipientFee": 5, "sender": upper}), &l).unwrap();
         assert_eq!(r.sender, Some((upper, key)));
         assert_eq!(
             PermissionRule::from_json(&json!({"messageBox": "inbox", "recipientFee": 1.5}), &l),

@@ -140,7 +140,8 @@ impl MessageBox {
         if !blocked.is_empty() {
             return Err(ApiError::DeliveryBlocked(blocked));
         }
-        let outputs_for = if quote.requires_payment() { self.take_payment(request, &quote, payment).await? } else { HashMap::new() };
+        let outputs_for =
+            if quote.requires_payment() { self.take_payment(request, &quote, payment).await? } else { HashMap::new() };
 
         let messages: Vec<NewMessage> = request
             .recipients
@@ -324,14 +325,14 @@ pub enum LiveOutcome {
 
 /// The gate of HTTP `/sendMessage` for one live message, then the raw store.
 pub async fn store_live(store: &Store, message: LiveMessage<'_>) -> LiveOutcome {
-    let quote = match fees::quote(store, message.sender, message.message_box, std::slice::from_ref(message.recipient)).await
-    {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::error!(error = %e, "live sendMessage: fee lookup failed");
-            return LiveOutcome::Failed;
-        }
-    };
+    let quote =
+        match fees::quote(store, message.sender, message.message_box, std::slice::from_ref(message.recipient)).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "live sendMessage: fee lookup failed");
+                return LiveOutcome::Failed;
+            }
+        };
     if quote.blocked().next().is_some() {
         return LiveOutcome::Blocked;
     }

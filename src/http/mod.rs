@@ -14,9 +14,9 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use crate::api::{self, Api, ApiError, Call, Query, Reply, Route};
-use crate::domain::IdentityKey;
 use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
 use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, IncomingRequest, ServerAuth};
+use crate::domain::IdentityKey;
 
 pub mod docs;
 
