@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod live;
 pub mod outbound;

@@ -11,8 +11,8 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
-use crate::api::Notifier;
 use crate::config::Firebase;
+use crate::domain::Notifier;
 use crate::store::Store;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";

@@ -7,7 +7,8 @@
 //! * the live channel: `tests/interop/live.mjs` (`MessageBoxClient` live methods and the raw
 //!   `@bsv/authsocket-client`, over polling-then-upgrade, WebSocket only and polling only)
 //!   against the binary with `ENABLE_WEBSOCKETS=true`, on SQLite with a server restart in
-//!   the middle and on MySQL without;
+//!   the middle and on MySQL without; then `tests/interop/key_spellings.mjs` (a recipient
+//!   key in upper case or uncompressed reaches the canonical box, over HTTP and live);
 //! * our client against the JS server: `messagebox::client::AuthClient` talks to
 //!   `tests/interop/js_server.mjs` (express + `@bsv/auth-express-middleware`).
 //!
@@ -414,13 +415,17 @@ fn live_channel_against_our_server(kind: Kind, restart: bool) {
     let mut server = Server::start(&db.url, &[("ENABLE_WEBSOCKETS", "true")]);
     let args: &[&str] = if restart { &["--restart"] } else { &[] };
     let live = run_script("live.mjs", &mut server, args);
+    let spellings = run_script("key_spellings.mjs", &mut server, &[]);
     if let Err(e) = server.stop() {
         panic!("{e}");
     }
     let log = server.full_log();
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
     assert!(errors.is_empty(), "the server logged errors:\n{}", errors.join("\n"));
-    println!("{kind:?} restart={restart}: live {} passed, 0 failed", live.passed);
+    println!(
+        "{kind:?} restart={restart}: live {} passed, key_spellings {} passed, 0 failed",
+        live.passed, spellings.passed
+    );
 }
 
 #[test]

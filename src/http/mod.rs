@@ -13,9 +13,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::api::{Api, Call, Query, Reply, Route};
+use crate::api::{self, Api, ApiError, Call, Query, Reply, Route};
 use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
 use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, IncomingRequest, ServerAuth};
+use crate::domain::IdentityKey;
 
 pub mod docs;
 
@@ -268,16 +269,14 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
         }
     };
     let reply = match Route::find(parts.method.as_str(), path, &app.routing_prefix) {
-        None => Reply::error(404, "ERR_NOT_FOUND", format!("Route not found: {} {}", parts.method, path)),
+        None => Reply::from(ApiError::RouteNotFound { method: parts.method.to_string(), path: path.to_string() }),
         Some(route) => match parse_json_body(h, &body) {
-            Err(reply) => reply,
+            Err(e) => Reply::from(e),
             Ok(json_body) => {
-                let call = Call {
-                    identity: &verified.session.peer_hex,
-                    query: Query::parse(parts.uri.query().unwrap_or("")),
-                    body: json_body,
-                };
-                app.api.handle(route, call).await
+                let identity = IdentityKey::from(&verified.session.peer);
+                let call =
+                    Call { identity: &identity, query: Query::parse(parts.uri.query().unwrap_or("")), body: json_body };
+                api::handle(&app.api, route, call).await
             }
         },
     };
@@ -286,14 +285,14 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
 
 /// The body as the original's `express.json()` would give it to the route: JSON objects and
 /// arrays for an `application/json` content type, `{}` for anything else or an empty body.
-fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, Reply> {
+fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     if !is_json(headers) || body.is_empty() {
         return Ok(json!({}));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(v @ (Value::Object(_) | Value::Array(_))) => Ok(v),
-        Ok(_) => Err(Reply::error(400, "ERR_INVALID_JSON", "The request body must be a JSON object or array.")),
-        Err(e) => Err(Reply::error(400, "ERR_INVALID_JSON", format!("The request body is not valid JSON: {e}"))),
+        Ok(_) => Err(ApiError::InvalidJson(None)),
+        Err(e) => Err(ApiError::InvalidJson(Some(e.to_string()))),
     }
 }
 

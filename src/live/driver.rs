@@ -40,9 +40,10 @@ use super::engineio::{
 };
 use super::events::{Delivery, StoreOutcome, StoreRequest, StoreToken};
 use super::{Command, ConnectionCore, LiveConfig};
-use crate::api::{default_recipient_fee, LiveDelivery};
 use crate::auth::ServerAuth;
-use crate::store::{InsertOutcome, NewMessage, Store};
+use crate::domain::send::LiveMessage;
+use crate::domain::{IdentityKey, LiveDelivery};
+use crate::store::Store;
 
 /// Inputs queued per connection before it counts as too slow and is dropped.
 const CONNECTION_QUEUE: usize = 256;
@@ -186,56 +187,23 @@ impl LiveHub {
         }
     }
 
-    /// The permission and fee gate of HTTP `/sendMessage`, then the raw store.
+    /// A live message through the domain's gate, then stored raw.
     async fn store_live(store: Store, r: StoreRequest) -> StoreOutcome {
-        let fees = async {
-            let delivery = store.delivery_fee(&r.message_box).await?.unwrap_or(0);
-            let recipients = [r.recipient.clone()];
-            let fee = store
-                .recipient_fees(&r.sender, &r.message_box, &recipients, default_recipient_fee(&r.message_box))
-                .await?;
-            Ok::<_, crate::store::StoreError>((delivery, fee.first().copied().unwrap_or(0)))
+        let (sender, recipient) = (IdentityKey::from_canonical(&r.sender), IdentityKey::from_canonical(&r.recipient));
+        let message = LiveMessage {
+            sender: &sender,
+            recipient: &recipient,
+            message_box: &r.message_box,
+            message_id: &r.message_id,
+            body: &r.body,
         };
-        let (delivery, fee) = match fees.await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(error = %e, "live sendMessage: fee lookup failed");
-                return StoreOutcome::Failed;
-            }
-        };
-        if fee == -1 {
-            return StoreOutcome::Blocked;
-        }
-        if delivery > 0 || fee > 0 {
-            return StoreOutcome::PaymentRequired;
-        }
-        let msg = NewMessage {
-            message_id: r.message_id,
-            recipient: r.recipient,
-            box_type: r.message_box,
-            sender: r.sender,
-            body: r.body,
-        };
-        match store.insert_messages(vec![msg]).await {
-            Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => StoreOutcome::Duplicate,
-            Ok(_) => StoreOutcome::Stored,
-            Err(e) => {
-                tracing::error!(error = %e, "live sendMessage: storing failed");
-                StoreOutcome::Failed
-            }
-        }
+        crate::domain::send::store_live(&store, message).await
     }
 }
 
 impl LiveDelivery for LiveHub {
-    fn deliver(&self, recipient: &str, room_id: &str, sender: &str, message_id: &str, body: &str) {
-        let data = serde_json::json!({"sender": sender, "messageId": message_id, "body": body});
-        self.route(Delivery {
-            recipient: recipient.to_string(),
-            room_id: room_id.to_string(),
-            event: format!("sendMessage-{room_id}"),
-            data: data.to_string(),
-        });
+    fn deliver(&self, delivery: Delivery) {
+        self.route(delivery);
     }
 }
 

@@ -27,6 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde_json::{json, Map, Value};
 
 use crate::auth::PublicKey;
+use crate::domain::IdentityKey;
 
 use super::authsocket::AppEvent;
 
@@ -88,45 +89,19 @@ pub struct StoreRequest {
 }
 
 impl StoreRequest {
-    /// The live delivery of this message once stored: `sendMessage-<roomId>` with
-    /// `{"sender","messageId","body"}` to every connection of the recipient.
+    /// The live delivery of this message once stored, to the room's canonical spelling.
     pub fn delivery(&self) -> Delivery {
-        let data = json!({ "sender": self.sender, "messageId": self.message_id, "body": self.body });
-        Delivery {
-            recipient: self.recipient.clone(),
-            room_id: self.room_id.clone(),
-            event: format!("sendMessage-{}", self.room_id),
-            data: data.to_string(),
-        }
+        let recipient = IdentityKey::from_canonical(&self.recipient);
+        let suffix = &self.room_id[self.recipient.len()..];
+        Delivery::message(&recipient, suffix, &self.sender, &self.message_id, &self.body)
     }
 }
 
-/// What became of a [`StoreRequest`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreOutcome {
-    /// Stored: acknowledged and delivered.
-    Stored,
-    /// The messageId was already stored (and delivered then): acknowledged, not delivered again.
-    Duplicate,
-    /// The recipient blocks this sender.
-    Blocked,
-    /// The box asks for a fee, which the live path cannot carry.
-    PaymentRequired,
-    /// The store failed.
-    Failed,
-}
+/// What became of a [`StoreRequest`] (the domain's verdict on a live message).
+pub use crate::domain::send::LiveOutcome as StoreOutcome;
 
-/// Send a signed event to every live connection, on every core, whose verified identity is
-/// `recipient` (the sender's own connections included).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
-    pub recipient: String,
-    pub room_id: String,
-    /// `sendMessage-<roomId>`.
-    pub event: String,
-    /// `{"sender":…,"messageId":…,"body":…}` as JSON text.
-    pub data: String,
-}
+/// A stored message's live copy (built by the domain).
+pub use crate::domain::Delivery;
 
 /// What the event layer asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,282 @@
+//! Every error the MessageBox routes answer, and the one place that maps each to its HTTP
+//! status, `code` and `description` — the original's strings, byte for byte
+//! (`spec/ts-server.md` §3), and ours where the original had no check.
+
+use std::borrow::Cow;
+
+use serde_json::{json, Value};
+
+/// An error answer of a MessageBox route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} {}: {}", self.status(), self.code(), self.description())]
+pub enum ApiError {
+    // --- sendMessage: validation, in the original's order -------------------------------
+    MessageRequired,
+    InvalidMessageBox,
+    MessageBoxTooLong {
+        max: usize,
+    },
+    InvalidMessageBody,
+    RecipientRequired,
+    MessageIdRequired,
+    OneMessageIdForMany {
+        recipients: usize,
+    },
+    MessageIdCountMismatch {
+        recipients: usize,
+        message_ids: usize,
+    },
+    TooManyRecipients {
+        count: usize,
+        max: usize,
+    },
+    InvalidMessageId,
+    MessageIdTooLong {
+        max: usize,
+    },
+    /// The recipient as the client wrote it (trimmed).
+    InvalidRecipientKey(String),
+    // --- sendMessage: the permission and fee gate ----------------------------------------
+    /// The blocked recipients as the client wrote them.
+    DeliveryBlocked(Vec<String>),
+    MissingPaymentTx,
+    MissingDeliveryOutput,
+    PaymentNotAccepted,
+    /// The payment interface's error text.
+    InternalizeFailed(String),
+    InsufficientOutputs {
+        expected: usize,
+        received: usize,
+    },
+    InsufficientAdditionalOutputs {
+        expected: usize,
+        remaining: usize,
+    },
+    // --- listMessages ---------------------------------------------------------------------
+    MessageBoxRequired,
+    MessageBoxNotString,
+    InvalidListLimit {
+        max: u32,
+    },
+    InvalidListOffset,
+    ListFailed,
+    // --- acknowledgeMessage ---------------------------------------------------------------
+    MessageIdsRequired,
+    MessageIdsNotStrings,
+    TooManyAcknowledgeIds {
+        max: usize,
+    },
+    MessageNotFound,
+    AcknowledgeFailed,
+    // --- registerDevice, devices ----------------------------------------------------------
+    InvalidFcmToken,
+    FcmTokenTooLong {
+        max: usize,
+    },
+    InvalidPlatform,
+    RegisterDeviceFailed,
+    ListDevicesFailed,
+    // --- permissions ----------------------------------------------------------------------
+    /// A query parameter given more than once.
+    ParameterRepeated(&'static str),
+    InvalidPermissionRequest,
+    InvalidSenderKey,
+    FeeNotInteger,
+    FeeOutOfRange,
+    PermissionBoxInvalid,
+    PermissionBoxTooLong {
+        max: usize,
+    },
+    SetPermissionFailed,
+    MessageBoxParameterRequired,
+    QuoteParametersRequired,
+    QuoteRecipientRequired,
+    /// Indexes of the recipients that are not keys.
+    InvalidRecipientKeys(Vec<usize>),
+    InvalidPermissionsLimit,
+    InvalidPermissionsOffset,
+    ListPermissionsFailed,
+    // --- any route ------------------------------------------------------------------------
+    /// The body is JSON but not an object or array (`None`), or not JSON (the parser's text).
+    InvalidJson(Option<String>),
+    RouteNotFound {
+        method: String,
+        path: String,
+    },
+    /// A database or other server-side failure (already logged where it happened).
+    Internal,
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        use ApiError::*;
+        match self {
+            DeliveryBlocked(_) => 403,
+            RouteNotFound { .. } => 404,
+            InternalizeFailed(_)
+            | ListFailed
+            | AcknowledgeFailed
+            | RegisterDeviceFailed
+            | ListDevicesFailed
+            | SetPermissionFailed
+            | ListPermissionsFailed
+            | Internal => 500,
+            _ => 400,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            MessageRequired => "ERR_MESSAGE_REQUIRED",
+            InvalidMessageBox | MessageBoxTooLong { .. } | MessageBoxNotString => "ERR_INVALID_MESSAGEBOX",
+            InvalidMessageBody => "ERR_INVALID_MESSAGE_BODY",
+            RecipientRequired => "ERR_RECIPIENT_REQUIRED",
+            MessageIdRequired => "ERR_MESSAGEID_REQUIRED",
+            OneMessageIdForMany { .. } | MessageIdCountMismatch { .. } => "ERR_MESSAGEID_COUNT_MISMATCH",
+            TooManyRecipients { .. } => "ERR_TOO_MANY_RECIPIENTS",
+            InvalidMessageId | MessageIdTooLong { .. } => "ERR_INVALID_MESSAGEID",
+            InvalidRecipientKey(_) => "ERR_INVALID_RECIPIENT_KEY",
+            DeliveryBlocked(_) => "ERR_DELIVERY_BLOCKED",
+            MissingPaymentTx => "ERR_MISSING_PAYMENT_TX",
+            MissingDeliveryOutput => "ERR_MISSING_DELIVERY_OUTPUT",
+            PaymentNotAccepted => "ERR_INSUFFICIENT_PAYMENT",
+            InternalizeFailed(_) => "ERR_INTERNALIZE_FAILED",
+            InsufficientOutputs { .. } | InsufficientAdditionalOutputs { .. } => "ERR_INSUFFICIENT_OUTPUTS",
+            MessageBoxRequired => "ERR_MESSAGEBOX_REQUIRED",
+            InvalidListLimit { .. } | InvalidPermissionsLimit => "ERR_INVALID_LIMIT",
+            InvalidListOffset | InvalidPermissionsOffset => "ERR_INVALID_OFFSET",
+            ListFailed | AcknowledgeFailed => "ERR_INTERNAL_ERROR",
+            MessageIdsRequired => "ERR_MESSAGE_ID_REQUIRED",
+            MessageIdsNotStrings | TooManyAcknowledgeIds { .. } => "ERR_INVALID_MESSAGE_ID",
+            MessageNotFound => "ERR_INVALID_ACKNOWLEDGMENT",
+            InvalidFcmToken | FcmTokenTooLong { .. } => "ERR_INVALID_FCM_TOKEN",
+            InvalidPlatform => "ERR_INVALID_PLATFORM",
+            RegisterDeviceFailed | ListDevicesFailed | SetPermissionFailed => "ERR_DATABASE_ERROR",
+            ParameterRepeated(_) => "ERR_INVALID_PARAMETERS",
+            InvalidPermissionRequest => "ERR_INVALID_REQUEST",
+            InvalidSenderKey | InvalidRecipientKeys(_) => "ERR_INVALID_PUBLIC_KEY",
+            FeeNotInteger | FeeOutOfRange => "ERR_INVALID_FEE_VALUE",
+            PermissionBoxInvalid | PermissionBoxTooLong { .. } => "ERR_INVALID_MESSAGE_BOX",
+            MessageBoxParameterRequired | QuoteParametersRequired | QuoteRecipientRequired => "ERR_MISSING_PARAMETERS",
+            ListPermissionsFailed => "ERR_LIST_PERMISSIONS_FAILED",
+            InvalidJson(_) => "ERR_INVALID_JSON",
+            RouteNotFound { .. } => "ERR_NOT_FOUND",
+            Internal => "ERR_INTERNAL",
+        }
+    }
+
+    pub fn description(&self) -> Cow<'static, str> {
+        use ApiError::*;
+        let text: &'static str = match self {
+            MessageRequired => "Please provide a valid message to send!",
+            InvalidMessageBox => "Invalid message box.",
+            MessageBoxTooLong { max } => {
+                return format!("Invalid message box: names are at most {max} characters.").into()
+            }
+            InvalidMessageBody => "Invalid message body.",
+            RecipientRequired => "Missing recipient(s). Provide \"recipient\" or \"recipients\".",
+            MessageIdRequired => "Missing messageId.",
+            OneMessageIdForMany { recipients } => {
+                return format!(
+                    "Provided 1 messageId for {recipients} recipients. Provide one messageId per recipient (same order)."
+                )
+                .into()
+            }
+            MessageIdCountMismatch { recipients, message_ids } => {
+                return format!("Recipients ({recipients}) and messageId count ({message_ids}) must match.").into()
+            }
+            TooManyRecipients { count, max } => {
+                return format!("Too many recipients: {count}. At most {max} recipients per request.").into()
+            }
+            InvalidMessageId => "Each messageId must be a non-empty string.",
+            MessageIdTooLong { max } => {
+                return format!("Each messageId must be a non-empty string of at most {max} characters.").into()
+            }
+            InvalidRecipientKey(key) => return format!("Invalid recipient key: {key}").into(),
+            DeliveryBlocked(keys) => return format!("Blocked recipients: {}", keys.join(", ")).into(),
+            MissingPaymentTx => "Payment transaction data is required for payable delivery.",
+            MissingDeliveryOutput => "Delivery fee required but no outputs were provided.",
+            PaymentNotAccepted => "Payment was not accepted by the server.",
+            InternalizeFailed(e) => return format!("Failed to internalize payment: {e}").into(),
+            InsufficientOutputs { expected, received } => {
+                return format!("Expected at least {expected} recipient output(s) but received {received}").into()
+            }
+            InsufficientAdditionalOutputs { expected, remaining } => {
+                return format!("Expected at least {expected} additional recipient output(s) but only {remaining} remain")
+                    .into()
+            }
+            MessageBoxRequired => "Please provide the name of a valid MessageBox!",
+            MessageBoxNotString => "MessageBox name must be a string!",
+            InvalidListLimit { max } => return format!("limit must be an integer between 1 and {max}.").into(),
+            InvalidListOffset => "offset must be a non-negative integer.",
+            ListFailed => "An internal error has occurred while listing messages.",
+            MessageIdsRequired => "Please provide the ID of the message(s) to acknowledge!",
+            MessageIdsNotStrings => "Message IDs must be formatted as an array of strings!",
+            TooManyAcknowledgeIds { max } => {
+                return format!("At most {max} message IDs can be acknowledged at once.").into()
+            }
+            MessageNotFound => "Message not found!",
+            AcknowledgeFailed => "An internal error has occurred while acknowledging the message",
+            InvalidFcmToken => "fcmToken is required and must be a non-empty string.",
+            FcmTokenTooLong { max } => return format!("fcmToken must be at most {max} characters.").into(),
+            InvalidPlatform => "platform must be one of: ios, android, web",
+            RegisterDeviceFailed => "Failed to register device.",
+            ListDevicesFailed => "Failed to retrieve devices.",
+            ParameterRepeated(name) => return format!("{name} must be given once, as a string.").into(),
+            InvalidPermissionRequest => {
+                "messageBox (string) and recipientFee (number) are required. sender (string) is optional for box-wide settings."
+            }
+            InvalidSenderKey => "Invalid sender public key format.",
+            FeeNotInteger => "recipientFee must be an integer (-1, 0, or positive number).",
+            FeeOutOfRange => "recipientFee must be an integer between -2147483648 and 2147483647.",
+            PermissionBoxInvalid => "messageBox must be a non-empty string.",
+            PermissionBoxTooLong { max } => return format!("messageBox must be at most {max} characters.").into(),
+            SetPermissionFailed => "Failed to update message permission.",
+            MessageBoxParameterRequired => "messageBox parameter is required.",
+            QuoteParametersRequired => "recipient and messageBox parameters are required.",
+            QuoteRecipientRequired => "At least one recipient is required.",
+            InvalidRecipientKeys(indexes) => {
+                let list: Vec<String> = indexes.iter().map(usize::to_string).collect();
+                return format!("Invalid recipient public key at index(es): {}.", list.join(", ")).into();
+            }
+            InvalidPermissionsLimit => "Limit must be a number between 1 and 1000",
+            InvalidPermissionsOffset => "Offset must be a non-negative number",
+            ListPermissionsFailed => "Failed to list permissions",
+            InvalidJson(None) => "The request body must be a JSON object or array.",
+            InvalidJson(Some(e)) => return format!("The request body is not valid JSON: {e}").into(),
+            RouteNotFound { method, path } => return format!("Route not found: {method} {path}").into(),
+            Internal => "An internal error has occurred.",
+        };
+        Cow::Borrowed(text)
+    }
+
+    /// The JSON body: `{"status":"error","code","description"}`, plus `blockedRecipients` for
+    /// a blocked delivery.
+    pub fn to_json(&self) -> Value {
+        let mut body = json!({"status": "error", "code": self.code(), "description": self.description()});
+        if let ApiError::DeliveryBlocked(keys) = self {
+            body["blockedRecipients"] = json!(keys);
+        }
+        body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_keep_the_originals_shape() {
+        let e = ApiError::DeliveryBlocked(vec!["02aa".into(), "03bb".into()]);
+        assert_eq!(e.status(), 403);
+        assert_eq!(
+            serde_json::to_string(&e.to_json()).unwrap(),
+            r#"{"status":"error","code":"ERR_DELIVERY_BLOCKED","description":"Blocked recipients: 02aa, 03bb","blockedRecipients":["02aa","03bb"]}"#
+        );
+        let e = ApiError::InvalidRecipientKeys(vec![0, 2]);
+        assert_eq!(e.description(), "Invalid recipient public key at index(es): 0, 2.");
+        assert_eq!(ApiError::Internal.status(), 500);
+        assert_eq!(ApiError::MessageNotFound.to_string(), "400 ERR_INVALID_ACKNOWLEDGMENT: Message not found!");
+    }
+}

@@ -1,0 +1,412 @@
+//! Sending: the validation of `/sendMessage` in the original's order, the permission and fee
+//! gate with the delivery-fee payment, what is stored per recipient (HTTP bodies wrapped as
+//! `{"message":…,"payment"?:…}`, WebSocket bodies raw) and the live delivery of what was
+//! newly stored.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{Map, Value};
+
+use super::fees::{self, Quote};
+use super::{ApiError, BoxName, Delivery, IdentityKey, Limits, MessageBox, MessageId};
+use crate::api::js;
+use crate::payments::Internalize;
+use crate::store::{InsertOutcome, NewMessage, Store};
+
+/// A recipient as the client wrote it (trimmed; echoed in answers) and as it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub written: String,
+    pub key: IdentityKey,
+}
+
+/// A validated `/sendMessage` request, before the fee gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SendRequest {
+    /// Trimmed box name.
+    pub message_box: BoxName,
+    /// The message body as received (a string or any JSON object/array).
+    pub body: Value,
+    /// Recipients in request order, duplicates included.
+    pub recipients: Vec<Recipient>,
+    /// messageId per recipient (a repeated recipient keeps the last id).
+    message_ids: HashMap<IdentityKey, MessageId>,
+}
+
+impl SendRequest {
+    /// Validates the `/sendMessage` body exactly as the original does, plus our limits.
+    pub fn from_json(body: &Value, limits: &Limits) -> Result<SendRequest, ApiError> {
+        let message = match body.get("message") {
+            Some(m) if !m.is_null() => m,
+            _ => return Err(ApiError::MessageRequired),
+        };
+        let message_box = match message.get("messageBox") {
+            Some(Value::String(s)) if !js::is_blank(s) => BoxName::new(js::trim(s), limits.max_box_name)
+                .map_err(|_| ApiError::MessageBoxTooLong { max: limits.max_box_name })?,
+            _ => return Err(ApiError::InvalidMessageBox),
+        };
+        let msg_body = match message.get("body") {
+            Some(Value::String(s)) if !js::is_blank(s) => Value::String(s.clone()),
+            Some(v) if js::is_object_like(v) => v.clone(),
+            _ => return Err(ApiError::InvalidMessageBody),
+        };
+        let raw_recipients = match message.get("recipients").filter(|v| !v.is_null()) {
+            Some(v) => v,
+            None => message.get("recipient").filter(|v| !v.is_null()).ok_or(ApiError::RecipientRequired)?,
+        };
+        let recipients = as_list(raw_recipients);
+        let ids = as_list(message.get("messageId").filter(|v| !v.is_null()).ok_or(ApiError::MessageIdRequired)?);
+        let (r, m) = (recipients.len(), ids.len());
+        if r > 1 && m == 1 {
+            return Err(ApiError::OneMessageIdForMany { recipients: r });
+        }
+        if m != r {
+            return Err(ApiError::MessageIdCountMismatch { recipients: r, message_ids: m });
+        }
+        if r > limits.max_recipients {
+            return Err(ApiError::TooManyRecipients { count: r, max: limits.max_recipients });
+        }
+        let mut message_id_strings = Vec::with_capacity(m);
+        for id in &ids {
+            match id {
+                Value::String(s) if !js::is_blank(s) => message_id_strings.push(s),
+                _ => return Err(ApiError::InvalidMessageId),
+            }
+        }
+        let mut checked_ids = Vec::with_capacity(m);
+        for id in message_id_strings {
+            let id = MessageId::new(id.clone(), limits.max_message_id)
+                .map_err(|_| ApiError::MessageIdTooLong { max: limits.max_message_id })?;
+            checked_ids.push(id);
+        }
+        let mut parsed = Vec::with_capacity(r);
+        let mut message_ids = HashMap::with_capacity(r);
+        for (raw, id) in recipients.iter().zip(checked_ids) {
+            let written = js::trim(&js::string(raw)).to_string();
+            let Ok(key) = IdentityKey::parse(&written) else {
+                return Err(ApiError::InvalidRecipientKey(written));
+            };
+            message_ids.insert(key.clone(), id);
+            parsed.push(Recipient { written, key });
+        }
+        Ok(SendRequest { message_box, body: msg_body, recipients: parsed, message_ids })
+    }
+
+    /// The messageId stored for `recipient`.
+    pub fn message_id(&self, recipient: &IdentityKey) -> &MessageId {
+        &self.message_ids[recipient]
+    }
+
+    fn keys(&self) -> Vec<IdentityKey> {
+        self.recipients.iter().map(|r| r.key.clone()).collect()
+    }
+}
+
+fn as_list(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    }
+}
+
+/// JavaScript truthiness of a JSON value.
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
+impl MessageBox {
+    /// Sends a validated request from `sender`: the fee gate (blocked → 403; fees → the
+    /// payment must carry the transaction and outputs; the delivery fee is internalized),
+    /// one stored row per recipient in one group-committed batch, push for `notifications`,
+    /// and the live delivery of each newly stored message.
+    pub async fn send(
+        &self,
+        sender: &IdentityKey,
+        request: &SendRequest,
+        payment: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        let keys = request.keys();
+        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), &keys).await.map_err(|e| {
+            tracing::error!(error = %e, "sendMessage: fee lookup failed");
+            ApiError::Internal
+        })?;
+        let blocked: Vec<String> = quote.blocked().map(|i| request.recipients[i].written.clone()).collect();
+        if !blocked.is_empty() {
+            return Err(ApiError::DeliveryBlocked(blocked));
+        }
+        let outputs_for =
+            if quote.requires_payment() { self.take_payment(request, &quote, payment).await? } else { HashMap::new() };
+
+        let messages: Vec<NewMessage> = request
+            .recipients
+            .iter()
+            .map(|r| {
+                let mut envelope = Map::new();
+                envelope.insert("message".into(), request.body.clone());
+                if let (Some(outs), Some(Value::Object(p))) = (outputs_for.get(&r.key), payment) {
+                    let mut p = p.clone();
+                    p.insert("outputs".into(), Value::Array(outs.clone()));
+                    envelope.insert("payment".into(), Value::Object(p));
+                }
+                NewMessage {
+                    message_id: request.message_id(&r.key).as_str().to_string(),
+                    recipient: r.key.as_str().to_string(),
+                    box_type: request.message_box.as_str().to_string(),
+                    sender: sender.as_str().to_string(),
+                    body: Value::Object(envelope).to_string(),
+                }
+            })
+            .collect();
+        let outcomes = self.store.insert_messages(messages).await.map_err(|e| {
+            tracing::error!(error = %e, "sendMessage: storing failed");
+            ApiError::Internal
+        })?;
+
+        let live_body = match &request.body {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let room_suffix = format!("-{}", request.message_box);
+        let mut delivered = HashSet::new();
+        for (r, outcome) in request.recipients.iter().zip(&outcomes) {
+            let id = request.message_id(&r.key).as_str();
+            if request.message_box.as_str() == "notifications" {
+                self.push.notify(r.key.as_str(), id);
+            }
+            if *outcome == InsertOutcome::Inserted && delivered.insert(&r.key) {
+                self.live.deliver(Delivery::message(&r.key, &room_suffix, sender.as_str(), id, &live_body));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the payment of a payable send and internalizes the delivery fee; returns the
+    /// recipient-side outputs per fee-charging recipient (stored with their messages).
+    async fn take_payment(
+        &self,
+        request: &SendRequest,
+        quote: &Quote,
+        payment: Option<&Value>,
+    ) -> Result<HashMap<IdentityKey, Vec<Value>>, ApiError> {
+        let (payment, outputs) = match (payment, payment.and_then(|p| p.get("outputs"))) {
+            (Some(p), Some(Value::Array(o))) if truthy(p.get("tx")) => (p, o),
+            _ => return Err(ApiError::MissingPaymentTx),
+        };
+        if quote.delivery > 0 {
+            let first = outputs.first().ok_or(ApiError::MissingDeliveryOutput)?;
+            let description = match payment.get("description") {
+                None | Some(Value::Null) => "MessageBox delivery payment (batch)".to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => js::string(other),
+            };
+            let args = Internalize { tx: payment["tx"].clone(), outputs: vec![first.clone()], description };
+            match self.payments.internalize(args).await {
+                Ok(true) => {}
+                Ok(false) => return Err(ApiError::PaymentNotAccepted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sendMessage: delivery payment not internalized");
+                    return Err(ApiError::InternalizeFailed(e.to_string()));
+                }
+            }
+        }
+        let recipient_side = &outputs[usize::from(quote.delivery > 0)..];
+        let fee_recipients: Vec<&IdentityKey> =
+            request.recipients.iter().zip(&quote.recipients).filter(|(_, f)| **f > 0).map(|(r, _)| &r.key).collect();
+        map_outputs(recipient_side, &fee_recipients)
+    }
+}
+
+/// Assigns recipient-side outputs to the recipients that charge a fee: outputs tagged
+/// with `customInstructions.recipientIdentityKey` go to that recipient (any spelling of its
+/// key); the others are assigned in order, as the original does.
+fn map_outputs(
+    outputs: &[Value],
+    fee_recipients: &[&IdentityKey],
+) -> Result<HashMap<IdentityKey, Vec<Value>>, ApiError> {
+    let mut tagged: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut used_indexes: HashSet<String> = HashSet::new();
+    for out in outputs {
+        let raw = [
+            out.get("insertionRemittance").and_then(|r| r.get("customInstructions")),
+            out.get("paymentRemittance").and_then(|r| r.get("customInstructions")),
+            out.get("customInstructions"),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|v| !v.is_null());
+        if !truthy(raw) {
+            continue;
+        }
+        let instr = match raw.expect("truthy") {
+            Value::String(s) => match serde_json::from_str::<Value>(s) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+            other => other.clone(),
+        };
+        if let Some(Value::String(key)) = instr.get("recipientIdentityKey") {
+            if !js::is_blank(key) {
+                let key = IdentityKey::parse(key).map_or_else(|_| key.clone(), IdentityKey::into_string);
+                tagged.entry(key).or_default().push(out.clone());
+                if let Some(idx @ Value::Number(_)) = out.get("outputIndex") {
+                    used_indexes.insert(idx.to_string());
+                }
+            }
+        }
+    }
+    let mut map: HashMap<IdentityKey, Vec<Value>> = HashMap::new();
+    if tagged.is_empty() {
+        if outputs.len() < fee_recipients.len() {
+            return Err(ApiError::InsufficientOutputs { expected: fee_recipients.len(), received: outputs.len() });
+        }
+        for (r, out) in fee_recipients.iter().zip(outputs) {
+            map.entry((*r).clone()).or_default().push(out.clone());
+        }
+        return Ok(map);
+    }
+    for r in fee_recipients {
+        if let Some(t) = tagged.get(r.as_str()) {
+            map.insert((*r).clone(), t.clone());
+        }
+    }
+    let unmapped: Vec<&&IdentityKey> = fee_recipients.iter().filter(|r| !map.contains_key(**r)).collect();
+    if !unmapped.is_empty() {
+        let remaining: Vec<&Value> = outputs
+            .iter()
+            .filter(|o| match o.get("outputIndex") {
+                Some(idx @ Value::Number(_)) => !used_indexes.contains(&idx.to_string()),
+                _ => true,
+            })
+            .collect();
+        if remaining.len() < unmapped.len() {
+            return Err(ApiError::InsufficientAdditionalOutputs {
+                expected: unmapped.len(),
+                remaining: remaining.len(),
+            });
+        }
+        for (r, out) in unmapped.iter().zip(remaining) {
+            map.entry((**r).clone()).or_default().push(out.clone());
+        }
+    }
+    Ok(map)
+}
+
+/// A message sent over the live channel, already validated by the event layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMessage<'a> {
+    pub sender: &'a IdentityKey,
+    pub recipient: &'a IdentityKey,
+    pub message_box: &'a str,
+    pub message_id: &'a str,
+    /// Stored raw (not wrapped), as the original stored WebSocket bodies.
+    pub body: &'a str,
+}
+
+/// What became of a live message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveOutcome {
+    /// Stored: acknowledge and deliver.
+    Stored,
+    /// The messageId was already stored (and delivered then): acknowledge, do not deliver again.
+    Duplicate,
+    /// The recipient blocks this sender.
+    Blocked,
+    /// The box asks for a fee, which the live channel cannot carry (the client falls back to HTTP).
+    PaymentRequired,
+    /// The store failed.
+    Failed,
+}
+
+/// The gate of HTTP `/sendMessage` for one live message, then the raw store.
+pub async fn store_live(store: &Store, message: LiveMessage<'_>) -> LiveOutcome {
+    let quote =
+        match fees::quote(store, message.sender, message.message_box, std::slice::from_ref(message.recipient)).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "live sendMessage: fee lookup failed");
+                return LiveOutcome::Failed;
+            }
+        };
+    if quote.blocked().next().is_some() {
+        return LiveOutcome::Blocked;
+    }
+    if quote.requires_payment() {
+        return LiveOutcome::PaymentRequired;
+    }
+    let row = NewMessage {
+        message_id: message.message_id.to_string(),
+        recipient: message.recipient.as_str().to_string(),
+        box_type: message.message_box.to_string(),
+        sender: message.sender.as_str().to_string(),
+        body: message.body.to_string(),
+    };
+    match store.insert_messages(vec![row]).await {
+        Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => LiveOutcome::Duplicate,
+        Ok(_) => LiveOutcome::Stored,
+        Err(e) => {
+            tracing::error!(error = %e, "live sendMessage: storing failed");
+            LiveOutcome::Failed
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(n: u8) -> IdentityKey {
+        IdentityKey::from(&crate::auth::PrivateKey::from_bytes(&[n; 32]).unwrap().public_key())
+    }
+
+    #[test]
+    fn outputs_tagged_and_positional() {
+        let (a, b) = (key(1), key(2));
+        // Tagged with A's key in upper case: still A's.
+        let tag = a.as_str().to_uppercase();
+        let outs = vec![
+            json!({"outputIndex": 1, "paymentRemittance": {"customInstructions": format!("{{\"recipientIdentityKey\":\"{tag}\"}}")}}),
+            json!({"outputIndex": 2}),
+        ];
+        // Recipients [B, A]: A gets its tagged output 1, B the remaining output 2.
+        let m = map_outputs(&outs, &[&b, &a]).unwrap();
+        assert_eq!(m[&a], vec![outs[0].clone()]);
+        assert_eq!(m[&b], vec![outs[1].clone()]);
+        let m = map_outputs(&outs[1..], &[&b]).unwrap();
+        assert_eq!(m[&b], vec![outs[1].clone()]);
+        let err = map_outputs(&outs[1..], &[&a, &b]).unwrap_err();
+        assert_eq!(err.code(), "ERR_INSUFFICIENT_OUTPUTS");
+        assert_eq!(err.description(), "Expected at least 2 recipient output(s) but received 1");
+        let err = map_outputs(&outs[..1], &[&a, &b]).unwrap_err();
+        assert_eq!(err.description(), "Expected at least 1 additional recipient output(s) but only 0 remain");
+    }
+
+    #[test]
+    fn truthiness() {
+        assert!(!truthy(None));
+        assert!(!truthy(Some(&json!(0))));
+        assert!(!truthy(Some(&json!(""))));
+        assert!(truthy(Some(&json!([]))));
+        assert!(truthy(Some(&json!("x"))));
+    }
+
+    #[test]
+    fn recipients_are_canonical_and_echoed_as_written() {
+        let a = key(3);
+        let upper = a.as_str().to_uppercase();
+        let body = json!({"message": {"messageBox": " inbox ", "body": "hi", "recipients": [format!(" {upper} "), a.as_str()], "messageId": ["x", "y"]}});
+        let req = SendRequest::from_json(&body, &Limits::default()).unwrap();
+        assert_eq!(req.message_box.as_str(), "inbox");
+        assert_eq!(req.recipients[0].written, upper);
+        assert_eq!(req.recipients[0].key, a);
+        assert_eq!(req.recipients[1].key, a);
+        // One box, so the last id wins for both, as it did when the spellings were equal.
+        assert_eq!(req.message_id(&a).as_str(), "y");
+    }
+}
