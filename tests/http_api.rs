@@ -4,6 +4,7 @@
 mod common;
 mod support;
 
+use messagebox::payments::PaymentError;
 use serde_json::{json, Value};
 use support::{assert_error, key, TestServer};
 
@@ -300,7 +301,7 @@ struct RecordingWallet {
 impl messagebox::payments::PaymentAcceptor for RecordingWallet {
     fn internalize(&self, args: messagebox::payments::Internalize) -> messagebox::payments::PaymentFuture<'_> {
         self.seen.lock().unwrap().push(args);
-        let r = self.accept.clone();
+        let r = self.accept.clone().map_err(|message| PaymentError::Wallet { status: 500, message });
         Box::pin(async move { r })
     }
     fn describe(&self) -> String {
