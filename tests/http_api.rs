@@ -2,11 +2,10 @@
 //! signed HTTP requests on loopback, against both stores: SQLite and MySQL/MariaDB.
 
 mod common;
-mod support;
 
+use common::{assert_error, key, TestServer};
 use messagebox::payments::PaymentError;
 use serde_json::{json, Value};
-use support::{assert_error, key, TestServer};
 
 /// Runs `$body` (an async fn taking the database URL) once per backend.
 macro_rules! on_both_stores {
