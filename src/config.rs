@@ -184,7 +184,7 @@ impl Config {
         let testnet = get("BSV_NETWORK") == Some("testnet");
         let payment_wallet_url = get("PAYMENT_WALLET_URL").map(str::to_string);
         if let Some(u) = &payment_wallet_url {
-            crate::payments::HttpJsonWallet::new(u, "x").map_err(|m| err("PAYMENT_WALLET_URL", m))?;
+            crate::payments::HttpJsonWallet::new(u, "x").map_err(|m| err("PAYMENT_WALLET_URL", m.to_string()))?;
         }
         let firebase = Firebase {
             enabled: get("ENABLE_FIREBASE") == Some("true"),

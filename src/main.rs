@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use messagebox::auth::PrivateKey;
 use messagebox::config::{Config, VARIABLES};
-use messagebox::startup;
+use messagebox::startup::{self, StartupError};
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -49,11 +49,14 @@ fn init_logging(enabled: bool) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
 }
 
+/// Prints the one line an operator reads and picks the exit code.
+fn fail(e: StartupError) -> ExitCode {
+    eprintln!("messagebox: {e}");
+    ExitCode::from(e.exit_code())
+}
+
 fn config() -> Result<Config, ExitCode> {
-    Config::from_env().map_err(|e| {
-        eprintln!("messagebox: configuration error: {e}");
-        ExitCode::from(2)
-    })
+    Config::from_env().map_err(|e| fail(StartupError::Config(e)))
 }
 
 fn main() -> ExitCode {
@@ -81,10 +84,7 @@ fn main() -> ExitCode {
                     tracing::info!(database = %config.database.describe(), "schema is up to date");
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("messagebox: migration failed: {e}");
-                    ExitCode::from(1)
-                }
+                Err(e) => fail(StartupError::Migrate(e)),
             }
         }
         Command::Serve => {
@@ -101,34 +101,22 @@ fn main() -> ExitCode {
 fn serve(config: Config) -> ExitCode {
     let key = match startup::resolve_key(&config.key) {
         Ok(k) => k,
-        Err(e) => {
-            eprintln!("messagebox: configuration error: SERVER_PRIVATE_KEY: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(StartupError::Key(e)),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let store = match rt.block_on(startup::open_store(&config, Duration::from_secs(60))) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("messagebox: cannot open the database ({}): {e}", config.database.describe());
-            return ExitCode::from(1);
-        }
+        Err(source) => return fail(StartupError::Database { database: config.database.describe(), source }),
     };
     let parts = match startup::Parts::from_config(&config, &store) {
         Ok(p) => p,
-        Err(e) => {
-            eprintln!("messagebox: configuration error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(StartupError::Parts(e)),
     };
     let payments = parts.payments.describe();
     let app = startup::app(&config, key, store.clone(), parts);
     let running = match startup::start(&config, app) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("messagebox: cannot listen on {}:{}: {e}", config.bind, config.port);
-            return ExitCode::from(1);
-        }
+        Err(source) => return fail(StartupError::Listen { bind: config.bind, port: config.port, source }),
     };
     tracing::info!(
         addr = %running.addr,

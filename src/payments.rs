@@ -5,12 +5,17 @@
 //! - [`NoWallet`] (the default): every paid delivery is refused with a clear error.
 //! - [`HttpJsonWallet`]: a BRC-100 wallet reached over its HTTP JSON interface
 //!   (`POST <base>/internalizeAction`, http or https), whose root key must be `SERVER_PRIVATE_KEY`.
+//!
+//! A failure is a [`PaymentError`]; its text is part of the `ERR_INTERNALIZE_FAILED`
+//! description clients see, so the texts are fixed.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+
+use crate::outbound::{RequestError, UrlError};
 
 /// The arguments of `internalizeAction` for the delivery-fee output.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,9 +27,27 @@ pub struct Internalize {
     pub description: String,
 }
 
-pub type PaymentFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, String>> + Send + 'a>>;
+/// Why a payment could not be internalized (as opposed to being refused: `Ok(false)`).
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// No wallet is configured ([`NoWallet`]).
+    #[error("{}", NO_WALLET_MESSAGE)]
+    NoWallet,
+    #[error("{0}")]
+    Encode(#[source] serde_json::Error),
+    #[error("wallet unreachable: {0}")]
+    Unreachable(#[source] RequestError),
+    #[error("wallet answered HTTP {status} with a non-JSON body")]
+    NotJson { status: u16, source: serde_json::Error },
+    /// The wallet answered with an error: a non-2xx status or `isError: true`. `message` is
+    /// the wallet's own (`"wallet error"` when it gave none).
+    #[error("{message}")]
+    Wallet { status: u16, message: String },
+}
 
-/// Accepts (internalizes) a payment. `Ok(accepted)`; `Err(message)` when the wallet failed.
+pub type PaymentFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, PaymentError>> + Send + 'a>>;
+
+/// Accepts (internalizes) a payment. `Ok(accepted)`; `Err` when the wallet failed.
 pub trait PaymentAcceptor: Send + Sync + 'static {
     fn internalize(&self, args: Internalize) -> PaymentFuture<'_>;
     /// A short description for the startup log.
@@ -40,7 +63,7 @@ pub const NO_WALLET_MESSAGE: &str =
 
 impl PaymentAcceptor for NoWallet {
     fn internalize(&self, _args: Internalize) -> PaymentFuture<'_> {
-        Box::pin(async { Err(NO_WALLET_MESSAGE.to_string()) })
+        Box::pin(async { Err(PaymentError::NoWallet) })
     }
 
     fn describe(&self) -> String {
@@ -59,7 +82,7 @@ pub struct HttpJsonWallet {
 
 impl HttpJsonWallet {
     /// `url` is `http[s]://host[:port][/base]`.
-    pub fn new(url: &str, originator: &str) -> Result<Self, String> {
+    pub fn new(url: &str, originator: &str) -> Result<Self, UrlError> {
         crate::outbound::validate_url(url)?;
         Ok(HttpJsonWallet {
             base: url.trim_end_matches('/').to_string(),
@@ -68,8 +91,8 @@ impl HttpJsonWallet {
         })
     }
 
-    async fn call(&self, method: &str, args: Value) -> Result<Value, String> {
-        let body = serde_json::to_vec(&args).map_err(|e| e.to_string())?;
+    async fn call(&self, method: &str, args: Value) -> Result<Value, PaymentError> {
+        let body = serde_json::to_vec(&args).map_err(PaymentError::Encode)?;
         let headers = [
             ("content-type", "application/json"),
             ("accept", "application/json"),
@@ -79,12 +102,12 @@ impl HttpJsonWallet {
         let url = format!("{}/{method}", self.base);
         let reply = crate::outbound::request("POST", &url, &headers, body, self.timeout)
             .await
-            .map_err(|e| format!("wallet unreachable: {e}"))?;
+            .map_err(PaymentError::Unreachable)?;
         let value: Value = serde_json::from_slice(&reply.body)
-            .map_err(|_| format!("wallet answered HTTP {} with a non-JSON body", reply.status))?;
+            .map_err(|source| PaymentError::NotJson { status: reply.status, source })?;
         if !(200..300).contains(&reply.status) || value.get("isError").and_then(Value::as_bool) == Some(true) {
-            let msg = value.get("message").and_then(Value::as_str).unwrap_or("wallet error");
-            return Err(msg.to_string());
+            let message = value.get("message").and_then(Value::as_str).unwrap_or("wallet error").to_string();
+            return Err(PaymentError::Wallet { status: reply.status, message });
         }
         Ok(value)
     }
@@ -114,5 +137,27 @@ mod tests {
         assert_eq!(HttpJsonWallet::new("https://wallet/api/", "x").unwrap().base, "https://wallet/api");
         assert!(HttpJsonWallet::new("ftp://x", "x").is_err());
         assert!(HttpJsonWallet::new("http://x:notaport", "x").is_err());
+    }
+
+    /// These texts reach clients inside the `ERR_INTERNALIZE_FAILED` description.
+    #[test]
+    fn error_texts() {
+        assert_eq!(PaymentError::NoWallet.to_string(), NO_WALLET_MESSAGE);
+        let wallet = PaymentError::Wallet { status: 400, message: "bad beef".into() };
+        assert_eq!(wallet.to_string(), "bad beef");
+        let source = serde_json::from_slice::<Value>(b"<html>").unwrap_err();
+        assert_eq!(
+            PaymentError::NotJson { status: 502, source }.to_string(),
+            "wallet answered HTTP 502 with a non-JSON body"
+        );
+        let unreachable = PaymentError::Unreachable(RequestError::Timeout {
+            url: "http://127.0.0.1:3321/internalizeAction".into(),
+            after: Duration::from_secs(30),
+        });
+        assert_eq!(
+            unreachable.to_string(),
+            "wallet unreachable: http://127.0.0.1:3321/internalizeAction: no answer within 30 s"
+        );
+        assert!(std::error::Error::source(&unreachable).is_some());
     }
 }

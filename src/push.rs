@@ -2,8 +2,10 @@
 //! HTTP v1 message per active device of the recipient, authorised with an OAuth2 token
 //! obtained from a service account (RS256 JWT bearer grant) or, without one, from the
 //! Google metadata server. Pushes run in the background and never delay a response; a
-//! token FCM reports as unregistered or invalid is deactivated.
+//! token FCM reports as unregistered or invalid is deactivated. A configuration that cannot
+//! work is an [`FcmConfigError`] naming the variable at fault.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Firebase;
 use crate::domain::Notifier;
+use crate::outbound::{Reply, RequestError, UrlError};
 use crate::store::Store;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -22,6 +25,45 @@ const METADATA_TOKEN_URL: &str =
 /// Pushes in flight at once; more are dropped with a warning rather than queued without bound.
 const MAX_IN_FLIGHT: usize = 256;
 const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The Firebase configuration cannot be used; as the original, the server then refuses to
+/// start. Each text starts with the variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum FcmConfigError {
+    #[error("FIREBASE_PROJECT_ID: required when ENABLE_FIREBASE=true")]
+    NoProjectId,
+    #[error("{var}: cannot read {}: {source}", .path.display())]
+    Read { var: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{var}: invalid JSON: {source}")]
+    Json { var: &'static str, source: serde_json::Error },
+    #[error("{var}: missing {field}")]
+    Missing { var: &'static str, field: &'static str },
+    #[error("{var}: {source}")]
+    Key { var: &'static str, source: RsaKeyError },
+    #[error("FIREBASE_FCM_ENDPOINT: {0}")]
+    Endpoint(#[source] UrlError),
+}
+
+/// The `private_key` of a service account is unusable. (ring's errors are kept as fields:
+/// without its `std` feature they are not `std::error::Error`s.)
+#[derive(Debug, thiserror::Error)]
+pub enum RsaKeyError {
+    #[error("private_key: {0}")]
+    Base64(#[source] base64::DecodeError),
+    #[error("private_key is not a PKCS#8 RSA key: {0}")]
+    NotPkcs8Rsa(ring::error::KeyRejected),
+}
+
+/// No access token: logged, and the push is dropped.
+#[derive(Debug, thiserror::Error)]
+enum TokenError {
+    #[error("signing the OAuth2 assertion failed")]
+    Sign(ring::error::Unspecified),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    #[error("token endpoint answered HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+}
 
 /// Where access tokens come from.
 enum Credentials {
@@ -54,50 +96,55 @@ fn b64url(bytes: &[u8]) -> String {
 }
 
 /// Reads a PKCS#8 PEM RSA key (the `private_key` of a service account).
-fn rsa_key(pem: &str) -> Result<ring::signature::RsaKeyPair, String> {
+fn rsa_key(pem: &str) -> Result<ring::signature::RsaKeyPair, RsaKeyError> {
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).map(str::trim).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(|e| format!("private_key: {e}"))?;
-    ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(|e| format!("private_key is not a PKCS#8 RSA key: {e}"))
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).map_err(RsaKeyError::Base64)?;
+    ring::signature::RsaKeyPair::from_pkcs8(&der).map_err(RsaKeyError::NotPkcs8Rsa)
+}
+
+/// Reads the service-account file named by `var`.
+fn read_account(var: &'static str, path: PathBuf) -> Result<(&'static str, String), FcmConfigError> {
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok((var, text)),
+        Err(source) => Err(FcmConfigError::Read { var, path, source }),
+    }
 }
 
 impl Fcm {
     /// Builds the sender from the configuration; errors name what is missing, as the
     /// original fails its startup on them.
-    pub fn from_config(cfg: &Firebase, store: Store) -> Result<Fcm, String> {
-        let project_id = cfg.project_id.clone().ok_or("FIREBASE_PROJECT_ID: required when ENABLE_FIREBASE=true")?;
+    pub fn from_config(cfg: &Firebase, store: Store) -> Result<Fcm, FcmConfigError> {
+        let project_id = cfg.project_id.clone().ok_or(FcmConfigError::NoProjectId)?;
         let account = match (&cfg.service_account_json, &cfg.service_account_path) {
             (Some(json), _) => Some(("FIREBASE_SERVICE_ACCOUNT_JSON", json.clone())),
-            (None, Some(path)) => Some((
-                "FIREBASE_SERVICE_ACCOUNT_PATH",
-                std::fs::read_to_string(path)
-                    .map_err(|e| format!("FIREBASE_SERVICE_ACCOUNT_PATH: cannot read {}: {e}", path.display()))?,
-            )),
+            (None, Some(path)) => Some(read_account("FIREBASE_SERVICE_ACCOUNT_PATH", path.clone())?),
             (None, None) => match std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
-                Ok(p) if !p.is_empty() => Some((
-                    "GOOGLE_APPLICATION_CREDENTIALS",
-                    std::fs::read_to_string(&p)
-                        .map_err(|e| format!("GOOGLE_APPLICATION_CREDENTIALS: cannot read {p}: {e}"))?,
-                )),
+                Ok(p) if !p.is_empty() => Some(read_account("GOOGLE_APPLICATION_CREDENTIALS", PathBuf::from(p))?),
                 _ => None,
             },
         };
         let credentials = match account {
             Some((var, text)) => {
-                let v: Value = serde_json::from_str(&text).map_err(|e| format!("{var}: invalid JSON: {e}"))?;
-                let field = |k: &str| {
-                    v.get(k).and_then(Value::as_str).map(str::to_string).ok_or_else(|| format!("{var}: missing {k}"))
+                let v: Value = serde_json::from_str(&text).map_err(|source| FcmConfigError::Json { var, source })?;
+                let field = |field: &'static str| {
+                    v.get(field)
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                        .ok_or(FcmConfigError::Missing { var, field })
                 };
                 field("project_id")?;
                 Credentials::ServiceAccount {
                     client_email: field("client_email")?,
                     token_uri: v.get("token_uri").and_then(Value::as_str).unwrap_or(DEFAULT_TOKEN_URI).to_string(),
-                    key: Box::new(rsa_key(&field("private_key")?).map_err(|e| format!("{var}: {e}"))?),
+                    key: Box::new(
+                        rsa_key(&field("private_key")?).map_err(|source| FcmConfigError::Key { var, source })?,
+                    ),
                 }
             }
             None => Credentials::Metadata { url: METADATA_TOKEN_URL.to_string() },
         };
         let endpoint = cfg.fcm_endpoint.clone().unwrap_or_else(|| "https://fcm.googleapis.com".into());
-        crate::outbound::validate_url(&endpoint).map_err(|e| format!("FIREBASE_FCM_ENDPOINT: {e}"))?;
+        crate::outbound::validate_url(&endpoint).map_err(FcmConfigError::Endpoint)?;
         Ok(Fcm(Arc::new(Inner {
             store,
             project_id,
@@ -116,7 +163,7 @@ impl Fcm {
     }
 
     /// A valid access token, refreshed a minute before it expires.
-    async fn access_token(&self) -> Result<String, String> {
+    async fn access_token(&self) -> Result<String, TokenError> {
         if let Some((t, until)) = self.0.token.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             if Instant::now() < *until {
                 return Ok(t.clone());
@@ -139,7 +186,7 @@ impl Fcm {
                     signing_input.as_bytes(),
                     &mut sig,
                 )
-                .map_err(|_| "signing the OAuth2 assertion failed".to_string())?;
+                .map_err(TokenError::Sign)?;
                 let assertion = format!("{signing_input}.{}", b64url(&sig));
                 let form: String = form_urlencoded::Serializer::new(String::new())
                     .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
@@ -223,13 +270,13 @@ impl Fcm {
     }
 }
 
-fn parse_token(r: crate::outbound::Reply) -> Result<(String, u64), String> {
+fn parse_token(r: Reply) -> Result<(String, u64), TokenError> {
     let v = r.json();
     match v.get("access_token").and_then(Value::as_str) {
         Some(t) if (200..300).contains(&r.status) => {
             Ok((t.to_string(), v.get("expires_in").and_then(Value::as_u64).unwrap_or(3600)))
         }
-        _ => Err(format!("token endpoint answered HTTP {}: {}", r.status, String::from_utf8_lossy(&r.body))),
+        _ => Err(TokenError::Refused { status: r.status, body: String::from_utf8_lossy(&r.body).into_owned() }),
     }
 }
 
@@ -293,6 +340,33 @@ mod tests {
         let other_invalid =
             json!({"error": {"code": 400, "message": "Invalid JSON payload", "status": "INVALID_ARGUMENT"}});
         assert!(!is_dead_token(&other_invalid));
+    }
+
+    #[test]
+    fn token_answers() {
+        let ok = Reply { status: 200, body: br#"{"access_token":"t","expires_in":60}"#.to_vec().into() };
+        assert_eq!(parse_token(ok).unwrap(), ("t".to_string(), 60));
+        let refused = Reply { status: 401, body: br#"{"error":"invalid_grant"}"#.to_vec().into() };
+        let e = parse_token(refused).unwrap_err();
+        assert!(matches!(e, TokenError::Refused { status: 401, .. }));
+        assert_eq!(e.to_string(), r#"token endpoint answered HTTP 401: {"error":"invalid_grant"}"#);
+    }
+
+    #[test]
+    fn config_errors_name_the_variable() {
+        let read = FcmConfigError::Read {
+            var: "FIREBASE_SERVICE_ACCOUNT_PATH",
+            path: "/nonexistent/sa.json".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert!(read.to_string().starts_with("FIREBASE_SERVICE_ACCOUNT_PATH: cannot read /nonexistent/sa.json: "));
+        let missing = FcmConfigError::Missing { var: "FIREBASE_SERVICE_ACCOUNT_JSON", field: "client_email" };
+        assert_eq!(missing.to_string(), "FIREBASE_SERVICE_ACCOUNT_JSON: missing client_email");
+        let key =
+            FcmConfigError::Key { var: "FIREBASE_SERVICE_ACCOUNT_JSON", source: rsa_key("not base64!").unwrap_err() };
+        assert!(key.to_string().starts_with("FIREBASE_SERVICE_ACCOUNT_JSON: private_key: "), "{key}");
+        let endpoint = FcmConfigError::Endpoint(crate::outbound::validate_url("ftp://x").unwrap_err());
+        assert_eq!(endpoint.to_string(), "FIREBASE_FCM_ENDPOINT: expected an http:// or https:// URL, got ftp://x");
     }
 
     #[test]

@@ -1,39 +1,90 @@
 //! Turning a [`Config`] into a running server: the server key (generated once in
 //! development), the store (opened and migrated, with retries while the database comes
 //! up), the shared [`App`] and the cores. Used by `main` and by the integration tests.
+//! Owns the startup errors and their exit codes ([`StartupError::exit_code`]).
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::api::{Api, LiveDelivery, NoLive, NoPush, Notifier};
 use crate::auth::{PrivateKey, ServerAuth};
-use crate::config::{Config, KeySource};
+use crate::config::{Config, ConfigError, KeySource};
 use crate::http::App;
 use crate::live::driver::LiveHub;
 use crate::live::LiveConfig;
+use crate::outbound::UrlError;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
-use crate::push::Fcm;
+use crate::push::{Fcm, FcmConfigError};
 use crate::server::{HttpLimits, Running};
 use crate::store::{self, Store, StoreError, StoreOptions};
 
+/// Why `messagebox` stops instead of serving. The text is the line printed after
+/// `messagebox: `; [`exit_code`](StartupError::exit_code) tells operators what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration error: {0}")]
+    Config(#[source] ConfigError),
+    #[error("configuration error: SERVER_PRIVATE_KEY: {0}")]
+    Key(#[source] KeyFileError),
+    /// `database` is the database as [`describe`](crate::config::Database::describe) names it.
+    #[error("cannot open the database ({database}): {source}")]
+    Database { database: String, source: StoreError },
+    #[error("migration failed: {0}")]
+    Migrate(#[source] StoreError),
+    #[error("configuration error: {0}")]
+    Parts(#[source] PartsError),
+    #[error("cannot listen on {bind}:{port}: {source}")]
+    Listen { bind: IpAddr, port: u16, source: std::io::Error },
+}
+
+impl StartupError {
+    /// 2 for a configuration the operator must fix, 1 for a runtime failure (database,
+    /// network) that may pass on a retry.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartupError::Config(_) | StartupError::Key(_) | StartupError::Parts(_) => 2,
+            StartupError::Database { .. } | StartupError::Migrate(_) | StartupError::Listen { .. } => 1,
+        }
+    }
+}
+
+/// The development key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("{}: not a valid private key (64 hex digits)", .path.display())]
+    Invalid { path: PathBuf },
+    #[error("cannot write the development key to {}: {source}", .path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot read {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+}
+
+/// An optional subsystem is configured in a way that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum PartsError {
+    #[error("PAYMENT_WALLET_URL: {0}")]
+    PaymentWallet(#[source] UrlError),
+    #[error(transparent)]
+    Push(#[from] FcmConfigError),
+}
+
 /// Loads the development key file, creating it (mode 0600) on first use.
-pub fn resolve_key(source: &KeySource) -> Result<PrivateKey, String> {
+pub fn resolve_key(source: &KeySource) -> Result<PrivateKey, KeyFileError> {
     match source {
         KeySource::Given(k) => Ok(*k),
         KeySource::File(path) => load_or_create_key(path),
     }
 }
 
-fn load_or_create_key(path: &Path) -> Result<PrivateKey, String> {
+fn load_or_create_key(path: &Path) -> Result<PrivateKey, KeyFileError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => PrivateKey::from_hex(text.trim())
-            .map_err(|_| format!("{}: not a valid private key (64 hex digits)", path.display())),
+        Ok(text) => PrivateKey::from_hex(text.trim()).map_err(|_| KeyFileError::Invalid { path: path.to_path_buf() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = PrivateKey::random();
             write_private(path, &format!("{}\n", key.to_hex()))
-                .map_err(|e| format!("cannot write the development key to {}: {e}", path.display()))?;
+                .map_err(|source| KeyFileError::Write { path: path.to_path_buf(), source })?;
             tracing::warn!(
                 file = %path.display(),
                 identity = %key.public_key(),
@@ -41,7 +92,7 @@ fn load_or_create_key(path: &Path) -> Result<PrivateKey, String> {
             );
             Ok(key)
         }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+        Err(source) => Err(KeyFileError::Read { path: path.to_path_buf(), source }),
     }
 }
 
@@ -97,11 +148,11 @@ pub struct Parts {
 
 impl Parts {
     /// Payments and push as configured. Errors name the variable at fault.
-    pub fn from_config(config: &Config, store: &Store) -> Result<Parts, String> {
+    pub fn from_config(config: &Config, store: &Store) -> Result<Parts, PartsError> {
         let payments: Arc<dyn PaymentAcceptor> = match &config.payment_wallet_url {
-            Some(url) => Arc::new(
-                HttpJsonWallet::new(url, "http://messagebox.server").map_err(|e| format!("PAYMENT_WALLET_URL: {e}"))?,
-            ),
+            Some(url) => {
+                Arc::new(HttpJsonWallet::new(url, "http://messagebox.server").map_err(PartsError::PaymentWallet)?)
+            }
             None => Arc::new(NoWallet),
         };
         let push: Arc<dyn Notifier> = if config.firebase.enabled {
@@ -159,4 +210,49 @@ pub fn start(config: &Config, app: Arc<App>) -> std::io::Result<Running> {
         });
     })?;
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_and_texts() {
+        let config = StartupError::Config(ConfigError { var: "PORT", message: "not a port: eighty".into() });
+        assert_eq!(
+            (config.exit_code(), config.to_string().as_str()),
+            (2, "configuration error: PORT: not a port: eighty")
+        );
+        let key = StartupError::Key(KeyFileError::Invalid { path: "/k/dev.key".into() });
+        assert_eq!(
+            (key.exit_code(), key.to_string().as_str()),
+            (2, "configuration error: SERVER_PRIVATE_KEY: /k/dev.key: not a valid private key (64 hex digits)")
+        );
+        let parts = StartupError::Parts(PartsError::Push(FcmConfigError::NoProjectId));
+        assert_eq!(
+            (parts.exit_code(), parts.to_string().as_str()),
+            (2, "configuration error: FIREBASE_PROJECT_ID: required when ENABLE_FIREBASE=true")
+        );
+        let listen = StartupError::Listen {
+            bind: "::1".parse().unwrap(),
+            port: 8080,
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(listen.exit_code(), 1);
+        assert!(listen.to_string().starts_with("cannot listen on ::1:8080: "), "{listen}");
+        assert!(std::error::Error::source(&listen).is_some());
+    }
+
+    #[test]
+    fn key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev.key");
+        let created = resolve_key(&KeySource::File(path.clone())).unwrap();
+        assert_eq!(resolve_key(&KeySource::File(path.clone())).unwrap(), created);
+        std::fs::write(&path, "nothex").unwrap();
+        let e = resolve_key(&KeySource::File(path.clone())).unwrap_err();
+        assert!(matches!(&e, KeyFileError::Invalid { path: p } if *p == path));
+        let e = resolve_key(&KeySource::File(dir.path().join("no/such/dir/dev.key"))).unwrap_err();
+        assert!(matches!(e, KeyFileError::Write { .. }), "{e:?}");
+    }
 }

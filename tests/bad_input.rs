@@ -3,13 +3,12 @@
 //! HTTP gets a 4xx JSON answer (never a 5xx, never a hang), and the server keeps serving.
 
 mod common;
-mod support;
 
 use std::time::Duration;
 
+use common::TestServer;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
-use support::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -118,17 +117,17 @@ async fn malformed_http() {
         r#"{"version":"0.1","messageType":"initialRequest","identityKey":"02zz","initialNonce":"AAAA"}"#.into(),
         format!(
             r#"{{"version":"0.1","messageType":"initialRequest","identityKey":"{}","initialNonce":"{}"}}"#,
-            support::key(),
+            common::key(),
             "A".repeat(5000)
         ),
         format!(
             r#"{{"version":"0.1","messageType":"initialRequest","identityKey":"{}","initialNonce":"!!!!"}}"#,
-            support::key()
+            common::key()
         ),
-        format!(r#"{{"version":"0.1","messageType":"general","identityKey":"{}"}}"#, support::key()),
+        format!(r#"{{"version":"0.1","messageType":"general","identityKey":"{}"}}"#, common::key()),
         format!(
             r#"{{"version":"0.1","messageType":"certificateRequest","identityKey":"{}","yourNonce":"nope"}}"#,
-            support::key()
+            common::key()
         ),
     ] {
         let req = format!("POST /.well-known/auth HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
@@ -179,7 +178,7 @@ async fn wrong_types_on_every_route() {
         ("/permissions/set", &["sender", "messageBox", "recipientFee"]),
     ];
     let message_fields = ["recipient", "recipients", "messageBox", "messageId", "body"];
-    let base_message = json!({"recipient": support::key(), "messageBox": "inbox", "messageId": "x", "body": "b"});
+    let base_message = json!({"recipient": common::key(), "messageBox": "inbox", "messageId": "x", "body": "b"});
     let mut checked = 0;
     for (path, fields) in routes {
         for field in fields {
@@ -215,7 +214,7 @@ async fn corrupted_signed_requests() {
     let db = common::TestDb::new(common::Kind::SqliteFile).unwrap();
     let s = TestServer::start(&db.url, &[]).await;
     let mut c = s.client();
-    let recipient = support::key();
+    let recipient = common::key();
     let body = json!({"message": {"recipient": recipient, "messageBox": "inbox", "messageId": "m", "body": "hello"}})
         .to_string();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

@@ -2,10 +2,10 @@
 //! signed HTTP requests on loopback, against both stores: SQLite and MySQL/MariaDB.
 
 mod common;
-mod support;
 
+use common::{assert_error, key, TestServer};
+use messagebox::payments::PaymentError;
 use serde_json::{json, Value};
-use support::{assert_error, key, TestServer};
 
 /// Runs `$body` (an async fn taking the database URL) once per backend.
 macro_rules! on_both_stores {
@@ -300,7 +300,7 @@ struct RecordingWallet {
 impl messagebox::payments::PaymentAcceptor for RecordingWallet {
     fn internalize(&self, args: messagebox::payments::Internalize) -> messagebox::payments::PaymentFuture<'_> {
         self.seen.lock().unwrap().push(args);
-        let r = self.accept.clone();
+        let r = self.accept.clone().map_err(|message| PaymentError::Wallet { status: 500, message });
         Box::pin(async move { r })
     }
     fn describe(&self) -> String {

@@ -29,14 +29,14 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use common::{Kind, TestDb, REQUIRE_ALL_ENV};
+use common::{free_port, Kind, TestDb, REQUIRE_ALL_ENV};
 use messagebox::auth::{ClientIdentity, PrivateKey};
 use messagebox::client::{AuthClient, ClientError};
 use serde_json::json;
@@ -91,11 +91,6 @@ fn node_available() -> bool {
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A port that was free a moment ago (the child binds it; the race is harmless here).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,11 +4,10 @@
 //! it, and the original's operator data keeps governing (a modified `server_fees` row).
 
 mod common;
-mod support;
 
+use common::TestServer;
 use messagebox::auth::{ClientIdentity, PrivateKey};
 use serde_json::json;
-use support::TestServer;
 
 async fn original_database_serves(upstream_extras: bool) {
     let Some(db) = common::TestDb::new(common::Kind::Mysql) else { return };

@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::free_port;
 use messagebox::auth::{ClientIdentity, PrivateKey};
 use messagebox::client::AuthClient;
 use serde_json::json;
@@ -25,10 +26,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn spawn(database_url: &str, key: &PrivateKey) -> Proc {

@@ -4,7 +4,6 @@
 //! unregistered is deactivated; the sendMessage response never waits for the push.
 
 mod common;
-mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::TestServer;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use serde_json::{json, Value};
-use support::TestServer;
 
 const KEY_PEM: &str = include_str!("vectors/fcm_test_key.pem");
 

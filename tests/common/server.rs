@@ -1,9 +1,8 @@
-//! Starting a real server in-process on loopback for the integration tests, and
-//! authenticated clients that talk to it over real sockets.
-#![allow(dead_code)]
+//! A real server started in-process on loopback, authenticated clients that talk to it over
+//! real sockets, and the assertions on its answers.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +75,12 @@ impl Drop for TestServer {
             r.shutdown();
         }
     }
+}
+
+/// A port that was free a moment ago, for a server in a child process (the child binds it;
+/// the race is harmless here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
 /// A fresh identity's compressed key.
