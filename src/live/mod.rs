@@ -71,11 +71,13 @@ pub mod driver;
 pub mod engineio;
 pub mod events;
 pub mod socketio;
+#[cfg(test)]
+mod testutil;
 
 use std::time::Duration;
 
 pub use authsocket::{AppEvent, AuthTunnel, Inbound, TunnelError};
-pub use connection::{CloseCause, Command, ConnectionCore};
+pub use connection::{CloseCause, Command, ConnectionCore, ConnectionShared};
 pub use engineio::{
     route, sid_core, CloseReason, EngineConfig, EngineEvent, EngineSession, HttpReply, PollStart, Rejected,
     RequestHead, Route, SessionRequest, Transmit, Transport, UpgradeRefused, WsId,

@@ -1,0 +1,171 @@
+//! The live channel shared by every core ([`LiveHub`]): the server identity, the store, the
+//! settings, the seed of each core's id generator, and the one delivery seam ([`Fanout`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+
+use super::core::CoreMsg;
+use super::registry::Registry;
+use super::CORE_QUEUE;
+use crate::api::{default_recipient_fee, LiveDelivery};
+use crate::auth::ServerAuth;
+use crate::live::connection::ConnectionShared;
+use crate::live::events::{Delivery, StoreOutcome, StoreRequest, StoreToken};
+use crate::live::LiveConfig;
+use crate::store::{InsertOutcome, NewMessage, Store};
+
+/// A store request under way; its outcome goes back to the connection.
+pub(super) type StoreFuture = Pin<Box<dyn Future<Output = (StoreToken, StoreOutcome)>>>;
+
+/// The single place where a [`Delivery`] leaves the connection that caused it (or the HTTP
+/// request that stored it) for the cores holding its recipient: the identity registry and the
+/// cores' mailboxes. Every delivery goes through [`Fanout::publish`].
+///
+/// A broker for a fleet of nodes plugs in here: publish to the nodes that hold the recipient
+/// (a node-level registry beside the core-level one), and feed what the broker brings in to
+/// [`Fanout::publish`] on the receiving node.
+pub struct Fanout {
+    registry: Registry,
+    mailboxes: Vec<mpsc::Sender<CoreMsg>>,
+}
+
+impl Fanout {
+    /// Hands `delivery` to every core with a connection bound to its recipient. A core whose
+    /// mailbox is full misses it, with a warning (the message is stored anyway).
+    pub fn publish(&self, delivery: Delivery) {
+        let cores = self.registry.cores_of(&delivery.recipient);
+        if cores.is_empty() {
+            return;
+        }
+        let d = Arc::new(delivery);
+        for core in cores {
+            if self.mailboxes[core].try_send(CoreMsg::Deliver(d.clone())).is_err() {
+                tracing::warn!(core, recipient = %d.recipient, "live delivery dropped: core mailbox full");
+            }
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The mailbox of `core` (for handing a session's request to its owner).
+    pub(super) fn mailbox(&self, core: usize) -> Option<&mpsc::Sender<CoreMsg>> {
+        self.mailboxes.get(core)
+    }
+}
+
+/// The live channel shared by every core.
+pub struct LiveHub {
+    pub(super) auth: Arc<ServerAuth>,
+    store: Store,
+    pub(super) config: LiveConfig,
+    pub(super) fanout: Fanout,
+    pub(super) receivers: Mutex<Vec<Option<mpsc::Receiver<CoreMsg>>>>,
+    /// Seeds each core's generator of session and socket ids.
+    ids: Mutex<StdRng>,
+}
+
+impl LiveHub {
+    /// The live channel of `cores` cores, its ids from the operating system's randomness.
+    pub fn new(auth: Arc<ServerAuth>, store: Store, config: LiveConfig, cores: usize) -> Arc<LiveHub> {
+        Self::with_rng(auth, store, config, cores, StdRng::from_os_rng())
+    }
+
+    /// As [`Self::new`], every id derived from `ids` (seeded in tests).
+    pub fn with_rng(auth: Arc<ServerAuth>, store: Store, config: LiveConfig, cores: usize, ids: StdRng) -> Arc<LiveHub> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel(CORE_QUEUE)).unzip();
+        Arc::new(LiveHub {
+            auth,
+            store,
+            config,
+            fanout: Fanout { registry: Registry::new(cores), mailboxes: senders },
+            receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
+            ids: Mutex::new(ids),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.fanout.registry()
+    }
+
+    /// The delivery seam ([`Fanout`]).
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// What the connections of one core share, with that core's own id generator.
+    pub(super) fn core_shared(&self) -> Arc<ConnectionShared> {
+        let rng = StdRng::from_rng(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
+        ConnectionShared::new(self.auth.clone(), rng)
+    }
+
+    /// Every delivery, from HTTP and from WebSockets, leaves through the [`Fanout`].
+    pub(super) fn route(&self, delivery: Delivery) {
+        self.fanout.publish(delivery);
+    }
+
+    /// Runs a connection's store request (see [`Self::store_live`]).
+    pub(super) fn store(&self, r: StoreRequest) -> StoreFuture {
+        let store = self.store.clone();
+        let token = r.token;
+        Box::pin(async move { (token, LiveHub::store_live(store, r).await) })
+    }
+
+    /// The permission and fee gate of HTTP `/sendMessage`, then the raw store.
+    async fn store_live(store: Store, r: StoreRequest) -> StoreOutcome {
+        let fees = async {
+            let delivery = store.delivery_fee(&r.message_box).await?.unwrap_or(0);
+            let recipients = [r.recipient.clone()];
+            let fee = store
+                .recipient_fees(&r.sender, &r.message_box, &recipients, default_recipient_fee(&r.message_box))
+                .await?;
+            Ok::<_, crate::store::StoreError>((delivery, fee.first().copied().unwrap_or(0)))
+        };
+        let (delivery, fee) = match fees.await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, "live sendMessage: fee lookup failed");
+                return StoreOutcome::Failed;
+            }
+        };
+        if fee == -1 {
+            return StoreOutcome::Blocked;
+        }
+        if delivery > 0 || fee > 0 {
+            return StoreOutcome::PaymentRequired;
+        }
+        let msg = NewMessage {
+            message_id: r.message_id,
+            recipient: r.recipient,
+            box_type: r.message_box,
+            sender: r.sender,
+            body: r.body,
+        };
+        match store.insert_messages(vec![msg]).await {
+            Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => StoreOutcome::Duplicate,
+            Ok(_) => StoreOutcome::Stored,
+            Err(e) => {
+                tracing::error!(error = %e, "live sendMessage: storing failed");
+                StoreOutcome::Failed
+            }
+        }
+    }
+}
+
+impl LiveDelivery for LiveHub {
+    fn deliver(&self, recipient: &str, room_id: &str, sender: &str, message_id: &str, body: &str) {
+        let data = serde_json::json!({"sender": sender, "messageId": message_id, "body": body});
+        self.route(Delivery {
+            recipient: recipient.to_string(),
+            room_id: room_id.to_string(),
+            event: format!("sendMessage-{room_id}"),
+            data: data.to_string(),
+        });
+    }
+}
