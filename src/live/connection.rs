@@ -517,7 +517,12 @@ mod tests {
     }
 
     /// A direct WebSocket connection whose stream the driver has adopted.
-    fn accept_ws(now: Instant, core: u8, shared: &Arc<ConnectionShared>, config: &LiveConfig) -> (ConnectionCore, WsId) {
+    fn accept_ws(
+        now: Instant,
+        core: u8,
+        shared: &Arc<ConnectionShared>,
+        config: &LiveConfig,
+    ) -> (ConnectionCore, WsId) {
         let (mut c, ws) = ConnectionCore::accept_websocket(now, core, shared, config);
         c.ws_adopted(ws);
         (c, ws)
@@ -1011,7 +1016,8 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(order, ["m1", "m2", "m3"]);
         exchange(&mut conn, &mut a, now);
-        let acks: Vec<_> = a.take().into_iter().filter_map(|(_, d)| d.and_then(|d| d.get("messageId").cloned())).collect();
+        let acks: Vec<_> =
+            a.take().into_iter().filter_map(|(_, d)| d.and_then(|d| d.get("messageId").cloned())).collect();
         assert_eq!(acks, [json!("m1"), json!("m2"), json!("m3")]);
 
         // A disconnect forgets the pending acks, yet the queued stores still go out in order

@@ -89,8 +89,7 @@ impl JsClient {
         let msg = AuthMessage::from_value(v[1].clone()).unwrap();
         match msg.message_type {
             MessageType::InitialResponse => {
-                let i =
-                    self.pending.iter().position(|h| Some(h.client_nonce()) == msg.your_nonce.as_deref()).unwrap();
+                let i = self.pending.iter().position(|h| Some(h.client_nonce()) == msg.your_nonce.as_deref()).unwrap();
                 let s = self.pending.remove(i).finish(&self.me, &msg).unwrap();
                 self.sessions.push(s);
             }
@@ -117,4 +116,3 @@ impl JsClient {
         std::mem::take(&mut self.received)
     }
 }
-

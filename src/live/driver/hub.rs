@@ -78,7 +78,13 @@ impl LiveHub {
     }
 
     /// As [`Self::new`], every id derived from `ids` (seeded in tests).
-    pub fn with_rng(auth: Arc<ServerAuth>, store: Store, config: LiveConfig, cores: usize, ids: StdRng) -> Arc<LiveHub> {
+    pub fn with_rng(
+        auth: Arc<ServerAuth>,
+        store: Store,
+        config: LiveConfig,
+        cores: usize,
+        ids: StdRng,
+    ) -> Arc<LiveHub> {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel(CORE_QUEUE)).unzip();
         Arc::new(LiveHub {
             auth,
