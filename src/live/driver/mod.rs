@@ -6,7 +6,7 @@
 //! - [`hub`]: [`LiveHub`], shared by every core, and [`Fanout`], the delivery seam.
 //! - [`core`]: [`LiveCore`], one core's sessions, mailbox and session API, created by the
 //!   server's core setup and passed to the HTTP layer.
-//! - [`task`]: the task of one session.
+//! - `task`: the task of one session.
 //! - [`http`]: hyper request → Engine.IO route → session API; upgrade and stream adoption.
 //!
 //! Each Engine.IO session lives in one local task on the core its sid names. Requests for it
