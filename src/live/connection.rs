@@ -122,8 +122,9 @@ pub struct ConnectionCore {
     /// Store requests not yet handed to the driver (a `Vec`: bounded by the events' pending
     /// limit, usually empty).
     stores: Vec<StoreRequest>,
-    /// A [`Command::Store`] is out and its outcome has not come back.
-    store_inflight: Option<StoreToken>,
+    /// A [`Command::Store`] is out and its outcome has not come back (a flag, not the token:
+    /// the driver reports only the request it was given, and the flag fits in padding).
+    store_inflight: bool,
 }
 
 impl ConnectionCore {
@@ -143,7 +144,7 @@ impl ConnectionCore {
             adopted: None,
             unadopted: Vec::new(),
             stores: Vec::new(),
-            store_inflight: None,
+            store_inflight: false,
         }
     }
 
@@ -282,12 +283,11 @@ impl ConnectionCore {
 
     // --- application input ---
 
-    /// The outcome of a [`Command::Store`] this connection issued. Returns false for a token it
-    /// does not know (its socket disconnected since).
+    /// The outcome of the [`Command::Store`] this connection issued last; the next one, if
+    /// any, follows. Returns false for a token it does not know (its socket disconnected
+    /// since).
     pub fn store_outcome(&mut self, now: Instant, token: StoreToken, outcome: StoreOutcome) -> bool {
-        if self.store_inflight == Some(token) {
-            self.store_inflight = None;
-        }
+        self.store_inflight = false;
         let known = self.events.store_outcome(token, outcome);
         self.flush_layers();
         self.pump(now);
@@ -488,9 +488,9 @@ impl ConnectionCore {
             }
         }
         // One store at a time, in order: the next request only after the previous outcome.
-        if self.store_inflight.is_none() && !self.stores.is_empty() {
+        if !self.store_inflight && !self.stores.is_empty() {
             let r = self.stores.remove(0);
-            self.store_inflight = Some(r.token);
+            self.store_inflight = true;
             self.commands.push_back(Command::Store(r));
         }
         while let Some(json) = self.tunnel.poll_send() {

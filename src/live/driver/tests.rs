@@ -289,3 +289,13 @@ fn seeded_ids_are_reproducible() {
         assert_ne!(first, sids(Pair::new(10).await).await);
     });
 }
+
+/// Per idle connection the task holds one boxed [`Connection`](super::task::Connection) and a
+/// queue of [`Input`](super::core::Input)s; neither may grow unnoticed (sizes on 64-bit).
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn idle_connection_state_does_not_grow() {
+    assert_eq!(std::mem::size_of::<super::core::Input>(), 16);
+    let task = std::mem::size_of::<super::task::Connection>();
+    assert!(task <= 1480, "the connection task's state grew to {task} bytes");
+}
