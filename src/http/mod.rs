@@ -17,6 +17,7 @@ use crate::api::{self, Api, ApiError, Call, Query, Reply, Route};
 use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
 use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, IncomingRequest, ServerAuth};
 use crate::domain::IdentityKey;
+use crate::live::driver::LiveCore;
 
 pub mod docs;
 
@@ -121,18 +122,23 @@ fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
 
 /// The service function of every connection. With `RUST_LOG=messagebox::access=debug` each
 /// request is logged with its status and duration.
-pub async fn handle(app: Arc<App>, req: http::Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// `live` is this core's part of the live channel (`None` when it is disabled).
+pub async fn handle(
+    app: Arc<App>,
+    live: Option<LiveCore>,
+    req: http::Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     if !tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
-        return Ok(route(app, req).await);
+        return Ok(route(app, live, req).await);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let start = std::time::Instant::now();
-    let resp = route(app, req).await;
+    let resp = route(app, live, req).await;
     tracing::debug!(target: "messagebox::access", %method, path, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64);
     Ok(resp)
 }
 
-async fn route(app: Arc<App>, req: http::Request<Incoming>) -> Response<Body> {
+async fn route(app: Arc<App>, live: Option<LiveCore>, req: http::Request<Incoming>) -> Response<Body> {
     let headers = req.headers();
     let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if headers.len() > app.limits.max_headers || header_bytes > app.limits.max_header_bytes {
@@ -148,7 +154,7 @@ async fn route(app: Arc<App>, req: http::Request<Incoming>) -> Response<Body> {
     let path = req.uri().path();
     if path.starts_with("/socket.io/") {
         return match &app.live {
-            Some(_) => crate::live::driver::handle(req).await,
+            Some(_) => crate::live::driver::handle(live.as_ref(), req).await,
             None => error_response(404, "ERR_NOT_FOUND", "The live channel is disabled on this server."),
         };
     }

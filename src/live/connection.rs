@@ -6,10 +6,18 @@
 //! time, write what [`ConnectionCore::poll_transmit`] gives, run what
 //! [`ConnectionCore::poll_command`] asks (register the identity, store, deliver), and drop the
 //! core after [`Command::Closed`]. See the module docs of [`super`] for the full contract.
+//!
+//! Protocol timing the driver must not reimplement lives here too: frames addressed to a
+//! WebSocket whose stream the driver has not adopted yet are kept until
+//! [`ConnectionCore::ws_adopted`], and store requests are handed out one at a time, in order,
+//! each after the previous outcome came back.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 use crate::auth::ServerAuth;
 
@@ -22,6 +30,38 @@ use super::events::{Delivery, EventAction, MessageBoxEvents, StoreOutcome, Store
 use super::socketio::{self, DecodeError, Packet, DEFAULT_NAMESPACE};
 use super::LiveConfig;
 
+/// Text frames kept for a WebSocket whose stream has not been adopted yet; the open packet
+/// and a few more at most in practice.
+const MAX_UNADOPTED: usize = 64;
+
+/// What the connections of one core share: the server's BRC-103 side and the random source of
+/// session and socket ids (OS-seeded in production, seeded in tests so ids are reproducible).
+/// Held as one `Arc` per connection, where the server auth alone was before.
+#[derive(Debug)]
+pub struct ConnectionShared {
+    auth: Arc<ServerAuth>,
+    ids: Mutex<StdRng>,
+}
+
+impl ConnectionShared {
+    pub fn new(auth: Arc<ServerAuth>, ids: StdRng) -> Arc<ConnectionShared> {
+        Arc::new(ConnectionShared { auth, ids: Mutex::new(ids) })
+    }
+
+    /// Ids from a generator seeded by the operating system.
+    pub fn os_seeded(auth: Arc<ServerAuth>) -> Arc<ConnectionShared> {
+        Self::new(auth, StdRng::from_os_rng())
+    }
+
+    pub fn auth(&self) -> &Arc<ServerAuth> {
+        &self.auth
+    }
+
+    fn ids(&self) -> std::sync::MutexGuard<'_, StdRng> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Work for the driver, in the order it arose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -32,6 +72,7 @@ pub enum Command {
     Unbind { identity: String },
     /// Store a message, then call [`ConnectionCore::store_outcome`] with its token (on any
     /// connection gone by then, deliver [`StoreRequest::delivery`] yourself when stored).
+    /// The next one comes only after that outcome, so stores run in order, one at a time.
     Store(StoreRequest),
     /// Hand to every connection, on every core, bound to `recipient`:
     /// [`ConnectionCore::deliver`].
@@ -64,29 +105,46 @@ pub struct ConnectionCore {
     /// The Socket.IO socket id while namespace `/` is connected.
     socket: Option<String>,
     tunnel: AuthTunnel,
-    auth: Arc<ServerAuth>,
+    shared: Arc<ConnectionShared>,
     events: MessageBoxEvents,
     grace_deadline: Option<Instant>,
     bound: Option<String>,
     cause: Option<CloseCause>,
     commands: VecDeque<Command>,
     closed: bool,
+    /// The WebSocket whose stream the driver holds ([`Self::ws_adopted`]).
+    adopted: Option<WsId>,
+    /// Text frames the engine addressed to a WebSocket before its stream was adopted. A
+    /// WebSocket-only handshake queues the open packet at once, while the stream arrives only
+    /// after the 101 is written; dropping those frames left the client waiting for `open`.
+    /// Bounded by [`MAX_UNADOPTED`]; a `Vec`, as it is nearly always empty.
+    unadopted: Vec<(WsId, String)>,
+    /// Store requests not yet handed to the driver (a `Vec`: bounded by the events' pending
+    /// limit, usually empty).
+    stores: Vec<StoreRequest>,
+    /// A [`Command::Store`] is out and its outcome has not come back (a flag, not the token:
+    /// the driver reports only the request it was given, and the flag fits in padding).
+    store_inflight: bool,
 }
 
 impl ConnectionCore {
-    fn with_engine(engine: EngineSession, auth: Arc<ServerAuth>, config: &LiveConfig) -> ConnectionCore {
+    fn with_engine(engine: EngineSession, shared: &Arc<ConnectionShared>, config: &LiveConfig) -> ConnectionCore {
         ConnectionCore {
             engine,
             config: *config,
             socket: None,
-            tunnel: AuthTunnel::new(auth.clone()),
-            auth,
+            tunnel: AuthTunnel::new(shared.auth.clone()),
+            shared: shared.clone(),
             events: MessageBoxEvents::new(config.events),
             grace_deadline: None,
             bound: None,
             cause: None,
             commands: VecDeque::new(),
             closed: false,
+            adopted: None,
+            unadopted: Vec::new(),
+            stores: Vec::new(),
+            store_inflight: false,
         }
     }
 
@@ -96,23 +154,26 @@ impl ConnectionCore {
     pub fn accept_polling(
         now: Instant,
         core: u8,
-        auth: Arc<ServerAuth>,
+        shared: &Arc<ConnectionShared>,
         config: &LiveConfig,
     ) -> (ConnectionCore, HttpReply) {
-        let (engine, reply) = EngineSession::new_polling(now, new_sid(core), config.engine);
-        (Self::with_engine(engine, auth, config), reply)
+        let sid = new_sid(core, &mut *shared.ids());
+        let (engine, reply) = EngineSession::new_polling(now, sid, config.engine);
+        (Self::with_engine(engine, shared, config), reply)
     }
 
     /// A direct WebSocket handshake (`transport=websocket`, no sid) on core `core`: complete
-    /// the 101, then feed frames with the returned id; the open packet is the first transmit.
+    /// the 101, then feed frames with the returned id; the open packet is the first transmit
+    /// once the stream is adopted ([`Self::ws_adopted`]).
     pub fn accept_websocket(
         now: Instant,
         core: u8,
-        auth: Arc<ServerAuth>,
+        shared: &Arc<ConnectionShared>,
         config: &LiveConfig,
     ) -> (ConnectionCore, WsId) {
-        let (engine, ws) = EngineSession::new_websocket(now, new_sid(core), config.engine);
-        (Self::with_engine(engine, auth, config), ws)
+        let sid = new_sid(core, &mut *shared.ids());
+        let (engine, ws) = EngineSession::new_websocket(now, sid, config.engine);
+        (Self::with_engine(engine, shared, config), ws)
     }
 
     pub fn sid(&self) -> &str {
@@ -190,16 +251,43 @@ impl ConnectionCore {
         self.pump(now);
     }
 
+    /// A message on `ws` exceeded `max_payload` (the frame codec refused it unread): the
+    /// WebSocket closes with 1009.
+    pub fn ws_too_big(&mut self, now: Instant, ws: WsId) {
+        self.engine.ws_too_big(ws);
+        self.pump(now);
+    }
+
+    /// The driver now holds the stream of `ws` (after the 101 was written): frames addressed
+    /// to it before are released, in order, ahead of later ones; those for any other socket
+    /// are discarded. The driver writes [`Transmit::WsText`] only for its adopted socket.
+    pub fn ws_adopted(&mut self, ws: WsId) {
+        self.adopted = Some(ws);
+        self.unadopted.retain(|(w, _)| *w == ws);
+    }
+
+    /// The WebSocket `ws` closed or failed (close frame, I/O error, EOF, write timeout); the
+    /// driver has dropped its stream.
     pub fn ws_closed(&mut self, now: Instant, ws: WsId) {
+        if self.adopted == Some(ws) {
+            self.adopted = None;
+        }
         self.engine.ws_closed(now, ws);
         self.pump(now);
     }
 
+    /// The WebSocket whose stream the driver holds, if any.
+    pub fn adopted_ws(&self) -> Option<WsId> {
+        self.adopted
+    }
+
     // --- application input ---
 
-    /// The outcome of a [`Command::Store`] this connection issued. Returns false for a token it
-    /// does not know (its socket disconnected since).
+    /// The outcome of the [`Command::Store`] this connection issued last; the next one, if
+    /// any, follows. Returns false for a token it does not know (its socket disconnected
+    /// since).
     pub fn store_outcome(&mut self, now: Instant, token: StoreToken, outcome: StoreOutcome) -> bool {
+        self.store_inflight = false;
         let known = self.events.store_outcome(token, outcome);
         self.flush_layers();
         self.pump(now);
@@ -258,12 +346,28 @@ impl ConnectionCore {
 
     // --- output ---
 
-    /// The next bytes to write (see [`EngineSession::poll_transmit`]).
+    /// The next bytes to write (see [`EngineSession::poll_transmit`]). A [`Transmit::WsText`]
+    /// is always for the adopted WebSocket; frames for one not adopted yet are kept back.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let t = self.engine.poll_transmit();
-        // Pulling a WebSocket close or the final poll response may finish the session.
-        self.pump_events();
-        t
+        if let Some(ws) = self.adopted {
+            if !self.unadopted.is_empty() {
+                let (_, text) = self.unadopted.remove(0);
+                return Some(Transmit::WsText { ws, text });
+            }
+        }
+        loop {
+            let t = self.engine.poll_transmit();
+            // Pulling a WebSocket close or the final poll response may finish the session.
+            self.pump_events();
+            match t {
+                Some(Transmit::WsText { ws, text }) if self.adopted != Some(ws) => {
+                    if self.adopted.is_none() && self.unadopted.len() < MAX_UNADOPTED {
+                        self.unadopted.push((ws, text));
+                    }
+                }
+                t => return t,
+            }
+        }
     }
 
     pub fn poll_command(&mut self) -> Option<Command> {
@@ -324,7 +428,7 @@ impl ConnectionCore {
                 self.engine.send_message(&socketio::invalid_namespace(packet.namespace()));
             }
             Packet::Connect { .. } if self.socket.is_none() => {
-                let id = new_socket_id();
+                let id = new_socket_id(&mut *self.shared.ids());
                 self.engine.send_message(&socketio::connect_reply(&id));
                 self.engine.socket_connected();
                 self.socket = Some(id);
@@ -361,7 +465,7 @@ impl ConnectionCore {
         self.socket = None;
         self.grace_deadline = None;
         self.events.reset();
-        self.tunnel = AuthTunnel::new(self.auth.clone());
+        self.tunnel = AuthTunnel::new(self.shared.auth.clone());
         if let Some(identity) = self.bound.take() {
             self.commands.push_back(Command::Unbind { identity });
         }
@@ -379,9 +483,15 @@ impl ConnectionCore {
         while let Some(action) = self.events.poll_action() {
             match action {
                 EventAction::Emit { event, data } => self.tunnel.emit(&event, Some(&data)),
-                EventAction::Store(r) => self.commands.push_back(Command::Store(r)),
+                EventAction::Store(r) => self.stores.push(r),
                 EventAction::Deliver(d) => self.commands.push_back(Command::Deliver(d)),
             }
+        }
+        // One store at a time, in order: the next request only after the previous outcome.
+        if !self.store_inflight && !self.stores.is_empty() {
+            let r = self.stores.remove(0);
+            self.store_inflight = true;
+            self.commands.push_back(Command::Store(r));
         }
         while let Some(json) = self.tunnel.poll_send() {
             self.engine.send_message(&socketio::event(AUTH_EVENT, &json));
@@ -393,116 +503,29 @@ impl ConnectionCore {
 mod tests {
     use std::time::Duration;
 
-    use serde_json::{json, Value};
+    use serde_json::json;
 
     use super::*;
-    use crate::auth::message::{AuthMessage, MessageType};
-    use crate::auth::{ClientIdentity, ClientSession, PendingHandshake, PrivateKey, SessionConfig};
-    use crate::live::authsocket::{decode_envelope, envelope};
-    use crate::live::engineio::{sid_core, EngineConfig, Packet as EnginePacket, RequestHead, RECORD_SEPARATOR};
+    use crate::auth::message::AuthMessage;
+    use crate::auth::ClientIdentity;
+    use crate::live::authsocket::decode_envelope;
+    use crate::live::engineio::{sid_core, EngineConfig, Packet as EnginePacket, RequestHead};
+    use crate::live::testutil::{server, JsClient};
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
 
-    fn server() -> Arc<ServerAuth> {
-        Arc::new(ServerAuth::new(PrivateKey::random(), SessionConfig::default()))
-    }
-
-    /// Plays `@bsv/authsocket-client` + `message-box-client` at the packet level: its Peer
-    /// starts handshakes, answers the server's, verifies and decodes what it receives.
-    struct JsClient {
-        me: ClientIdentity,
-        sessions: Vec<ClientSession>,
-        pending: Vec<PendingHandshake>,
-        /// Application events received (name, data).
-        received: Vec<(String, Option<Value>)>,
-        /// Engine packets other than events (`40{…}`, `2`, `6`, `1`, `44…`).
-        engine: Vec<String>,
-        /// Packets the client's Peer queued by itself (answers to server handshakes).
-        outbox: Vec<String>,
-    }
-
-    impl JsClient {
-        fn new() -> JsClient {
-            JsClient {
-                me: ClientIdentity::random(),
-                sessions: Vec::new(),
-                pending: Vec::new(),
-                received: Vec::new(),
-                engine: Vec::new(),
-                outbox: Vec::new(),
-            }
-        }
-
-        fn id(&self) -> String {
-            self.me.identity_hex().to_string()
-        }
-
-        fn auth_packet(msg: &AuthMessage) -> String {
-            format!(r#"42["authMessage",{}]"#, msg.to_json())
-        }
-
-        fn handshake(&mut self) -> String {
-            let (req, pending) = self.me.start_handshake();
-            self.pending.push(pending);
-            Self::auth_packet(&req)
-        }
-
-        /// A general message on the most recent session (what `Peer.toPeer` picks).
-        fn emit(&self, event: &str, data: Option<Value>) -> String {
-            let s = self.sessions.last().expect("a session");
-            self.emit_on(s, event, data)
-        }
-
-        fn emit_on(&self, s: &ClientSession, event: &str, data: Option<Value>) -> String {
-            let data = data.map(|d| d.to_string());
-            Self::auth_packet(&s.sign_general(&self.me, envelope(event, data.as_deref()).into_bytes()).unwrap())
-        }
-
-        fn receive_payload(&mut self, body: &str) {
-            for p in body.split(RECORD_SEPARATOR) {
-                self.receive_packet(p);
-            }
-        }
-
-        fn receive_packet(&mut self, p: &str) {
-            let Some(rest) = p.strip_prefix("42") else {
-                self.engine.push(p.to_string());
-                return;
-            };
-            let v: Vec<Value> = serde_json::from_str(rest).unwrap();
-            assert_eq!(v[0], "authMessage");
-            let msg = AuthMessage::from_value(v[1].clone()).unwrap();
-            match msg.message_type {
-                MessageType::InitialResponse => {
-                    let i =
-                        self.pending.iter().position(|h| Some(h.client_nonce()) == msg.your_nonce.as_deref()).unwrap();
-                    let s = self.pending.remove(i).finish(&self.me, &msg).unwrap();
-                    self.sessions.push(s);
-                }
-                MessageType::InitialRequest => {
-                    let (resp, s) = self.me.answer_server_handshake(&msg).unwrap();
-                    self.sessions.push(s);
-                    self.outbox.push(Self::auth_packet(&resp));
-                }
-                MessageType::General => {
-                    let s = self
-                        .sessions
-                        .iter()
-                        .find(|s| Some(s.client_nonce.as_str()) == msg.your_nonce.as_deref())
-                        .expect("a general on a session the client holds");
-                    let payload = s.verify_general(&msg).unwrap();
-                    let ev = decode_envelope(&payload).unwrap();
-                    self.received.push((ev.name, ev.data));
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-
-        fn take(&mut self) -> Vec<(String, Option<Value>)> {
-            std::mem::take(&mut self.received)
-        }
+    /// A direct WebSocket connection whose stream the driver has adopted.
+    fn accept_ws(
+        now: Instant,
+        core: u8,
+        shared: &Arc<ConnectionShared>,
+        config: &LiveConfig,
+    ) -> (ConnectionCore, WsId) {
+        let (mut c, ws) = ConnectionCore::accept_websocket(now, core, shared, config);
+        c.ws_adopted(ws);
+        (c, ws)
     }
 
     fn post(c: &mut ConnectionCore, now: Instant, packets: &[&str]) {
@@ -551,8 +574,8 @@ mod tests {
     }
 
     /// Opens a polling connection with namespace `/` connected.
-    fn open_polling(auth: &Arc<ServerAuth>, js: &mut JsClient, now: Instant) -> ConnectionCore {
-        let (mut c, reply) = ConnectionCore::accept_polling(now, 5, auth.clone(), &LiveConfig::default());
+    fn open_polling(auth: &Arc<ConnectionShared>, js: &mut JsClient, now: Instant) -> ConnectionCore {
+        let (mut c, reply) = ConnectionCore::accept_polling(now, 5, auth, &LiveConfig::default());
         assert_eq!(sid_core(c.sid()), Some(5));
         assert!(reply.body.contains(r#""upgrades":["websocket"]"#));
         post(&mut c, now, &["40"]);
@@ -693,6 +716,7 @@ mod tests {
         let mut conn = open_polling(&auth, &mut a, t);
         // The upgrade starts while the handshake travels over polling.
         let ws = conn.begin_upgrade(t).unwrap();
+        conn.ws_adopted(ws);
         assert!(conn.engine().poll_held());
         conn.ws_text(t, ws, "2probe");
         post(&mut conn, t, &[&a.handshake()]);
@@ -727,7 +751,7 @@ mod tests {
         let mut a = JsClient::new();
         // A direct WebSocket connection whose client only CONNECTs (an old reconnected socket,
         // or one whose sessions died with a server restart).
-        let (mut conn, ws) = ConnectionCore::accept_websocket(t, 0, auth.clone(), &LiveConfig::default());
+        let (mut conn, ws) = accept_ws(t, 0, &auth, &LiveConfig::default());
         let open = transmits(&mut conn);
         assert!(matches!(&open[..], [Transmit::WsText { text, .. }] if text.contains(r#""upgrades":[]"#)));
         conn.ws_text(t, ws, "40");
@@ -791,7 +815,7 @@ mod tests {
         let auth = server();
         let t = Instant::now();
         let cause = |frames: &[&str]| {
-            let (mut c, ws) = ConnectionCore::accept_websocket(t, 1, auth.clone(), &LiveConfig::default());
+            let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
             for f in frames {
                 c.ws_text(t, ws, f);
             }
@@ -829,7 +853,7 @@ mod tests {
 
         // Dropped without closing: bad BRC-103 content, raw events, acks, unknown events.
         let a = JsClient::new();
-        let (mut c, ws) = ConnectionCore::accept_websocket(t, 1, auth.clone(), &LiveConfig::default());
+        let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
         for f in [
             "40",
             r#"42["authMessage",{"version":"0.1"}]"#,
@@ -850,7 +874,7 @@ mod tests {
         assert!(!c.is_closed());
 
         // Another namespace is refused with CONNECT_ERROR; the session stays.
-        let (mut c, ws) = ConnectionCore::accept_websocket(t, 1, auth.clone(), &LiveConfig::default());
+        let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
         transmits(&mut c);
         c.ws_text(t, ws, "40/mb,");
         assert_eq!(
@@ -870,7 +894,7 @@ mod tests {
     fn connect_timeout_without_a_socket_io_connect() {
         let auth = server();
         let t = Instant::now();
-        let (mut c, ws) = ConnectionCore::accept_websocket(t, 1, auth.clone(), &LiveConfig::default());
+        let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
         transmits(&mut c);
         c.handle_timeout(t + ms(25_000));
         transmits(&mut c);
@@ -902,6 +926,130 @@ mod tests {
             a.take(),
             vec![("joinFailed".into(), Some(json!({"reason":"Unauthorized: WebSocket not authenticated"})))]
         );
+    }
+
+    #[test]
+    fn frames_before_adoption_wait_for_the_stream() {
+        let auth = server();
+        let t = Instant::now();
+        let (mut c, ws) = ConnectionCore::accept_websocket(t, 1, &auth, &LiveConfig::default());
+        // The open packet is queued at once, but the stream arrives only after the 101.
+        assert!(transmits(&mut c).is_empty());
+        assert_eq!(c.adopted_ws(), None);
+        c.ws_adopted(ws);
+        let open = transmits(&mut c);
+        assert!(matches!(&open[..], [Transmit::WsText { ws: w, text }] if *w == ws && text.starts_with("0{")));
+        // Adopted: frames go straight out, in order.
+        c.ws_text(t, ws, "40");
+        let connect = transmits(&mut c);
+        assert!(matches!(&connect[..], [Transmit::WsText { text, .. }] if text.starts_with("40{")));
+
+        // Frames kept for a socket that is then replaced are discarded on adoption; the cap
+        // holds the rest.
+        let (mut c, ws) = ConnectionCore::accept_websocket(t, 1, &auth, &LiveConfig::default());
+        assert!(transmits(&mut c).is_empty());
+        c.ws_adopted(WsId(ws.0 + 7));
+        assert!(transmits(&mut c).is_empty(), "the open packet was for another socket");
+        assert_eq!(c.unadopted.len(), 0);
+        // A closed stream is no longer adopted.
+        c.ws_closed(t, WsId(ws.0 + 7));
+        assert_eq!(c.adopted_ws(), None);
+    }
+
+    #[test]
+    fn a_message_over_max_payload_closes_with_1009() {
+        let auth = server();
+        let t = Instant::now();
+        let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
+        transmits(&mut c);
+        c.ws_text(t, ws, "40");
+        transmits(&mut c);
+        c.ws_too_big(t, ws);
+        assert_eq!(transmits(&mut c), vec![Transmit::WsClose { ws, code: Some(1009) }]);
+        assert_eq!(commands(&mut c), vec![Command::Closed(CloseCause::Engine(CloseReason::TransportClose))]);
+
+        // During an upgrade it ends the attempt only; polling carries on.
+        let mut a = JsClient::new();
+        let mut conn = open_polling(&auth, &mut a, t);
+        let up = conn.begin_upgrade(t).unwrap();
+        conn.ws_adopted(up);
+        conn.ws_too_big(t, up);
+        assert_eq!(transmits(&mut conn), vec![Transmit::WsClose { ws: up, code: Some(1009) }]);
+        assert!(!conn.is_closed());
+    }
+
+    #[test]
+    fn stores_go_out_one_at_a_time_in_order() {
+        let auth = server();
+        let now = Instant::now();
+        let mut a = JsClient::new();
+        let mut conn = open_polling(&auth, &mut a, now);
+        post(&mut conn, now, &[&a.handshake()]);
+        exchange(&mut conn, &mut a, now);
+        post(&mut conn, now, &[&a.emit("authenticated", Some(json!({ "identityKey": a.id() })))]);
+        exchange(&mut conn, &mut a, now);
+        let room = format!("{}-inbox", a.id());
+        let send = |a: &JsClient, id: &str| {
+            a.emit(
+                "sendMessage",
+                Some(json!({ "roomId": room, "message": { "messageId": id, "recipient": a.id(), "body": id } })),
+            )
+        };
+        post(&mut conn, now, &[&send(&a, "m1"), &send(&a, "m2"), &send(&a, "m3")]);
+        let stores = |conn: &mut ConnectionCore| -> Vec<StoreRequest> {
+            commands(conn)
+                .into_iter()
+                .filter_map(|c| match c {
+                    Command::Store(r) => Some(r),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut order = Vec::new();
+        let mut out = stores(&mut conn);
+        while let [r] = &out[..] {
+            assert!(stores(&mut conn).is_empty(), "nothing more until the outcome");
+            order.push(r.message_id.clone());
+            conn.store_outcome(now, r.token, StoreOutcome::Stored);
+            out = stores(&mut conn);
+        }
+        assert!(out.is_empty());
+        assert_eq!(order, ["m1", "m2", "m3"]);
+        exchange(&mut conn, &mut a, now);
+        let acks: Vec<_> =
+            a.take().into_iter().filter_map(|(_, d)| d.and_then(|d| d.get("messageId").cloned())).collect();
+        assert_eq!(acks, [json!("m1"), json!("m2"), json!("m3")]);
+
+        // A disconnect forgets the pending acks, yet the queued stores still go out in order
+        // (their messages were accepted), their outcomes then unknown to the new socket.
+        post(&mut conn, now, &[&send(&a, "m4"), &send(&a, "m5")]);
+        let [first] = &stores(&mut conn)[..] else { panic!() };
+        post(&mut conn, now, &["41"]);
+        assert!(!conn.store_outcome(now, first.token, StoreOutcome::Stored));
+        let [second] = &stores(&mut conn)[..] else { panic!() };
+        assert_eq!(second.message_id, "m5");
+    }
+
+    #[test]
+    fn ids_come_from_the_injected_generator() {
+        let auth = crate::auth::ServerAuth::new(crate::auth::PrivateKey::random(), Default::default());
+        let auth = Arc::new(auth);
+        let open = |seed| {
+            let shared = crate::live::testutil::shared_for(auth.clone(), seed);
+            let (mut c, ws) = accept_ws(Instant::now(), 2, &shared, &LiveConfig::default());
+            c.ws_text(Instant::now(), ws, "40");
+            let texts: Vec<_> = transmits(&mut c)
+                .into_iter()
+                .map(|t| match t {
+                    Transmit::WsText { text, .. } => text,
+                    other => panic!("{other:?}"),
+                })
+                .collect();
+            (c.sid().to_string(), texts)
+        };
+        assert_eq!(open(1), open(1), "same seed, same sid and socket id");
+        assert_ne!(open(1).0, open(2).0);
+        assert_eq!(sid_core(&open(1).0), Some(2));
     }
 
     /// Random input into every decoder and random operation sequences into the connection:
@@ -944,9 +1092,9 @@ mod tests {
                 ..Default::default()
             };
             let (mut c, mut ws) = if round % 2 == 0 {
-                (ConnectionCore::accept_polling(t, 3, auth.clone(), &config).0, WsId(0))
+                (ConnectionCore::accept_polling(t, 3, &auth, &config).0, WsId(0))
             } else {
-                ConnectionCore::accept_websocket(t, 3, auth.clone(), &config)
+                accept_ws(t, 3, &auth, &config)
             };
             for _ in 0..60 {
                 let text = match rng.random_range(0..4) {
@@ -968,6 +1116,7 @@ mod tests {
                     }
                     2 => {
                         if let Ok(w) = c.begin_upgrade(t) {
+                            c.ws_adopted(w);
                             ws = w;
                         }
                     }

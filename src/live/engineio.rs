@@ -154,11 +154,12 @@ pub const MAX_CORES: usize = 256;
 
 /// A fresh session id owned by `core`: 15 bytes, the core index then 14 random bytes, as
 /// URL-safe base64 (20 characters, the same shape as engine.io's `base64id`). Any core can read
-/// the owner back with [`sid_core`] and hand the request there.
-pub fn new_sid(core: u8) -> String {
+/// the owner back with [`sid_core`] and hand the request there. `rng` must be a CSPRNG in
+/// production (a sid is the session's only credential); tests seed it.
+pub fn new_sid(core: u8, rng: &mut impl rand::RngCore) -> String {
     let mut bytes = [0u8; 15];
     bytes[0] = core;
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes[1..]);
+    rng.fill_bytes(&mut bytes[1..]);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -173,8 +174,9 @@ pub fn sid_core(sid: &str) -> Option<u8> {
 
 /// A Socket.IO socket id (`40{"sid":…}`): 20 random URL-safe characters, never sent back by
 /// the client.
-pub fn new_socket_id() -> String {
-    let bytes: [u8; 15] = rand::random();
+pub fn new_socket_id(rng: &mut impl rand::RngCore) -> String {
+    let mut bytes = [0u8; 15];
+    rng.fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
@@ -928,8 +930,10 @@ impl EngineSession {
         }
     }
 
-    /// Over `maxPayload`: `ws` closes with 1009, as the `ws` library does.
-    fn ws_too_big(&mut self, ws: WsId) {
+    /// A message on WebSocket `ws` exceeded `maxPayload` (the driver's frame codec refused
+    /// it, or [`Self::ws_text`] / [`Self::ws_binary`] measured it): `ws` closes with 1009, as
+    /// the `ws` library does.
+    pub fn ws_too_big(&mut self, ws: WsId) {
         if self.upgrade.is_some_and(|u| u.ws == ws) {
             self.fail_upgrade(Some(1009));
         } else if self.active == Active::WebSocket(ws) && self.state != State::Closed {
@@ -1133,7 +1137,7 @@ mod tests {
     }
 
     fn polling(now: Instant) -> EngineSession {
-        let (s, reply) = EngineSession::new_polling(now, new_sid(1), EngineConfig::default());
+        let (s, reply) = EngineSession::new_polling(now, new_sid(1, &mut rand::rng()), EngineConfig::default());
         assert!(reply.body.starts_with("0{"));
         s
     }
@@ -1247,12 +1251,17 @@ mod tests {
     #[test]
     fn sids_name_their_core() {
         for core in 0..=255u8 {
-            let sid = new_sid(core);
+            let sid = new_sid(core, &mut rand::rng());
             assert_eq!(sid.len(), SID_LEN);
             assert!(sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{sid}");
             assert_eq!(sid_core(&sid), Some(core));
         }
-        assert_ne!(new_sid(0), new_sid(0));
+        assert_ne!(new_sid(0, &mut rand::rng()), new_sid(0, &mut rand::rng()));
+        // Seeded, the ids are reproducible (the driver's tests rely on it).
+        use rand::SeedableRng;
+        let seeded = || rand::rngs::StdRng::seed_from_u64(7);
+        assert_eq!(new_sid(3, &mut seeded()), new_sid(3, &mut seeded()));
+        assert_eq!(new_socket_id(&mut seeded()), new_socket_id(&mut seeded()));
         for bad in [
             "",
             "short",
@@ -1267,7 +1276,7 @@ mod tests {
         // A real engine.io sid (20 base64url chars) reads as some core: harmless, it is then
         // unknown on that core.
         assert!(sid_core("BluSmGmBecFyUVGFAAAA").is_some());
-        let id = new_socket_id();
+        let id = new_socket_id(&mut rand::rng());
         assert_eq!(id.len(), SID_LEN);
     }
 
@@ -1423,7 +1432,7 @@ mod tests {
     fn payload_limits() {
         let now = t0();
         let config = EngineConfig { max_payload: 10, ..Default::default() };
-        let (mut s, _) = EngineSession::new_polling(now, new_sid(0), config);
+        let (mut s, _) = EngineSession::new_polling(now, new_sid(0, &mut rand::rng()), config);
         assert_eq!(s.begin_post(now, Some(11), None), Err(HttpReply::status_only(413)));
         assert!(s.is_open(), "413 leaves the session alone");
         s.begin_post(now, None, None).unwrap();
@@ -1744,7 +1753,7 @@ mod tests {
     #[test]
     fn websocket_close_paths() {
         let start = t0();
-        let new = || EngineSession::new_websocket(start, new_sid(2), EngineConfig::default());
+        let new = || EngineSession::new_websocket(start, new_sid(2, &mut rand::rng()), EngineConfig::default());
         let (mut s, ws) = new();
         s.ws_closed(start, ws);
         assert_eq!(closed_with(&mut s), Some(CloseReason::TransportClose));
@@ -1775,7 +1784,7 @@ mod tests {
     fn slow_clients_are_dropped_at_the_buffer_cap() {
         let now = t0();
         let config = EngineConfig { max_write_buffer: 100, ..Default::default() };
-        let (mut s, _) = EngineSession::new_polling(now, new_sid(0), config);
+        let (mut s, _) = EngineSession::new_polling(now, new_sid(0, &mut rand::rng()), config);
         let msg = "x".repeat(40);
         assert!(s.send_message(&msg));
         assert!(s.send_message(&msg));
@@ -1784,7 +1793,7 @@ mod tests {
         assert_eq!(s.buffered_bytes(), 0);
 
         // Over WebSocket the frames stay in the session until the driver pulls them.
-        let (mut s, ws) = EngineSession::new_websocket(now, new_sid(0), config);
+        let (mut s, ws) = EngineSession::new_websocket(now, new_sid(0, &mut rand::rng()), config);
         transmits(&mut s);
         assert!(s.send_message(&msg) && s.send_message(&msg));
         assert_eq!(s.poll_transmit(), Some(Transmit::WsText { ws, text: format!("4{msg}") }));

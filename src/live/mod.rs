@@ -31,20 +31,23 @@
 //!      raw socket, then close it.
 //!    - [`Route::Preflight`]: answer [`HttpReply::preflight`].
 //!    - [`Route::Handshake`]: [`ConnectionCore::accept_polling`] (write the returned reply) or,
-//!      after completing the WebSocket handshake, [`ConnectionCore::accept_websocket`]. Keep
-//!      the core under [`ConnectionCore::sid`].
+//!      after completing the WebSocket handshake, [`ConnectionCore::accept_websocket`] (then
+//!      [`ConnectionCore::ws_adopted`] once the stream is held). Keep the core under
+//!      [`ConnectionCore::sid`].
 //!    - [`Route::Session`]: if [`engineio::sid_core`] names another core, hand the stream (and
 //!      the bytes already read) to that core. There, an unknown sid gets
 //!      [`ErrorCode::UnknownSid`](engineio::ErrorCode::UnknownSid); otherwise dispatch on
 //!      [`SessionRequest`]: `Poll` → [`ConnectionCore::handle_poll`] (answer now, or hold the
 //!      request until a [`Transmit::PollResponse`]); `Post` → [`ConnectionCore::begin_post`]
 //!      then, with the body, [`ConnectionCore::finish_post`]; `Upgrade` →
-//!      [`ConnectionCore::begin_upgrade`] (on `Ok` complete the handshake with no extensions;
-//!      on `Err` close it); `OtherMethod` → `500`; `Invalid(r)` → as for a rejected route.
+//!      [`ConnectionCore::begin_upgrade`] (on `Ok` complete the handshake with no extensions,
+//!      then [`ConnectionCore::ws_adopted`] once the stream is held; on `Err` close it); `OtherMethod` → `500`; `Invalid(r)` → as for a rejected route.
 //! 2. WebSocket messages: [`ConnectionCore::ws_text`] / [`ConnectionCore::ws_binary`] with the
-//!    [`WsId`] of that socket (reassemble fragments, answer pings, cap messages at
-//!    `max_payload` + a little, send only text frames); its close or failure:
-//!    [`ConnectionCore::ws_closed`]. A held GET whose client went away:
+//!    [`WsId`] of that socket (reassemble fragments, answer pings, send only text frames); a
+//!    message the codec refuses as over `max_payload` (+ a little):
+//!    [`ConnectionCore::ws_too_big`]; its close or failure (the stream dropped):
+//!    [`ConnectionCore::ws_closed`]. Frames the core addressed to a WebSocket before
+//!    [`ConnectionCore::ws_adopted`] are kept by the core until then. A held GET whose client went away:
 //!    [`ConnectionCore::poll_aborted`]; a POST body that never completed:
 //!    [`ConnectionCore::post_aborted`].
 //! 3. After every input, and whenever a WebSocket can take more bytes, pull
@@ -53,9 +56,11 @@
 //!    [`HttpReply`] has its headers except `Content-Length`.
 //! 4. After every input, run [`ConnectionCore::poll_command`] until `None`:
 //!    [`Command::Bind`] / [`Command::Unbind`] maintain the identity registry;
-//!    [`Command::Store`] goes to the store (in order per connection) and its outcome comes back
-//!    through [`ConnectionCore::store_outcome`]; [`Command::Deliver`] goes to every connection
-//!    bound to the recipient, on every core ([`ConnectionCore::deliver`]);
+//!    [`Command::Store`] goes to the store and its outcome comes back through
+//!    [`ConnectionCore::store_outcome`] (the core issues the next one only then, so stores run
+//!    one at a time, in order); [`Command::Deliver`] goes to every connection bound to the
+//!    recipient, on every core ([`ConnectionCore::deliver`]), through the one delivery seam
+//!    ([`driver::Fanout`]);
 //!    [`Command::Closed`] means drain the transmits and drop the core.
 //! 5. Timers: sleep until [`ConnectionCore::next_timeout`], then
 //!    [`ConnectionCore::handle_timeout`] (re-read the deadline after every input).
@@ -63,7 +68,8 @@
 //!
 //! What stays with the driver: TCP, HTTP/1.1 parsing and writing, the RFC 6455 handshake and
 //! frame codec, moving sessions' requests to their core, the identity registry and cross-core
-//! fan-out, the store (with the HTTP permission/fee gate) and logging [`CloseCause`]s.
+//! fan-out, the store (with the HTTP permission/fee gate), seeding the id generators
+//! ([`ConnectionShared`]) and logging [`CloseCause`]s.
 
 pub mod authsocket;
 pub mod connection;
@@ -71,11 +77,13 @@ pub mod driver;
 pub mod engineio;
 pub mod events;
 pub mod socketio;
+#[cfg(test)]
+mod testutil;
 
 use std::time::Duration;
 
 pub use authsocket::{AppEvent, AuthTunnel, Inbound, TunnelError};
-pub use connection::{CloseCause, Command, ConnectionCore};
+pub use connection::{CloseCause, Command, ConnectionCore, ConnectionShared};
 pub use engineio::{
     route, sid_core, CloseReason, EngineConfig, EngineEvent, EngineSession, HttpReply, PollStart, Rejected,
     RequestHead, Route, SessionRequest, Transmit, Transport, UpgradeRefused, WsId,

@@ -111,9 +111,7 @@ async fn serve(
     limits: HttpLimits,
 ) {
     let mut stop = shutdown.clone();
-    if let Some(hub) = &app.live {
-        crate::live::driver::start_core(hub, core, shutdown.clone());
-    }
+    let live = app.live.as_ref().and_then(|hub| hub.start_core(core, shutdown.clone()));
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -135,9 +133,9 @@ async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let (app, builder, mut shutdown) = (app.clone(), builder.clone(), shutdown.clone());
+                    let (app, live, builder, mut shutdown) = (app.clone(), live.clone(), builder.clone(), shutdown.clone());
                     connections.spawn_local(async move {
-                        let svc = service_fn(move |req| crate::http::handle(app.clone(), req));
+                        let svc = service_fn(move |req| crate::http::handle(app.clone(), live.clone(), req));
                         let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                         tokio::pin!(conn);
                         tokio::select! {
@@ -158,9 +156,9 @@ async fn serve(
         }
     }
     drop(listener);
-    if app.live.is_some() {
+    if let Some(live) = &live {
         // Live clients are told to go (they reconnect to another instance or after restart).
-        crate::live::driver::stop_core(Duration::from_secs(5)).await;
+        live.stop(Duration::from_secs(5)).await;
     }
     let open = connections.len();
     if open > 0 {

@@ -1,0 +1,145 @@
+//! The live channel shared by every core ([`LiveHub`]): the server identity, the store, the
+//! settings, the seed of each core's id generator, and the one delivery seam ([`Fanout`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+
+use super::core::CoreMsg;
+use super::registry::Registry;
+use super::CORE_QUEUE;
+use crate::auth::ServerAuth;
+use crate::domain::send::LiveMessage;
+use crate::domain::{IdentityKey, LiveDelivery};
+use crate::live::connection::ConnectionShared;
+use crate::live::events::{Delivery, StoreOutcome, StoreRequest, StoreToken};
+use crate::live::LiveConfig;
+use crate::store::Store;
+
+/// A store request under way; its outcome goes back to the connection.
+pub(super) type StoreFuture = Pin<Box<dyn Future<Output = (StoreToken, StoreOutcome)>>>;
+
+/// The single place where a [`Delivery`] leaves the connection that caused it (or the HTTP
+/// request that stored it) for the cores holding its recipient: the identity registry and the
+/// cores' mailboxes. Every delivery goes through [`Fanout::publish`].
+///
+/// A broker for a fleet of nodes plugs in here: publish to the nodes that hold the recipient
+/// (a node-level registry beside the core-level one), and feed what the broker brings in to
+/// [`Fanout::publish`] on the receiving node.
+pub struct Fanout {
+    registry: Registry,
+    mailboxes: Vec<mpsc::Sender<CoreMsg>>,
+}
+
+impl Fanout {
+    /// Hands `delivery` to every core with a connection bound to its recipient. A core whose
+    /// mailbox is full misses it, with a warning (the message is stored anyway).
+    pub fn publish(&self, delivery: Delivery) {
+        let cores = self.registry.cores_of(&delivery.recipient);
+        if cores.is_empty() {
+            return;
+        }
+        let d = Arc::new(delivery);
+        for core in cores {
+            if self.mailboxes[core].try_send(CoreMsg::Deliver(d.clone())).is_err() {
+                tracing::warn!(core, recipient = %d.recipient, "live delivery dropped: core mailbox full");
+            }
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The mailbox of `core` (for handing a session's request to its owner).
+    pub(super) fn mailbox(&self, core: usize) -> Option<&mpsc::Sender<CoreMsg>> {
+        self.mailboxes.get(core)
+    }
+}
+
+/// The live channel shared by every core.
+pub struct LiveHub {
+    pub(super) auth: Arc<ServerAuth>,
+    store: Store,
+    pub(super) config: LiveConfig,
+    pub(super) fanout: Fanout,
+    pub(super) receivers: Mutex<Vec<Option<mpsc::Receiver<CoreMsg>>>>,
+    /// Seeds each core's generator of session and socket ids.
+    ids: Mutex<StdRng>,
+}
+
+impl LiveHub {
+    /// The live channel of `cores` cores, its ids from the operating system's randomness.
+    pub fn new(auth: Arc<ServerAuth>, store: Store, config: LiveConfig, cores: usize) -> Arc<LiveHub> {
+        Self::with_rng(auth, store, config, cores, StdRng::from_os_rng())
+    }
+
+    /// As [`Self::new`], every id derived from `ids` (seeded in tests).
+    pub fn with_rng(
+        auth: Arc<ServerAuth>,
+        store: Store,
+        config: LiveConfig,
+        cores: usize,
+        ids: StdRng,
+    ) -> Arc<LiveHub> {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..cores).map(|_| mpsc::channel(CORE_QUEUE)).unzip();
+        Arc::new(LiveHub {
+            auth,
+            store,
+            config,
+            fanout: Fanout { registry: Registry::new(cores), mailboxes: senders },
+            receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
+            ids: Mutex::new(ids),
+        })
+    }
+
+    pub fn registry(&self) -> &Registry {
+        self.fanout.registry()
+    }
+
+    /// The delivery seam ([`Fanout`]).
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// What the connections of one core share, with that core's own id generator.
+    pub(super) fn core_shared(&self) -> Arc<ConnectionShared> {
+        let rng = StdRng::from_rng(&mut *self.ids.lock().unwrap_or_else(|p| p.into_inner()));
+        ConnectionShared::new(self.auth.clone(), rng)
+    }
+
+    /// Every delivery, from HTTP and from WebSockets, leaves through the [`Fanout`].
+    pub(super) fn route(&self, delivery: Delivery) {
+        self.fanout.publish(delivery);
+    }
+
+    /// Runs a connection's store request (see [`Self::store_live`]).
+    pub(super) fn store(&self, r: StoreRequest) -> StoreFuture {
+        let store = self.store.clone();
+        let token = r.token;
+        Box::pin(async move { (token, LiveHub::store_live(store, r).await) })
+    }
+
+    /// A live message through the domain's gate, then stored raw.
+    async fn store_live(store: Store, r: StoreRequest) -> StoreOutcome {
+        let (sender, recipient) = (IdentityKey::from_canonical(&r.sender), IdentityKey::from_canonical(&r.recipient));
+        let message = LiveMessage {
+            sender: &sender,
+            recipient: &recipient,
+            message_box: &r.message_box,
+            message_id: &r.message_id,
+            body: &r.body,
+        };
+        crate::domain::send::store_live(&store, message).await
+    }
+}
+
+impl LiveDelivery for LiveHub {
+    fn deliver(&self, delivery: Delivery) {
+        self.route(delivery);
+    }
+}
