@@ -71,9 +71,9 @@ pub const DEFAULT_BOX: &str = "default";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreToken(pub u64);
 
-/// Store a live message (then report [`MessageBoxEvents::store_outcome`]). Apply the same
-/// permission and fee gate as HTTP `/sendMessage`, and store `body` raw (not wrapped), with
-/// "ignore on duplicate messageId".
+/// Store a live message (then report [`MessageBoxEvents::store_outcome`]): the driver hands it
+/// to [`store_live`](crate::domain::send::store_live), the same permission and fee gate as
+/// HTTP `/sendMessage`, which stores `body` raw (not wrapped), ignoring a duplicate messageId.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreRequest {
     pub token: StoreToken,

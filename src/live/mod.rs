@@ -68,7 +68,8 @@
 //!
 //! What stays with the driver: TCP, HTTP/1.1 parsing and writing, the RFC 6455 handshake and
 //! frame codec, moving sessions' requests to their core, the identity registry and cross-core
-//! fan-out, the store (with the HTTP permission/fee gate), seeding the id generators
+//! fan-out, the store (through the domain's permission/fee gate,
+//! [`store_live`](crate::domain::send::store_live)), seeding the id generators
 //! ([`ConnectionShared`]) and logging [`CloseCause`]s.
 
 pub mod authsocket;

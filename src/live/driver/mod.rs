@@ -16,7 +16,7 @@
 //!
 //! # The delivery seam
 //!
-//! Every delivery — HTTP `/sendMessage` through [`LiveDelivery::deliver`](crate::api::LiveDelivery)
+//! Every delivery — HTTP `/sendMessage` through [`LiveDelivery::deliver`](crate::domain::LiveDelivery)
 //! and WebSocket `sendMessage` through [`Command::Deliver`](super::Command::Deliver) — leaves
 //! through [`Fanout::publish`]: the registry names the cores holding the recipient, and their
 //! mailboxes hand the delivery to the connections bound to it. Cost is proportional to the
