@@ -14,31 +14,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+mod error;
 pub mod migrate;
 pub mod mysql;
 pub mod sqlite;
+
+pub use error::{DatabaseError, ErrorClass, ErrorCode, StoreError};
 
 /// A boxed future returned by the backends (awaitable from any runtime).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Seconds since the Unix epoch, UTC. The schema has second precision.
 pub type Timestamp = i64;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The database reported an error or the connection failed.
-    #[error("database error: {0}")]
-    Database(String),
-    /// The store is shutting down or its worker is gone.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Invalid configuration (bad URL, unreadable file).
-    #[error("store configuration: {0}")]
-    Config(String),
-    /// The database has a schema we cannot work with.
-    #[error("schema: {0}")]
-    Schema(String),
-}
 
 /// One message to store for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]

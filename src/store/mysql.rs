@@ -34,10 +34,11 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
 use tokio::sync::{mpsc, oneshot};
 
+use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
 use super::{
-    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, InsertOutcome,
-    MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp,
-    WriterStats, MAX_DEVICES,
+    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
+    ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions,
+    StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
 
 /// How long a connection beyond the first may idle in the pool before it is closed.
@@ -60,23 +61,9 @@ const TRANSIENT_RETRIES: u32 = 2;
 /// Retries of a default permission insert that lost a lock conflict (see [`insert_default_fee`]).
 const DEFAULT_FEE_RETRIES: u32 = 8;
 
-const ER_NO_REFERENCED_ROW: u16 = 1216;
-const ER_NO_REFERENCED_ROW_2: u16 = 1452;
-const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-const ER_LOCK_DEADLOCK: u16 = 1213;
-/// InnoDB reports a deadlock on the table's AUTO-INC lock (taken by `INSERT … SELECT`) this
-/// way: "Failed to read auto-increment value from storage engine".
-const ER_AUTOINC_READ_FAILED: u16 = 1467;
-
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
      (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
 const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
-
-impl From<mysql_async::Error> for StoreError {
-    fn from(e: mysql_async::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
-}
 
 /// The MySQL store handle. Dropping it closes the writer queue; the store thread then
 /// commits what is queued, closes the pool and exits.
@@ -292,7 +279,7 @@ fn next(it: &mut std::vec::IntoIter<Value>) -> Value {
 }
 
 fn required<T>(v: Option<T>, what: &str) -> Result<T, StoreError> {
-    v.ok_or_else(|| StoreError::Database(format!("unexpected NULL or malformed value in {what}")))
+    v.ok_or_else(|| StoreError::database(format!("unexpected NULL or malformed value in {what}")))
 }
 
 /// The list size an `IN`/`UNION` statement is prepared for: the next power of two, at
@@ -329,9 +316,9 @@ fn id_key(id: &str) -> String {
     id.trim_end_matches(' ').to_lowercase()
 }
 
+/// A deadlock, lock wait timeout or AUTO-INC lock failure: running it again may succeed.
 fn is_transient(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Server(s)
-        if s.code == ER_LOCK_DEADLOCK || s.code == ER_LOCK_WAIT_TIMEOUT || s.code == ER_AUTOINC_READ_FAILED)
+    matches!(e, mysql_async::Error::Server(s) if ErrorCode::Mysql(s.code).class() == ErrorClass::Retry)
 }
 
 /// Whether the last statement's warnings include a foreign-key failure, which `INSERT
@@ -547,7 +534,7 @@ impl Committer {
                 }
                 Err(AttemptError::StaleBox) => {
                     return Err(WriteFailure {
-                        error: StoreError::Database("messageBox rows disappeared while storing messages".into()),
+                        error: StoreError::database("messageBox rows disappeared while storing messages"),
                         statement_level: true,
                     });
                 }

@@ -34,12 +34,6 @@ const STMT_CACHE_SIZE: usize = 64;
 /// Most ids in one `IN (...)` list.
 const MAX_LIST: usize = 500;
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
-}
-
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
