@@ -14,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+mod batch;
 mod error;
 pub mod migrate;
 pub mod mysql;
@@ -198,6 +199,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Waits until every accepted write is committed (graceful shutdown).
     fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// Counters of the group-commit writer behind [`Backend::insert_messages`].
+    fn stats(&self) -> WriterStats;
 }
 
 /// Most devices one identity lists (a bound on a query the original left unbounded).

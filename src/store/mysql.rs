@@ -25,15 +25,15 @@
 //! connection caches a handful of statement shapes instead of one per length.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
-use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
 use super::{
     civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
@@ -70,7 +70,7 @@ const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
 pub struct MysqlStore {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
-    writer: mpsc::Sender<WriterMsg>,
+    writer: batch::Queue<Infallible>,
 }
 
 struct Shared {
@@ -78,20 +78,6 @@ struct Shared {
     /// For the migration's own connection (see [`migrate::run_mysql`]).
     opts: Opts,
     max_batch_rows: usize,
-    stats: Stats,
-}
-
-#[derive(Default)]
-struct Stats {
-    batches: AtomicU64,
-    requests: AtomicU64,
-    rows: AtomicU64,
-    fallbacks: AtomicU64,
-}
-
-enum WriterMsg {
-    Insert { rows: Vec<NewMessage>, reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>> },
-    Flush(oneshot::Sender<()>),
 }
 
 impl MysqlStore {
@@ -133,18 +119,15 @@ impl MysqlStore {
             let _entered = handle.enter();
             Pool::new(opts.clone())
         };
-        let shared = Arc::new(Shared {
-            pool: pool.clone(),
-            opts,
-            max_batch_rows: options.max_batch_rows.max(1),
-            stats: Stats::default(),
-        });
-        let (tx, rx) = mpsc::channel(options.max_queued_inserts.max(1));
+        let shared = Arc::new(Shared { pool: pool.clone(), opts, max_batch_rows: options.max_batch_rows.max(1) });
+        let (queue, intake) =
+            batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
         let writer = Writer {
-            rx,
+            intake,
             committer: Arc::new(Committer {
                 shared: shared.clone(),
                 boxes: std::sync::Mutex::new(BoxCache::new(BOX_CACHE_GENERATION)),
+                counters: queue.counters(),
             }),
             in_flight: Arc::new(tokio::sync::Semaphore::new(PIPELINE)),
         };
@@ -161,7 +144,7 @@ impl MysqlStore {
             })
             .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
 
-        let store = MysqlStore { runtime: handle, shared, writer: tx };
+        let store = MysqlStore { runtime: handle, shared, writer: queue };
         store
             .spawn(|s| async move {
                 let mut conn = s.pool.get_conn().await?;
@@ -181,17 +164,6 @@ impl MysqlStore {
         Ok(store)
     }
 
-    /// Counters of the group-commit writer.
-    pub fn stats(&self) -> WriterStats {
-        let s = &self.shared.stats;
-        WriterStats {
-            batches: s.batches.load(Ordering::Relaxed),
-            requests: s.requests.load(Ordering::Relaxed),
-            rows: s.rows.load(Ordering::Relaxed),
-            fallbacks: s.fallbacks.load(Ordering::Relaxed),
-        }
-    }
-
     /// Runs `f` on the store runtime.
     fn spawn<T, F, Fut>(&self, f: F) -> StoreFuture<'_, T>
     where
@@ -204,10 +176,6 @@ impl MysqlStore {
             task.await.map_err(|e| StoreError::Unavailable(format!("MySQL store task did not finish: {e}")))?
         })
     }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the MySQL writer has stopped".into())
 }
 
 /// A TIMESTAMP parameter (the session time zone is UTC).
@@ -372,12 +340,6 @@ impl BoxCache {
     }
 }
 
-/// One queued `insert_messages` call.
-struct Pending {
-    rows: Vec<NewMessage>,
-    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// One row in autocommit: its affected-row count is its outcome.
@@ -405,16 +367,10 @@ impl From<mysql_async::Error> for AttemptError {
     }
 }
 
-struct WriteFailure {
-    error: StoreError,
-    /// The statement failed (not the connection): other requests of the batch may be fine.
-    statement_level: bool,
-}
-
-/// Drains the queue into batches and hands each to a [`Committer`] task; at most
-/// [`PIPELINE`] batches are in flight, so one can execute in MySQL while the next is built.
+/// Hands each batch of the queue to a [`Committer`] task; at most [`PIPELINE`] batches are
+/// in flight, so one can execute in MySQL while the next is built.
 struct Writer {
-    rx: mpsc::Receiver<WriterMsg>,
+    intake: batch::Intake<Infallible>,
     committer: Arc<Committer>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -423,44 +379,28 @@ struct Writer {
 struct Committer {
     shared: Arc<Shared>,
     boxes: std::sync::Mutex<BoxCache>,
+    counters: Arc<batch::Counters>,
 }
 
 impl Writer {
     /// Serves the queue until every sender is gone and the queue is empty.
     async fn run(mut self) {
-        while let Some(first) = self.rx.recv().await {
-            let mut batch = Vec::new();
-            let mut rows = 0;
-            let mut flushed = None;
-            let mut msg = Some(first);
-            while let Some(m) = msg.take() {
-                match m {
-                    WriterMsg::Insert { rows: r, reply } => {
-                        rows += r.len();
-                        batch.push(Pending { rows: r, reply });
-                    }
-                    // Everything queued before the flush is in this batch: answer it after.
-                    WriterMsg::Flush(done) => {
-                        flushed = Some(done);
-                        break;
-                    }
+        while let Some(work) = self.intake.next().await {
+            match work {
+                Work::Batch(batch) => {
+                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+                    let mut committer = self.committer.clone();
+                    tokio::spawn(async move {
+                        batch.commit(&mut committer).await;
+                        drop(permit);
+                    });
                 }
-                if rows >= self.committer.shared.max_batch_rows {
-                    break;
+                // Everything queued before the flush is in a batch by now: answer after them.
+                Work::Flush(done) => {
+                    self.drain().await;
+                    let _ = done.send(());
                 }
-                msg = self.rx.try_recv().ok();
-            }
-            if !batch.is_empty() {
-                let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
-                let committer = self.committer.clone();
-                tokio::spawn(async move {
-                    committer.commit(batch).await;
-                    drop(permit);
-                });
-            }
-            if let Some(done) = flushed {
-                self.drain().await;
-                let _ = done.send(());
+                Work::Job(never) => match never {},
             }
         }
         self.drain().await;
@@ -474,35 +414,13 @@ impl Writer {
     }
 }
 
-impl Committer {
-    async fn commit(&self, batch: Vec<Pending>) {
-        self.shared.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let all: Vec<&NewMessage> = batch.iter().flat_map(|p| p.rows.iter()).collect();
-        match self.write(&all).await {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for p in batch {
-                    let mine: Vec<InsertOutcome> = outcomes.by_ref().take(p.rows.len()).collect();
-                    let _ = p.reply.send(Ok(mine));
-                }
-            }
-            Err(f) if f.statement_level && batch.len() > 1 => {
-                // One request must not fail the others: give each its own transaction.
-                tracing::warn!(error = %f.error, requests = batch.len(), "group-committed insert failed; retrying each request alone");
-                self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-                for p in batch {
-                    let rows: Vec<&NewMessage> = p.rows.iter().collect();
-                    let _ = p.reply.send(self.write(&rows).await.map_err(|f| f.error));
-                }
-            }
-            Err(f) => {
-                for p in batch {
-                    let _ = p.reply.send(Err(f.error.clone()));
-                }
-            }
-        }
+impl BatchWriter for Arc<Committer> {
+    async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
+        Committer::write(self, rows).await
     }
+}
 
+impl Committer {
     /// Writes `rows` (in order) and returns each row's outcome, retrying what is safe to retry.
     async fn write(&self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
         let mut mode = if rows.len() == 1 {
@@ -516,15 +434,11 @@ impl Committer {
         let mut transient = 0;
         loop {
             match self.attempt(rows, mode).await {
-                Ok(outcomes) => {
-                    self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.shared.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                    return Ok(outcomes);
-                }
+                Ok(outcomes) => return Ok(outcomes),
                 Err(AttemptError::Ambiguous) if mode == Mode::Optimistic => mode = Mode::Batch,
                 Err(AttemptError::Ambiguous) => {
                     tracing::debug!(rows = rows.len(), "batch outcome ambiguous; redoing it row by row");
-                    self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    self.counters.count_fallback();
                     mode = Mode::RowByRow;
                 }
                 Err(AttemptError::StaleBox) if !stale_retried => {
@@ -957,14 +871,7 @@ impl Backend for MysqlStore {
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        Box::pin(async move {
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (reply, answer) = oneshot::channel();
-            self.writer.send(WriterMsg::Insert { rows: messages, reply }).await.map_err(|_| writer_gone())?;
-            answer.await.map_err(|_| writer_gone())?
-        })
+        self.writer.insert(messages)
     }
 
     fn list_messages(
@@ -1204,11 +1111,11 @@ impl Backend for MysqlStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let (done, finished) = oneshot::channel();
-            self.writer.send(WriterMsg::Flush(done)).await.map_err(|_| writer_gone())?;
-            finished.await.map_err(|_| writer_gone())
-        })
+        self.writer.flush()
+    }
+
+    fn stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 }
 

@@ -15,13 +15,13 @@
 //! seconds since the epoch, UTC; text keys are `COLLATE NOCASE` (see the migration).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::{
     migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MigrationReport, NewMessage, Permission,
     StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
@@ -37,27 +37,12 @@ const MAX_LIST: usize = 500;
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
-enum WriterMsg {
-    Insert { rows: Vec<NewMessage>, reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>> },
-    Job(WriteJob),
-    Flush(oneshot::Sender<()>),
-}
-
 /// The SQLite store handle. Dropping it closes the queues; the threads finish what is
 /// queued and close their connections.
 pub struct SqliteStore {
-    writer: mpsc::Sender<WriterMsg>,
+    writer: batch::Queue<WriteJob>,
     /// `None` for `:memory:` (reads go to the writer).
     readers: Option<mpsc::Sender<ReadJob>>,
-    stats: Arc<Stats>,
-}
-
-#[derive(Default)]
-struct Stats {
-    batches: AtomicU64,
-    requests: AtomicU64,
-    rows: AtomicU64,
-    fallbacks: AtomicU64,
 }
 
 const LIST_MESSAGES_SQL: &str = "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
@@ -99,7 +84,6 @@ impl SqliteStore {
         }
 
         let queue = options.max_queued_inserts.max(1);
-        let stats = Arc::new(Stats::default());
         let readers = if memory {
             None
         } else {
@@ -122,26 +106,19 @@ impl SqliteStore {
             Some(tx)
         };
 
-        let (tx, rx) = mpsc::channel(queue);
-        let writer =
-            Writer { conn: writer_conn, rx, max_batch_rows: options.max_batch_rows.max(1), stats: stats.clone() };
+        let (writer, intake) = batch::queue(queue, options.max_batch_rows, "the SQLite worker has stopped");
+        // The shared writer is async; this runtime only drives it (it never waits on I/O:
+        // every SQLite call blocks this thread, which exists for them).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer runtime: {e}")))?;
         std::thread::Builder::new()
             .name("messagebox-sqlite-w".into())
-            .spawn(move || writer.run())
+            .spawn(move || runtime.block_on(write_main(writer_conn, intake)))
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
         let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
         tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
-        Ok(SqliteStore { writer: tx, readers, stats })
-    }
-
-    /// Counters of the group-commit writer.
-    pub fn stats(&self) -> WriterStats {
-        WriterStats {
-            batches: self.stats.batches.load(Ordering::Relaxed),
-            requests: self.stats.requests.load(Ordering::Relaxed),
-            rows: self.stats.rows.load(Ordering::Relaxed),
-            fallbacks: self.stats.fallbacks.load(Ordering::Relaxed),
-        }
+        Ok(SqliteStore { writer, readers })
     }
 
     /// Runs `f` on a reader connection (the writer's for `:memory:`).
@@ -157,10 +134,7 @@ impl SqliteStore {
         Box::pin(async move {
             match &self.readers {
                 Some(readers) => readers.send(Box::new(job)).await.map_err(|_| gone())?,
-                None => {
-                    let job: WriteJob = Box::new(move |conn: &mut Connection| job(conn));
-                    self.writer.send(WriterMsg::Job(job)).await.map_err(|_| gone())?
-                }
+                None => self.writer.job(Box::new(move |conn: &mut Connection| job(conn))).await?,
             }
             answer.await.map_err(|_| gone())?
         })
@@ -177,7 +151,7 @@ impl SqliteStore {
             let _ = reply.send(f(conn));
         });
         Box::pin(async move {
-            self.writer.send(WriterMsg::Job(job)).await.map_err(|_| gone())?;
+            self.writer.job(job).await?;
             answer.await.map_err(|_| gone())?
         })
     }
@@ -197,122 +171,65 @@ fn reader_main(conn: Connection, rx: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
     }
 }
 
-struct Pending {
-    rows: Vec<NewMessage>,
-    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
-}
-
-struct Writer {
-    conn: Connection,
-    rx: mpsc::Receiver<WriterMsg>,
-    max_batch_rows: usize,
-    stats: Arc<Stats>,
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut held: Option<WriterMsg> = None;
-        while let Some(msg) = held.take().or_else(|| self.rx.blocking_recv()) {
-            match msg {
-                WriterMsg::Job(job) => job(&mut self.conn),
-                WriterMsg::Flush(done) => {
-                    let _ = done.send(());
-                }
-                WriterMsg::Insert { rows, reply } => {
-                    let mut count = rows.len();
-                    let mut batch = vec![Pending { rows, reply }];
-                    while count < self.max_batch_rows {
-                        match self.rx.try_recv() {
-                            Ok(WriterMsg::Insert { rows, reply }) => {
-                                count += rows.len();
-                                batch.push(Pending { rows, reply });
-                            }
-                            // Keep queue order: commit the batch, then run this.
-                            Ok(other) => {
-                                held = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit(batch);
-                }
+/// The writer thread: group-committed inserts and, in queue order between them, every
+/// other write (and reads, for `:memory:`).
+async fn write_main(mut conn: Connection, mut intake: batch::Intake<WriteJob>) {
+    while let Some(work) = intake.next().await {
+        match work {
+            Work::Batch(batch) => batch.commit(&mut conn).await,
+            Work::Job(job) => job(&mut conn),
+            Work::Flush(done) => {
+                let _ = done.send(());
             }
         }
     }
+}
 
-    fn commit(&mut self, batch: Vec<Pending>) {
-        self.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let all: Vec<&NewMessage> = batch.iter().flat_map(|p| p.rows.iter()).collect();
-        match self.write(&all) {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for p in batch {
-                    let mine = outcomes.by_ref().take(p.rows.len()).collect();
-                    let _ = p.reply.send(Ok(mine));
-                }
-            }
-            Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, requests = batch.len(), "group-committed insert failed; retrying each request alone");
-                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-                for p in batch {
-                    let rows: Vec<&NewMessage> = p.rows.iter().collect();
-                    let _ = p.reply.send(self.write(&rows).map_err(StoreError::from));
-                }
-            }
-            Err(e) => {
-                let e = StoreError::from(e);
-                for p in batch {
-                    let _ = p.reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
+impl BatchWriter for Connection {
     /// One transaction: per row, find or create its box, then `INSERT OR IGNORE`, whose
     /// change count is the row's outcome (rows run in order, so a later duplicate within the
-    /// batch is seen as one).
-    fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
-        let ts = now();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(rows.len());
-        {
-            let mut boxes: HashMap<(&str, &str), i64> = HashMap::new();
-            let mut find =
-                tx.prepare_cached("SELECT messageBoxId FROM messageBox WHERE identityKey = ?1 AND type = ?2")?;
-            let mut create = tx.prepare_cached(
-                "INSERT INTO messageBox (type, identityKey, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?;
-            for row in rows {
-                let key = (row.recipient.as_str(), row.box_type.as_str());
-                let box_id = match boxes.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = match find.query_row(params![key.0, key.1], |r| r.get(0)).optional()? {
-                            Some(id) => id,
-                            None => {
-                                create.execute(params![key.1, key.0, ts])?;
-                                tx.last_insert_rowid()
-                            }
-                        };
-                        boxes.insert(key, id);
-                        id
-                    }
-                };
-                let changed =
-                    insert.execute(params![row.message_id, box_id, row.sender, row.recipient, row.body, ts])?;
-                out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
-            }
-        }
-        tx.commit()?;
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        Ok(out)
+    /// batch is seen as one). Any error may be the statement's, so the batch may be split.
+    async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
+        insert_rows(self, rows).map_err(|e| WriteFailure { error: e.into(), statement_level: true })
     }
+}
+
+fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
+    let ts = now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(rows.len());
+    {
+        let mut boxes: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut find = tx.prepare_cached("SELECT messageBoxId FROM messageBox WHERE identityKey = ?1 AND type = ?2")?;
+        let mut create = tx.prepare_cached(
+            "INSERT INTO messageBox (type, identityKey, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO messages (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?;
+        for row in rows {
+            let key = (row.recipient.as_str(), row.box_type.as_str());
+            let box_id = match boxes.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = match find.query_row(params![key.0, key.1], |r| r.get(0)).optional()? {
+                        Some(id) => id,
+                        None => {
+                            create.execute(params![key.1, key.0, ts])?;
+                            tx.last_insert_rowid()
+                        }
+                    };
+                    boxes.insert(key, id);
+                    id
+                }
+            };
+            let changed = insert.execute(params![row.message_id, box_id, row.sender, row.recipient, row.body, ts])?;
+            out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
+        }
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
 fn list(n: usize) -> String {
@@ -430,14 +347,7 @@ impl Backend for SqliteStore {
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        Box::pin(async move {
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (reply, answer) = oneshot::channel();
-            self.writer.send(WriterMsg::Insert { rows: messages, reply }).await.map_err(|_| gone())?;
-            answer.await.map_err(|_| gone())?
-        })
+        self.writer.insert(messages)
     }
 
     fn list_messages(
@@ -631,11 +541,11 @@ impl Backend for SqliteStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let (done, finished) = oneshot::channel();
-            self.writer.send(WriterMsg::Flush(done)).await.map_err(|_| gone())?;
-            finished.await.map_err(|_| gone())
-        })
+        self.writer.flush()
+    }
+
+    fn stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 }
 
