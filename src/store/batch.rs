@@ -276,15 +276,7 @@ mod tests {
         }
     }
 
-    fn msg(id: &str) -> NewMessage {
-        NewMessage {
-            message_id: id.into(),
-            recipient: "r".into(),
-            box_type: "inbox".into(),
-            sender: "s".into(),
-            body: "b".into(),
-        }
-    }
+    use crate::store::tests::message as msg;
 
     fn msgs(ids: &[&str]) -> Vec<NewMessage> {
         ids.iter().map(|id| msg(id)).collect()

@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 mod batch;
 mod error;
+mod fees;
 pub mod migrate;
 pub mod mysql;
+mod sql;
 pub mod sqlite;
 
 pub use error::{DatabaseError, ErrorClass, ErrorCode, StoreError};
@@ -307,8 +309,19 @@ pub fn now() -> Timestamp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A message for `r`'s inbox with this id.
+    pub(crate) fn message(id: &str) -> NewMessage {
+        NewMessage {
+            message_id: id.into(),
+            recipient: "r".into(),
+            box_type: "inbox".into(),
+            sender: "s".into(),
+            body: "b".into(),
+        }
+    }
 
     #[test]
     fn iso_dates() {

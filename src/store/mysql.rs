@@ -35,6 +35,8 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row,
 
 use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
+use super::fees::{self, FeeRules};
+use super::sql;
 use super::{
     civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
     ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions,
@@ -261,14 +263,6 @@ fn bucket(n: usize, cap: usize) -> usize {
 fn insert_bucket(n: usize, cap: usize) -> usize {
     let step = (n.next_power_of_two() / 8).max(1);
     n.div_ceil(step).saturating_mul(step).min(cap.max(n))
-}
-
-fn placeholders(n: usize) -> String {
-    let mut s = String::with_capacity(n * 2);
-    for i in 0..n {
-        s.push_str(if i == 0 { "?" } else { ",?" });
-    }
-    s
 }
 
 fn padded<T: Clone>(items: &[T], size: usize) -> impl Iterator<Item = T> + '_ {
@@ -654,7 +648,7 @@ async fn precheck<Q: Queryable + Send>(q: &mut Q, rows: &[&NewMessage]) -> Resul
     let mut found = Vec::new();
     for chunk in ids.chunks(MAX_LIST) {
         let size = bucket(chunk.len(), MAX_LIST);
-        let sql = format!("SELECT messageId FROM messages WHERE messageId IN ({})", placeholders(size));
+        let sql = format!("SELECT messageId FROM messages WHERE messageId IN ({})", sql::placeholders(size));
         let params: Vec<Value> = padded(chunk, size).map(Value::from).collect();
         let rows: Vec<Row> = q.exec(sql, params).await?;
         found.extend(rows.into_iter().filter_map(|r| v_string(values(r).next()?)));
@@ -692,16 +686,7 @@ fn predict(rows: &[&NewMessage], existing: &[String]) -> Option<Vec<InsertOutcom
 /// One statement for all recipients: per recipient the sender-specific rule if any, else
 /// the newest box-wide rule, else NULL. The literal index says which recipient a row is for.
 fn fee_lookup_sql(n: usize) -> String {
-    (0..n)
-        .map(|i| {
-            format!(
-                "SELECT {i}, (SELECT recipient_fee FROM message_permissions \
-                 WHERE recipient = ? AND message_box = ? AND (sender = ? OR sender IS NULL) \
-                 ORDER BY sender IS NULL, id DESC LIMIT 1)"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+    (0..n).map(|i| format!("SELECT {i}, ({})", sql::FEE_RULE)).collect::<Vec<_>>().join(" UNION ALL ")
 }
 
 async fn lookup_fees(
@@ -739,9 +724,7 @@ async fn insert_default_fee(
     loop {
         let result = conn
             .exec_drop(
-                "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                 SELECT ?, NULL, ?, ?, ?, ? FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM message_permissions \
-                 WHERE recipient = ? AND message_box = ? AND sender IS NULL)",
+                sql::INSERT_DEFAULT_FEE_MYSQL,
                 vec![
                     Value::from(recipient),
                     Value::from(message_box),
@@ -770,7 +753,23 @@ async fn insert_default_fee(
     }
 }
 
-const PERMISSION_COLUMNS: &str = "sender, message_box, recipient_fee, created_at, updated_at";
+/// One sender's fee rules for one box, on one connection.
+struct Fees<'a> {
+    conn: &'a mut Conn,
+    sender: &'a str,
+    message_box: &'a str,
+}
+
+impl FeeRules for Fees<'_> {
+    async fn lookup(&mut self, recipient: &str) -> Result<Option<i64>, StoreError> {
+        let one = [recipient.to_string()];
+        Ok(lookup_fees(self.conn, self.sender, self.message_box, &one).await?[0])
+    }
+
+    async fn insert_default(&mut self, recipient: &str, fee: i64) -> Result<bool, StoreError> {
+        Ok(insert_default_fee(self.conn, recipient, self.message_box, fee).await?)
+    }
+}
 
 fn permission(row: Row) -> Result<Permission, StoreError> {
     let mut it = values(row);
@@ -782,8 +781,6 @@ fn permission(row: Row) -> Result<Permission, StoreError> {
         updated_at: v_ts(next(&mut it)),
     })
 }
-
-const DEVICE_COLUMNS: &str = "id, device_id, platform, fcm_token, active, created_at, updated_at, last_used";
 
 fn device(row: Row) -> Result<Device, StoreError> {
     let mut it = values(row);
@@ -801,12 +798,7 @@ fn device(row: Row) -> Result<Device, StoreError> {
 
 async fn devices(shared: Arc<Shared>, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
     let mut conn = shared.pool.get_conn().await?;
-    let filter = if only_active { " AND active = 1" } else { "" };
-    let sql = format!(
-        "SELECT {DEVICE_COLUMNS} FROM device_registrations WHERE identity_key = ?{filter} \
-         ORDER BY updated_at DESC, id DESC LIMIT ?"
-    );
-    let rows: Vec<Row> = conn.exec(sql, (identity_key, MAX_DEVICES)).await?;
+    let rows: Vec<Row> = conn.exec(sql::devices(only_active), (identity_key, MAX_DEVICES)).await?;
     rows.into_iter().map(device).collect()
 }
 
@@ -831,9 +823,7 @@ impl Backend for MysqlStore {
         let message_box = message_box.to_string();
         self.spawn(|s| async move {
             let mut conn = s.pool.get_conn().await?;
-            let fee: Option<Row> = conn
-                .exec_first("SELECT delivery_fee FROM server_fees WHERE message_box = ? LIMIT 1", (message_box,))
-                .await?;
+            let fee: Option<Row> = conn.exec_first(sql::DELIVERY_FEE, (message_box,)).await?;
             Ok(fee.and_then(|r| v_i64(values(r).next()?)))
         })
     }
@@ -851,22 +841,9 @@ impl Backend for MysqlStore {
                 return Ok(Vec::new());
             }
             let mut conn = s.pool.get_conn().await?;
-            let mut fees = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
-            for i in 0..fees.len() {
-                if fees[i].is_some() {
-                    continue;
-                }
-                let recipient = &recipients[i];
-                if insert_default_fee(&mut conn, recipient, &message_box, default_fee).await? {
-                    tracing::debug!(recipient = %recipient, message_box = %message_box, fee = default_fee, "created box-wide default permission");
-                    fees[i] = Some(default_fee);
-                } else {
-                    // Someone else created it (or an earlier duplicate recipient did): read it.
-                    let again = lookup_fees(&mut conn, &sender, &message_box, std::slice::from_ref(recipient)).await?;
-                    fees[i] = Some(again[0].unwrap_or(default_fee));
-                }
-            }
-            Ok(fees.into_iter().map(|f| f.unwrap_or(default_fee)).collect())
+            let found = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
+            let mut rules = Fees { conn: &mut conn, sender: &sender, message_box: &message_box };
+            fees::with_defaults(&mut rules, &recipients, found, default_fee).await
         })
     }
 
@@ -886,10 +863,7 @@ impl Backend for MysqlStore {
             let mut conn = s.pool.get_conn().await?;
             let rows: Vec<Row> = conn
                 .exec(
-                    "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
-                     FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
-                     WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? \
-                     ORDER BY m.created_at, m.messageId LIMIT ? OFFSET ?",
+                    sql::LIST_MESSAGES,
                     vec![
                         Value::from(recipient.as_str()),
                         Value::from(box_type),
@@ -924,11 +898,10 @@ impl Backend for MysqlStore {
             let mut deleted = 0;
             for chunk in ids.chunks(MAX_LIST) {
                 let size = bucket(chunk.len(), MAX_LIST);
-                let sql = format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", placeholders(size));
                 let params: Vec<Value> = std::iter::once(Value::from(recipient.as_str()))
                     .chain(padded(chunk, size).map(Value::from))
                     .collect();
-                conn.exec_drop(sql, params).await?;
+                conn.exec_drop(sql::delete_messages(size), params).await?;
                 deleted += conn.affected_rows();
             }
             Ok(deleted)
@@ -984,18 +957,10 @@ impl Backend for MysqlStore {
             let mut conn = s.pool.get_conn().await?;
             let ts = date_value(now());
             if success {
-                conn.exec_drop(
-                    "UPDATE device_registrations SET last_used = ?, updated_at = ? WHERE fcm_token = ?",
-                    vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())],
-                )
-                .await?;
+                conn.exec_drop(sql::DEVICE_USED, vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())]).await?;
             }
             if deactivate {
-                conn.exec_drop(
-                    "UPDATE device_registrations SET active = 0, updated_at = ? WHERE fcm_token = ?",
-                    vec![ts, Value::from(fcm_token.as_str())],
-                )
-                .await?;
+                conn.exec_drop(sql::DEVICE_DEACTIVATED, vec![ts, Value::from(fcm_token.as_str())]).await?;
             }
             Ok(())
         })
@@ -1058,20 +1023,8 @@ impl Backend for MysqlStore {
         self.spawn(move |s| async move {
             let mut conn = s.pool.get_conn().await?;
             let row: Option<Row> = match sender {
-                Some(sender) => {
-                    let sql = format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ? AND message_box = ? AND sender = ? ORDER BY id DESC LIMIT 1"
-                    );
-                    conn.exec_first(sql, (recipient, message_box, sender)).await?
-                }
-                None => {
-                    let sql = format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ? AND message_box = ? AND sender IS NULL ORDER BY id DESC LIMIT 1"
-                    );
-                    conn.exec_first(sql, (recipient, message_box)).await?
-                }
+                Some(sender) => conn.exec_first(sql::SENDER_PERMISSION, (recipient, message_box, sender)).await?,
+                None => conn.exec_first(sql::BOX_WIDE_PERMISSION, (recipient, message_box)).await?,
             };
             row.map(permission).transpose()
         })
@@ -1088,23 +1041,13 @@ impl Backend for MysqlStore {
         let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
         self.spawn(move |s| async move {
             let mut conn = s.pool.get_conn().await?;
-            let dir = if created_asc { "ASC" } else { "DESC" };
-            let filter = if message_box.is_some() { " AND message_box = ?" } else { "" };
+            let filter = if message_box.is_some() { "recipient = ? AND message_box = ?" } else { "recipient = ?" };
             let mut params = vec![Value::from(recipient)];
             params.extend(message_box.map(Value::from));
-            let total: Option<Row> = conn
-                .exec_first(
-                    format!("SELECT COUNT(*) FROM message_permissions WHERE recipient = ?{filter}"),
-                    params.clone(),
-                )
-                .await?;
+            let total: Option<Row> = conn.exec_first(sql::count_permissions(filter), params.clone()).await?;
             let total = total.and_then(|r| v_i64(values(r).next()?)).unwrap_or(0).max(0) as u64;
             params.extend([Value::from(limit), Value::from(offset)]);
-            let sql = format!(
-                "SELECT {PERMISSION_COLUMNS} FROM message_permissions WHERE recipient = ?{filter} \
-                 ORDER BY message_box ASC, (sender IS NOT NULL) ASC, created_at {dir}, id {dir} LIMIT ? OFFSET ?"
-            );
-            let rows: Vec<Row> = conn.exec(sql, params).await?;
+            let rows: Vec<Row> = conn.exec(sql::list_permissions(filter, created_asc), params).await?;
             let page = rows.into_iter().map(permission).collect::<Result<Vec<_>, _>>()?;
             Ok((page, total))
         })
@@ -1129,25 +1072,14 @@ async fn set_box_wide(
     ts: &Value,
 ) -> Result<(), mysql_async::Error> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let newest: Option<Row> = tx
-        .exec_first(
-            "SELECT id FROM message_permissions WHERE recipient = ? AND message_box = ? AND sender IS NULL \
-             ORDER BY id DESC LIMIT 1 FOR UPDATE",
-            (recipient, message_box),
-        )
-        .await?;
+    let newest: Option<Row> = tx.exec_first(sql::NEWEST_BOX_WIDE_ID_FOR_UPDATE, (recipient, message_box)).await?;
     match newest.and_then(|r| v_i64(values(r).next()?)) {
         Some(id) => {
-            tx.exec_drop(
-                "UPDATE message_permissions SET recipient_fee = ?, updated_at = ? WHERE id = ?",
-                vec![Value::from(fee), ts.clone(), Value::from(id)],
-            )
-            .await?
+            tx.exec_drop(sql::UPDATE_PERMISSION_FEE, vec![Value::from(fee), ts.clone(), Value::from(id)]).await?
         }
         None => {
             tx.exec_drop(
-                "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                 VALUES (?, NULL, ?, ?, ?, ?)",
+                sql::INSERT_BOX_WIDE,
                 vec![Value::from(recipient), Value::from(message_box), Value::from(fee), ts.clone(), ts.clone()],
             )
             .await?
@@ -1160,15 +1092,7 @@ async fn set_box_wide(
 mod tests {
     use super::*;
 
-    fn msg(id: &str) -> NewMessage {
-        NewMessage {
-            message_id: id.into(),
-            recipient: "r".into(),
-            box_type: "inbox".into(),
-            sender: "s".into(),
-            body: "b".into(),
-        }
-    }
+    use crate::store::tests::message as msg;
 
     #[test]
     fn buckets_are_powers_of_two_up_to_the_cap() {

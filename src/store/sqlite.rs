@@ -22,6 +22,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{self, BatchWriter, Work, WriteFailure};
+use super::fees::{self, FeeRules};
+use super::sql;
 use super::{
     migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MigrationReport, NewMessage, Permission,
     StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
@@ -44,11 +46,6 @@ pub struct SqliteStore {
     /// `None` for `:memory:` (reads go to the writer).
     readers: Option<mpsc::Sender<ReadJob>>,
 }
-
-const LIST_MESSAGES_SQL: &str = "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
-     FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
-     WHERE b.identityKey = ?1 AND b.type = ?2 AND m.recipient = ?1 \
-     ORDER BY m.created_at, m.messageId LIMIT ?3 OFFSET ?4";
 
 fn gone() -> StoreError {
     StoreError::Unavailable("the SQLite worker has stopped".into())
@@ -232,26 +229,45 @@ fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<Insert
     Ok(out)
 }
 
-fn list(n: usize) -> String {
-    let mut s = String::with_capacity(n * 2);
-    for i in 0..n {
-        s.push_str(if i == 0 { "?" } else { ",?" });
-    }
-    s
-}
-
 /// The fee rule that applies, as in the MySQL backend: sender-specific first, else the
 /// newest box-wide rule.
 fn lookup_fee(conn: &Connection, recipient: &str, sender: &str, message_box: &str) -> Result<Option<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT recipient_fee FROM message_permissions \
-         WHERE recipient = ?1 AND message_box = ?2 AND (sender = ?3 OR sender IS NULL) \
-         ORDER BY sender IS NULL, id DESC LIMIT 1",
-    )?;
+    let mut stmt = conn.prepare_cached(sql::FEE_RULE)?;
     Ok(stmt.query_row(params![recipient, message_box, sender], |r| r.get(0)).optional()?)
 }
 
-const PERMISSION_COLUMNS: &str = "sender, message_box, recipient_fee, created_at, updated_at";
+/// One sender's fee rules for one box, on the writer's connection. Its calls block, so its
+/// futures finish on their first poll (see [`blocking`]).
+struct Fees<'a> {
+    conn: &'a Connection,
+    sender: &'a str,
+    message_box: &'a str,
+}
+
+impl FeeRules for Fees<'_> {
+    async fn lookup(&mut self, recipient: &str) -> Result<Option<i64>, StoreError> {
+        lookup_fee(self.conn, recipient, self.sender, self.message_box)
+    }
+
+    async fn insert_default(&mut self, recipient: &str, fee: i64) -> Result<bool, StoreError> {
+        let ts = now();
+        let inserted = self.conn.prepare_cached(sql::INSERT_DEFAULT_FEE_SQLITE)?.execute(params![
+            recipient,
+            self.message_box,
+            fee,
+            ts,
+            ts,
+            recipient,
+            self.message_box
+        ])?;
+        Ok(inserted == 1)
+    }
+}
+
+/// The result of a future built only of blocking SQLite calls, which never waits.
+fn blocking<T>(work: impl std::future::Future<Output = T>) -> T {
+    futures_util::FutureExt::now_or_never(work).expect("SQLite work never waits")
+}
 
 fn permission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Permission> {
     Ok(Permission {
@@ -264,11 +280,7 @@ fn permission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Permission> {
 }
 
 fn devices(conn: &Connection, identity_key: &str, only_active: bool) -> Result<Vec<Device>, StoreError> {
-    let filter = if only_active { " AND active = 1" } else { "" };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT id, device_id, platform, fcm_token, active, created_at, updated_at, last_used \
-         FROM device_registrations WHERE identity_key = ?1{filter} ORDER BY updated_at DESC, id DESC LIMIT ?2"
-    ))?;
+    let mut stmt = conn.prepare_cached(sql::devices(only_active))?;
     let rows = stmt.query_map(params![identity_key, MAX_DEVICES], |r| {
         Ok(Device {
             id: r.get::<_, i64>(0)? as u64,
@@ -296,8 +308,7 @@ impl Backend for SqliteStore {
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT delivery_fee FROM server_fees WHERE message_box = ?1 LIMIT 1")?;
+            let mut stmt = conn.prepare_cached(sql::DELIVERY_FEE)?;
             Ok(stmt.query_row([message_box], |r| r.get(0)).optional()?)
         })
     }
@@ -319,28 +330,10 @@ impl Backend for SqliteStore {
                 return Ok(found.into_iter().flatten().collect());
             }
             // Create the missing box-wide defaults on the writer (the only writer in this
-            // process, so no duplicate from here), then read what applies now.
+            // process, so no duplicate from here).
             self.write(move |conn| {
-                let ts = now();
-                let mut fees = Vec::with_capacity(recipients.len());
-                for (recipient, fee) in recipients.iter().zip(found) {
-                    if let Some(fee) = fee {
-                        fees.push(fee);
-                        continue;
-                    }
-                    let inserted = conn.prepare_cached(
-                        "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                         SELECT ?1, NULL, ?2, ?3, ?4, ?4 WHERE NOT EXISTS (SELECT 1 FROM message_permissions \
-                         WHERE recipient = ?1 AND message_box = ?2 AND sender IS NULL)",
-                    )?
-                    .execute(params![recipient, message_box, default_fee, ts])?;
-                    if inserted == 1 {
-                        fees.push(default_fee);
-                    } else {
-                        fees.push(lookup_fee(conn, recipient, &sender, &message_box)?.unwrap_or(default_fee));
-                    }
-                }
-                Ok(fees)
+                let mut rules = Fees { conn, sender: &sender, message_box: &message_box };
+                blocking(fees::with_defaults(&mut rules, &recipients, found, default_fee))
             })
             .await
         })
@@ -359,9 +352,9 @@ impl Backend for SqliteStore {
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(LIST_MESSAGES_SQL)?;
+            let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES)?;
             let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![recipient, box_type, limit, offset], |r| {
+            let rows = stmt.query_map(params![recipient, box_type, recipient, limit, offset], |r| {
                 Ok(StoredMessage {
                     message_id: r.get(0)?,
                     body: r.get(1)?,
@@ -383,9 +376,9 @@ impl Backend for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut deleted = 0;
             for chunk in ids.chunks(MAX_LIST) {
-                let sql = format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", list(chunk.len()));
                 let params = std::iter::once(recipient.as_str()).chain(chunk.iter().map(String::as_str));
-                deleted += tx.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params))? as u64;
+                let delete = sql::delete_messages(chunk.len());
+                deleted += tx.prepare_cached(&delete)?.execute(rusqlite::params_from_iter(params))? as u64;
             }
             tx.commit()?;
             Ok(deleted)
@@ -424,16 +417,10 @@ impl Backend for SqliteStore {
         self.write(move |conn| {
             let ts = now();
             if success {
-                conn.prepare_cached(
-                    "UPDATE device_registrations SET last_used = ?1, updated_at = ?1 WHERE fcm_token = ?2",
-                )?
-                .execute(params![ts, fcm_token])?;
+                conn.prepare_cached(sql::DEVICE_USED)?.execute(params![ts, ts, fcm_token])?;
             }
             if deactivate {
-                conn.prepare_cached(
-                    "UPDATE device_registrations SET active = 0, updated_at = ?1 WHERE fcm_token = ?2",
-                )?
-                .execute(params![ts, fcm_token])?;
+                conn.prepare_cached(sql::DEVICE_DEACTIVATED)?.execute(params![ts, fcm_token])?;
             }
             Ok(())
         })
@@ -461,22 +448,12 @@ impl Backend for SqliteStore {
             }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let newest: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM message_permissions WHERE recipient = ?1 AND message_box = ?2 AND sender IS NULL \
-                     ORDER BY id DESC LIMIT 1",
-                )?
+                .prepare_cached(sql::NEWEST_BOX_WIDE_ID)?
                 .query_row(params![recipient, message_box], |r| r.get(0))
                 .optional()?;
             match newest {
-                Some(id) => tx
-                    .prepare_cached("UPDATE message_permissions SET recipient_fee = ?1, updated_at = ?2 WHERE id = ?3")?
-                    .execute(params![fee, ts, id])?,
-                None => tx
-                    .prepare_cached(
-                        "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                         VALUES (?1, NULL, ?2, ?3, ?4, ?4)",
-                    )?
-                    .execute(params![recipient, message_box, fee, ts])?,
+                Some(id) => tx.prepare_cached(sql::UPDATE_PERMISSION_FEE)?.execute(params![fee, ts, id])?,
+                None => tx.prepare_cached(sql::INSERT_BOX_WIDE)?.execute(params![recipient, message_box, fee, ts, ts])?,
             };
             tx.commit()?;
             Ok(())
@@ -494,17 +471,11 @@ impl Backend for SqliteStore {
         self.read(move |conn| {
             let row = match sender {
                 Some(sender) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ?1 AND message_box = ?2 AND sender = ?3 ORDER BY id DESC LIMIT 1"
-                    ))?
+                    .prepare_cached(sql::SENDER_PERMISSION)?
                     .query_row(params![recipient, message_box, sender], permission)
                     .optional()?,
                 None => conn
-                    .prepare_cached(&format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ?1 AND message_box = ?2 AND sender IS NULL ORDER BY id DESC LIMIT 1"
-                    ))?
+                    .prepare_cached(sql::BOX_WIDE_PERMISSION)?
                     .query_row(params![recipient, message_box], permission)
                     .optional()?,
             };
@@ -522,16 +493,13 @@ impl Backend for SqliteStore {
     ) -> StoreFuture<'_, (Vec<Permission>, u64)> {
         let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
         self.read(move |conn| {
-            let dir = if created_asc { "ASC" } else { "DESC" };
-            // `?2 IS NULL` keeps one statement shape for "all boxes" and "one box".
+            // `?2 IS NULL` keeps one statement shape for "all boxes" and "one box"; the
+            // page's `?` placeholders then number on from 3.
             let filter = "recipient = ?1 AND (?2 IS NULL OR message_box = ?2)";
             let total: i64 = conn
-                .prepare_cached(&format!("SELECT COUNT(*) FROM message_permissions WHERE {filter}"))?
+                .prepare_cached(&sql::count_permissions(filter))?
                 .query_row(params![recipient, message_box], |r| r.get(0))?;
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PERMISSION_COLUMNS} FROM message_permissions WHERE {filter} \
-                 ORDER BY message_box ASC, (sender IS NOT NULL) ASC, created_at {dir}, id {dir} LIMIT ?3 OFFSET ?4"
-            ))?;
+            let mut stmt = conn.prepare_cached(&sql::list_permissions(filter, created_asc))?;
             let offset = i64::try_from(offset).unwrap_or(i64::MAX);
             let page = stmt
                 .query_map(params![recipient, message_box, limit, offset], permission)?
@@ -566,9 +534,12 @@ mod tests {
         )
         .unwrap();
         for i in 0..20i64 {
-            let mut stmt = conn.prepare_cached(LIST_MESSAGES_SQL).unwrap();
-            let rows: Vec<String> =
-                stmt.query_map(params!["k", "inbox", 10 + i, i], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+            let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES).unwrap();
+            let rows: Vec<String> = stmt
+                .query_map(params!["k", "inbox", "k", 10 + i, i], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
             assert!(rows.is_empty());
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "round {i}");
         }
