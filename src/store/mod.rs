@@ -1,6 +1,8 @@
 //! Persistence: the [`Backend`] interface every route talks to, its two implementations
 //! (MySQL/MariaDB for production, an embedded SQLite file as the default) and the
-//! migrations that create or adopt the original server's schema.
+//! migrations that create or adopt the original server's schema. What the backends share
+//! lives once: the group-commit writer (`batch`), the default-fee rule (`fees`), the SQL
+//! both dialects read alike (`sql`) and the error type with its classes ([`StoreError`]).
 //!
 //! Route handlers run on the per-core runtimes and must never block them: each backend
 //! runs its own work elsewhere (MySQL: a dedicated tokio runtime thread owning the pool

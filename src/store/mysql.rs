@@ -5,13 +5,12 @@
 //! so the pool must not be shared by the server's per-core runtimes. Store methods spawn
 //! their work onto this runtime and await the `JoinHandle` (awaitable from any runtime).
 //!
-//! Message inserts go through a **group-commit writer** task on the same runtime. Callers
-//! queue requests on a bounded channel (a full queue makes callers wait); the writer drains
-//! what has queued up (up to `max_batch_rows` rows) into a batch, and up to [`PIPELINE`]
-//! batches are written at once. A batch resolves its messageBox ids (a bounded cache, then
-//! one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all its rows in
-//! ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk; each caller
-//! is answered only after COMMIT. Per-row outcomes (inserted or duplicate id):
+//! Message inserts go through the shared group-commit writer (`store::batch`), driven by
+//! a task on the same runtime that writes up to [`PIPELINE`] batches at once. This module
+//! supplies the transaction (`BatchWriter`): a batch resolves its messageBox ids (a bounded
+//! cache, then one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all
+//! its rows in ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk;
+//! each caller is answered only after COMMIT. Per-row outcomes (inserted or duplicate id):
 //! * ids all distinct (the common case): insert straight away; if every row went in, the
 //!   outcome is unambiguous;
 //! * otherwise a pre-check of the ids in the same transaction predicts each row, and the

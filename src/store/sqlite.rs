@@ -1,9 +1,10 @@
 //! The embedded SQLite backend (`rusqlite`, bundled), the default when no MySQL is named.
 //!
 //! SQLite calls block, so no connection is ever used on a caller's thread:
-//! * one **writer thread** owns the read-write connection and performs every write. Message
-//!   inserts queued while it was busy are drained into one transaction (group commit, as in
-//!   the MySQL backend); other writes run one by one in queue order;
+//! * one **writer thread** owns the read-write connection and performs every write. It
+//!   drives the shared group-commit writer (`store::batch`): message inserts
+//!   queued while it was busy go into one transaction; other writes run one by one in
+//!   queue order between the batches;
 //! * for a file, `sqlite_readers` **reader threads** own one connection each and serve
 //!   reads (WAL lets them read while the writer writes); `:memory:` has a single connection,
 //!   so the writer thread serves reads too.
