@@ -48,8 +48,11 @@ pub struct SqliteStore {
     readers: Option<mpsc::Sender<ReadJob>>,
 }
 
+/// What callers hear once a worker thread is gone.
+const STOPPED: &str = "the SQLite worker has stopped";
+
 fn gone() -> StoreError {
-    StoreError::Unavailable("the SQLite worker has stopped".into())
+    StoreError::Unavailable(STOPPED.into())
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -104,7 +107,7 @@ impl SqliteStore {
             Some(tx)
         };
 
-        let (writer, intake) = batch::queue(queue, options.max_batch_rows, "the SQLite worker has stopped");
+        let (writer, intake) = batch::queue(queue, options.max_batch_rows, STOPPED);
         // The shared writer is async; this runtime only drives it (it never waits on I/O:
         // every SQLite call blocks this thread, which exists for them).
         let runtime = tokio::runtime::Builder::new_current_thread()
