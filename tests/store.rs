@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::{create_original, with_store, Kind, TestDb, KNEX_NAMES, ORIGINAL_DDL};
 use messagebox::store::{
-    self, mysql::MysqlStore, now, sqlite::SqliteStore, Backend, DeviceRegistration, InsertOutcome, NewMessage, Store,
-    StoreError, StoreOptions,
+    self, mysql::MysqlStore, now, Backend, DeviceRegistration, InsertOutcome, NewMessage, Store, StoreError,
+    StoreOptions,
 };
 
 use InsertOutcome::{Duplicate, Inserted};
@@ -488,33 +488,12 @@ where
         .await
 }
 
-type StatsFn = Box<dyn Fn() -> store::WriterStats>;
-
-/// Opens the concrete backend (migrated) so the test can read its writer counters.
-async fn open_with_stats(db: &TestDb, options: &StoreOptions) -> (Store, StatsFn) {
-    match db.kind {
-        Kind::Mysql => {
-            let s = Arc::new(MysqlStore::open(&db.url, options).await.unwrap());
-            s.migrate().await.unwrap();
-            let s2 = s.clone();
-            (s as Store, Box::new(move || s2.stats()))
-        }
-        _ => {
-            let path = db.url.strip_prefix("sqlite:").unwrap().trim_start_matches("//");
-            let s = Arc::new(SqliteStore::open(path, options).unwrap());
-            s.migrate().await.unwrap();
-            let s2 = s.clone();
-            (s as Store, Box::new(move || s2.stats()))
-        }
-    }
-}
-
 fn group_commit_case(kind: Kind) {
     let Some(db) = TestDb::new(kind) else { return };
     let (threads, calls) = (4, 150);
     let options = StoreOptions { max_queued_inserts: 64, ..Default::default() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let (store, stats) = rt.block_on(open_with_stats(&db, &options));
+    let store = rt.block_on(db.open(&options));
     let started = std::time::Instant::now();
     let outcomes = hammer(store.clone(), threads, calls);
     let elapsed = started.elapsed();
@@ -530,7 +509,7 @@ fn group_commit_case(kind: Kind) {
         assert_eq!(unique.len(), total_calls);
         assert_eq!(ids(&store, BOB, "inbox").await, ["shared"]);
     });
-    let s = stats();
+    let s = store.stats();
     eprintln!(
         "{kind:?}: {total_calls} concurrent insert calls ({} rows) in {elapsed:?} = {:.0} rows/s; {} batches, {} fallbacks",
         total_calls * 2,
@@ -986,7 +965,7 @@ fn group_commit_throughput() {
         let Some(db) = TestDb::new(kind) else { continue };
         let (threads, per_thread, in_flight) = (2, 20_000, 128);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let (store, stats) = rt.block_on(open_with_stats(&db, &options));
+        let store = rt.block_on(db.open(&options));
         let started = std::time::Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -1025,7 +1004,7 @@ fn group_commit_throughput() {
         }
         let elapsed = started.elapsed();
         let rows = threads * per_thread;
-        let s = stats();
+        let s = store.stats();
         eprintln!(
             "{kind:?} {label}: {rows} single-row inserts, {} in flight, in {elapsed:.2?} = {:.0} rows/s ({} batches, {:.1} rows/batch)",
             threads * in_flight,

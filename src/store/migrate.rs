@@ -186,20 +186,16 @@ fn lock_name(db: &str) -> String {
     name
 }
 
-fn mysql_err(e: mysql_async::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 /// Runs the MySQL migrations on `conn`, a connection of its own: the migration lock belongs
 /// to the connection, and dropping it (the caller disconnects) always releases the lock.
 pub(crate) async fn run_mysql(conn: &mut mysql_async::Conn) -> Result<MigrationReport, StoreError> {
-    let db: Option<Option<String>> = conn.query_first("SELECT DATABASE()").await.map_err(mysql_err)?;
+    let db: Option<Option<String>> = conn.query_first("SELECT DATABASE()").await.map_err(StoreError::from)?;
     let Some(Some(db)) = db else {
         return Err(StoreError::Config("the MySQL URL names no database".into()));
     };
     let lock = lock_name(&db);
     let got: Option<Option<i64>> =
-        conn.exec_first("SELECT GET_LOCK(?, ?)", (lock.as_str(), LOCK_TIMEOUT_SECS)).await.map_err(mysql_err)?;
+        conn.exec_first("SELECT GET_LOCK(?, ?)", (lock.as_str(), LOCK_TIMEOUT_SECS)).await.map_err(StoreError::from)?;
     if got != Some(Some(1)) {
         return Err(StoreError::Schema(format!(
             "another process held the migration lock `{lock}` for more than {LOCK_TIMEOUT_SECS}s"
@@ -216,7 +212,7 @@ async fn migrate_mysql_locked(conn: &mut mysql_async::Conn, db: &str) -> Result<
     let recorded: Vec<String> = if table_exists(conn, "knex_migrations").await? {
         conn.query::<Option<String>, _>("SELECT `name` FROM `knex_migrations`")
             .await
-            .map_err(mysql_err)?
+            .map_err(StoreError::from)?
             .into_iter()
             .flatten()
             .collect()
@@ -241,7 +237,7 @@ async fn migrate_mysql_locked(conn: &mut mysql_async::Conn, db: &str) -> Result<
         let batch: Option<i64> = conn
             .query_first("SELECT CAST(COALESCE(MAX(`batch`), 0) + 1 AS SIGNED) FROM `knex_migrations`")
             .await
-            .map_err(mysql_err)?;
+            .map_err(StoreError::from)?;
         let batch = batch.unwrap_or(1);
         for step in pending {
             run_guarded(conn, step.sql).await?;
@@ -251,7 +247,7 @@ async fn migrate_mysql_locked(conn: &mut mysql_async::Conn, db: &str) -> Result<
                 (name.as_str(), batch, super::mysql::date_value(super::now())),
             )
             .await
-            .map_err(mysql_err)?;
+            .map_err(StoreError::from)?;
             tracing::info!(database = db, step = %name, batch, "applied original migration step");
             report.applied.push(name);
         }
@@ -261,7 +257,7 @@ async fn migrate_mysql_locked(conn: &mut mysql_async::Conn, db: &str) -> Result<
     let own: HashSet<String> = conn
         .query::<String, _>("SELECT `name` FROM `messagebox_migrations`")
         .await
-        .map_err(mysql_err)?
+        .map_err(StoreError::from)?
         .into_iter()
         .collect();
     for step in MYSQL_OWN_STEPS.iter().filter(|s| !own.contains(s.name)) {
@@ -271,7 +267,7 @@ async fn migrate_mysql_locked(conn: &mut mysql_async::Conn, db: &str) -> Result<
             (step.name, super::mysql::date_value(super::now())),
         )
         .await
-        .map_err(mysql_err)?;
+        .map_err(StoreError::from)?;
         tracing::info!(database = db, step = step.name, "applied migration step");
         report.applied.push(step.name.to_string());
     }
@@ -284,7 +280,7 @@ async fn run_guarded(conn: &mut mysql_async::Conn, sql: &str) -> Result<(), Stor
     for stmt in parse(sql)? {
         if guard_allows(conn, &stmt.guard).await? {
             tracing::debug!(sql = %stmt.sql, "migration statement");
-            conn.query_drop(stmt.sql.as_str()).await.map_err(mysql_err)?;
+            conn.query_drop(stmt.sql.as_str()).await.map_err(StoreError::from)?;
         }
     }
     Ok(())
@@ -292,7 +288,7 @@ async fn run_guarded(conn: &mut mysql_async::Conn, sql: &str) -> Result<(), Stor
 
 async fn count(conn: &mut mysql_async::Conn, sql: &str, params: Vec<&str>) -> Result<i64, StoreError> {
     let params: Vec<mysql_async::Value> = params.into_iter().map(mysql_async::Value::from).collect();
-    let n: Option<i64> = conn.exec_first(sql, params).await.map_err(mysql_err)?;
+    let n: Option<i64> = conn.exec_first(sql, params).await.map_err(StoreError::from)?;
     Ok(n.unwrap_or(0))
 }
 
@@ -350,7 +346,7 @@ async fn verify_mysql(conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
              ('messageBox', 'messages', 'message_permissions', 'server_fees', 'device_registrations')",
         )
         .await
-        .map_err(mysql_err)?;
+        .map_err(StoreError::from)?;
     let present: HashSet<(String, String)> =
         rows.into_iter().map(|(t, c)| (t.to_lowercase(), c.to_lowercase())).collect();
     check_required(|t, c| present.contains(&(t.to_lowercase(), c.to_lowercase())))
@@ -370,40 +366,36 @@ fn check_required(has: impl Fn(&str, &str) -> bool) -> Result<(), StoreError> {
     }
 }
 
-fn sqlite_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
-}
-
 /// Runs the SQLite migrations in one immediate transaction (DDL is transactional there).
 pub(crate) fn run_sqlite(conn: &mut rusqlite::Connection) -> Result<MigrationReport, StoreError> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite_err)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(StoreError::from)?;
     tx.execute_batch(
         "create table if not exists messagebox_migrations (name text not null primary key, applied_at integer not null)",
     )
-    .map_err(sqlite_err)?;
+    .map_err(StoreError::from)?;
     let recorded: HashSet<String> = {
-        let mut stmt = tx.prepare("select name from messagebox_migrations").map_err(sqlite_err)?;
-        let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(sqlite_err)?;
-        names.collect::<Result<_, _>>().map_err(sqlite_err)?
+        let mut stmt = tx.prepare("select name from messagebox_migrations").map_err(StoreError::from)?;
+        let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(StoreError::from)?;
+        names.collect::<Result<_, _>>().map_err(StoreError::from)?
     };
     let mut report = MigrationReport::default();
     for step in SQLITE_STEPS.iter().filter(|s| !recorded.contains(s.name)) {
-        tx.execute_batch(step.sql).map_err(sqlite_err)?;
+        tx.execute_batch(step.sql).map_err(StoreError::from)?;
         tx.execute("insert into messagebox_migrations (name, applied_at) values (?1, ?2)", (step.name, super::now()))
-            .map_err(sqlite_err)?;
+            .map_err(StoreError::from)?;
         tracing::info!(step = step.name, "applied SQLite migration step");
         report.applied.push(step.name.to_string());
     }
     let mut present = HashSet::new();
     for (table, _) in REQUIRED_COLUMNS {
-        let mut stmt = tx.prepare("select name from pragma_table_info(?1)").map_err(sqlite_err)?;
-        let cols = stmt.query_map([table], |r| r.get::<_, String>(0)).map_err(sqlite_err)?;
+        let mut stmt = tx.prepare("select name from pragma_table_info(?1)").map_err(StoreError::from)?;
+        let cols = stmt.query_map([table], |r| r.get::<_, String>(0)).map_err(StoreError::from)?;
         for c in cols {
-            present.insert((table.to_lowercase(), c.map_err(sqlite_err)?.to_lowercase()));
+            present.insert((table.to_lowercase(), c.map_err(StoreError::from)?.to_lowercase()));
         }
     }
     check_required(|t, c| present.contains(&(t.to_lowercase(), c.to_lowercase())))?;
-    tx.commit().map_err(sqlite_err)?;
+    tx.commit().map_err(StoreError::from)?;
     Ok(report)
 }
 

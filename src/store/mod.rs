@@ -1,6 +1,8 @@
 //! Persistence: the [`Backend`] interface every route talks to, its two implementations
 //! (MySQL/MariaDB for production, an embedded SQLite file as the default) and the
-//! migrations that create or adopt the original server's schema.
+//! migrations that create or adopt the original server's schema. What the backends share
+//! lives once: the group-commit writer (`batch`), the default-fee rule (`fees`), the SQL
+//! both dialects read alike (`sql`) and the error type with its classes ([`StoreError`]).
 //!
 //! Route handlers run on the per-core runtimes and must never block them: each backend
 //! runs its own work elsewhere (MySQL: a dedicated tokio runtime thread owning the pool
@@ -14,31 +16,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+mod batch;
+mod error;
+mod fees;
 pub mod migrate;
 pub mod mysql;
+mod sql;
 pub mod sqlite;
+
+pub use error::{DatabaseError, ErrorClass, ErrorCode, StoreError};
 
 /// A boxed future returned by the backends (awaitable from any runtime).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 /// Seconds since the Unix epoch, UTC. The schema has second precision.
 pub type Timestamp = i64;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The database reported an error or the connection failed.
-    #[error("database error: {0}")]
-    Database(String),
-    /// The store is shutting down or its worker is gone.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// Invalid configuration (bad URL, unreadable file).
-    #[error("store configuration: {0}")]
-    Config(String),
-    /// The database has a schema we cannot work with.
-    #[error("schema: {0}")]
-    Schema(String),
-}
 
 /// One message to store for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +203,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Waits until every accepted write is committed (graceful shutdown).
     fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// Counters of the group-commit writer behind [`Backend::insert_messages`].
+    fn stats(&self) -> WriterStats;
 }
 
 /// Most devices one identity lists (a bound on a query the original left unbounded).
@@ -316,8 +311,19 @@ pub fn now() -> Timestamp {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A message for `r`'s inbox with this id.
+    pub(crate) fn message(id: &str) -> NewMessage {
+        NewMessage {
+            message_id: id.into(),
+            recipient: "r".into(),
+            box_type: "inbox".into(),
+            sender: "s".into(),
+            body: "b".into(),
+        }
+    }
 
     #[test]
     fn iso_dates() {

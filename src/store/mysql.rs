@@ -5,13 +5,12 @@
 //! so the pool must not be shared by the server's per-core runtimes. Store methods spawn
 //! their work onto this runtime and await the `JoinHandle` (awaitable from any runtime).
 //!
-//! Message inserts go through a **group-commit writer** task on the same runtime. Callers
-//! queue requests on a bounded channel (a full queue makes callers wait); the writer drains
-//! what has queued up (up to `max_batch_rows` rows) into a batch, and up to [`PIPELINE`]
-//! batches are written at once. A batch resolves its messageBox ids (a bounded cache, then
-//! one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all its rows in
-//! ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk; each caller
-//! is answered only after COMMIT. Per-row outcomes (inserted or duplicate id):
+//! Message inserts go through the shared group-commit writer (`store::batch`), driven by
+//! a task on the same runtime that writes up to [`PIPELINE`] batches at once. This module
+//! supplies the transaction (`BatchWriter`): a batch resolves its messageBox ids (a bounded
+//! cache, then one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all
+//! its rows in ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk;
+//! each caller is answered only after COMMIT. Per-row outcomes (inserted or duplicate id):
 //! * ids all distinct (the common case): insert straight away; if every row went in, the
 //!   outcome is unambiguous;
 //! * otherwise a pre-check of the ids in the same transaction predicts each row, and the
@@ -25,19 +24,22 @@
 //! connection caches a handful of statement shapes instead of one per length.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
-use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{self, BatchWriter, Work, WriteFailure};
+use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
+use super::fees::{self, FeeRules};
+use super::sql;
 use super::{
-    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, InsertOutcome,
-    MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp,
-    WriterStats, MAX_DEVICES,
+    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
+    ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions,
+    StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
 
 /// How long a connection beyond the first may idle in the pool before it is closed.
@@ -60,30 +62,16 @@ const TRANSIENT_RETRIES: u32 = 2;
 /// Retries of a default permission insert that lost a lock conflict (see [`insert_default_fee`]).
 const DEFAULT_FEE_RETRIES: u32 = 8;
 
-const ER_NO_REFERENCED_ROW: u16 = 1216;
-const ER_NO_REFERENCED_ROW_2: u16 = 1452;
-const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
-const ER_LOCK_DEADLOCK: u16 = 1213;
-/// InnoDB reports a deadlock on the table's AUTO-INC lock (taken by `INSERT … SELECT`) this
-/// way: "Failed to read auto-increment value from storage engine".
-const ER_AUTOINC_READ_FAILED: u16 = 1467;
-
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
      (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
 const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
-
-impl From<mysql_async::Error> for StoreError {
-    fn from(e: mysql_async::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
-}
 
 /// The MySQL store handle. Dropping it closes the writer queue; the store thread then
 /// commits what is queued, closes the pool and exits.
 pub struct MysqlStore {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
-    writer: mpsc::Sender<WriterMsg>,
+    writer: batch::Queue<Infallible>,
 }
 
 struct Shared {
@@ -91,20 +79,6 @@ struct Shared {
     /// For the migration's own connection (see [`migrate::run_mysql`]).
     opts: Opts,
     max_batch_rows: usize,
-    stats: Stats,
-}
-
-#[derive(Default)]
-struct Stats {
-    batches: AtomicU64,
-    requests: AtomicU64,
-    rows: AtomicU64,
-    fallbacks: AtomicU64,
-}
-
-enum WriterMsg {
-    Insert { rows: Vec<NewMessage>, reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>> },
-    Flush(oneshot::Sender<()>),
 }
 
 impl MysqlStore {
@@ -146,18 +120,15 @@ impl MysqlStore {
             let _entered = handle.enter();
             Pool::new(opts.clone())
         };
-        let shared = Arc::new(Shared {
-            pool: pool.clone(),
-            opts,
-            max_batch_rows: options.max_batch_rows.max(1),
-            stats: Stats::default(),
-        });
-        let (tx, rx) = mpsc::channel(options.max_queued_inserts.max(1));
+        let shared = Arc::new(Shared { pool: pool.clone(), opts, max_batch_rows: options.max_batch_rows.max(1) });
+        let (queue, intake) =
+            batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
         let writer = Writer {
-            rx,
+            intake,
             committer: Arc::new(Committer {
                 shared: shared.clone(),
                 boxes: std::sync::Mutex::new(BoxCache::new(BOX_CACHE_GENERATION)),
+                counters: queue.counters(),
             }),
             in_flight: Arc::new(tokio::sync::Semaphore::new(PIPELINE)),
         };
@@ -174,7 +145,7 @@ impl MysqlStore {
             })
             .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
 
-        let store = MysqlStore { runtime: handle, shared, writer: tx };
+        let store = MysqlStore { runtime: handle, shared, writer: queue };
         store
             .spawn(|s| async move {
                 let mut conn = s.pool.get_conn().await?;
@@ -194,17 +165,6 @@ impl MysqlStore {
         Ok(store)
     }
 
-    /// Counters of the group-commit writer.
-    pub fn stats(&self) -> WriterStats {
-        let s = &self.shared.stats;
-        WriterStats {
-            batches: s.batches.load(Ordering::Relaxed),
-            requests: s.requests.load(Ordering::Relaxed),
-            rows: s.rows.load(Ordering::Relaxed),
-            fallbacks: s.fallbacks.load(Ordering::Relaxed),
-        }
-    }
-
     /// Runs `f` on the store runtime.
     fn spawn<T, F, Fut>(&self, f: F) -> StoreFuture<'_, T>
     where
@@ -217,10 +177,6 @@ impl MysqlStore {
             task.await.map_err(|e| StoreError::Unavailable(format!("MySQL store task did not finish: {e}")))?
         })
     }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Unavailable("the MySQL writer has stopped".into())
 }
 
 /// A TIMESTAMP parameter (the session time zone is UTC).
@@ -292,7 +248,7 @@ fn next(it: &mut std::vec::IntoIter<Value>) -> Value {
 }
 
 fn required<T>(v: Option<T>, what: &str) -> Result<T, StoreError> {
-    v.ok_or_else(|| StoreError::Database(format!("unexpected NULL or malformed value in {what}")))
+    v.ok_or_else(|| StoreError::database(format!("unexpected NULL or malformed value in {what}")))
 }
 
 /// The list size an `IN`/`UNION` statement is prepared for: the next power of two, at
@@ -308,14 +264,6 @@ fn insert_bucket(n: usize, cap: usize) -> usize {
     n.div_ceil(step).saturating_mul(step).min(cap.max(n))
 }
 
-fn placeholders(n: usize) -> String {
-    let mut s = String::with_capacity(n * 2);
-    for i in 0..n {
-        s.push_str(if i == 0 { "?" } else { ",?" });
-    }
-    s
-}
-
 fn padded<T: Clone>(items: &[T], size: usize) -> impl Iterator<Item = T> + '_ {
     let last = items.last().cloned();
     items.iter().cloned().chain(std::iter::repeat_n(last, size - items.len()).flatten())
@@ -329,9 +277,9 @@ fn id_key(id: &str) -> String {
     id.trim_end_matches(' ').to_lowercase()
 }
 
+/// A deadlock, lock wait timeout or AUTO-INC lock failure: running it again may succeed.
 fn is_transient(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Server(s)
-        if s.code == ER_LOCK_DEADLOCK || s.code == ER_LOCK_WAIT_TIMEOUT || s.code == ER_AUTOINC_READ_FAILED)
+    matches!(e, mysql_async::Error::Server(s) if ErrorCode::Mysql(s.code).class() == ErrorClass::Retry)
 }
 
 /// Whether the last statement's warnings include a foreign-key failure, which `INSERT
@@ -385,12 +333,6 @@ impl BoxCache {
     }
 }
 
-/// One queued `insert_messages` call.
-struct Pending {
-    rows: Vec<NewMessage>,
-    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     /// One row in autocommit: its affected-row count is its outcome.
@@ -418,16 +360,10 @@ impl From<mysql_async::Error> for AttemptError {
     }
 }
 
-struct WriteFailure {
-    error: StoreError,
-    /// The statement failed (not the connection): other requests of the batch may be fine.
-    statement_level: bool,
-}
-
-/// Drains the queue into batches and hands each to a [`Committer`] task; at most
-/// [`PIPELINE`] batches are in flight, so one can execute in MySQL while the next is built.
+/// Hands each batch of the queue to a [`Committer`] task; at most [`PIPELINE`] batches are
+/// in flight, so one can execute in MySQL while the next is built.
 struct Writer {
-    rx: mpsc::Receiver<WriterMsg>,
+    intake: batch::Intake<Infallible>,
     committer: Arc<Committer>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -436,44 +372,28 @@ struct Writer {
 struct Committer {
     shared: Arc<Shared>,
     boxes: std::sync::Mutex<BoxCache>,
+    counters: Arc<batch::Counters>,
 }
 
 impl Writer {
     /// Serves the queue until every sender is gone and the queue is empty.
     async fn run(mut self) {
-        while let Some(first) = self.rx.recv().await {
-            let mut batch = Vec::new();
-            let mut rows = 0;
-            let mut flushed = None;
-            let mut msg = Some(first);
-            while let Some(m) = msg.take() {
-                match m {
-                    WriterMsg::Insert { rows: r, reply } => {
-                        rows += r.len();
-                        batch.push(Pending { rows: r, reply });
-                    }
-                    // Everything queued before the flush is in this batch: answer it after.
-                    WriterMsg::Flush(done) => {
-                        flushed = Some(done);
-                        break;
-                    }
+        while let Some(work) = self.intake.next().await {
+            match work {
+                Work::Batch(batch) => {
+                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+                    let mut committer = self.committer.clone();
+                    tokio::spawn(async move {
+                        batch.commit(&mut committer).await;
+                        drop(permit);
+                    });
                 }
-                if rows >= self.committer.shared.max_batch_rows {
-                    break;
+                // Everything queued before the flush is in a batch by now: answer after them.
+                Work::Flush(done) => {
+                    self.drain().await;
+                    let _ = done.send(());
                 }
-                msg = self.rx.try_recv().ok();
-            }
-            if !batch.is_empty() {
-                let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
-                let committer = self.committer.clone();
-                tokio::spawn(async move {
-                    committer.commit(batch).await;
-                    drop(permit);
-                });
-            }
-            if let Some(done) = flushed {
-                self.drain().await;
-                let _ = done.send(());
+                Work::Job(never) => match never {},
             }
         }
         self.drain().await;
@@ -487,35 +407,13 @@ impl Writer {
     }
 }
 
-impl Committer {
-    async fn commit(&self, batch: Vec<Pending>) {
-        self.shared.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let all: Vec<&NewMessage> = batch.iter().flat_map(|p| p.rows.iter()).collect();
-        match self.write(&all).await {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for p in batch {
-                    let mine: Vec<InsertOutcome> = outcomes.by_ref().take(p.rows.len()).collect();
-                    let _ = p.reply.send(Ok(mine));
-                }
-            }
-            Err(f) if f.statement_level && batch.len() > 1 => {
-                // One request must not fail the others: give each its own transaction.
-                tracing::warn!(error = %f.error, requests = batch.len(), "group-committed insert failed; retrying each request alone");
-                self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-                for p in batch {
-                    let rows: Vec<&NewMessage> = p.rows.iter().collect();
-                    let _ = p.reply.send(self.write(&rows).await.map_err(|f| f.error));
-                }
-            }
-            Err(f) => {
-                for p in batch {
-                    let _ = p.reply.send(Err(f.error.clone()));
-                }
-            }
-        }
+impl BatchWriter for Arc<Committer> {
+    async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
+        Committer::write(self, rows).await
     }
+}
 
+impl Committer {
     /// Writes `rows` (in order) and returns each row's outcome, retrying what is safe to retry.
     async fn write(&self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
         let mut mode = if rows.len() == 1 {
@@ -529,15 +427,11 @@ impl Committer {
         let mut transient = 0;
         loop {
             match self.attempt(rows, mode).await {
-                Ok(outcomes) => {
-                    self.shared.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    self.shared.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-                    return Ok(outcomes);
-                }
+                Ok(outcomes) => return Ok(outcomes),
                 Err(AttemptError::Ambiguous) if mode == Mode::Optimistic => mode = Mode::Batch,
                 Err(AttemptError::Ambiguous) => {
                     tracing::debug!(rows = rows.len(), "batch outcome ambiguous; redoing it row by row");
-                    self.shared.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    self.counters.count_fallback();
                     mode = Mode::RowByRow;
                 }
                 Err(AttemptError::StaleBox) if !stale_retried => {
@@ -547,7 +441,7 @@ impl Committer {
                 }
                 Err(AttemptError::StaleBox) => {
                     return Err(WriteFailure {
-                        error: StoreError::Database("messageBox rows disappeared while storing messages".into()),
+                        error: StoreError::database("messageBox rows disappeared while storing messages"),
                         statement_level: true,
                     });
                 }
@@ -753,7 +647,7 @@ async fn precheck<Q: Queryable + Send>(q: &mut Q, rows: &[&NewMessage]) -> Resul
     let mut found = Vec::new();
     for chunk in ids.chunks(MAX_LIST) {
         let size = bucket(chunk.len(), MAX_LIST);
-        let sql = format!("SELECT messageId FROM messages WHERE messageId IN ({})", placeholders(size));
+        let sql = format!("SELECT messageId FROM messages WHERE messageId IN ({})", sql::placeholders(size));
         let params: Vec<Value> = padded(chunk, size).map(Value::from).collect();
         let rows: Vec<Row> = q.exec(sql, params).await?;
         found.extend(rows.into_iter().filter_map(|r| v_string(values(r).next()?)));
@@ -791,16 +685,7 @@ fn predict(rows: &[&NewMessage], existing: &[String]) -> Option<Vec<InsertOutcom
 /// One statement for all recipients: per recipient the sender-specific rule if any, else
 /// the newest box-wide rule, else NULL. The literal index says which recipient a row is for.
 fn fee_lookup_sql(n: usize) -> String {
-    (0..n)
-        .map(|i| {
-            format!(
-                "SELECT {i}, (SELECT recipient_fee FROM message_permissions \
-                 WHERE recipient = ? AND message_box = ? AND (sender = ? OR sender IS NULL) \
-                 ORDER BY sender IS NULL, id DESC LIMIT 1)"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ")
+    (0..n).map(|i| format!("SELECT {i}, ({})", sql::FEE_RULE)).collect::<Vec<_>>().join(" UNION ALL ")
 }
 
 async fn lookup_fees(
@@ -838,9 +723,7 @@ async fn insert_default_fee(
     loop {
         let result = conn
             .exec_drop(
-                "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                 SELECT ?, NULL, ?, ?, ?, ? FROM DUAL WHERE NOT EXISTS (SELECT 1 FROM message_permissions \
-                 WHERE recipient = ? AND message_box = ? AND sender IS NULL)",
+                sql::INSERT_DEFAULT_FEE_MYSQL,
                 vec![
                     Value::from(recipient),
                     Value::from(message_box),
@@ -869,7 +752,23 @@ async fn insert_default_fee(
     }
 }
 
-const PERMISSION_COLUMNS: &str = "sender, message_box, recipient_fee, created_at, updated_at";
+/// One sender's fee rules for one box, on one connection.
+struct Fees<'a> {
+    conn: &'a mut Conn,
+    sender: &'a str,
+    message_box: &'a str,
+}
+
+impl FeeRules for Fees<'_> {
+    async fn lookup(&mut self, recipient: &str) -> Result<Option<i64>, StoreError> {
+        let one = [recipient.to_string()];
+        Ok(lookup_fees(self.conn, self.sender, self.message_box, &one).await?[0])
+    }
+
+    async fn insert_default(&mut self, recipient: &str, fee: i64) -> Result<bool, StoreError> {
+        Ok(insert_default_fee(self.conn, recipient, self.message_box, fee).await?)
+    }
+}
 
 fn permission(row: Row) -> Result<Permission, StoreError> {
     let mut it = values(row);
@@ -881,8 +780,6 @@ fn permission(row: Row) -> Result<Permission, StoreError> {
         updated_at: v_ts(next(&mut it)),
     })
 }
-
-const DEVICE_COLUMNS: &str = "id, device_id, platform, fcm_token, active, created_at, updated_at, last_used";
 
 fn device(row: Row) -> Result<Device, StoreError> {
     let mut it = values(row);
@@ -900,12 +797,7 @@ fn device(row: Row) -> Result<Device, StoreError> {
 
 async fn devices(shared: Arc<Shared>, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
     let mut conn = shared.pool.get_conn().await?;
-    let filter = if only_active { " AND active = 1" } else { "" };
-    let sql = format!(
-        "SELECT {DEVICE_COLUMNS} FROM device_registrations WHERE identity_key = ?{filter} \
-         ORDER BY updated_at DESC, id DESC LIMIT ?"
-    );
-    let rows: Vec<Row> = conn.exec(sql, (identity_key, MAX_DEVICES)).await?;
+    let rows: Vec<Row> = conn.exec(sql::devices(only_active), (identity_key, MAX_DEVICES)).await?;
     rows.into_iter().map(device).collect()
 }
 
@@ -930,9 +822,7 @@ impl Backend for MysqlStore {
         let message_box = message_box.to_string();
         self.spawn(|s| async move {
             let mut conn = s.pool.get_conn().await?;
-            let fee: Option<Row> = conn
-                .exec_first("SELECT delivery_fee FROM server_fees WHERE message_box = ? LIMIT 1", (message_box,))
-                .await?;
+            let fee: Option<Row> = conn.exec_first(sql::DELIVERY_FEE, (message_box,)).await?;
             Ok(fee.and_then(|r| v_i64(values(r).next()?)))
         })
     }
@@ -950,34 +840,14 @@ impl Backend for MysqlStore {
                 return Ok(Vec::new());
             }
             let mut conn = s.pool.get_conn().await?;
-            let mut fees = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
-            for i in 0..fees.len() {
-                if fees[i].is_some() {
-                    continue;
-                }
-                let recipient = &recipients[i];
-                if insert_default_fee(&mut conn, recipient, &message_box, default_fee).await? {
-                    tracing::debug!(recipient = %recipient, message_box = %message_box, fee = default_fee, "created box-wide default permission");
-                    fees[i] = Some(default_fee);
-                } else {
-                    // Someone else created it (or an earlier duplicate recipient did): read it.
-                    let again = lookup_fees(&mut conn, &sender, &message_box, std::slice::from_ref(recipient)).await?;
-                    fees[i] = Some(again[0].unwrap_or(default_fee));
-                }
-            }
-            Ok(fees.into_iter().map(|f| f.unwrap_or(default_fee)).collect())
+            let found = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
+            let mut rules = Fees { conn: &mut conn, sender: &sender, message_box: &message_box };
+            fees::with_defaults(&mut rules, &recipients, found, default_fee).await
         })
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        Box::pin(async move {
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (reply, answer) = oneshot::channel();
-            self.writer.send(WriterMsg::Insert { rows: messages, reply }).await.map_err(|_| writer_gone())?;
-            answer.await.map_err(|_| writer_gone())?
-        })
+        self.writer.insert(messages)
     }
 
     fn list_messages(
@@ -992,10 +862,7 @@ impl Backend for MysqlStore {
             let mut conn = s.pool.get_conn().await?;
             let rows: Vec<Row> = conn
                 .exec(
-                    "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
-                     FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
-                     WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? \
-                     ORDER BY m.created_at, m.messageId LIMIT ? OFFSET ?",
+                    sql::LIST_MESSAGES,
                     vec![
                         Value::from(recipient.as_str()),
                         Value::from(box_type),
@@ -1030,11 +897,10 @@ impl Backend for MysqlStore {
             let mut deleted = 0;
             for chunk in ids.chunks(MAX_LIST) {
                 let size = bucket(chunk.len(), MAX_LIST);
-                let sql = format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", placeholders(size));
                 let params: Vec<Value> = std::iter::once(Value::from(recipient.as_str()))
                     .chain(padded(chunk, size).map(Value::from))
                     .collect();
-                conn.exec_drop(sql, params).await?;
+                conn.exec_drop(sql::delete_messages(size), params).await?;
                 deleted += conn.affected_rows();
             }
             Ok(deleted)
@@ -1090,18 +956,10 @@ impl Backend for MysqlStore {
             let mut conn = s.pool.get_conn().await?;
             let ts = date_value(now());
             if success {
-                conn.exec_drop(
-                    "UPDATE device_registrations SET last_used = ?, updated_at = ? WHERE fcm_token = ?",
-                    vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())],
-                )
-                .await?;
+                conn.exec_drop(sql::DEVICE_USED, vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())]).await?;
             }
             if deactivate {
-                conn.exec_drop(
-                    "UPDATE device_registrations SET active = 0, updated_at = ? WHERE fcm_token = ?",
-                    vec![ts, Value::from(fcm_token.as_str())],
-                )
-                .await?;
+                conn.exec_drop(sql::DEVICE_DEACTIVATED, vec![ts, Value::from(fcm_token.as_str())]).await?;
             }
             Ok(())
         })
@@ -1164,20 +1022,8 @@ impl Backend for MysqlStore {
         self.spawn(move |s| async move {
             let mut conn = s.pool.get_conn().await?;
             let row: Option<Row> = match sender {
-                Some(sender) => {
-                    let sql = format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ? AND message_box = ? AND sender = ? ORDER BY id DESC LIMIT 1"
-                    );
-                    conn.exec_first(sql, (recipient, message_box, sender)).await?
-                }
-                None => {
-                    let sql = format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ? AND message_box = ? AND sender IS NULL ORDER BY id DESC LIMIT 1"
-                    );
-                    conn.exec_first(sql, (recipient, message_box)).await?
-                }
+                Some(sender) => conn.exec_first(sql::SENDER_PERMISSION, (recipient, message_box, sender)).await?,
+                None => conn.exec_first(sql::BOX_WIDE_PERMISSION, (recipient, message_box)).await?,
             };
             row.map(permission).transpose()
         })
@@ -1194,34 +1040,24 @@ impl Backend for MysqlStore {
         let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
         self.spawn(move |s| async move {
             let mut conn = s.pool.get_conn().await?;
-            let dir = if created_asc { "ASC" } else { "DESC" };
-            let filter = if message_box.is_some() { " AND message_box = ?" } else { "" };
+            let filter = if message_box.is_some() { "recipient = ? AND message_box = ?" } else { "recipient = ?" };
             let mut params = vec![Value::from(recipient)];
             params.extend(message_box.map(Value::from));
-            let total: Option<Row> = conn
-                .exec_first(
-                    format!("SELECT COUNT(*) FROM message_permissions WHERE recipient = ?{filter}"),
-                    params.clone(),
-                )
-                .await?;
+            let total: Option<Row> = conn.exec_first(sql::count_permissions(filter), params.clone()).await?;
             let total = total.and_then(|r| v_i64(values(r).next()?)).unwrap_or(0).max(0) as u64;
             params.extend([Value::from(limit), Value::from(offset)]);
-            let sql = format!(
-                "SELECT {PERMISSION_COLUMNS} FROM message_permissions WHERE recipient = ?{filter} \
-                 ORDER BY message_box ASC, (sender IS NOT NULL) ASC, created_at {dir}, id {dir} LIMIT ? OFFSET ?"
-            );
-            let rows: Vec<Row> = conn.exec(sql, params).await?;
+            let rows: Vec<Row> = conn.exec(sql::list_permissions(filter, created_asc), params).await?;
             let page = rows.into_iter().map(permission).collect::<Result<Vec<_>, _>>()?;
             Ok((page, total))
         })
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let (done, finished) = oneshot::channel();
-            self.writer.send(WriterMsg::Flush(done)).await.map_err(|_| writer_gone())?;
-            finished.await.map_err(|_| writer_gone())
-        })
+        self.writer.flush()
+    }
+
+    fn stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 }
 
@@ -1235,25 +1071,14 @@ async fn set_box_wide(
     ts: &Value,
 ) -> Result<(), mysql_async::Error> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let newest: Option<Row> = tx
-        .exec_first(
-            "SELECT id FROM message_permissions WHERE recipient = ? AND message_box = ? AND sender IS NULL \
-             ORDER BY id DESC LIMIT 1 FOR UPDATE",
-            (recipient, message_box),
-        )
-        .await?;
+    let newest: Option<Row> = tx.exec_first(sql::NEWEST_BOX_WIDE_ID_FOR_UPDATE, (recipient, message_box)).await?;
     match newest.and_then(|r| v_i64(values(r).next()?)) {
         Some(id) => {
-            tx.exec_drop(
-                "UPDATE message_permissions SET recipient_fee = ?, updated_at = ? WHERE id = ?",
-                vec![Value::from(fee), ts.clone(), Value::from(id)],
-            )
-            .await?
+            tx.exec_drop(sql::UPDATE_PERMISSION_FEE, vec![Value::from(fee), ts.clone(), Value::from(id)]).await?
         }
         None => {
             tx.exec_drop(
-                "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                 VALUES (?, NULL, ?, ?, ?, ?)",
+                sql::INSERT_BOX_WIDE,
                 vec![Value::from(recipient), Value::from(message_box), Value::from(fee), ts.clone(), ts.clone()],
             )
             .await?
@@ -1266,15 +1091,7 @@ async fn set_box_wide(
 mod tests {
     use super::*;
 
-    fn msg(id: &str) -> NewMessage {
-        NewMessage {
-            message_id: id.into(),
-            recipient: "r".into(),
-            box_type: "inbox".into(),
-            sender: "s".into(),
-            body: "b".into(),
-        }
-    }
+    use crate::store::tests::message as msg;
 
     #[test]
     fn buckets_are_powers_of_two_up_to_the_cap() {

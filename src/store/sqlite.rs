@@ -1,9 +1,10 @@
 //! The embedded SQLite backend (`rusqlite`, bundled), the default when no MySQL is named.
 //!
 //! SQLite calls block, so no connection is ever used on a caller's thread:
-//! * one **writer thread** owns the read-write connection and performs every write. Message
-//!   inserts queued while it was busy are drained into one transaction (group commit, as in
-//!   the MySQL backend); other writes run one by one in queue order;
+//! * one **writer thread** owns the read-write connection and performs every write. It
+//!   drives the shared group-commit writer (`store::batch`): message inserts
+//!   queued while it was busy go into one transaction; other writes run one by one in
+//!   queue order between the batches;
 //! * for a file, `sqlite_readers` **reader threads** own one connection each and serve
 //!   reads (WAL lets them read while the writer writes); `:memory:` has a single connection,
 //!   so the writer thread serves reads too.
@@ -15,13 +16,15 @@
 //! seconds since the epoch, UTC; text keys are `COLLATE NOCASE` (see the migration).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::{self, BatchWriter, Work, WriteFailure};
+use super::fees::{self, FeeRules};
+use super::sql;
 use super::{
     migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MigrationReport, NewMessage, Permission,
     StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
@@ -34,45 +37,22 @@ const STMT_CACHE_SIZE: usize = 64;
 /// Most ids in one `IN (...)` list.
 const MAX_LIST: usize = 500;
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
-    }
-}
-
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
-
-enum WriterMsg {
-    Insert { rows: Vec<NewMessage>, reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>> },
-    Job(WriteJob),
-    Flush(oneshot::Sender<()>),
-}
 
 /// The SQLite store handle. Dropping it closes the queues; the threads finish what is
 /// queued and close their connections.
 pub struct SqliteStore {
-    writer: mpsc::Sender<WriterMsg>,
+    writer: batch::Queue<WriteJob>,
     /// `None` for `:memory:` (reads go to the writer).
     readers: Option<mpsc::Sender<ReadJob>>,
-    stats: Arc<Stats>,
 }
 
-#[derive(Default)]
-struct Stats {
-    batches: AtomicU64,
-    requests: AtomicU64,
-    rows: AtomicU64,
-    fallbacks: AtomicU64,
-}
-
-const LIST_MESSAGES_SQL: &str = "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
-     FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
-     WHERE b.identityKey = ?1 AND b.type = ?2 AND m.recipient = ?1 \
-     ORDER BY m.created_at, m.messageId LIMIT ?3 OFFSET ?4";
+/// What callers hear once a worker thread is gone.
+const STOPPED: &str = "the SQLite worker has stopped";
 
 fn gone() -> StoreError {
-    StoreError::Unavailable("the SQLite worker has stopped".into())
+    StoreError::Unavailable(STOPPED.into())
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -105,7 +85,6 @@ impl SqliteStore {
         }
 
         let queue = options.max_queued_inserts.max(1);
-        let stats = Arc::new(Stats::default());
         let readers = if memory {
             None
         } else {
@@ -128,26 +107,19 @@ impl SqliteStore {
             Some(tx)
         };
 
-        let (tx, rx) = mpsc::channel(queue);
-        let writer =
-            Writer { conn: writer_conn, rx, max_batch_rows: options.max_batch_rows.max(1), stats: stats.clone() };
+        let (writer, intake) = batch::queue(queue, options.max_batch_rows, STOPPED);
+        // The shared writer is async; this runtime only drives it (it never waits on I/O:
+        // every SQLite call blocks this thread, which exists for them).
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer runtime: {e}")))?;
         std::thread::Builder::new()
             .name("messagebox-sqlite-w".into())
-            .spawn(move || writer.run())
+            .spawn(move || runtime.block_on(write_main(writer_conn, intake)))
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
         let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
         tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
-        Ok(SqliteStore { writer: tx, readers, stats })
-    }
-
-    /// Counters of the group-commit writer.
-    pub fn stats(&self) -> WriterStats {
-        WriterStats {
-            batches: self.stats.batches.load(Ordering::Relaxed),
-            requests: self.stats.requests.load(Ordering::Relaxed),
-            rows: self.stats.rows.load(Ordering::Relaxed),
-            fallbacks: self.stats.fallbacks.load(Ordering::Relaxed),
-        }
+        Ok(SqliteStore { writer, readers })
     }
 
     /// Runs `f` on a reader connection (the writer's for `:memory:`).
@@ -163,10 +135,7 @@ impl SqliteStore {
         Box::pin(async move {
             match &self.readers {
                 Some(readers) => readers.send(Box::new(job)).await.map_err(|_| gone())?,
-                None => {
-                    let job: WriteJob = Box::new(move |conn: &mut Connection| job(conn));
-                    self.writer.send(WriterMsg::Job(job)).await.map_err(|_| gone())?
-                }
+                None => self.writer.job(Box::new(move |conn: &mut Connection| job(conn))).await?,
             }
             answer.await.map_err(|_| gone())?
         })
@@ -183,7 +152,7 @@ impl SqliteStore {
             let _ = reply.send(f(conn));
         });
         Box::pin(async move {
-            self.writer.send(WriterMsg::Job(job)).await.map_err(|_| gone())?;
+            self.writer.job(job).await?;
             answer.await.map_err(|_| gone())?
         })
     }
@@ -203,144 +172,106 @@ fn reader_main(conn: Connection, rx: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
     }
 }
 
-struct Pending {
-    rows: Vec<NewMessage>,
-    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
-}
-
-struct Writer {
-    conn: Connection,
-    rx: mpsc::Receiver<WriterMsg>,
-    max_batch_rows: usize,
-    stats: Arc<Stats>,
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut held: Option<WriterMsg> = None;
-        while let Some(msg) = held.take().or_else(|| self.rx.blocking_recv()) {
-            match msg {
-                WriterMsg::Job(job) => job(&mut self.conn),
-                WriterMsg::Flush(done) => {
-                    let _ = done.send(());
-                }
-                WriterMsg::Insert { rows, reply } => {
-                    let mut count = rows.len();
-                    let mut batch = vec![Pending { rows, reply }];
-                    while count < self.max_batch_rows {
-                        match self.rx.try_recv() {
-                            Ok(WriterMsg::Insert { rows, reply }) => {
-                                count += rows.len();
-                                batch.push(Pending { rows, reply });
-                            }
-                            // Keep queue order: commit the batch, then run this.
-                            Ok(other) => {
-                                held = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit(batch);
-                }
+/// The writer thread: group-committed inserts and, in queue order between them, every
+/// other write (and reads, for `:memory:`).
+async fn write_main(mut conn: Connection, mut intake: batch::Intake<WriteJob>) {
+    while let Some(work) = intake.next().await {
+        match work {
+            Work::Batch(batch) => batch.commit(&mut conn).await,
+            Work::Job(job) => job(&mut conn),
+            Work::Flush(done) => {
+                let _ = done.send(());
             }
         }
     }
+}
 
-    fn commit(&mut self, batch: Vec<Pending>) {
-        self.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        let all: Vec<&NewMessage> = batch.iter().flat_map(|p| p.rows.iter()).collect();
-        match self.write(&all) {
-            Ok(outcomes) => {
-                let mut outcomes = outcomes.into_iter();
-                for p in batch {
-                    let mine = outcomes.by_ref().take(p.rows.len()).collect();
-                    let _ = p.reply.send(Ok(mine));
-                }
-            }
-            Err(e) if batch.len() > 1 => {
-                tracing::warn!(error = %e, requests = batch.len(), "group-committed insert failed; retrying each request alone");
-                self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-                for p in batch {
-                    let rows: Vec<&NewMessage> = p.rows.iter().collect();
-                    let _ = p.reply.send(self.write(&rows).map_err(StoreError::from));
-                }
-            }
-            Err(e) => {
-                let e = StoreError::from(e);
-                for p in batch {
-                    let _ = p.reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
+impl BatchWriter for Connection {
     /// One transaction: per row, find or create its box, then `INSERT OR IGNORE`, whose
     /// change count is the row's outcome (rows run in order, so a later duplicate within the
-    /// batch is seen as one).
-    fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
-        let ts = now();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut out = Vec::with_capacity(rows.len());
-        {
-            let mut boxes: HashMap<(&str, &str), i64> = HashMap::new();
-            let mut find =
-                tx.prepare_cached("SELECT messageBoxId FROM messageBox WHERE identityKey = ?1 AND type = ?2")?;
-            let mut create = tx.prepare_cached(
-                "INSERT INTO messageBox (type, identityKey, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
-            )?;
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
-            )?;
-            for row in rows {
-                let key = (row.recipient.as_str(), row.box_type.as_str());
-                let box_id = match boxes.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let id = match find.query_row(params![key.0, key.1], |r| r.get(0)).optional()? {
-                            Some(id) => id,
-                            None => {
-                                create.execute(params![key.1, key.0, ts])?;
-                                tx.last_insert_rowid()
-                            }
-                        };
-                        boxes.insert(key, id);
-                        id
-                    }
-                };
-                let changed =
-                    insert.execute(params![row.message_id, box_id, row.sender, row.recipient, row.body, ts])?;
-                out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
-            }
-        }
-        tx.commit()?;
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        Ok(out)
+    /// batch is seen as one). Any error may be the statement's, so the batch may be split.
+    async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
+        insert_rows(self, rows).map_err(|e| WriteFailure { error: e.into(), statement_level: true })
     }
 }
 
-fn list(n: usize) -> String {
-    let mut s = String::with_capacity(n * 2);
-    for i in 0..n {
-        s.push_str(if i == 0 { "?" } else { ",?" });
+fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
+    let ts = now();
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(rows.len());
+    {
+        let mut boxes: HashMap<(&str, &str), i64> = HashMap::new();
+        let mut find = tx.prepare_cached("SELECT messageBoxId FROM messageBox WHERE identityKey = ?1 AND type = ?2")?;
+        let mut create = tx.prepare_cached(
+            "INSERT INTO messageBox (type, identityKey, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
+        )?;
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO messages (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        )?;
+        for row in rows {
+            let key = (row.recipient.as_str(), row.box_type.as_str());
+            let box_id = match boxes.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = match find.query_row(params![key.0, key.1], |r| r.get(0)).optional()? {
+                        Some(id) => id,
+                        None => {
+                            create.execute(params![key.1, key.0, ts])?;
+                            tx.last_insert_rowid()
+                        }
+                    };
+                    boxes.insert(key, id);
+                    id
+                }
+            };
+            let changed = insert.execute(params![row.message_id, box_id, row.sender, row.recipient, row.body, ts])?;
+            out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
+        }
     }
-    s
+    tx.commit()?;
+    Ok(out)
 }
 
 /// The fee rule that applies, as in the MySQL backend: sender-specific first, else the
 /// newest box-wide rule.
 fn lookup_fee(conn: &Connection, recipient: &str, sender: &str, message_box: &str) -> Result<Option<i64>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT recipient_fee FROM message_permissions \
-         WHERE recipient = ?1 AND message_box = ?2 AND (sender = ?3 OR sender IS NULL) \
-         ORDER BY sender IS NULL, id DESC LIMIT 1",
-    )?;
+    let mut stmt = conn.prepare_cached(sql::FEE_RULE)?;
     Ok(stmt.query_row(params![recipient, message_box, sender], |r| r.get(0)).optional()?)
 }
 
-const PERMISSION_COLUMNS: &str = "sender, message_box, recipient_fee, created_at, updated_at";
+/// One sender's fee rules for one box, on the writer's connection. Its calls block, so its
+/// futures finish on their first poll (see [`blocking`]).
+struct Fees<'a> {
+    conn: &'a Connection,
+    sender: &'a str,
+    message_box: &'a str,
+}
+
+impl FeeRules for Fees<'_> {
+    async fn lookup(&mut self, recipient: &str) -> Result<Option<i64>, StoreError> {
+        lookup_fee(self.conn, recipient, self.sender, self.message_box)
+    }
+
+    async fn insert_default(&mut self, recipient: &str, fee: i64) -> Result<bool, StoreError> {
+        let ts = now();
+        let inserted = self.conn.prepare_cached(sql::INSERT_DEFAULT_FEE_SQLITE)?.execute(params![
+            recipient,
+            self.message_box,
+            fee,
+            ts,
+            ts,
+            recipient,
+            self.message_box
+        ])?;
+        Ok(inserted == 1)
+    }
+}
+
+/// The result of a future built only of blocking SQLite calls, which never waits.
+fn blocking<T>(work: impl std::future::Future<Output = T>) -> T {
+    futures_util::FutureExt::now_or_never(work).expect("SQLite work never waits")
+}
 
 fn permission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Permission> {
     Ok(Permission {
@@ -353,11 +284,7 @@ fn permission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Permission> {
 }
 
 fn devices(conn: &Connection, identity_key: &str, only_active: bool) -> Result<Vec<Device>, StoreError> {
-    let filter = if only_active { " AND active = 1" } else { "" };
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT id, device_id, platform, fcm_token, active, created_at, updated_at, last_used \
-         FROM device_registrations WHERE identity_key = ?1{filter} ORDER BY updated_at DESC, id DESC LIMIT ?2"
-    ))?;
+    let mut stmt = conn.prepare_cached(sql::devices(only_active))?;
     let rows = stmt.query_map(params![identity_key, MAX_DEVICES], |r| {
         Ok(Device {
             id: r.get::<_, i64>(0)? as u64,
@@ -385,8 +312,7 @@ impl Backend for SqliteStore {
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT delivery_fee FROM server_fees WHERE message_box = ?1 LIMIT 1")?;
+            let mut stmt = conn.prepare_cached(sql::DELIVERY_FEE)?;
             Ok(stmt.query_row([message_box], |r| r.get(0)).optional()?)
         })
     }
@@ -408,42 +334,17 @@ impl Backend for SqliteStore {
                 return Ok(found.into_iter().flatten().collect());
             }
             // Create the missing box-wide defaults on the writer (the only writer in this
-            // process, so no duplicate from here), then read what applies now.
+            // process, so no duplicate from here).
             self.write(move |conn| {
-                let ts = now();
-                let mut fees = Vec::with_capacity(recipients.len());
-                for (recipient, fee) in recipients.iter().zip(found) {
-                    if let Some(fee) = fee {
-                        fees.push(fee);
-                        continue;
-                    }
-                    let inserted = conn.prepare_cached(
-                        "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                         SELECT ?1, NULL, ?2, ?3, ?4, ?4 WHERE NOT EXISTS (SELECT 1 FROM message_permissions \
-                         WHERE recipient = ?1 AND message_box = ?2 AND sender IS NULL)",
-                    )?
-                    .execute(params![recipient, message_box, default_fee, ts])?;
-                    if inserted == 1 {
-                        fees.push(default_fee);
-                    } else {
-                        fees.push(lookup_fee(conn, recipient, &sender, &message_box)?.unwrap_or(default_fee));
-                    }
-                }
-                Ok(fees)
+                let mut rules = Fees { conn, sender: &sender, message_box: &message_box };
+                blocking(fees::with_defaults(&mut rules, &recipients, found, default_fee))
             })
             .await
         })
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        Box::pin(async move {
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (reply, answer) = oneshot::channel();
-            self.writer.send(WriterMsg::Insert { rows: messages, reply }).await.map_err(|_| gone())?;
-            answer.await.map_err(|_| gone())?
-        })
+        self.writer.insert(messages)
     }
 
     fn list_messages(
@@ -455,9 +356,9 @@ impl Backend for SqliteStore {
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(LIST_MESSAGES_SQL)?;
+            let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES)?;
             let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![recipient, box_type, limit, offset], |r| {
+            let rows = stmt.query_map(params![recipient, box_type, recipient, limit, offset], |r| {
                 Ok(StoredMessage {
                     message_id: r.get(0)?,
                     body: r.get(1)?,
@@ -479,9 +380,9 @@ impl Backend for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut deleted = 0;
             for chunk in ids.chunks(MAX_LIST) {
-                let sql = format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", list(chunk.len()));
                 let params = std::iter::once(recipient.as_str()).chain(chunk.iter().map(String::as_str));
-                deleted += tx.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params))? as u64;
+                let delete = sql::delete_messages(chunk.len());
+                deleted += tx.prepare_cached(&delete)?.execute(rusqlite::params_from_iter(params))? as u64;
             }
             tx.commit()?;
             Ok(deleted)
@@ -520,16 +421,10 @@ impl Backend for SqliteStore {
         self.write(move |conn| {
             let ts = now();
             if success {
-                conn.prepare_cached(
-                    "UPDATE device_registrations SET last_used = ?1, updated_at = ?1 WHERE fcm_token = ?2",
-                )?
-                .execute(params![ts, fcm_token])?;
+                conn.prepare_cached(sql::DEVICE_USED)?.execute(params![ts, ts, fcm_token])?;
             }
             if deactivate {
-                conn.prepare_cached(
-                    "UPDATE device_registrations SET active = 0, updated_at = ?1 WHERE fcm_token = ?2",
-                )?
-                .execute(params![ts, fcm_token])?;
+                conn.prepare_cached(sql::DEVICE_DEACTIVATED)?.execute(params![ts, fcm_token])?;
             }
             Ok(())
         })
@@ -557,22 +452,12 @@ impl Backend for SqliteStore {
             }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let newest: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT id FROM message_permissions WHERE recipient = ?1 AND message_box = ?2 AND sender IS NULL \
-                     ORDER BY id DESC LIMIT 1",
-                )?
+                .prepare_cached(sql::NEWEST_BOX_WIDE_ID)?
                 .query_row(params![recipient, message_box], |r| r.get(0))
                 .optional()?;
             match newest {
-                Some(id) => tx
-                    .prepare_cached("UPDATE message_permissions SET recipient_fee = ?1, updated_at = ?2 WHERE id = ?3")?
-                    .execute(params![fee, ts, id])?,
-                None => tx
-                    .prepare_cached(
-                        "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                         VALUES (?1, NULL, ?2, ?3, ?4, ?4)",
-                    )?
-                    .execute(params![recipient, message_box, fee, ts])?,
+                Some(id) => tx.prepare_cached(sql::UPDATE_PERMISSION_FEE)?.execute(params![fee, ts, id])?,
+                None => tx.prepare_cached(sql::INSERT_BOX_WIDE)?.execute(params![recipient, message_box, fee, ts, ts])?,
             };
             tx.commit()?;
             Ok(())
@@ -590,17 +475,11 @@ impl Backend for SqliteStore {
         self.read(move |conn| {
             let row = match sender {
                 Some(sender) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ?1 AND message_box = ?2 AND sender = ?3 ORDER BY id DESC LIMIT 1"
-                    ))?
+                    .prepare_cached(sql::SENDER_PERMISSION)?
                     .query_row(params![recipient, message_box, sender], permission)
                     .optional()?,
                 None => conn
-                    .prepare_cached(&format!(
-                        "SELECT {PERMISSION_COLUMNS} FROM message_permissions \
-                         WHERE recipient = ?1 AND message_box = ?2 AND sender IS NULL ORDER BY id DESC LIMIT 1"
-                    ))?
+                    .prepare_cached(sql::BOX_WIDE_PERMISSION)?
                     .query_row(params![recipient, message_box], permission)
                     .optional()?,
             };
@@ -618,16 +497,13 @@ impl Backend for SqliteStore {
     ) -> StoreFuture<'_, (Vec<Permission>, u64)> {
         let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
         self.read(move |conn| {
-            let dir = if created_asc { "ASC" } else { "DESC" };
-            // `?2 IS NULL` keeps one statement shape for "all boxes" and "one box".
+            // `?2 IS NULL` keeps one statement shape for "all boxes" and "one box"; the
+            // page's `?` placeholders then number on from 3.
             let filter = "recipient = ?1 AND (?2 IS NULL OR message_box = ?2)";
             let total: i64 = conn
-                .prepare_cached(&format!("SELECT COUNT(*) FROM message_permissions WHERE {filter}"))?
+                .prepare_cached(&sql::count_permissions(filter))?
                 .query_row(params![recipient, message_box], |r| r.get(0))?;
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {PERMISSION_COLUMNS} FROM message_permissions WHERE {filter} \
-                 ORDER BY message_box ASC, (sender IS NOT NULL) ASC, created_at {dir}, id {dir} LIMIT ?3 OFFSET ?4"
-            ))?;
+            let mut stmt = conn.prepare_cached(&sql::list_permissions(filter, created_asc))?;
             let offset = i64::try_from(offset).unwrap_or(i64::MAX);
             let page = stmt
                 .query_map(params![recipient, message_box, limit, offset], permission)?
@@ -637,11 +513,11 @@ impl Backend for SqliteStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let (done, finished) = oneshot::channel();
-            self.writer.send(WriterMsg::Flush(done)).await.map_err(|_| gone())?;
-            finished.await.map_err(|_| gone())
-        })
+        self.writer.flush()
+    }
+
+    fn stats(&self) -> WriterStats {
+        self.writer.stats()
     }
 }
 
@@ -662,9 +538,12 @@ mod tests {
         )
         .unwrap();
         for i in 0..20i64 {
-            let mut stmt = conn.prepare_cached(LIST_MESSAGES_SQL).unwrap();
-            let rows: Vec<String> =
-                stmt.query_map(params!["k", "inbox", 10 + i, i], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+            let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES).unwrap();
+            let rows: Vec<String> = stmt
+                .query_map(params!["k", "inbox", "k", 10 + i, i], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
             assert!(rows.is_empty());
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "round {i}");
         }
