@@ -3,7 +3,7 @@
 //! and the WebSocket `sendMessage`.
 
 use super::IdentityKey;
-use crate::store::{Store, StoreError};
+use crate::store::{DatabaseError, Store, StoreError};
 
 /// A recipient fee that refuses the sender.
 pub const BLOCKED: i64 = -1;
@@ -63,11 +63,10 @@ pub async fn quote(
     );
     let fees = fees?;
     if fees.len() != recipients.len() {
-        return Err(StoreError::Database(format!(
-            "fee lookup answered {} fees for {} recipients",
-            fees.len(),
-            recipients.len()
-        )));
+        return Err(StoreError::Database(DatabaseError {
+            code: None,
+            message: format!("fee lookup answered {} fees for {} recipients", fees.len(), recipients.len()),
+        }));
     }
     Ok(Quote { delivery: delivery?.unwrap_or(0), recipients: fees })
 }
