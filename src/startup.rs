@@ -139,6 +139,45 @@ pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, St
     }
 }
 
+/// Asks the server on the configured port for `GET /health` and checks for a 200, all
+/// within `timeout` (`messagebox healthcheck`, for container health checks). A wildcard
+/// bind address is probed on loopback.
+pub fn healthcheck(config: &Config, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    if config.port == 0 {
+        return Err("the port is 0 (chosen at start-up), nothing to probe".into());
+    }
+    let ip = match config.bind {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, config.port);
+    let deadline = std::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    // The status line is all that matters; read until it is complete.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    match line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!("{addr}: GET /health answered {line:?}")),
+    }
+}
+
 /// The optional subsystems, replaceable by tests.
 pub struct Parts {
     pub payments: Arc<dyn PaymentAcceptor>,
@@ -184,6 +223,8 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         max_body: config.max_body,
         live: hub,
         openapi: openapi.into(),
+        health: crate::http::health_body(&config.network, config.enable_websockets),
+        observability: config.observability.clone(),
     })
 }
 

@@ -211,6 +211,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Waits until every accepted write is committed (graceful shutdown).
     fn flush(&self) -> StoreFuture<'_, ()>;
+
+    /// One cheap round trip (`SELECT 1`) for the readiness probe; callers bound it with a
+    /// timeout (a stopped database never answers).
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Most devices one identity lists (a bound on a query the original left unbounded).

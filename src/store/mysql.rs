@@ -1223,6 +1223,14 @@ impl Backend for MysqlStore {
             finished.await.map_err(|_| writer_gone())
         })
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.spawn(|s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            conn.query_drop("SELECT 1").await?;
+            Ok(())
+        })
+    }
 }
 
 /// Updates the newest box-wide rule or inserts one, in one transaction; the locking read

@@ -643,6 +643,10 @@ impl Backend for SqliteStore {
             finished.await.map_err(|_| gone())
         })
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
 }
 
 #[cfg(test)]
