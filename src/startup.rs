@@ -29,9 +29,9 @@ pub enum StartupError {
     #[error("configuration error: SERVER_PRIVATE_KEY: {0}")]
     Key(#[source] KeyFileError),
     /// `database` is the database as [`describe`](crate::config::Database::describe) names it.
-    #[error("cannot open the database ({database}): {source}")]
+    #[error("cannot open the database ({database}): {}", tidy(.source))]
     Database { database: String, source: StoreError },
-    #[error("migration failed: {0}")]
+    #[error("migration failed: {}", tidy(.0))]
     Migrate(#[source] StoreError),
     #[error("configuration error: {0}")]
     Parts(#[source] PartsError),
@@ -105,8 +105,49 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     opts.open(path)?.write_all(text.as_bytes())
 }
 
+/// Whether retrying cannot help: a bad URL or schema, wrong credentials, no such database,
+/// a host name that does not exist. Everything else (refused connections, timeouts, a DNS
+/// server that is not answering yet) may pass while a database container starts.
+///
+/// The driver's error number is only in the message text today, so the codes are matched
+/// there: MySQL 1044/1045/1698 (access denied) and 1049 (unknown database).
+fn is_permanent(e: &StoreError) -> bool {
+    const PERMANENT: [&str; 7] = [
+        "ERROR 1044 (",
+        "ERROR 1045 (",
+        "ERROR 1049 (",
+        "ERROR 1698 (",
+        // getaddrinfo: EAI_NONAME (glibc, BSD) and EAI_NODATA; EAI_AGAIN ("Temporary failure
+        // in name resolution") stays transient.
+        "Name or service not known",
+        "nodename nor servname provided",
+        "No address associated with hostname",
+    ];
+    match e {
+        StoreError::Config(_) | StoreError::Schema(_) => true,
+        StoreError::Database(m) => PERMANENT.iter().any(|p| m.contains(p)),
+        StoreError::Unavailable(_) => false,
+    }
+}
+
+/// A store error as one readable line: mysql_async nests its I/O errors, each level adding
+/// `Input/output error: `, which is said once.
+fn tidy(e: &StoreError) -> String {
+    const IO: &str = "Input/output error: ";
+    let mut text = e.to_string();
+    while let Some(at) = text.find(IO) {
+        let after = at + IO.len();
+        if !text[after..].starts_with(IO) {
+            break;
+        }
+        text.replace_range(after..after + IO.len(), "");
+    }
+    text
+}
+
 /// Opens and migrates the store, retrying for up to `patience` while the database is not
-/// reachable (containers often start the server before the database).
+/// reachable (containers often start the server before the database); a permanent error
+/// (see [`is_permanent`]) ends the attempt at once.
 pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, StoreError> {
     let options = StoreOptions { pool_size: config.db_pool, ..StoreOptions::default() };
     let url = config.database.url();
@@ -128,10 +169,10 @@ pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, St
                 }
                 return Ok(s);
             }
-            Err(e @ (StoreError::Config(_) | StoreError::Schema(_))) => return Err(e),
+            Err(e) if is_permanent(&e) => return Err(e),
             Err(e) if start.elapsed() + delay > patience => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tracing::warn!(error = %tidy(&e), retry_in_ms = delay.as_millis() as u64, "database not ready");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -282,6 +323,26 @@ mod tests {
         assert_eq!(listen.exit_code(), 1);
         assert!(listen.to_string().starts_with("cannot listen on ::1:8080: "), "{listen}");
         assert!(std::error::Error::source(&listen).is_some());
+    }
+
+    #[test]
+    fn permanent_database_errors() {
+        let db = |m: &str| StoreError::Database(m.into());
+        assert!(is_permanent(&db(
+            "Server error: `ERROR 1045 (28000): Access denied for user 'u'@'h' (using password: YES)'"
+        )));
+        assert!(is_permanent(&db("Server error: `ERROR 1049 (42000): Unknown database 'x''")));
+        assert!(is_permanent(&db(
+            "Input/output error: Input/output error: failed to lookup address information: Name or service not known"
+        )));
+        assert!(!is_permanent(&db("Input/output error: Input/output error: Connection refused (os error 111)")));
+        assert!(!is_permanent(&db("failed to lookup address information: Temporary failure in name resolution")));
+        assert!(!is_permanent(&StoreError::Unavailable("gone".into())));
+        assert!(is_permanent(&StoreError::Config("bad URL".into())));
+        let e = db("Input/output error: Input/output error: Connection refused (os error 111)");
+        assert_eq!(tidy(&e), "database error: Input/output error: Connection refused (os error 111)");
+        let e = StartupError::Database { database: "mysql://…@h:1/db".into(), source: e };
+        assert_eq!(e.to_string().matches("Input/output error").count(), 1, "{e}");
     }
 
     #[test]

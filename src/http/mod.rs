@@ -153,7 +153,7 @@ pub async fn handle(
     let client_ip = client_ip(peer.ip(), req.headers(), app.observability.trust_proxy_hops);
     let start = std::time::Instant::now();
     let mut resp = route(app, live, req).await;
-    let duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let duration_ms = start.elapsed().as_micros() as f64 / 1000.0;
     let identity = resp.extensions_mut().remove::<AccessIdentity>().map_or_else(|| "-".to_string(), |i| i.0);
     let status = resp.status().as_u16();
     if info {
@@ -433,4 +433,35 @@ fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> R
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_as_express_trust_proxy() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 198.51.100.2"));
+        assert_eq!(client_ip(peer, &h, 0), "10.0.0.9", "forwarded addresses ignored by default");
+        assert_eq!(client_ip(peer, &h, 1), "198.51.100.2");
+        assert_eq!(client_ip(peer, &h, 2), "203.0.113.7");
+        assert_eq!(client_ip(peer, &h, 9), "203.0.113.7", "a short chain ends at its left-most entry");
+        h.append("x-forwarded-for", HeaderValue::from_static("[2001:db8::1]:443"));
+        assert_eq!(client_ip(peer, &h, 1), "2001:db8::1");
+        h.insert("x-forwarded-for", HeaderValue::from_static("unknown"));
+        assert_eq!(client_ip(peer, &h, 1), "invalid");
+        assert_eq!(client_ip(peer, &HeaderMap::new(), 3), "10.0.0.9");
+    }
+
+    #[test]
+    fn probe_paths() {
+        assert!(matches!(probe("/health", ""), Some(Probe::Live)));
+        assert!(matches!(probe("/healthz", "/api"), Some(Probe::Live)));
+        assert!(matches!(probe("/api/ready", "/api"), Some(Probe::Ready)));
+        assert!(probe("/api/ready", "").is_none());
+        assert!(probe("/apihealth", "/api").is_none());
+        assert!(probe("/health/", "").is_none());
+    }
 }
