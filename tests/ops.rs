@@ -419,3 +419,13 @@ fn enable_websockets_must_be_true_or_false() {
     let stdout = String::from_utf8(server.stop().stdout).unwrap();
     assert!(stdout.contains("websockets=\"off\""), "{stdout}");
 }
+
+#[test]
+fn env_example_lists_every_variable() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let listed: Vec<&str> =
+        text.lines().filter_map(|l| l.trim_start_matches(['#', ' ']).split_once('=')).map(|(name, _)| name).collect();
+    for name in messagebox::config::VARIABLES.iter().map(|(n, _)| *n).chain(["RUST_LOG"]) {
+        assert!(listed.contains(&name), ".env.example lacks {name}");
+    }
+}
