@@ -126,6 +126,10 @@ fn serve(config: Config) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail(StartupError::Key(e)),
     };
+    // A busy port is reported before the database is touched (checked again when binding).
+    if let Err(source) = messagebox::server::check_free(std::net::SocketAddr::new(config.bind, config.port)) {
+        return fail(StartupError::Listen { bind: config.bind, port: config.port, source });
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let store = match rt.block_on(startup::open_store(&config, Duration::from_secs(60))) {
         Ok(s) => s,

@@ -244,7 +244,7 @@ fn a_second_process_on_a_busy_port_exits_1() {
     let first = Proc::spawn(&env, dir.path(), Stdio::null());
     let port = first.addr.port().to_string();
     let mut second_env = env.to_vec();
-    second_env.extend([("MESSAGEBOX_PORT", port.as_str()), ("MESSAGEBOX_BIND", "127.0.0.1")]);
+    second_env.extend([("MESSAGEBOX_PORT", port.as_str()), ("MESSAGEBOX_BIND", "127.0.0.1"), ("RUST_LOG", "info")]);
     let start = Instant::now();
     let out = command(&second_env, dir.path()).output().unwrap();
     assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
@@ -252,6 +252,8 @@ fn a_second_process_on_a_busy_port_exits_1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("store ready"), "the database is not opened first: {stdout}");
 
     // The same holds against a program other than messagebox (no SO_REUSEPORT there).
     let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

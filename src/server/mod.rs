@@ -98,8 +98,6 @@ struct PortLock {
 
 impl PortLock {
     fn acquire(addr: SocketAddr) -> std::io::Result<PortLock> {
-        let in_use =
-            |what: &str| std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("address already in use ({what})"));
         #[cfg(target_os = "linux")]
         let lock = {
             use std::os::linux::net::SocketAddrExt;
@@ -108,20 +106,37 @@ impl PortLock {
             match std::os::unix::net::UnixListener::bind_addr(&unix) {
                 Ok(s) => PortLock { _socket: s },
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    return Err(in_use("another messagebox process serves it"))
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "address already in use (another messagebox process serves it)",
+                    ))
                 }
                 Err(e) => return Err(e),
             }
         };
         #[cfg(not(target_os = "linux"))]
         let lock = PortLock {};
-        let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        probe.set_reuse_address(true)?;
-        match probe.bind(&addr.into()) {
-            Ok(()) => Ok(lock),
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(in_use("another process listens on it")),
-            Err(e) => Err(e),
-        }
+        check_free(addr)?;
+        Ok(lock)
+    }
+}
+
+/// Fails with [`std::io::ErrorKind::AddrInUse`] when another process is bound to `addr`
+/// (a bind without `SO_REUSEPORT`; see [`PortLock`]). [`start`] checks again under its lock;
+/// calling this first lets a server say so before it opens its database.
+pub fn check_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "address already in use (another process listens on it)",
+        )),
+        Err(e) => Err(e),
     }
 }
 
