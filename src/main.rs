@@ -44,7 +44,7 @@ fn env_help() -> String {
 }
 
 /// Logs go to stdout: `LOG_FORMAT=json` as one JSON object per line, else text with ANSI
-/// colours only when stdout is a terminal (never into files or pipes).
+/// colours only when stdout is a terminal (never into files or pipes) and `NO_COLOR` is unset.
 fn init_logging(config: &Config) {
     use std::io::IsTerminal;
     let filter = if config.logging {
@@ -55,7 +55,10 @@ fn init_logging(config: &Config) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match config.observability.log_format {
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
-        LogFormat::Text => builder.with_target(false).with_ansi(std::io::stdout().is_terminal()).try_init(),
+        LogFormat::Text => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_target(false).with_ansi(colour).try_init()
+        }
     };
 }
 
