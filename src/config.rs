@@ -29,8 +29,12 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("PORT", "listen port in development (must be > 0)"),
     ("HTTP_PORT", "fallback listen port in development; else 8080"),
     ("ROUTING_PREFIX", "prefix of the business routes, e.g. /api (not applied to /.well-known/auth, /docs, /openapi.json, /socket.io/)"),
-    ("ENABLE_WEBSOCKETS", "true (default) | false: the Socket.IO live channel on /socket.io/"),
-    ("LOGGING_ENABLED", "true | false; logging is on unless false (RUST_LOG sets the filter, default info)"),
+    ("ENABLE_WEBSOCKETS", "true (default) | false, any case: the Socket.IO live channel on /socket.io/; anything else is a configuration error"),
+    ("LOGGING_ENABLED", "true | false; logging is on unless false"),
+    ("LOG_LEVEL", "trace | debug | info (default) | warn | error | fatal | silent; RUST_LOG wins when set"),
+    ("LOG_FORMAT", "text (default; ANSI colours only when stdout is a terminal) | json (one object per line)"),
+    ("MESSAGEBOX_ACCESS_LOG", "true | false (default): one info line per request (method, route, status, duration, client IP, identity)"),
+    ("TRUST_PROXY_HOPS", "0..10; the client IP of the access log is taken this many proxies from the right of X-Forwarded-For (unset: the TCP peer)"),
     ("DATABASE_URL", "mysql://user:pass@host:port/db or sqlite://path; wins over KNEX_DB_CONNECTION"),
     ("KNEX_DB_CONNECTION", "the original's knex JSON, e.g. {\"host\":\"…\",\"port\":3306,\"user\":\"…\",\"password\":\"…\",\"database\":\"…\"}"),
     ("KNEX_DB_CLIENT", "mysql2 (default) | mysql | better-sqlite3 | sqlite3 (then KNEX_DB_CONNECTION is {\"filename\":…})"),
@@ -97,6 +101,34 @@ pub struct Firebase {
     pub fcm_endpoint: Option<String>,
 }
 
+/// How log lines are written (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only on a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging and request-observation settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observability {
+    pub log_format: LogFormat,
+    /// The `tracing` filter `LOG_LEVEL` names (`RUST_LOG`, read at start-up, wins over it).
+    pub log_level: &'static str,
+    /// `MESSAGEBOX_ACCESS_LOG=true`: one `info` line per request.
+    pub access_log: bool,
+    /// `TRUST_PROXY_HOPS`: how many proxies in front of the server may be believed about the
+    /// client address (`X-Forwarded-For`); 0 when unset.
+    pub trust_proxy_hops: u8,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Observability { log_format: LogFormat::Text, log_level: "info", access_log: false, trust_proxy_hops: 0 }
+    }
+}
+
 /// Where the server key comes from.
 #[derive(Debug, Clone)]
 pub enum KeySource {
@@ -115,8 +147,11 @@ pub struct Config {
     pub routing_prefix: String,
     pub enable_websockets: bool,
     pub logging: bool,
+    pub observability: Observability,
     pub database: Database,
     pub testnet: bool,
+    /// `BSV_NETWORK` as given (default `mainnet`), reported by `/health` as TS-next does.
+    pub network: String,
     pub payment_wallet_url: Option<String>,
     pub firebase: Firebase,
     pub max_body: usize,
@@ -176,12 +211,43 @@ impl Config {
             None => return Err(err("SERVER_PRIVATE_KEY", "required when NODE_ENV is not development")),
         };
         let routing_prefix = env.get("ROUTING_PREFIX").cloned().unwrap_or_default();
+        // The original compares with `true` case-insensitively, so a typo such as `yes`
+        // silently turned the live channel off; such a value is refused instead.
         let enable_websockets = match get("ENABLE_WEBSOCKETS") {
             None => true,
-            Some(v) => v.eq_ignore_ascii_case("true"),
+            Some(v) => boolean("ENABLE_WEBSOCKETS", v)?,
         };
         let logging = get("LOGGING_ENABLED").is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+        let observability = Observability {
+            log_format: match get("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => return Err(err("LOG_FORMAT", format!("expected text or json, got {other}"))),
+            },
+            log_level: match get("LOG_LEVEL") {
+                None => "info",
+                Some(v) => log_level(v).ok_or_else(|| {
+                    err("LOG_LEVEL", format!("expected trace, debug, info, warn, error, fatal or silent, got {v}"))
+                })?,
+            },
+            access_log: match get("MESSAGEBOX_ACCESS_LOG") {
+                None => false,
+                Some(v) => boolean("MESSAGEBOX_ACCESS_LOG", v)?,
+            },
+            trust_proxy_hops: match get("TRUST_PROXY_HOPS") {
+                None => 0,
+                // TS-next's rule and message: digits only, at most 10.
+                Some(v) => v
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| v.parse::<u8>().ok())
+                    .flatten()
+                    .filter(|n| *n <= 10)
+                    .ok_or_else(|| err("TRUST_PROXY_HOPS", "must be an integer from 0 to 10"))?,
+            },
+        };
         let testnet = get("BSV_NETWORK") == Some("testnet");
+        let network = env.get("BSV_NETWORK").filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| "mainnet".into());
         let payment_wallet_url = get("PAYMENT_WALLET_URL").map(str::to_string);
         if let Some(u) = &payment_wallet_url {
             crate::payments::HttpJsonWallet::new(u, "x").map_err(|m| err("PAYMENT_WALLET_URL", m.to_string()))?;
@@ -231,8 +297,10 @@ impl Config {
             routing_prefix,
             enable_websockets,
             logging,
+            observability,
             database,
             testnet,
+            network,
             payment_wallet_url,
             firebase,
             max_body,
@@ -241,6 +309,30 @@ impl Config {
             db_pool,
         })
     }
+}
+
+/// `true` or `false` in any case.
+fn boolean(var: &'static str, v: &str) -> Result<bool, ConfigError> {
+    if v.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err(err(var, format!("expected true or false, got {v}")))
+    }
+}
+
+/// A pino level name (as TS-next's `LOG_LEVEL`) → the `tracing` filter directive.
+fn log_level(v: &str) -> Option<&'static str> {
+    Some(match v.to_ascii_lowercase().as_str() {
+        "trace" => "trace",
+        "debug" => "debug",
+        "info" => "info",
+        "warn" => "warn",
+        "error" | "fatal" => "error",
+        "silent" => "off",
+        _ => return None,
+    })
 }
 
 fn positive_port(var: &'static str, v: &str) -> Result<u16, ConfigError> {
@@ -368,5 +460,49 @@ mod tests {
         assert_eq!(cfg(&[("ENABLE_FIREBASE", "true")]).unwrap_err().var, "FIREBASE_PROJECT_ID");
         assert_eq!(cfg(&[("MESSAGEBOX_THREADS", "0")]).unwrap_err().var, "MESSAGEBOX_THREADS");
         assert_eq!(cfg(&[("PAYMENT_WALLET_URL", "ftp://x")]).unwrap_err().var, "PAYMENT_WALLET_URL");
+    }
+
+    #[test]
+    fn websockets_flag_is_true_or_false() {
+        assert!(cfg(&[]).unwrap().enable_websockets);
+        assert!(cfg(&[("ENABLE_WEBSOCKETS", "")]).unwrap().enable_websockets);
+        assert!(cfg(&[("ENABLE_WEBSOCKETS", "True")]).unwrap().enable_websockets);
+        assert!(!cfg(&[("ENABLE_WEBSOCKETS", "false")]).unwrap().enable_websockets);
+        for bad in ["yes", "1", "off", "truee"] {
+            let e = cfg(&[("ENABLE_WEBSOCKETS", bad)]).unwrap_err();
+            assert_eq!(e.var, "ENABLE_WEBSOCKETS", "{bad}");
+        }
+    }
+
+    #[test]
+    fn observability() {
+        let o = cfg(&[]).unwrap().observability;
+        assert_eq!(o, Observability::default());
+        let o = cfg(&[
+            ("LOG_FORMAT", "JSON"),
+            ("LOG_LEVEL", "fatal"),
+            ("MESSAGEBOX_ACCESS_LOG", "true"),
+            ("TRUST_PROXY_HOPS", "2"),
+            ("LOGGING_ENABLED", "false"),
+        ])
+        .unwrap()
+        .observability;
+        assert_eq!(
+            o,
+            Observability { log_format: LogFormat::Json, log_level: "error", access_log: true, trust_proxy_hops: 2 }
+        );
+        assert_eq!(cfg(&[("LOG_LEVEL", "silent")]).unwrap().observability.log_level, "off");
+        for (var, bad) in [
+            ("LOG_FORMAT", "xml"),
+            ("LOG_LEVEL", "verbose"),
+            ("MESSAGEBOX_ACCESS_LOG", "on"),
+            ("TRUST_PROXY_HOPS", "true"),
+            ("TRUST_PROXY_HOPS", "11"),
+            ("TRUST_PROXY_HOPS", "-1"),
+        ] {
+            assert_eq!(cfg(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
+        }
+        assert_eq!(cfg(&[("BSV_NETWORK", "ttn")]).unwrap().network, "ttn");
+        assert_eq!(cfg(&[]).unwrap().network, "mainnet");
     }
 }

@@ -1,11 +1,11 @@
-//! `messagebox`: serve (default), migrate, keygen.
+//! `messagebox`: serve (default), migrate, keygen, healthcheck.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use messagebox::auth::PrivateKey;
-use messagebox::config::{Config, VARIABLES};
+use messagebox::config::{Config, LogFormat, VARIABLES};
 use messagebox::startup::{self, StartupError};
 
 #[cfg(feature = "mimalloc")]
@@ -28,6 +28,9 @@ enum Command {
     Migrate,
     /// Print a new private key (hex) and its identity key.
     Keygen,
+    /// Exit 0 when the server on the configured port answers GET /health with 200, else 1
+    /// (for container health checks; no curl needed).
+    Healthcheck,
 }
 
 fn env_help() -> String {
@@ -35,18 +38,28 @@ fn env_help() -> String {
     for (name, meaning) in VARIABLES {
         s.push_str(&format!("  {name:<36} {meaning}\n"));
     }
-    s.push_str("  RUST_LOG                             log filter (default info), e.g. messagebox=debug\n");
+    s.push_str("  RUST_LOG                             tracing filter, e.g. messagebox=debug; wins over LOG_LEVEL\n");
     s.push_str("\nExit codes: 0 success, 1 runtime failure, 2 bad configuration.");
     s
 }
 
-fn init_logging(enabled: bool) {
-    let filter = if enabled {
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())
+/// Logs go to stdout: `LOG_FORMAT=json` as one JSON object per line, else text with ANSI
+/// colours only when stdout is a terminal (never into files or pipes) and `NO_COLOR` is unset.
+fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
+    let filter = if config.logging {
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| config.observability.log_level.into())
     } else {
         "off".into()
     };
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match config.observability.log_format {
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+        LogFormat::Text => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_target(false).with_ansi(colour).try_init()
+        }
+    };
 }
 
 /// Prints the one line an operator reads and picks the exit code.
@@ -76,7 +89,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(config.logging);
+            init_logging(&config);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             match rt.block_on(startup::open_store(&config, Duration::from_secs(30))) {
                 Ok(store) => {
@@ -92,8 +105,21 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(config.logging);
+            init_logging(&config);
             serve(config)
+        }
+        Command::Healthcheck => {
+            let config = match config() {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match startup::healthcheck(&config, Duration::from_secs(3)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("messagebox: healthcheck failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }
@@ -103,6 +129,10 @@ fn serve(config: Config) -> ExitCode {
         Ok(k) => k,
         Err(e) => return fail(StartupError::Key(e)),
     };
+    // A busy port is reported before the database is touched (checked again when binding).
+    if let Err(source) = messagebox::server::check_free(std::net::SocketAddr::new(config.bind, config.port)) {
+        return fail(StartupError::Listen { bind: config.bind, port: config.port, source });
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let store = match rt.block_on(startup::open_store(&config, Duration::from_secs(60))) {
         Ok(s) => s,
@@ -119,12 +149,14 @@ fn serve(config: Config) -> ExitCode {
         Err(source) => return fail(StartupError::Listen { bind: config.bind, port: config.port, source }),
     };
     tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
         addr = %running.addr,
         threads = config.threads,
         identity = %key.public_key(),
         database = %config.database.describe(),
         payments = %payments,
         node_env = %config.node_env,
+        websockets = if config.enable_websockets { "on" } else { "off" },
         "messagebox listening"
     );
     rt.block_on(wait_for_signal());

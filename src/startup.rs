@@ -18,7 +18,7 @@ use crate::outbound::UrlError;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
 use crate::push::{Fcm, FcmConfigError};
 use crate::server::{HttpLimits, Running};
-use crate::store::{self, Store, StoreError, StoreOptions};
+use crate::store::{self, ErrorCode, Store, StoreError, StoreOptions};
 
 /// Why `messagebox` stops instead of serving. The text is the line printed after
 /// `messagebox: `; [`exit_code`](StartupError::exit_code) tells operators what to fix.
@@ -29,9 +29,9 @@ pub enum StartupError {
     #[error("configuration error: SERVER_PRIVATE_KEY: {0}")]
     Key(#[source] KeyFileError),
     /// `database` is the database as [`describe`](crate::config::Database::describe) names it.
-    #[error("cannot open the database ({database}): {source}")]
+    #[error("cannot open the database ({database}): {}", tidy(.source))]
     Database { database: String, source: StoreError },
-    #[error("migration failed: {0}")]
+    #[error("migration failed: {}", tidy(.0))]
     Migrate(#[source] StoreError),
     #[error("configuration error: {0}")]
     Parts(#[source] PartsError),
@@ -105,8 +105,44 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     opts.open(path)?.write_all(text.as_bytes())
 }
 
+/// Whether retrying cannot help: a bad URL or schema, wrong credentials, no such database,
+/// a host name that does not exist. Everything else (refused connections, timeouts, a DNS
+/// server that is not answering yet) may pass while a database container starts.
+fn is_permanent(e: &StoreError) -> bool {
+    // Access denied (1044, 1045, 1698) and unknown database (1049).
+    const PERMANENT_MYSQL: [u16; 4] = [1044, 1045, 1049, 1698];
+    // getaddrinfo: EAI_NONAME (glibc, BSD) and EAI_NODATA; EAI_AGAIN ("Temporary failure in
+    // name resolution") stays transient. The resolver's error has no number of its own.
+    const NO_SUCH_HOST: [&str; 3] =
+        ["Name or service not known", "nodename nor servname provided", "No address associated with hostname"];
+    match e {
+        StoreError::Config(_) | StoreError::Schema(_) => true,
+        StoreError::Database(d) => match d.code {
+            Some(ErrorCode::Mysql(n)) => PERMANENT_MYSQL.contains(&n),
+            _ => NO_SUCH_HOST.iter().any(|p| d.message.contains(p)),
+        },
+        StoreError::Unavailable(_) => false,
+    }
+}
+
+/// A store error as one readable line: mysql_async nests its I/O errors, each level adding
+/// `Input/output error: `, which is said once.
+fn tidy(e: &StoreError) -> String {
+    const IO: &str = "Input/output error: ";
+    let mut text = e.to_string();
+    while let Some(at) = text.find(IO) {
+        let after = at + IO.len();
+        if !text[after..].starts_with(IO) {
+            break;
+        }
+        text.replace_range(after..after + IO.len(), "");
+    }
+    text
+}
+
 /// Opens and migrates the store, retrying for up to `patience` while the database is not
-/// reachable (containers often start the server before the database).
+/// reachable (containers often start the server before the database); a permanent error
+/// (see [`is_permanent`]) ends the attempt at once.
 pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, StoreError> {
     let options = StoreOptions { pool_size: config.db_pool, ..StoreOptions::default() };
     let url = config.database.url();
@@ -128,14 +164,53 @@ pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, St
                 }
                 return Ok(s);
             }
-            Err(e @ (StoreError::Config(_) | StoreError::Schema(_))) => return Err(e),
+            Err(e) if is_permanent(&e) => return Err(e),
             Err(e) if start.elapsed() + delay > patience => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "database not ready");
+                tracing::warn!(error = %tidy(&e), retry_in_ms = delay.as_millis() as u64, "database not ready");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Asks the server on the configured port for `GET /health` and checks for a 200, all
+/// within `timeout` (`messagebox healthcheck`, for container health checks). A wildcard
+/// bind address is probed on loopback.
+pub fn healthcheck(config: &Config, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    if config.port == 0 {
+        return Err("the port is 0 (chosen at start-up), nothing to probe".into());
+    }
+    let ip = match config.bind {
+        IpAddr::V4(a) if a.is_unspecified() => IpAddr::from([127, 0, 0, 1]),
+        IpAddr::V6(a) if a.is_unspecified() => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let addr = SocketAddr::new(ip, config.port);
+    let deadline = std::time::Instant::now() + timeout;
+    let left = || deadline.saturating_duration_since(std::time::Instant::now()).max(Duration::from_millis(1));
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream.set_write_timeout(Some(left())).map_err(|e| e.to_string())?;
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    // The status line is all that matters; read until it is complete.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        stream.set_read_timeout(Some(left())).map_err(|e| e.to_string())?;
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("{addr}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or_default();
+    match line.split(' ').nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!("{addr}: GET /health answered {line:?}")),
     }
 }
 
@@ -184,6 +259,8 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         max_body: config.max_body,
         live: hub,
         openapi: openapi.into(),
+        health: crate::http::health_body(&config.network, config.enable_websockets),
+        observability: config.observability.clone(),
     })
 }
 
@@ -215,6 +292,7 @@ pub fn start(config: &Config, app: Arc<App>) -> std::io::Result<Running> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DatabaseError;
 
     #[test]
     fn exit_codes_and_texts() {
@@ -241,6 +319,32 @@ mod tests {
         assert_eq!(listen.exit_code(), 1);
         assert!(listen.to_string().starts_with("cannot listen on ::1:8080: "), "{listen}");
         assert!(std::error::Error::source(&listen).is_some());
+    }
+
+    #[test]
+    fn permanent_database_errors() {
+        let db =
+            |m: &str| StoreError::Database(DatabaseError { code: Some(ErrorCode::Disconnected), message: m.into() });
+        let server = |n: u16, m: &str| {
+            StoreError::Database(DatabaseError { code: Some(ErrorCode::Mysql(n)), message: m.into() })
+        };
+        assert!(is_permanent(&server(
+            1045,
+            "Server error: `ERROR 1045 (28000): Access denied for user 'u'@'h' (using password: YES)'"
+        )));
+        assert!(is_permanent(&server(1049, "Server error: `ERROR 1049 (42000): Unknown database 'x''")));
+        assert!(!is_permanent(&server(1040, "Server error: `ERROR 1040 (08004): Too many connections'")));
+        assert!(is_permanent(&db(
+            "Input/output error: Input/output error: failed to lookup address information: Name or service not known"
+        )));
+        assert!(!is_permanent(&db("Input/output error: Input/output error: Connection refused (os error 111)")));
+        assert!(!is_permanent(&db("failed to lookup address information: Temporary failure in name resolution")));
+        assert!(!is_permanent(&StoreError::Unavailable("gone".into())));
+        assert!(is_permanent(&StoreError::Config("bad URL".into())));
+        let e = db("Input/output error: Input/output error: Connection refused (os error 111)");
+        assert_eq!(tidy(&e), "database error: Input/output error: Connection refused (os error 111)");
+        let e = StartupError::Database { database: "mysql://…@h:1/db".into(), source: e };
+        assert_eq!(e.to_string().matches("Input/output error").count(), 1, "{e}");
     }
 
     #[test]

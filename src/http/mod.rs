@@ -1,8 +1,10 @@
 //! Request and response plumbing: CORS and `OPTIONS` as the original answers them, the
-//! BRC-103 handshake endpoint, the public docs, body limits, BRC-104 verification of every
-//! business request and the signing of every answer (including errors and unknown routes).
+//! BRC-103 handshake endpoint, the public docs and probes, body limits, BRC-104 verification
+//! of every business request, the signing of every answer (including errors and unknown
+//! routes) and the access log.
 
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +35,16 @@ pub struct App {
     /// `None` when `ENABLE_WEBSOCKETS=false`: `/socket.io/` answers 404.
     pub live: Option<Arc<crate::live::driver::LiveHub>>,
     pub openapi: Bytes,
+    /// The `/health` body (fixed for the life of the process).
+    pub health: Bytes,
+    /// The access log switch and `TRUST_PROXY_HOPS`.
+    pub observability: crate::config::Observability,
+}
+
+/// The liveness body of TS-next's `/health` and `/healthz`.
+pub fn health_body(network: &str, websockets: bool) -> Bytes {
+    let v = json!({"ok": true, "status": "ok", "service": "messagebox-server", "network": network, "websockets": websockets});
+    serde_json::to_vec(&v).expect("JSON values serialise").into()
 }
 
 /// Bounds on request heads answered with a JSON 431. (Heads beyond the HTTP parser's own
@@ -120,22 +132,114 @@ fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
     }
 }
 
-/// The service function of every connection. With `RUST_LOG=messagebox::access=debug` each
-/// request is logged with its status and duration.
-/// `live` is this core's part of the live channel (`None` when it is disabled).
+/// The service function of every connection; `peer` is the TCP peer of the connection and
+/// `live` this core's part of the live channel (`None` when it is disabled).
+///
+/// With `MESSAGEBOX_ACCESS_LOG=true` each request is logged at `info` (target
+/// `messagebox::access`): method, route (the path without its query), status, duration,
+/// client IP and the verified identity key — never bodies, nonces or signatures. Without
+/// it, `RUST_LOG=messagebox::access=debug` still gives the same line at `debug`.
 pub async fn handle(
     app: Arc<App>,
     live: Option<LiveCore>,
+    peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    if !tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
+    let info = app.observability.access_log;
+    if !info && !tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
         return Ok(route(app, live, req).await);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let client_ip = client_ip(peer.ip(), req.headers(), app.observability.trust_proxy_hops);
     let start = std::time::Instant::now();
-    let resp = route(app, live, req).await;
-    tracing::debug!(target: "messagebox::access", %method, path, status = resp.status().as_u16(), micros = start.elapsed().as_micros() as u64);
+    let mut resp = route(app, live, req).await;
+    let duration_ms = start.elapsed().as_micros() as f64 / 1000.0;
+    let identity = resp.extensions_mut().remove::<AccessIdentity>().map_or_else(|| "-".to_string(), |i| i.0);
+    let status = resp.status().as_u16();
+    if info {
+        tracing::info!(target: "messagebox::access", %method, route = %path, status, duration_ms, %client_ip, %identity, "request");
+    } else {
+        tracing::debug!(target: "messagebox::access", %method, route = %path, status, duration_ms, %client_ip, %identity, "request");
+    }
     Ok(resp)
+}
+
+/// The verified identity of a request, handed from [`business`] to the access log through
+/// the response's extensions (only when the access log is on).
+#[derive(Clone)]
+struct AccessIdentity(String);
+
+/// The client address as Express computes `req.ip` with `trust proxy = hops`: the peer,
+/// then the `X-Forwarded-For` entries from right to left; the first `hops` of that list are
+/// trusted proxies, so the address `hops` places in is the client (or the left-most entry
+/// when the chain is shorter). An entry that is not an IP address ends the walk there: it
+/// cannot be told apart from a forged one, and it is never written into a log line verbatim.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, hops: u8) -> String {
+    let mut ip = peer;
+    if hops == 0 {
+        return ip.to_string();
+    }
+    let mut forwarded: Vec<&str> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        match v.to_str() {
+            Ok(v) => forwarded.extend(v.split(',').map(str::trim)),
+            Err(_) => return "invalid".into(),
+        }
+    }
+    for entry in forwarded.iter().rev().take(usize::from(hops)) {
+        match parse_forwarded(entry) {
+            Some(a) => ip = a,
+            None => return "invalid".into(),
+        }
+    }
+    ip.to_string()
+}
+
+/// `1.2.3.4`, `::1`, and the forms with a port some proxies write (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+/// How long `/ready` waits for the database before answering 503.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+enum Probe {
+    Live,
+    Ready,
+}
+
+/// TS-next registers the probes under `ROUTING_PREFIX`; the original had none. Both the
+/// bare paths (what our earlier releases and most probes use) and the prefixed ones answer,
+/// so either style of probe configuration works.
+fn probe(path: &str, prefix: &str) -> Option<Probe> {
+    let bare = |p: &str| match p {
+        "/health" | "/healthz" => Some(Probe::Live),
+        "/ready" => Some(Probe::Ready),
+        _ => None,
+    };
+    bare(path).or_else(|| path.strip_prefix(prefix).filter(|_| !prefix.is_empty()).and_then(bare))
+}
+
+async fn answer_probe(app: &App, probe: Probe) -> Response<Body> {
+    let mut r = match probe {
+        Probe::Live => response(200, JSON, app.health.clone()),
+        Probe::Ready => match tokio::time::timeout(READY_TIMEOUT, app.api.store.ping()).await {
+            Ok(Ok(())) => response(200, JSON, &br#"{"status":"ready"}"#[..]),
+            failed => {
+                // The reason goes to the log only: the probe is public.
+                match failed {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "readiness: the database did not answer"),
+                    _ => tracing::warn!(
+                        timeout_ms = READY_TIMEOUT.as_millis() as u64,
+                        "readiness: the database timed out"
+                    ),
+                }
+                error_response(503, "ERR_NOT_READY", "Message Box dependencies are not ready.")
+            }
+        },
+    };
+    r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 async fn route(app: Arc<App>, live: Option<LiveCore>, req: http::Request<Incoming>) -> Response<Body> {
@@ -160,6 +264,11 @@ async fn route(app: Arc<App>, live: Option<LiveCore>, req: http::Request<Incomin
     }
     if req.method() == Method::OPTIONS {
         return response(200, "text/plain; charset=utf-8", "OK");
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        if let Some(p) = probe(path, &app.routing_prefix) {
+            return answer_probe(&app, p).await;
+        }
     }
     match path {
         "/.well-known/auth" => return handshake(&app, req).await,
@@ -286,7 +395,11 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
             }
         },
     };
-    signed(app, &verified, reply)
+    let mut r = signed(app, &verified, reply);
+    if app.observability.access_log {
+        r.extensions_mut().insert(AccessIdentity(verified.session.peer_hex.clone()));
+    }
+    r
 }
 
 /// The body as the original's `express.json()` would give it to the route: JSON objects and
@@ -320,4 +433,35 @@ fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> R
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_as_express_trust_proxy() {
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7, 198.51.100.2"));
+        assert_eq!(client_ip(peer, &h, 0), "10.0.0.9", "forwarded addresses ignored by default");
+        assert_eq!(client_ip(peer, &h, 1), "198.51.100.2");
+        assert_eq!(client_ip(peer, &h, 2), "203.0.113.7");
+        assert_eq!(client_ip(peer, &h, 9), "203.0.113.7", "a short chain ends at its left-most entry");
+        h.append("x-forwarded-for", HeaderValue::from_static("[2001:db8::1]:443"));
+        assert_eq!(client_ip(peer, &h, 1), "2001:db8::1");
+        h.insert("x-forwarded-for", HeaderValue::from_static("unknown"));
+        assert_eq!(client_ip(peer, &h, 1), "invalid");
+        assert_eq!(client_ip(peer, &HeaderMap::new(), 3), "10.0.0.9");
+    }
+
+    #[test]
+    fn probe_paths() {
+        assert!(matches!(probe("/health", ""), Some(Probe::Live)));
+        assert!(matches!(probe("/healthz", "/api"), Some(Probe::Live)));
+        assert!(matches!(probe("/api/ready", "/api"), Some(Probe::Ready)));
+        assert!(probe("/api/ready", "").is_none());
+        assert!(probe("/apihealth", "/api").is_none());
+        assert!(probe("/health/", "").is_none());
+    }
 }

@@ -1,7 +1,7 @@
 //! The thread-per-core runtime: one OS thread per core, each a tokio `current_thread`
-//! runtime with its own `SO_REUSEPORT` listener serving HTTP/1.x with hyper, and the
-//! graceful shutdown that stops accepting, lets in-flight requests finish and reports when
-//! every core is done.
+//! runtime with its own `SO_REUSEPORT` listener serving HTTP/1.x with hyper, the guard that
+//! keeps a second process off a port already served, and the graceful shutdown that stops
+//! accepting, lets in-flight requests finish and reports when every core is done.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -47,6 +47,8 @@ pub struct Running {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    /// Held while serving (see [`PortLock`]).
+    _lock: Option<PortLock>,
 }
 
 impl Running {
@@ -75,8 +77,73 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Keeps a second process off an address this process serves.
+///
+/// `SO_REUSEPORT`, which lets our cores share one port, also lets any other process of the
+/// same user bind it: two servers would then split the connections at random. Two checks
+/// close that door before the cores bind:
+/// * a lock named after the address in the abstract Unix-socket namespace (Linux). Binding
+///   it is atomic, it belongs to the network namespace exactly as TCP ports do, and the
+///   kernel releases it when the process dies (no stale lock file after a crash). It makes
+///   two `messagebox` processes starting at the same instant exclude each other;
+/// * a probe bind of the address without `SO_REUSEPORT`, which fails while any socket —
+///   any program, any user — is bound there (`SO_REUSEADDR` only waives `TIME_WAIT`).
+///
+/// What remains is a foreign `SO_REUSEPORT` program binding between the probe and our
+/// bind, a window of microseconds at start-up. Port 0 needs neither check.
+struct PortLock {
+    #[cfg(target_os = "linux")]
+    _socket: std::os::unix::net::UnixListener,
+}
+
+impl PortLock {
+    fn acquire(addr: SocketAddr) -> std::io::Result<PortLock> {
+        #[cfg(target_os = "linux")]
+        let lock = {
+            use std::os::linux::net::SocketAddrExt;
+            let name = format!("messagebox-listen-{addr}");
+            let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            match std::os::unix::net::UnixListener::bind_addr(&unix) {
+                Ok(s) => PortLock { _socket: s },
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "address already in use (another messagebox process serves it)",
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        #[cfg(not(target_os = "linux"))]
+        let lock = PortLock {};
+        check_free(addr)?;
+        Ok(lock)
+    }
+}
+
+/// Fails with [`std::io::ErrorKind::AddrInUse`] when another process is bound to `addr`
+/// (a bind without `SO_REUSEPORT`; see [`PortLock`]). [`start`] checks again under its lock;
+/// calling this first lets a server say so before it opens its database.
+pub fn check_free(addr: SocketAddr) -> std::io::Result<()> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "address already in use (another process listens on it)",
+        )),
+        Err(e) => Err(e),
+    }
+}
+
 /// Binds `threads` listeners on one port (port 0 picks a free one) and starts a core on each.
+/// A port another process already serves is refused with [`std::io::ErrorKind::AddrInUse`].
 pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: HttpLimits) -> std::io::Result<Running> {
+    let lock = if addr.port() == 0 { None } else { Some(PortLock::acquire(addr)?) };
     let first = listener(addr)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -100,7 +167,7 @@ pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: HttpLimits
         })?;
         handles.push(handle);
     }
-    Ok(Running { addr, shutdown: tx, threads: handles })
+    Ok(Running { addr, shutdown: tx, threads: handles, _lock: lock })
 }
 
 async fn serve(
@@ -131,11 +198,11 @@ async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let (app, live, builder, mut shutdown) = (app.clone(), live.clone(), builder.clone(), shutdown.clone());
                     connections.spawn_local(async move {
-                        let svc = service_fn(move |req| crate::http::handle(app.clone(), live.clone(), req));
+                        let svc = service_fn(move |req| crate::http::handle(app.clone(), live.clone(), peer, req));
                         let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                         tokio::pin!(conn);
                         tokio::select! {

@@ -206,6 +206,10 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Counters of the group-commit writer behind [`Backend::insert_messages`].
     fn stats(&self) -> WriterStats;
+
+    /// One cheap round trip (`SELECT 1`) for the readiness probe; callers bound it with a
+    /// timeout (a stopped database never answers).
+    fn ping(&self) -> StoreFuture<'_, ()>;
 }
 
 /// Most devices one identity lists (a bound on a query the original left unbounded).

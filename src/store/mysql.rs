@@ -1059,6 +1059,14 @@ impl Backend for MysqlStore {
     fn stats(&self) -> WriterStats {
         self.writer.stats()
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.spawn(|s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            conn.query_drop("SELECT 1").await?;
+            Ok(())
+        })
+    }
 }
 
 /// Updates the newest box-wide rule or inserts one, in one transaction; the locking read

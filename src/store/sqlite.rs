@@ -519,6 +519,10 @@ impl Backend for SqliteStore {
     fn stats(&self) -> WriterStats {
         self.writer.stats()
     }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.read(|conn| Ok(conn.query_row("SELECT 1", [], |_| Ok(()))?))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,441 @@
+//! What an operator relies on: the probes (`/health`, `/healthz`, `/ready`, including
+//! `/ready` following a private MariaDB that is stopped and resumed), one process per port,
+//! fail-fast on a wrong database password, JSON log lines, no ANSI escapes in a pipe, the
+//! access log (its fields, the client IP behind proxies, no secrets), `healthcheck` and the
+//! `ENABLE_WEBSOCKETS` check.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, Kind, TestDb, TestServer};
+use messagebox::auth::PrivateKey;
+use messagebox::client::AuthClient;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
+
+/// A plain HTTP/1.1 GET (no authentication): status, lower-cased head, body.
+fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read the answer");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
+    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status");
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+/// The binary with a clean environment and its own working directory.
+fn command(env: &[(&str, &str)], dir: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// A server process, killed on drop if still running.
+struct Proc {
+    child: Option<Child>,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn spawn(env: &[(&str, &str)], dir: &std::path::Path, stdout: Stdio) -> Proc {
+        Self::spawn_on(free_port(), env, dir, stdout)
+    }
+
+    fn spawn_on(port: u16, env: &[(&str, &str)], dir: &std::path::Path, stdout: Stdio) -> Proc {
+        let mut all = vec![("MESSAGEBOX_PORT", port.to_string()), ("MESSAGEBOX_BIND", "127.0.0.1".into())];
+        all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut child = command(&all, dir).stdout(stdout).stderr(Stdio::piped()).spawn().expect("the server starts");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            if start.elapsed() > Duration::from_secs(20) || child.try_wait().unwrap().is_some() {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("server did not start listening: {out:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proc { child: Some(child), addr }
+    }
+
+    /// SIGTERM, then everything the process wrote.
+    fn stop(mut self) -> std::process::Output {
+        let child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "graceful stop: {out:?}");
+        out
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+fn sqlite_env(dir: &tempfile::TempDir) -> (String, String) {
+    (format!("sqlite://{}", dir.path().join("ops.db").display()), PrivateKey::random().to_hex())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_answer_without_authentication() {
+    let db = TestDb::new(Kind::SqliteFile).unwrap();
+    let server = TestServer::start(&db.url, &[("ROUTING_PREFIX", "/api"), ("BSV_NETWORK", "testnet")]).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        let health = json!({"ok": true, "status": "ok", "service": "messagebox-server", "network": "testnet", "websockets": false});
+        for path in ["/health", "/healthz", "/api/health", "/api/healthz"] {
+            let (status, head, body) = get(addr, path, &[]);
+            assert_eq!(status, 200, "{path}");
+            assert!(head.contains("cache-control: no-store"), "{path}: {head}");
+            assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), health, "{path}");
+        }
+        for path in ["/ready", "/api/ready"] {
+            let (status, head, body) = get(addr, path, &[]);
+            assert_eq!((status, body.as_str()), (200, r#"{"status":"ready"}"#), "{path}");
+            assert!(head.contains("cache-control: no-store"), "{path}: {head}");
+        }
+        // Other paths keep their answers: no probe under another prefix, business routes
+        // still need authentication.
+        assert_eq!(get(addr, "/other/health", &[]).0, 401);
+        assert_eq!(get(addr, "/api/listMessages", &[]).0, 401);
+    })
+    .await
+    .unwrap();
+}
+
+/// A throwaway MariaDB server of this test alone (so it can be stopped).
+struct PrivateMariaDb {
+    _dir: tempfile::TempDir,
+    child: Child,
+    port: u16,
+}
+
+impl PrivateMariaDb {
+    fn start() -> Option<PrivateMariaDb> {
+        if Command::new("mariadbd").arg("--version").output().is_err() {
+            assert!(std::env::var(common::REQUIRE_ALL_ENV).as_deref() != Ok("1"), "mariadbd is not installed");
+            eprintln!("SKIPPED: mariadbd is not installed");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=root", "--skip-test-db", "--auth-root-authentication-method=normal"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("mariadb-install-db runs");
+        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_port();
+        let child = Command::new("mariadbd")
+            .args(["--no-defaults", "--user=root", "--skip-grant-tables", "--skip-log-bin", "--bind-address=127.0.0.1"])
+            .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", dir.path().join("sock").display()))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd starts");
+        let db = PrivateMariaDb { _dir: dir, child, port };
+        let start = Instant::now();
+        let url = format!("mysql://root@127.0.0.1:{port}/");
+        loop {
+            let u = url.clone();
+            let ok = common::run_isolated(move || async move {
+                use mysql_async::prelude::Queryable;
+                let mut c = mysql_async::Conn::from_url(u).await?;
+                c.query_drop("CREATE DATABASE IF NOT EXISTS mb").await?;
+                c.disconnect().await
+            });
+            if ok.is_ok() {
+                return Some(db);
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "the private MariaDB did not start: {ok:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:{}/mb", self.port)
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        signal(self.child.id(), "CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `path` until it answers `status`; returns how long that took.
+fn until(addr: SocketAddr, path: &str, status: u16, within: Duration) -> (Duration, String) {
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        let (got, _, body) = get(addr, path, &[]);
+        assert!(t.elapsed() < Duration::from_secs(4), "{path} took {:?}: a probe must not hang", t.elapsed());
+        if got == status {
+            return (start.elapsed(), body);
+        }
+        assert!(start.elapsed() < within, "{path} did not turn {status} within {within:?} (last {got} {body})");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_follows_a_stopped_and_resumed_database() {
+    let Some(mariadb) = tokio::task::spawn_blocking(PrivateMariaDb::start).await.unwrap() else { return };
+    let server = TestServer::start(&mariadb.url(), &[]).await;
+    let (addr, pid) = (server.addr, mariadb.child.id());
+    tokio::task::spawn_blocking(move || {
+        until(addr, "/ready", 200, Duration::from_secs(5));
+        signal(pid, "STOP");
+        let (took, body) = until(addr, "/ready", 503, Duration::from_secs(5));
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        // The fixed body of TS-next, with no trace of the database error.
+        assert_eq!(
+            body,
+            r#"{"status":"error","code":"ERR_NOT_READY","description":"Message Box dependencies are not ready."}"#
+        );
+        // Liveness does not depend on the database.
+        assert_eq!(get(addr, "/health", &[]).0, 200);
+        signal(pid, "CONT");
+        until(addr, "/ready", 200, Duration::from_secs(10));
+    })
+    .await
+    .unwrap();
+    drop(mariadb);
+    // Killed for good: refused connections are not ready either.
+    tokio::task::spawn_blocking(move || until(addr, "/ready", 503, Duration::from_secs(5))).await.unwrap();
+}
+
+#[test]
+fn a_second_process_on_a_busy_port_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, key) = sqlite_env(&dir);
+    let env = [("DATABASE_URL", url.as_str()), ("SERVER_PRIVATE_KEY", key.as_str()), ("RUST_LOG", "warn")];
+    let first = Proc::spawn(&env, dir.path(), Stdio::null());
+    let port = first.addr.port().to_string();
+    let mut second_env = env.to_vec();
+    second_env.extend([("MESSAGEBOX_PORT", port.as_str()), ("MESSAGEBOX_BIND", "127.0.0.1"), ("RUST_LOG", "info")]);
+    let start = Instant::now();
+    let out = command(&second_env, dir.path()).output().unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")) && err.contains("in use"), "{err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("store ready"), "the database is not opened first: {stdout}");
+
+    // The same holds against a program other than messagebox (no SO_REUSEPORT there).
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = other.local_addr().unwrap().port().to_string();
+    let mut other_env = env.to_vec();
+    other_env.extend([("MESSAGEBOX_PORT", busy.as_str()), ("MESSAGEBOX_BIND", "127.0.0.1")]);
+    let out = command(&other_env, dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // The first one still serves, on all its cores; `healthcheck` says so.
+    let mut hc_env = env.to_vec();
+    hc_env.extend([("MESSAGEBOX_PORT", port.as_str()), ("MESSAGEBOX_BIND", "127.0.0.1")]);
+    for _ in 0..8 {
+        assert_eq!(get(first.addr, "/health", &[]).0, 200);
+    }
+    let hc = command(&hc_env, dir.path()).arg("healthcheck").output().unwrap();
+    assert!(hc.status.success(), "{hc:?}");
+    first.stop();
+    let start = Instant::now();
+    let hc = command(&hc_env, dir.path()).arg("healthcheck").output().unwrap();
+    assert_eq!(hc.status.code(), Some(1), "{hc:?}");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    // The port is free again for the next process (no lock outlives the process) — unless a
+    // server of a test running beside this one was given the freed port meanwhile.
+    let port: u16 = port.parse().unwrap();
+    match std::net::TcpListener::bind(("127.0.0.1", port)) {
+        Ok(l) => {
+            drop(l);
+            let again = Proc::spawn_on(port, &env, dir.path(), Stdio::null());
+            assert_eq!(get(again.addr, "/health", &[]).0, 200);
+        }
+        Err(e) => eprintln!("port {port} was taken by another test ({e}); the restart is not checked"),
+    }
+}
+
+#[test]
+fn a_wrong_database_password_fails_fast() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let user = format!("u_{}", db.name);
+    let create = format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'right-password'; GRANT ALL ON `{}`.* TO '{user}'@'%'",
+        db.name
+    );
+    common::run_isolated({
+        let url = db.url.clone();
+        move || async move {
+            use mysql_async::prelude::Queryable;
+            let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+            c.query_drop(create).await.unwrap();
+            c.disconnect().await.unwrap();
+        }
+    });
+    let (scheme_end, at) = (db.url.find("://").unwrap() + 3, db.url.rfind('@').unwrap());
+    let wrong = format!("{}{user}:wrong-password{}", &db.url[..scheme_end], &db.url[at..]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKey::random().to_hex();
+    let start = Instant::now();
+    let out = command(&[("DATABASE_URL", &wrong), ("SERVER_PRIVATE_KEY", &key), ("MESSAGEBOX_PORT", "0")], dir.path())
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    let drop_user = format!("DROP USER '{user}'@'%'");
+    common::run_isolated({
+        let url = db.url.clone();
+        move || async move {
+            use mysql_async::prelude::Queryable;
+            let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+            c.query_drop(drop_user).await.unwrap();
+            c.disconnect().await.unwrap();
+        }
+    });
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("cannot open the database") && err.contains("Access denied"), "{err}");
+    assert!(!err.contains("wrong-password"), "the password is not printed: {err}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("database not ready"), "not retried: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, key) = sqlite_env(&dir);
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SERVER_PRIVATE_KEY", key.as_str()),
+        ("LOG_FORMAT", "json"),
+        ("MESSAGEBOX_ACCESS_LOG", "true"),
+        ("TRUST_PROXY_HOPS", "1"),
+    ];
+    let server = Proc::spawn(&env, dir.path(), Stdio::piped());
+    let addr = server.addr;
+    let mut client = AuthClient::new(messagebox::auth::ClientIdentity::random(), addr);
+    let identity = client.identity().identity_hex().to_string();
+    let body = json!({"message": {"recipient": identity, "messageBox": "inbox", "body": "secret-body-text", "messageId": "m-ops-1"}});
+    assert_eq!(client.post_json("/sendMessage", &body).await.unwrap().0, 200);
+    let session = client.session().unwrap();
+    let secrets = [session.server_nonce.clone(), session.client_nonce.clone()];
+    tokio::task::spawn_blocking(move || {
+        let (st, _, _) = get(addr, "/health?token=t0ps3cret", &[("X-Forwarded-For", "203.0.113.7, 198.51.100.2")]);
+        assert_eq!(st, 200);
+    })
+    .await
+    .unwrap();
+    let out = server.stop();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut lines = Vec::new();
+    for line in stdout.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for k in ["timestamp", "level", "target", "fields"] {
+            assert!(v.get(k).is_some(), "{k} missing: {line}");
+        }
+        assert!(v["fields"]["message"].is_string(), "{line}");
+        lines.push(v);
+    }
+    let listening = lines.iter().find(|v| v["fields"]["message"] == "messagebox listening").expect("the start-up line");
+    assert_eq!(listening["fields"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(listening["fields"]["websockets"], "on");
+
+    let access: Vec<&Value> = lines.iter().filter(|v| v["target"] == "messagebox::access").collect();
+    let send = access.iter().find(|v| v["fields"]["route"] == "/sendMessage").expect("the send is logged");
+    assert_eq!(send["level"], "INFO");
+    assert_eq!(send["fields"]["method"], "POST");
+    assert_eq!(send["fields"]["status"], 200);
+    assert_eq!(send["fields"]["identity"], identity.as_str());
+    assert_eq!(send["fields"]["client_ip"], "127.0.0.1");
+    assert!(send["fields"]["duration_ms"].as_f64().unwrap() >= 0.0);
+    let health = access.iter().find(|v| v["fields"]["route"] == "/health").expect("the probe is logged");
+    assert_eq!(health["fields"]["client_ip"], "198.51.100.2", "one trusted hop");
+    assert_eq!(health["fields"]["identity"], "-");
+    for secret in ["secret-body-text", "t0ps3cret", "x-bsv-auth", secrets[0].as_str(), secrets[1].as_str()] {
+        assert!(!stdout.contains(secret), "{secret} leaked into the log");
+    }
+}
+
+#[test]
+fn text_logs_carry_no_ansi_into_a_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, key) = sqlite_env(&dir);
+    let env = [("DATABASE_URL", url.as_str()), ("SERVER_PRIVATE_KEY", key.as_str()), ("MESSAGEBOX_ACCESS_LOG", "true")];
+    let server = Proc::spawn(&env, dir.path(), Stdio::piped());
+    assert_eq!(get(server.addr, "/health", &[("X-Forwarded-For", "203.0.113.7")]).0, 200);
+    let out = server.stop();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("messagebox listening") && stdout.contains("websockets=\"on\""), "{stdout}");
+    assert!(
+        stdout.contains("route=/health") && stdout.contains("client_ip=127.0.0.1"),
+        "XFF ignored without TRUST_PROXY_HOPS: {stdout}"
+    );
+    assert!(!stdout.contains('\x1b'), "ANSI escape in piped output: {stdout:?}");
+}
+
+#[test]
+fn enable_websockets_must_be_true_or_false() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [("ENABLE_WEBSOCKETS", "yes"), ("LOG_FORMAT", "xml"), ("TRUST_PROXY_HOPS", "11")] {
+        let out = command(&[(var, value)], dir.path()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(var), "{err}");
+    }
+    // `false` in any case turns the live channel off, and the start-up line says so.
+    let (url, key) = sqlite_env(&dir);
+    let env = [("DATABASE_URL", url.as_str()), ("SERVER_PRIVATE_KEY", key.as_str()), ("ENABLE_WEBSOCKETS", "FALSE")];
+    let server = Proc::spawn(&env, dir.path(), Stdio::piped());
+    let (status, _, _) = get(server.addr, "/socket.io/?EIO=4&transport=polling", &[]);
+    assert_eq!(status, 404);
+    let (_, _, body) = get(server.addr, "/health", &[]);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["websockets"], false);
+    let stdout = String::from_utf8(server.stop().stdout).unwrap();
+    assert!(stdout.contains("websockets=\"off\""), "{stdout}");
+}
+
+#[test]
+fn env_example_lists_every_variable() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example")).unwrap();
+    let listed: Vec<&str> =
+        text.lines().filter_map(|l| l.trim_start_matches(['#', ' ']).split_once('=')).map(|(name, _)| name).collect();
+    for name in messagebox::config::VARIABLES.iter().map(|(n, _)| *n).chain(["RUST_LOG"]) {
+        assert!(listed.contains(&name), ".env.example lacks {name}");
+    }
+}
