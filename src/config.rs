@@ -28,7 +28,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("NODE_ENV", "development (default) | production | …; anything but development listens on port 3000"),
     ("PORT", "listen port in development (must be > 0)"),
     ("HTTP_PORT", "fallback listen port in development; else 8080"),
-    ("ROUTING_PREFIX", "prefix of the business routes, e.g. /api (not applied to /.well-known/auth, /docs, /openapi.json, /socket.io/)"),
+    ("ROUTING_PREFIX", "prefix of the business routes, e.g. /api (not applied to /.well-known/auth, /docs, /openapi.json, /socket.io/; the probes answer bare and prefixed)"),
     ("ENABLE_WEBSOCKETS", "true (default) | false, any case: the Socket.IO live channel on /socket.io/; anything else is a configuration error"),
     ("LOGGING_ENABLED", "true | false; logging is on unless false"),
     ("LOG_LEVEL", "trace | debug | info (default) | warn | error | fatal | silent; RUST_LOG wins when set"),
@@ -247,7 +247,7 @@ impl Config {
             },
         };
         let testnet = get("BSV_NETWORK") == Some("testnet");
-        let network = env.get("BSV_NETWORK").filter(|v| !v.is_empty()).cloned().unwrap_or_else(|| "mainnet".into());
+        let network = get("BSV_NETWORK").unwrap_or("mainnet").to_string();
         let payment_wallet_url = get("PAYMENT_WALLET_URL").map(str::to_string);
         if let Some(u) = &payment_wallet_url {
             crate::payments::HttpJsonWallet::new(u, "x").map_err(|m| err("PAYMENT_WALLET_URL", m.to_string()))?;

@@ -48,7 +48,11 @@ fn env_help() -> String {
 fn init_logging(config: &Config) {
     use std::io::IsTerminal;
     let filter = if config.logging {
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| config.observability.log_level.into())
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            // The access log is at info: asking for it keeps it whatever LOG_LEVEL says.
+            let access = if config.observability.access_log { ",messagebox::access=info" } else { "" };
+            format!("{}{access}", config.observability.log_level).into()
+        })
     } else {
         "off".into()
     };
@@ -109,9 +113,13 @@ fn main() -> ExitCode {
             serve(config)
         }
         Command::Healthcheck => {
-            let config = match config() {
+            // Exit 2 means "reserved" to Docker's HEALTHCHECK: a bad configuration is unhealthy (1).
+            let config = match Config::from_env() {
                 Ok(c) => c,
-                Err(code) => return code,
+                Err(e) => {
+                    eprintln!("messagebox: healthcheck failed: {}", StartupError::Config(e));
+                    return ExitCode::from(1);
+                }
             };
             match startup::healthcheck(&config, Duration::from_secs(3)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -165,7 +165,7 @@ pub async fn handle(
 }
 
 /// The verified identity of a request, handed from [`business`] to the access log through
-/// the response's extensions (only when the access log is on).
+/// the response's extensions (only when the access line will be written).
 #[derive(Clone)]
 struct AccessIdentity(String);
 
@@ -388,7 +388,8 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
         Some(route) => match parse_json_body(h, &body) {
             Err(e) => Reply::from(e),
             Ok(json_body) => {
-                let identity = IdentityKey::from(&verified.session.peer);
+                // The session's key is canonical already (`PublicKey::to_hex`).
+                let identity = IdentityKey::from_canonical(&verified.session.peer_hex);
                 let call =
                     Call { identity: &identity, query: Query::parse(parts.uri.query().unwrap_or("")), body: json_body };
                 api::handle(&app.api, route, call).await
@@ -396,7 +397,7 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
         },
     };
     let mut r = signed(app, &verified, reply);
-    if app.observability.access_log {
+    if app.observability.access_log || tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
         r.extensions_mut().insert(AccessIdentity(verified.session.peer_hex.clone()));
     }
     r

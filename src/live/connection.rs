@@ -483,6 +483,13 @@ impl ConnectionCore {
         while let Some(action) = self.events.poll_action() {
             match action {
                 EventAction::Emit { event, data } => self.tunnel.emit(&event, Some(&data)),
+                // The event layer bounds its own pending stores but forgets them on a
+                // disconnect, while those queued here still go out (stored, never acked): a
+                // client reconnecting again and again must not grow this queue. Past the
+                // bound a send is refused at once (a non-success ack: the client falls back).
+                EventAction::Store(r) if self.stores.len() >= self.events.limits().max_pending_stores => {
+                    self.events.store_outcome(r.token, StoreOutcome::Failed);
+                }
                 EventAction::Store(r) => self.stores.push(r),
                 EventAction::Deliver(d) => self.commands.push_back(Command::Deliver(d)),
             }

@@ -155,6 +155,10 @@ impl MessageBoxEvents {
         }
     }
 
+    pub fn limits(&self) -> &EventLimits {
+        &self.limits
+    }
+
     /// Whether an `authenticated` event succeeded on this connection.
     pub fn is_authenticated(&self) -> bool {
         self.authenticated

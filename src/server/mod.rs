@@ -82,7 +82,7 @@ fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 /// `SO_REUSEPORT`, which lets our cores share one port, also lets any other process of the
 /// same user bind it: two servers would then split the connections at random. Two checks
 /// close that door before the cores bind:
-/// * a lock named after the address in the abstract Unix-socket namespace (Linux). Binding
+/// * a lock named after the port in the abstract Unix-socket namespace (Linux). Binding
 ///   it is atomic, it belongs to the network namespace exactly as TCP ports do, and the
 ///   kernel releases it when the process dies (no stale lock file after a crash). It makes
 ///   two `messagebox` processes starting at the same instant exclude each other;
@@ -101,7 +101,9 @@ impl PortLock {
         #[cfg(target_os = "linux")]
         let lock = {
             use std::os::linux::net::SocketAddrExt;
-            let name = format!("messagebox-listen-{addr}");
+            // By port, not address: `0.0.0.0:p`, `[::]:p` and `127.0.0.1:p` overlap, and with
+            // SO_REUSEPORT the kernel would let them all bind.
+            let name = format!("messagebox-listen-port-{}", addr.port());
             let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
             match std::os::unix::net::UnixListener::bind_addr(&unix) {
                 Ok(s) => PortLock { _socket: s },

@@ -1061,10 +1061,18 @@ impl Backend for MysqlStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
+        // Bounded here too: a probe that gave up must not leave this task waiting on a
+        // database host that drops packets.
+        const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
         self.spawn(|s| async move {
-            let mut conn = s.pool.get_conn().await?;
-            conn.query_drop("SELECT 1").await?;
-            Ok(())
+            let ping = async {
+                let mut conn = s.pool.get_conn().await?;
+                conn.query_drop("SELECT 1").await?;
+                Ok(())
+            };
+            tokio::time::timeout(PING_TIMEOUT, ping)
+                .await
+                .map_err(|_| StoreError::Unavailable("the database did not answer SELECT 1 in time".into()))?
         })
     }
 }

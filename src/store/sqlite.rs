@@ -109,13 +109,15 @@ impl SqliteStore {
 
         let (writer, intake) = batch::queue(queue, options.max_batch_rows, STOPPED);
         // The shared writer is async; this runtime only drives it (it never waits on I/O:
-        // every SQLite call blocks this thread, which exists for them).
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer runtime: {e}")))?;
+        // every SQLite call blocks this thread, which exists for them). Built on that thread:
+        // a runtime must not be dropped from async code, as `open`'s caller is.
         std::thread::Builder::new()
             .name("messagebox-sqlite-w".into())
-            .spawn(move || runtime.block_on(write_main(writer_conn, intake)))
+            .spawn(move || match tokio::runtime::Builder::new_current_thread().build() {
+                Ok(runtime) => runtime.block_on(write_main(writer_conn, intake)),
+                // Writes then fail with the store's "stopped" error; this says why.
+                Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer runtime"),
+            })
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
         let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
         tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
@@ -268,9 +270,11 @@ impl FeeRules for Fees<'_> {
     }
 }
 
-/// The result of a future built only of blocking SQLite calls, which never waits.
-fn blocking<T>(work: impl std::future::Future<Output = T>) -> T {
-    futures_util::FutureExt::now_or_never(work).expect("SQLite work never waits")
+/// The result of a future built only of blocking SQLite calls, which never waits (were one
+/// ever to wait, that is an error for this request, not a panic of the writer thread).
+fn blocking<T>(work: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    futures_util::FutureExt::now_or_never(work)
+        .unwrap_or_else(|| Err(StoreError::Unavailable("SQLite work waited on the writer thread".into())))
 }
 
 fn permission(r: &rusqlite::Row<'_>) -> rusqlite::Result<Permission> {
