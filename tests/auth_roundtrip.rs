@@ -101,7 +101,7 @@ fn random_requests_round_trip() {
         let signed = session.sign_request(&client, &method, &target, &h, body.as_deref()).unwrap();
         let verified =
             Wire::from_signed(&method, &target, &signed).verify(&server).unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(verified.session.peer_hex, client.identity_hex());
+        assert_eq!(verified.session().peer_hex, client.identity_hex());
 
         // And back: a signed response with a random status, headers and body.
         let status = [200u16, 201, 400, 403, 404, 500][rng.random_range(0..6)];
@@ -109,7 +109,7 @@ fn random_requests_round_trip() {
             if rng.random_bool(0.5) { vec![("x-bsv-custom".to_string(), "v".to_string())] } else { vec![] };
         let resp_body: Vec<u8> = (0..rng.random_range(0..500)).map(|_| rng.random()).collect();
         let auth =
-            server.sign_response(&verified.session, &verified.request_id, status, &resp_headers, &resp_body).unwrap();
+            server.sign_response(verified.session(), verified.request_id(), status, &resp_headers, &resp_body).unwrap();
         let mut wire: Vec<(&str, &str)> = auth.pairs().to_vec();
         wire.extend(resp_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         session.verify_response(&signed.request_id, status, &wire, &resp_body).unwrap();

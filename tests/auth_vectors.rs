@@ -252,8 +252,8 @@ fn general_requests_payloads_signatures_and_server_verification() {
         let req =
             IncomingRequest { auth: auth_headers(headers), method, path, query, signed_headers: &signed, body: &body };
         let verified = server.verify_request(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(verified.request_id, request_id);
-        assert_eq!(verified.session.peer_hex, s(&v, "keys.clientPub"));
+        assert_eq!(*verified.request_id(), request_id);
+        assert_eq!(verified.session().peer_hex, s(&v, "keys.clientPub"));
     }
 }
 
@@ -426,7 +426,7 @@ fn live_transcript_replays() {
             x["responseHeaders"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
         let status = x["status"].as_u64().unwrap() as u16;
         let body = x["responseBody"].as_str().unwrap_or("");
-        let result = session.verify_response(&verified.request_id, status, &wire, body.as_bytes());
+        let result = session.verify_response(verified.request_id(), status, &wire, body.as_bytes());
         if url == "/empty" {
             assert!(body.is_empty());
             assert_eq!(result.unwrap_err().to_string(), "Signature is not valid");

@@ -42,7 +42,7 @@ impl ClientIdentity {
 
     /// Builds the `initialRequest` (requesting no certificates, as AuthFetch does by default).
     pub fn start_handshake(&self) -> (AuthMessage, PendingHandshake) {
-        self.start_handshake_with_nonce(create_nonce(&self.wallet))
+        self.start_handshake_with_nonce(create_nonce(&self.wallet, &mut rand::rng()))
     }
 
     /// [`Self::start_handshake`] with a given session nonce (reproducing recorded vectors).
@@ -63,8 +63,8 @@ impl ClientIdentity {
     }
 }
 
-/// A handshake awaiting its `initialResponse`.
-#[derive(Debug, Clone)]
+/// A handshake awaiting its `initialResponse`; [`Self::finish`] consumes it.
+#[derive(Debug)]
 pub struct PendingHandshake {
     client_nonce: String,
 }
@@ -138,11 +138,12 @@ impl ClientSession {
             body = json.then(|| b"{}".to_vec());
         }
         let body = body.filter(|b| !b.is_empty());
-        let request_id = random_bytes::<32>();
+        let rng = &mut rand::rng();
+        let request_id = random_bytes::<32>(rng);
         let digest =
             RequestPayload { request_id: &request_id, method, path, query, headers: &signed, body: body.as_deref() }
                 .digest();
-        let nonce = random_nonce();
+        let nonce = random_nonce(rng);
         let sig = self.secret.sign_digest(me.wallet.root(), &auth_invoice(&nonce, &self.server_nonce), &digest)?;
         let mut out = signed;
         out.extend([
@@ -196,7 +197,7 @@ impl ClientSession {
 
     /// A signed `general` message (socket traffic) carrying `payload`.
     pub fn sign_general(&self, me: &ClientIdentity, payload: Vec<u8>) -> Result<AuthMessage, AuthError> {
-        let nonce = random_nonce();
+        let nonce = random_nonce(&mut rand::rng());
         let sig = self.secret.sign(me.wallet.root(), &auth_invoice(&nonce, &self.server_nonce), &payload)?;
         Ok(AuthMessage {
             version: AUTH_VERSION.into(),
@@ -243,7 +244,7 @@ impl ClientIdentity {
             _ => return Err(AuthError::MissingInitialFields),
         };
         let server = PublicKey::parse_lenient(&request.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
-        let client_nonce = create_nonce(&self.wallet);
+        let client_nonce = create_nonce(&self.wallet, &mut rand::rng());
         let mut data = b64_decode_lenient(&server_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
         data.extend(b64_decode_lenient(&client_nonce).expect("our nonces are canonical base64"));
         let secret = self.wallet.root().shared_secret(&server);

@@ -20,7 +20,7 @@ pub mod server;
 pub mod session;
 
 pub use client::{ClientIdentity, ClientSession, PendingHandshake, SignedRequest};
-pub use error::AuthError;
+pub use error::{AuthError, HttpExchange, HttpRejection};
 pub use keys::{Counterparty, KeyDeriver, PrivateKey, Protocol, PublicKey, SharedSecret, Signature};
 pub use message::{AuthMessage, MessageType, AUTH_VERSION};
 pub use server::{AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, VerifiedRequest};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::error::AuthError;
 use super::keys::{KeyDeriver, PrivateKey, PublicKey, Signature};
 use super::message::{empty_certificate_set, requests_certificates, AuthMessage, MessageType, AUTH_VERSION};
-use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce, random_nonce};
+use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce_from, OsSeeded, RandomSource};
 use super::payload::{RequestPayload, ResponsePayload};
 use super::session::{NonceRecord, Session, SessionConfig, SessionManager};
 
@@ -74,11 +74,23 @@ pub struct IncomingRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// A request whose signature checked out: who sent it, on which session.
+/// A request whose signature checked out: who sent it, on which session. Only
+/// [`ServerAuth::verify_request`] makes one.
 #[derive(Debug, Clone)]
 pub struct VerifiedRequest {
-    pub session: Arc<Session>,
-    pub request_id: [u8; 32],
+    session: Arc<Session>,
+    request_id: [u8; 32],
+}
+
+impl VerifiedRequest {
+    /// The session the request was signed on (its `peer_hex` is the sender).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn request_id(&self) -> &[u8; 32] {
+        &self.request_id
+    }
 }
 
 /// The `x-bsv-auth-*` headers of a signed response.
@@ -115,11 +127,12 @@ pub enum HandshakeReply {
     Acknowledged,
 }
 
-/// The server's identity and its session table.
+/// The server's identity, its session table and the randomness of its nonces.
 pub struct ServerAuth {
     wallet: KeyDeriver,
     identity_hex: String,
     sessions: SessionManager,
+    random: Box<dyn RandomSource>,
 }
 
 impl std::fmt::Debug for ServerAuth {
@@ -129,10 +142,32 @@ impl std::fmt::Debug for ServerAuth {
 }
 
 impl ServerAuth {
+    /// A server on the system clock and OS-seeded randomness.
     pub fn new(key: PrivateKey, config: SessionConfig) -> Self {
+        Self::from_parts(key, SessionManager::new(config), OsSeeded)
+    }
+
+    /// A server with a given session table (and so clock) and randomness (tests).
+    pub fn from_parts(key: PrivateKey, sessions: SessionManager, random: impl RandomSource + 'static) -> Self {
         let wallet = KeyDeriver::new(key);
         let identity_hex = wallet.identity_key().to_hex();
-        ServerAuth { wallet, identity_hex, sessions: SessionManager::new(config) }
+        ServerAuth { wallet, identity_hex, sessions, random: Box::new(random) }
+    }
+
+    fn random<const N: usize>(&self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.random.fill(&mut b);
+        b
+    }
+
+    /// A session nonce (`createNonce`).
+    fn session_nonce(&self) -> String {
+        create_nonce_from(&self.wallet, &self.random::<16>()).expect("a 16-byte key id is always a valid key id")
+    }
+
+    /// A per-message nonce: base64 of 32 random bytes.
+    fn message_nonce(&self) -> String {
+        b64_encode(&self.random::<32>())
     }
 
     pub fn identity_key(&self) -> &PublicKey {
@@ -167,7 +202,7 @@ impl ServerAuth {
     /// `initialRequest` → `initialResponse`: mints our session nonce, stores the session and
     /// signs `dec(Nc) ‖ dec(Ns)` with key id `"Nc Ns"` towards the client's key.
     pub fn initial_response(&self, msg: &AuthMessage) -> Result<(AuthMessage, Arc<Session>), AuthError> {
-        self.initial_response_with_nonce(msg, create_nonce(&self.wallet))
+        self.initial_response_with_nonce(msg, self.session_nonce())
     }
 
     /// [`Self::initial_response`] with a given session nonce (reproducing recorded vectors).
@@ -238,7 +273,7 @@ impl ServerAuth {
 
     /// Signs `data` towards the session's peer with a fresh message nonce; returns (nonce, DER).
     fn sign_for(&self, session: &Session, data: &[u8]) -> Result<(String, Vec<u8>), AuthError> {
-        let nonce = random_nonce();
+        let nonce = self.message_nonce();
         let sig = session.secret.sign(self.wallet.root(), &auth_invoice(&nonce, &session.client_nonce), data)?;
         Ok((nonce, sig.to_der()))
     }
@@ -336,7 +371,7 @@ impl ServerAuth {
         body: &[u8],
     ) -> Result<ResponseAuthHeaders, AuthError> {
         let payload = ResponsePayload { request_id, status, headers: signed_headers, body };
-        let nonce = random_nonce();
+        let nonce = self.message_nonce();
         let invoice = auth_invoice(&nonce, &session.client_nonce);
         let signature = session.secret.sign_digest(self.wallet.root(), &invoice, &payload.digest())?;
         Ok(ResponseAuthHeaders {
@@ -395,8 +430,9 @@ fn verify_digest(session: &Session, invoice: &[u8], digest: &[u8; 32], sig: &Sig
 // starts a handshake towards any socket without a session when it has something to send; the
 // live channel uses these primitives to learn the identity of silent reconnected sockets.
 
-/// A handshake this server started, waiting for the client's `initialResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A handshake this server started, waiting for the client's `initialResponse`. Not `Clone`:
+/// [`ServerAuth::finish_server_handshake`] consumes it, so each is answered at most once.
+#[derive(Debug, PartialEq, Eq)]
 pub struct ServerHandshake {
     server_nonce: String,
 }
@@ -411,7 +447,7 @@ impl ServerHandshake {
 impl ServerAuth {
     /// The server's `initialRequest`, carrying a fresh `createNonce` session nonce `Ns`.
     pub fn start_server_handshake(&self) -> (AuthMessage, ServerHandshake) {
-        let server_nonce = create_nonce(&self.wallet);
+        let server_nonce = self.session_nonce();
         let msg = AuthMessage {
             version: AUTH_VERSION.into(),
             message_type: MessageType::InitialRequest,
@@ -430,10 +466,10 @@ impl ServerAuth {
     /// Checks the client's `initialResponse` to [`Self::start_server_handshake`] as the SDK
     /// Peer's `processInitialResponse` does (our nonce echoed; a signature over
     /// `dec(Ns) ‖ dec(Nc)`, key id `"Ns Nc"`, by `msg.identityKey`) and stores the session keyed
-    /// by `Ns` with client nonce `Nc`.
+    /// by `Ns` with client nonce `Nc`. The handshake is used up whatever the outcome.
     pub fn finish_server_handshake(
         &self,
-        pending: &ServerHandshake,
+        pending: ServerHandshake,
         msg: &AuthMessage,
     ) -> Result<Arc<Session>, AuthError> {
         if msg.message_type != MessageType::InitialResponse {
@@ -452,7 +488,7 @@ impl ServerAuth {
         if !secret.verify(&client, &auth_invoice(&pending.server_nonce, client_nonce), &data, &sig) {
             return Err(AuthError::InvalidSignature);
         }
-        let session = Session::new(pending.server_nonce.clone(), client_nonce.to_string(), client, secret);
+        let session = Session::new(pending.server_nonce, client_nonce.to_string(), client, secret);
         Ok(self.sessions.insert(session)?)
     }
 }

@@ -138,10 +138,9 @@ impl AuthTunnel {
                     return Err(TunnelError::NoHandshakePending);
                 }
                 self.check_identity(&msg.identity_key)?;
-                let result = self.auth.finish_server_handshake(pending, &msg);
                 // One answer per request: a bad one uses the nonce up as well.
-                self.pending = None;
-                self.adopt(result?);
+                let pending = self.pending.take().ok_or(TunnelError::NoHandshakePending)?;
+                self.adopt(self.auth.finish_server_handshake(pending, &msg)?);
                 self.server_handshakes = 0;
                 Ok(Inbound::Handshake)
             }
