@@ -317,10 +317,17 @@ fn malformed_handshakes_are_typed_errors() {
     let (init, pending) = client.start_handshake();
     let (resp, _) = server.initial_response(&init).unwrap();
     let session = pending.finish(&client, &resp).unwrap();
-    let req = AuthMessage {
-        message_type: messagebox::auth::MessageType::CertificateRequest,
-        ..session.sign_general(&client, b"{}".to_vec()).unwrap()
+    let AuthMessage::General(general) = session.sign_general(&client, b"{}".to_vec()).unwrap() else {
+        unreachable!("sign_general makes a general message")
     };
+    let req = AuthMessage::CertificateRequest(messagebox::auth::CertificateRequest {
+        identity_key: general.identity_key,
+        nonce: general.nonce,
+        initial_nonce: None,
+        your_nonce: general.your_nonce,
+        requested_certificates: None,
+        signature: general.signature,
+    });
     // The signature covers the payload, not the requested set: refused, typed.
     assert!(server.handle_handshake_message(&req).is_err());
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`keys`]: BRC-42/43 derivation, symmetric keys, HMAC, ECDSA (libsecp256k1, folded verify).
 //! - [`nonce`]: `createNonce`/`verifyNonce`, message nonces, the SDK's base64.
-//! - [`message`]: the `AuthMessage` JSON form.
+//! - [`message`]: `AuthMessage`, one type per message type, and its JSON form.
 //! - [`payload`]: the signed serialisation of HTTP requests and responses, `x-bsv-auth-*` headers.
 //! - [`session`]: the server's session table (sharded, idle expiry, replay rejection).
 //! - [`server`]: the responder (handshake, request verification, response signing).
@@ -22,6 +22,9 @@ pub mod session;
 pub use client::{ClientIdentity, ClientSession, PendingHandshake, SignedRequest};
 pub use error::{AuthError, HttpExchange, HttpRejection};
 pub use keys::{Counterparty, KeyDeriver, PrivateKey, Protocol, PublicKey, SharedSecret, Signature};
-pub use message::{AuthMessage, MessageType, AUTH_VERSION};
+pub use message::{
+    AuthMessage, CertificateRequest, CertificateResponse, General, IdentityKey, InitialRequest, InitialResponse,
+    MessageType, AUTH_VERSION,
+};
 pub use server::{AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, VerifiedRequest};
 pub use session::{Session, SessionConfig, SessionManager};

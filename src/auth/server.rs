@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use super::error::AuthError;
 use super::keys::{KeyDeriver, PrivateKey, PublicKey, Signature};
-use super::message::{empty_certificate_set, requests_certificates, AuthMessage, MessageType, AUTH_VERSION};
+use super::message::{
+    empty_certificate_set, requests_certificates, AuthMessage, CertificateRequest, CertificateResponse, General,
+    InitialRequest, InitialResponse, AUTH_VERSION,
+};
 use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce_from, OsSeeded, RandomSource};
 use super::payload::{RequestPayload, ResponsePayload};
 use super::session::{NonceRecord, Session, SessionConfig, SessionManager};
@@ -188,14 +191,14 @@ impl ServerAuth {
 
     /// Dispatches a message POSTed to `/.well-known/auth` (or a socket's non-general message).
     pub fn handle_handshake_message(&self, msg: &AuthMessage) -> Result<HandshakeReply, AuthError> {
-        match msg.message_type {
-            MessageType::InitialRequest => Ok(HandshakeReply::Message(Box::new(self.initial_response(msg)?.0))),
-            MessageType::CertificateRequest => Ok(HandshakeReply::Message(Box::new(self.certificate_response(msg)?))),
-            MessageType::CertificateResponse => {
-                self.verify_certificate_response(msg)?;
+        match msg {
+            AuthMessage::InitialRequest(_) => Ok(HandshakeReply::Message(Box::new(self.initial_response(msg)?.0))),
+            AuthMessage::CertificateRequest(m) => Ok(HandshakeReply::Message(Box::new(self.certificate_response(m)?))),
+            AuthMessage::CertificateResponse(m) => {
+                self.verify_certificate_response(m)?;
                 Ok(HandshakeReply::Acknowledged)
             }
-            other => Err(AuthError::UnexpectedMessageType(other)),
+            other => Err(AuthError::UnexpectedMessageType(other.message_type())),
         }
     }
 
@@ -211,9 +214,17 @@ impl ServerAuth {
         msg: &AuthMessage,
         server_nonce: String,
     ) -> Result<(AuthMessage, Arc<Session>), AuthError> {
-        if msg.message_type != MessageType::InitialRequest {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
+        let AuthMessage::InitialRequest(request) = msg else {
+            return Err(AuthError::UnexpectedMessageType(msg.message_type()));
+        };
+        self.answer_initial_request(request, server_nonce)
+    }
+
+    fn answer_initial_request(
+        &self,
+        msg: &InitialRequest,
+        server_nonce: String,
+    ) -> Result<(AuthMessage, Arc<Session>), AuthError> {
         let client_nonce = match &msg.initial_nonce {
             Some(n) if !n.is_empty() => n,
             _ => return Err(AuthError::MissingInitialFields),
@@ -221,7 +232,7 @@ impl ServerAuth {
         check_peer_nonce(client_nonce, "initialNonce")?;
         let client_nonce_bytes =
             b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
-        let client = PublicKey::parse_lenient(&msg.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let client = *msg.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
 
         let secret = self.wallet.root().shared_secret(&client);
         let mut data = client_nonce_bytes;
@@ -230,19 +241,15 @@ impl ServerAuth {
 
         let session = self.sessions.insert(Session::new(server_nonce.clone(), client_nonce.clone(), client, secret))?;
         let certificates = requests_certificates(msg.requested_certificates.as_ref()).then(Vec::new);
-        let response = AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::InitialResponse,
-            identity_key: self.identity_hex.clone(),
-            nonce: None,
+        let response = InitialResponse {
+            identity_key: (*self.identity_key()).into(),
             initial_nonce: Some(server_nonce),
             your_nonce: Some(client_nonce.clone()),
             certificates,
             requested_certificates: Some(empty_certificate_set()),
-            payload: None,
             signature: Some(signature.to_der()),
         };
-        Ok((response, session))
+        Ok((response.into(), session))
     }
 
     /// The session a non-initial message names in `yourNonce`, bound to its sender.
@@ -280,28 +287,25 @@ impl ServerAuth {
 
     /// A `certificateRequest`: verified, answered with a signed `certificateResponse`
     /// carrying no certificates (this server holds none).
-    pub fn certificate_response(&self, msg: &AuthMessage) -> Result<AuthMessage, AuthError> {
+    pub fn certificate_response(&self, msg: &CertificateRequest) -> Result<AuthMessage, AuthError> {
         let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
-        let requested = msg.requested_certificates.clone().unwrap_or(serde_json::Value::Null);
-        let signed = serde_json::to_vec(&requested).expect("JSON value serialises");
+        // An absent set is signed as `null`, as `JSON.stringify(undefined ?? null)`.
+        let signed = serde_json::to_vec(&msg.requested_certificates).expect("JSON value serialises");
         self.verify_signed(&session, msg.nonce.as_deref(), &signed, msg.signature.as_deref())?;
         self.sessions.touch(&session);
         let (nonce, signature) = self.sign_for(&session, b"[]")?;
-        Ok(AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::CertificateResponse,
+        Ok(CertificateResponse {
             identity_key: self.identity_hex.clone(),
             nonce: Some(nonce),
             initial_nonce: Some(session.server_nonce.clone()),
             your_nonce: Some(session.client_nonce.clone()),
             certificates: Some(Vec::new()),
-            requested_certificates: None,
-            payload: None,
             signature: Some(signature),
-        })
+        }
+        .into())
     }
 
-    fn verify_certificate_response(&self, msg: &AuthMessage) -> Result<(), AuthError> {
+    fn verify_certificate_response(&self, msg: &CertificateResponse) -> Result<(), AuthError> {
         let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
         let certs = serde_json::to_vec(&msg.certificates).expect("JSON value serialises");
         self.verify_signed(&session, msg.nonce.as_deref(), &certs, msg.signature.as_deref())?;
@@ -384,13 +388,11 @@ impl ServerAuth {
         })
     }
 
-    /// Verifies a socket `general` message; returns its session and payload.
-    pub fn verify_general(&self, msg: &AuthMessage) -> Result<(Arc<Session>, Vec<u8>), AuthError> {
-        if msg.message_type != MessageType::General {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
+    /// Verifies a socket `general` message; returns its session and payload (moved out of
+    /// the message, which is consumed).
+    pub fn verify_general(&self, msg: General) -> Result<(Arc<Session>, Vec<u8>), AuthError> {
         let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
-        let payload = msg.payload.clone().unwrap_or_default();
+        let payload = msg.payload.unwrap_or_default();
         self.verify_signed(&session, msg.nonce.as_deref(), &payload, msg.signature.as_deref())?;
         let nonce = msg.nonce.as_deref().unwrap_or_default();
         match self.sessions.record_request(&session, nonce) {
@@ -402,18 +404,14 @@ impl ServerAuth {
     /// A signed `general` message carrying `payload` to the session's peer.
     pub fn sign_general(&self, session: &Session, payload: Vec<u8>) -> Result<AuthMessage, AuthError> {
         let (nonce, signature) = self.sign_for(session, &payload)?;
-        Ok(AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::General,
+        Ok(General {
             identity_key: self.identity_hex.clone(),
             nonce: Some(nonce),
-            initial_nonce: None,
             your_nonce: Some(session.client_nonce.clone()),
-            certificates: None,
-            requested_certificates: None,
             payload: Some(payload),
             signature: Some(signature),
-        })
+        }
+        .into())
     }
 }
 
@@ -448,19 +446,12 @@ impl ServerAuth {
     /// The server's `initialRequest`, carrying a fresh `createNonce` session nonce `Ns`.
     pub fn start_server_handshake(&self) -> (AuthMessage, ServerHandshake) {
         let server_nonce = self.session_nonce();
-        let msg = AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::InitialRequest,
-            identity_key: self.identity_hex.clone(),
-            nonce: None,
+        let msg = InitialRequest {
+            identity_key: (*self.identity_key()).into(),
             initial_nonce: Some(server_nonce.clone()),
-            your_nonce: None,
-            certificates: None,
             requested_certificates: Some(empty_certificate_set()),
-            payload: None,
-            signature: None,
         };
-        (msg, ServerHandshake { server_nonce })
+        (msg.into(), ServerHandshake { server_nonce })
     }
 
     /// Checks the client's `initialResponse` to [`Self::start_server_handshake`] as the SDK
@@ -470,17 +461,14 @@ impl ServerAuth {
     pub fn finish_server_handshake(
         &self,
         pending: ServerHandshake,
-        msg: &AuthMessage,
+        msg: &InitialResponse,
     ) -> Result<Arc<Session>, AuthError> {
-        if msg.message_type != MessageType::InitialResponse {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
         if msg.your_nonce.as_deref() != Some(pending.server_nonce.as_str()) {
             return Err(AuthError::Mismatch("yourNonce"));
         }
         let client_nonce = msg.initial_nonce.as_deref().ok_or(AuthError::Missing("initialNonce"))?;
         check_peer_nonce(client_nonce, "initialNonce")?;
-        let client = PublicKey::parse_lenient(&msg.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let client = *msg.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
         let mut data = b64_decode_strict(&pending.server_nonce).expect("our nonces are canonical base64");
         data.extend(b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?);
         let sig = msg.signature.as_deref().and_then(Signature::from_der).ok_or(AuthError::InvalidSignature)?;

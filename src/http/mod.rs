@@ -193,25 +193,10 @@ async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
         Ok(HandshakeReply::Message(reply)) => {
             let mut r = response(200, JSON, reply.to_json());
             let h = r.headers_mut();
-            let mut set = |k: &'static str, v: &str| {
-                if let Ok(v) = HeaderValue::from_str(v) {
+            for (k, v) in reply.handshake_headers() {
+                if let Ok(v) = HeaderValue::from_str(&v) {
                     h.insert(HeaderName::from_static(k), v);
                 }
-            };
-            set(payload::H_VERSION, &reply.version);
-            set(payload::H_MESSAGE_TYPE, reply.message_type.as_str());
-            set(payload::H_IDENTITY_KEY, &reply.identity_key);
-            if let Some(n) = &reply.nonce {
-                set(payload::H_NONCE, n);
-            }
-            if let Some(n) = &reply.your_nonce {
-                set(payload::H_YOUR_NONCE, n);
-            }
-            if let Some(s) = &reply.signature {
-                set(payload::H_SIGNATURE, &hex::encode(s));
-            }
-            if let Some(c) = &reply.requested_certificates {
-                set(payload::H_REQUESTED_CERTIFICATES, &c.to_string());
             }
             r
         }

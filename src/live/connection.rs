@@ -396,7 +396,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::auth::message::{AuthMessage, MessageType};
+    use crate::auth::message::AuthMessage;
     use crate::auth::{ClientIdentity, ClientSession, PendingHandshake, PrivateKey, SessionConfig};
     use crate::live::authsocket::{decode_envelope, envelope};
     use crate::live::engineio::{sid_core, EngineConfig, Packet as EnginePacket, RequestHead, RECORD_SEPARATOR};
@@ -474,29 +474,29 @@ mod tests {
             let v: Vec<Value> = serde_json::from_str(rest).unwrap();
             assert_eq!(v[0], "authMessage");
             let msg = AuthMessage::from_value(v[1].clone()).unwrap();
-            match msg.message_type {
-                MessageType::InitialResponse => {
+            match &msg {
+                AuthMessage::InitialResponse(r) => {
                     let i =
-                        self.pending.iter().position(|h| Some(h.client_nonce()) == msg.your_nonce.as_deref()).unwrap();
+                        self.pending.iter().position(|h| Some(h.client_nonce()) == r.your_nonce.as_deref()).unwrap();
                     let s = self.pending.remove(i).finish(&self.me, &msg).unwrap();
                     self.sessions.push(s);
                 }
-                MessageType::InitialRequest => {
+                AuthMessage::InitialRequest(_) => {
                     let (resp, s) = self.me.answer_server_handshake(&msg).unwrap();
                     self.sessions.push(s);
                     self.outbox.push(Self::auth_packet(&resp));
                 }
-                MessageType::General => {
+                AuthMessage::General(g) => {
                     let s = self
                         .sessions
                         .iter()
-                        .find(|s| Some(s.client_nonce.as_str()) == msg.your_nonce.as_deref())
+                        .find(|s| Some(s.client_nonce.as_str()) == g.your_nonce.as_deref())
                         .expect("a general on a session the client holds");
                     let payload = s.verify_general(&msg).unwrap();
                     let ev = decode_envelope(&payload).unwrap();
                     self.received.push((ev.name, ev.data));
                 }
-                other => panic!("unexpected {other:?}"),
+                other => panic!("unexpected {:?}", other.message_type()),
             }
         }
 
