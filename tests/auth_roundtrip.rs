@@ -3,18 +3,23 @@
 //! expired session and a replayed nonce are refused with a typed error; high-S signatures
 //! are accepted; malformed messages are typed errors, never panics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use messagebox::auth::nonce::b64_decode_lenient;
+use messagebox::auth::nonce::{b64_decode_lenient, OsSeeded};
 use messagebox::auth::payload::select_request_headers;
+use messagebox::auth::session::ManualClock;
 use messagebox::auth::{
     AuthError, AuthHeaders, AuthMessage, ClientIdentity, ClientSession, IncomingRequest, PrivateKey, ServerAuth,
-    SessionConfig, SignedRequest,
+    SessionConfig, SessionManager, SignedRequest,
 };
 use rand::{Rng, SeedableRng};
 
 fn pair(config: SessionConfig) -> (ServerAuth, ClientIdentity, ClientSession) {
-    let server = ServerAuth::new(PrivateKey::random(), config);
+    pair_on(ServerAuth::new(PrivateKey::random(), config))
+}
+
+fn pair_on(server: ServerAuth) -> (ServerAuth, ClientIdentity, ClientSession) {
     let client = ClientIdentity::random();
     let (init, pending) = client.start_handshake();
     // Through JSON, as on the wire.
@@ -225,16 +230,21 @@ fn wrong_key_unknown_and_expired_sessions_replay() {
     w.verify(&server).unwrap();
     assert_eq!(w.verify(&server).unwrap_err(), AuthError::Replayed);
 
-    // Expired (margins wide enough for a loaded debug build).
+    // Expired: the session table's clock moves past the idle TTL.
     let short = SessionConfig {
         idle_ttl: Duration::from_millis(300),
         unused_ttl: Duration::from_secs(10),
         ..Default::default()
     };
-    let (server, client, session) = pair(short);
+    let clock = Arc::new(ManualClock::new());
+    let (server, client, session) = pair_on(ServerAuth::from_parts(
+        PrivateKey::random(),
+        SessionManager::with_clock(short, clock.clone()),
+        OsSeeded,
+    ));
     let signed = session.sign_request(&client, "GET", "/x", &[], None).unwrap();
     Wire::from_signed("GET", "/x", &signed).verify(&server).unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    clock.advance(Duration::from_millis(1000));
     let signed = session.sign_request(&client, "GET", "/x", &[], None).unwrap();
     assert!(matches!(Wire::from_signed("GET", "/x", &signed).verify(&server), Err(AuthError::SessionNotFound(_))));
 

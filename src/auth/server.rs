@@ -1,6 +1,8 @@
 //! The responder side of BRC-103/104: answers handshakes, verifies signed HTTP requests and
 //! socket messages against the session they name, and signs responses. Pure computation:
-//! no I/O, so the HTTP and socket layers of every core share one [`ServerAuth`].
+//! no I/O, so the HTTP and socket layers of every core share one [`ServerAuth`]. Its clock
+//! (through the [`SessionManager`]) and the randomness of its nonces are injected
+//! ([`ServerAuth::from_parts`]); [`ServerAuth::new`] uses the system clock and the OS-seeded RNG.
 
 use std::sync::Arc;
 
@@ -79,6 +81,12 @@ pub struct IncomingRequest<'a> {
 
 /// A request whose signature checked out: who sent it, on which session. Only
 /// [`ServerAuth::verify_request`] makes one.
+///
+/// ```compile_fail,E0451
+/// # use messagebox::auth::VerifiedRequest;
+/// # let session = todo!();
+/// let forged = VerifiedRequest { session, request_id: [0; 32] };
+/// ```
 #[derive(Debug, Clone)]
 pub struct VerifiedRequest {
     session: Arc<Session>,
@@ -430,6 +438,16 @@ fn verify_digest(session: &Session, invoice: &[u8], digest: &[u8; 32], sig: &Sig
 
 /// A handshake this server started, waiting for the client's `initialResponse`. Not `Clone`:
 /// [`ServerAuth::finish_server_handshake`] consumes it, so each is answered at most once.
+///
+/// ```compile_fail,E0382
+/// # use messagebox::auth::{AuthMessage, ClientIdentity, PrivateKey, ServerAuth, SessionConfig};
+/// # let server = ServerAuth::new(PrivateKey::random(), SessionConfig::default());
+/// let (request, pending) = server.start_server_handshake();
+/// let (response, _) = ClientIdentity::random().answer_server_handshake(&request).unwrap();
+/// let AuthMessage::InitialResponse(response) = response else { unreachable!() };
+/// let _ = server.finish_server_handshake(pending, &response);
+/// let _ = server.finish_server_handshake(pending, &response); // used up
+/// ```
 #[derive(Debug, PartialEq, Eq)]
 pub struct ServerHandshake {
     server_nonce: String,
@@ -478,5 +496,72 @@ impl ServerAuth {
         }
         let session = Session::new(pending.server_nonce, client_nonce.to_string(), client, secret);
         Ok(self.sessions.insert(session)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::client::ClientIdentity;
+    use crate::auth::nonce::Seeded;
+    use crate::auth::session::ManualClock;
+
+    fn seeded_server(seed: u64) -> ServerAuth {
+        let key = PrivateKey::from_bytes(&[7; 32]).unwrap();
+        ServerAuth::from_parts(key, SessionManager::new(SessionConfig::default()), Seeded::new(seed))
+    }
+
+    #[test]
+    fn injected_randomness_makes_the_server_deterministic() {
+        let (a, b) = (seeded_server(1), seeded_server(1));
+        let client = ClientIdentity::random();
+        let (init, pending) = client.start_handshake();
+        let (ra, sa) = a.initial_response(&init).unwrap();
+        let (rb, sb) = b.initial_response(&init).unwrap();
+        assert_eq!(ra.to_json(), rb.to_json());
+        assert_eq!(sa.server_nonce, sb.server_nonce);
+        pending.finish(&client, &ra).unwrap();
+        let rid = [1u8; 32];
+        assert_eq!(
+            a.sign_response(&sa, &rid, 200, &[], b"{}").unwrap(),
+            b.sign_response(&sb, &rid, 200, &[], b"{}").unwrap()
+        );
+        assert_eq!(a.start_server_handshake().1, b.start_server_handshake().1);
+        assert_ne!(seeded_server(2).start_server_handshake().1, seeded_server(1).start_server_handshake().1);
+    }
+
+    #[test]
+    fn sessions_expire_on_the_injected_clock() {
+        let clock = Arc::new(ManualClock::new());
+        let config = SessionConfig { idle_ttl: Duration::from_secs(60), ..SessionConfig::default() };
+        let server =
+            ServerAuth::from_parts(PrivateKey::random(), SessionManager::with_clock(config, clock.clone()), OsSeeded);
+        let client = ClientIdentity::random();
+        let (init, pending) = client.start_handshake();
+        let (resp, _) = server.initial_response(&init).unwrap();
+        let session = pending.finish(&client, &resp).unwrap();
+        let general = |payload: &[u8]| match session.sign_general(&client, payload.to_vec()).unwrap() {
+            AuthMessage::General(g) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(server.verify_general(general(b"1")).unwrap().1, b"1");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(server.verify_general(general(b"2")).unwrap().1, b"2");
+        clock.advance(Duration::from_secs(61));
+        assert!(matches!(server.verify_general(general(b"3")), Err(AuthError::SessionNotFound(_))));
+    }
+
+    #[test]
+    fn a_server_handshake_is_finished_at_most_once() {
+        let server = seeded_server(3);
+        let client = ClientIdentity::random();
+        let (request, pending) = server.start_server_handshake();
+        let (response, _) = client.answer_server_handshake(&request).unwrap();
+        let AuthMessage::InitialResponse(response) = response else { panic!("{response:?}") };
+        let session = server.finish_server_handshake(pending, &response).unwrap();
+        assert_eq!(session.peer_hex, client.identity_hex());
+        // `pending` has moved: a second `finish_server_handshake(pending, …)` does not compile.
     }
 }
