@@ -29,6 +29,6 @@ pub use message::{
     AuthMessage, CertificateRequest, CertificateResponse, General, IdentityKey, InitialRequest, InitialResponse,
     MessageType, AUTH_VERSION,
 };
-pub use nonce::{OsSeeded, RandomSource, Seeded};
+pub use nonce::{OsSeeded, RandomSource, SeededRandom};
 pub use server::{AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, VerifiedRequest};
 pub use session::{Clock, ManualClock, Session, SessionConfig, SessionManager, SystemClock};

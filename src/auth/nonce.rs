@@ -94,15 +94,15 @@ impl RandomSource for OsSeeded {
 
 /// Deterministic randomness for tests: one seeded generator behind a lock.
 #[derive(Debug)]
-pub struct Seeded(Mutex<StdRng>);
+pub struct SeededRandom(Mutex<StdRng>);
 
-impl Seeded {
+impl SeededRandom {
     pub fn new(seed: u64) -> Self {
-        Seeded(Mutex::new(StdRng::seed_from_u64(seed)))
+        SeededRandom(Mutex::new(StdRng::seed_from_u64(seed)))
     }
 }
 
-impl RandomSource for Seeded {
+impl RandomSource for SeededRandom {
     fn fill(&self, dest: &mut [u8]) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).fill_bytes(dest);
     }
@@ -203,7 +203,7 @@ mod tests {
         verify_nonce(&w, &na).unwrap();
         assert_eq!(random_nonce(&mut a), random_nonce(&mut b));
         assert_ne!(create_nonce(&w, &mut a), na, "the generator moves on");
-        let (sa, sb) = (Seeded::new(3), Seeded::new(3));
+        let (sa, sb) = (SeededRandom::new(3), SeededRandom::new(3));
         let (mut x, mut y) = ([0u8; 16], [0u8; 16]);
         sa.fill(&mut x);
         sb.fill(&mut y);

@@ -505,12 +505,12 @@ mod tests {
 
     use super::*;
     use crate::auth::client::ClientIdentity;
-    use crate::auth::nonce::Seeded;
+    use crate::auth::nonce::SeededRandom;
     use crate::auth::session::ManualClock;
 
     fn seeded_server(seed: u64) -> ServerAuth {
         let key = PrivateKey::from_bytes(&[7; 32]).unwrap();
-        ServerAuth::from_parts(key, SessionManager::new(SessionConfig::default()), Seeded::new(seed))
+        ServerAuth::from_parts(key, SessionManager::new(SessionConfig::default()), SeededRandom::new(seed))
     }
 
     #[test]
