@@ -71,8 +71,8 @@ fn bench(c: &mut Criterion) {
     });
 
     let wallet = server.wallet();
-    c.bench_function("createNonce", |b| b.iter(|| black_box(create_nonce(wallet))));
-    let nonce = create_nonce(wallet);
+    c.bench_function("createNonce", |b| b.iter(|| black_box(create_nonce(wallet, &mut rand::rng()))));
+    let nonce = create_nonce(wallet, &mut rand::rng());
     c.bench_function("verifyNonce", |b| b.iter(|| black_box(verify_nonce(wallet, &nonce).is_ok())));
 
     // The reference the two above are judged against: bare libsecp256k1 on this machine.

@@ -54,7 +54,7 @@ fn main() {
         }
         "nonce" => {
             for _ in 0..n {
-                ok += create_nonce(server.wallet()).len();
+                ok += create_nonce(server.wallet(), &mut rand::rng()).len();
             }
         }
         "raw-verify" => {

@@ -3,18 +3,23 @@
 //! expired session and a replayed nonce are refused with a typed error; high-S signatures
 //! are accepted; malformed messages are typed errors, never panics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use messagebox::auth::nonce::b64_decode_lenient;
+use messagebox::auth::nonce::{b64_decode_lenient, OsSeeded};
 use messagebox::auth::payload::select_request_headers;
+use messagebox::auth::session::ManualClock;
 use messagebox::auth::{
     AuthError, AuthHeaders, AuthMessage, ClientIdentity, ClientSession, IncomingRequest, PrivateKey, ServerAuth,
-    SessionConfig, SignedRequest,
+    SessionConfig, SessionManager, SignedRequest,
 };
 use rand::{Rng, SeedableRng};
 
 fn pair(config: SessionConfig) -> (ServerAuth, ClientIdentity, ClientSession) {
-    let server = ServerAuth::new(PrivateKey::random(), config);
+    pair_on(ServerAuth::new(PrivateKey::random(), config))
+}
+
+fn pair_on(server: ServerAuth) -> (ServerAuth, ClientIdentity, ClientSession) {
     let client = ClientIdentity::random();
     let (init, pending) = client.start_handshake();
     // Through JSON, as on the wire.
@@ -101,7 +106,7 @@ fn random_requests_round_trip() {
         let signed = session.sign_request(&client, &method, &target, &h, body.as_deref()).unwrap();
         let verified =
             Wire::from_signed(&method, &target, &signed).verify(&server).unwrap_or_else(|e| panic!("request {i}: {e}"));
-        assert_eq!(verified.session.peer_hex, client.identity_hex());
+        assert_eq!(verified.session().peer_hex, client.identity_hex());
 
         // And back: a signed response with a random status, headers and body.
         let status = [200u16, 201, 400, 403, 404, 500][rng.random_range(0..6)];
@@ -109,7 +114,7 @@ fn random_requests_round_trip() {
             if rng.random_bool(0.5) { vec![("x-bsv-custom".to_string(), "v".to_string())] } else { vec![] };
         let resp_body: Vec<u8> = (0..rng.random_range(0..500)).map(|_| rng.random()).collect();
         let auth =
-            server.sign_response(&verified.session, &verified.request_id, status, &resp_headers, &resp_body).unwrap();
+            server.sign_response(verified.session(), verified.request_id(), status, &resp_headers, &resp_body).unwrap();
         let mut wire: Vec<(&str, &str)> = auth.pairs().to_vec();
         wire.extend(resp_headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         session.verify_response(&signed.request_id, status, &wire, &resp_body).unwrap();
@@ -225,16 +230,21 @@ fn wrong_key_unknown_and_expired_sessions_replay() {
     w.verify(&server).unwrap();
     assert_eq!(w.verify(&server).unwrap_err(), AuthError::Replayed);
 
-    // Expired (margins wide enough for a loaded debug build).
+    // Expired: the session table's clock moves past the idle TTL.
     let short = SessionConfig {
         idle_ttl: Duration::from_millis(300),
         unused_ttl: Duration::from_secs(10),
         ..Default::default()
     };
-    let (server, client, session) = pair(short);
+    let clock = Arc::new(ManualClock::new());
+    let (server, client, session) = pair_on(ServerAuth::from_parts(
+        PrivateKey::random(),
+        SessionManager::with_clock(short, clock.clone()),
+        OsSeeded,
+    ));
     let signed = session.sign_request(&client, "GET", "/x", &[], None).unwrap();
     Wire::from_signed("GET", "/x", &signed).verify(&server).unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+    clock.advance(Duration::from_millis(1000));
     let signed = session.sign_request(&client, "GET", "/x", &[], None).unwrap();
     assert!(matches!(Wire::from_signed("GET", "/x", &signed).verify(&server), Err(AuthError::SessionNotFound(_))));
 
@@ -317,10 +327,17 @@ fn malformed_handshakes_are_typed_errors() {
     let (init, pending) = client.start_handshake();
     let (resp, _) = server.initial_response(&init).unwrap();
     let session = pending.finish(&client, &resp).unwrap();
-    let req = AuthMessage {
-        message_type: messagebox::auth::MessageType::CertificateRequest,
-        ..session.sign_general(&client, b"{}".to_vec()).unwrap()
+    let AuthMessage::General(general) = session.sign_general(&client, b"{}".to_vec()).unwrap() else {
+        unreachable!("sign_general makes a general message")
     };
+    let req = AuthMessage::CertificateRequest(messagebox::auth::CertificateRequest {
+        identity_key: general.identity_key,
+        nonce: general.nonce,
+        initial_nonce: None,
+        your_nonce: general.your_nonce,
+        requested_certificates: None,
+        signature: general.signature,
+    });
     // The signature covers the payload, not the requested set: refused, typed.
     assert!(server.handle_handshake_message(&req).is_err());
 }

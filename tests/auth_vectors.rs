@@ -11,7 +11,7 @@ use messagebox::auth::payload::{
     select_request_headers, split_target, write_varint, RequestPayload, ResponsePayload, ABSENT,
 };
 use messagebox::auth::{
-    AuthHeaders, AuthMessage, ClientIdentity, ClientSession, IncomingRequest, ServerAuth, SessionConfig,
+    AuthHeaders, AuthMessage, ClientIdentity, ClientSession, IncomingRequest, MessageType, ServerAuth, SessionConfig,
 };
 use serde_json::Value;
 
@@ -252,8 +252,8 @@ fn general_requests_payloads_signatures_and_server_verification() {
         let req =
             IncomingRequest { auth: auth_headers(headers), method, path, query, signed_headers: &signed, body: &body };
         let verified = server.verify_request(&req).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(verified.request_id, request_id);
-        assert_eq!(verified.session.peer_hex, s(&v, "keys.clientPub"));
+        assert_eq!(*verified.request_id(), request_id);
+        assert_eq!(verified.session().peer_hex, s(&v, "keys.clientPub"));
     }
 }
 
@@ -389,19 +389,21 @@ fn live_transcript_replays() {
     let t = b["transcript"].as_array().unwrap();
     let hs = &t[0];
     let init = AuthMessage::from_json(s(hs, "requestBody").as_bytes()).unwrap();
-    assert_eq!(init.identity_key, client_key.public_key().to_hex());
+    let AuthMessage::InitialRequest(init_fields) = &init else { panic!("{init:?}") };
+    assert_eq!(init_fields.identity_key.to_string(), client_key.public_key().to_hex());
     let resp = AuthMessage::from_json(s(hs, "responseBody").as_bytes()).unwrap();
-    assert_eq!(resp.identity_key, server_key.public_key().to_hex());
+    let AuthMessage::InitialResponse(resp_fields) = &resp else { panic!("{resp:?}") };
+    assert_eq!(resp_fields.identity_key.to_string(), server_key.public_key().to_hex());
     assert_eq!(header(&hs["responseHeaders"], "x-bsv-auth-message-type"), Some("initialResponse"));
 
     // Client side: finishing the recorded handshake.
     let client = ClientIdentity::new(client_key);
-    let (_, pending) = client.start_handshake_with_nonce(init.initial_nonce.clone().unwrap());
+    let (_, pending) = client.start_handshake_with_nonce(init_fields.initial_nonce.clone().unwrap());
     let session = pending.finish(&client, &resp).unwrap();
 
     // Server side: the same session, then every recorded request verifies.
     let server = ServerAuth::new(server_key, SessionConfig::default());
-    let (ours, _) = server.initial_response_with_nonce(&init, resp.initial_nonce.clone().unwrap()).unwrap();
+    let (ours, _) = server.initial_response_with_nonce(&init, resp_fields.initial_nonce.clone().unwrap()).unwrap();
     assert_eq!(ours.to_json(), s(hs, "responseBody"), "our initialResponse equals the middleware's byte for byte");
 
     for x in &t[1..] {
@@ -426,13 +428,34 @@ fn live_transcript_replays() {
             x["responseHeaders"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
         let status = x["status"].as_u64().unwrap() as u16;
         let body = x["responseBody"].as_str().unwrap_or("");
-        let result = session.verify_response(&verified.request_id, status, &wire, body.as_bytes());
+        let result = session.verify_response(verified.request_id(), status, &wire, body.as_bytes());
         if url == "/empty" {
             assert!(body.is_empty());
             assert_eq!(result.unwrap_err().to_string(), "Signature is not valid");
         } else {
             result.unwrap_or_else(|e| panic!("{url}: {e}"));
         }
+    }
+}
+
+/// Every recorded AuthMessage (vectors.json, behaviour.json) reads into its type and writes
+/// back byte for byte. (middleware_check.json holds no AuthMessage, only signed responses.)
+#[test]
+fn recorded_auth_messages_round_trip_byte_exact() {
+    let v = vectors();
+    let b: Value = serde_json::from_str(include_str!("vectors/behaviour.json")).unwrap();
+    let hs = &b["transcript"][0];
+    let recorded = [
+        (s(&v, "handshake.initialRequestBody"), MessageType::InitialRequest),
+        (s(&v, "handshake.initialResponse.body"), MessageType::InitialResponse),
+        (s(hs, "requestBody"), MessageType::InitialRequest),
+        (s(hs, "responseBody"), MessageType::InitialResponse),
+    ];
+    for (json, t) in recorded {
+        let m = AuthMessage::from_json(json.as_bytes()).unwrap();
+        assert_eq!(m.message_type(), t);
+        assert_eq!(m.to_json(), json, "{t:?}");
+        assert_eq!(AuthMessage::from_json(m.to_json().as_bytes()).unwrap(), m);
     }
 }
 

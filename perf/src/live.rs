@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use messagebox::auth::{AuthMessage, ClientIdentity, ClientSession, MessageType};
+use messagebox::auth::{AuthMessage, ClientIdentity, ClientSession};
 use messagebox::live::authsocket::{decode_envelope, envelope, AppEvent, AUTH_EVENT};
 use messagebox::live::engineio::{self, Packet as EioPacket};
 use messagebox::live::socketio::{self, Packet as SioPacket};
@@ -110,13 +110,13 @@ fn classify(text: &str) -> Result<Inbound, OpError> {
 
 /// Opens a general message: verified (unless `verify` is off) and decoded.
 fn open_general(session: &ClientSession, msg: &AuthMessage, verify: bool) -> Result<AppEvent, OpError> {
-    if msg.message_type != MessageType::General {
-        return Err(OpError::protocol(format!("unexpected {:?} after the handshake", msg.message_type)));
-    }
+    let AuthMessage::General(general) = msg else {
+        return Err(OpError::protocol(format!("unexpected {:?} after the handshake", msg.message_type())));
+    };
     let payload = if verify {
         session.verify_general(msg).map_err(|e| OpError::auth(format!("socket message: {e}")))?
     } else {
-        msg.payload.clone().unwrap_or_default()
+        general.payload.clone().unwrap_or_default()
     };
     decode_envelope(&payload).ok_or_else(|| OpError::protocol("general message without an event envelope"))
 }

@@ -7,7 +7,7 @@
 
 use super::error::AuthError;
 use super::keys::{KeyDeriver, PrivateKey, PublicKey, SharedSecret, Signature};
-use super::message::{empty_certificate_set, AuthMessage, MessageType, AUTH_VERSION};
+use super::message::{empty_certificate_set, AuthMessage, General, InitialRequest, InitialResponse, AUTH_VERSION};
 use super::nonce::{b64_decode_lenient, b64_encode, create_nonce, random_bytes, random_nonce, verify_nonce};
 use super::payload::{
     self, client_request_headers, select_response_headers, split_target, RequestPayload, ResponsePayload,
@@ -42,29 +42,22 @@ impl ClientIdentity {
 
     /// Builds the `initialRequest` (requesting no certificates, as AuthFetch does by default).
     pub fn start_handshake(&self) -> (AuthMessage, PendingHandshake) {
-        self.start_handshake_with_nonce(create_nonce(&self.wallet))
+        self.start_handshake_with_nonce(create_nonce(&self.wallet, &mut rand::rng()))
     }
 
     /// [`Self::start_handshake`] with a given session nonce (reproducing recorded vectors).
     pub fn start_handshake_with_nonce(&self, nonce: String) -> (AuthMessage, PendingHandshake) {
-        let msg = AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::InitialRequest,
-            identity_key: self.identity_hex.clone(),
-            nonce: None,
+        let msg = InitialRequest {
+            identity_key: (*self.wallet.identity_key()).into(),
             initial_nonce: Some(nonce.clone()),
-            your_nonce: None,
-            certificates: None,
             requested_certificates: Some(empty_certificate_set()),
-            payload: None,
-            signature: None,
         };
-        (msg, PendingHandshake { client_nonce: nonce })
+        (msg.into(), PendingHandshake { client_nonce: nonce })
     }
 }
 
-/// A handshake awaiting its `initialResponse`.
-#[derive(Debug, Clone)]
+/// A handshake awaiting its `initialResponse`; [`Self::finish`] consumes it.
+#[derive(Debug)]
 pub struct PendingHandshake {
     client_nonce: String,
 }
@@ -77,15 +70,15 @@ impl PendingHandshake {
     /// Checks the `initialResponse` as `Peer.processInitialResponse` does: our nonce came
     /// back and verifies, and the signature over `dec(Nc ‖ Ns)` is the responder's.
     pub fn finish(self, me: &ClientIdentity, response: &AuthMessage) -> Result<ClientSession, AuthError> {
-        if response.message_type != MessageType::InitialResponse {
-            return Err(AuthError::UnexpectedMessageType(response.message_type));
-        }
+        let AuthMessage::InitialResponse(response) = response else {
+            return Err(AuthError::UnexpectedMessageType(response.message_type()));
+        };
         if response.your_nonce.as_deref() != Some(self.client_nonce.as_str()) {
             return Err(AuthError::Mismatch("yourNonce"));
         }
         verify_nonce(&me.wallet, &self.client_nonce).map_err(|_| AuthError::InvalidNonce("yourNonce"))?;
         let server_nonce = response.initial_nonce.clone().ok_or(AuthError::Missing("initialNonce"))?;
-        let server = PublicKey::parse_lenient(&response.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let server = *response.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
         let secret = me.wallet.root().shared_secret(&server);
         let data = b64_decode_lenient(&format!("{}{}", self.client_nonce, server_nonce))
             .map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
@@ -138,11 +131,12 @@ impl ClientSession {
             body = json.then(|| b"{}".to_vec());
         }
         let body = body.filter(|b| !b.is_empty());
-        let request_id = random_bytes::<32>();
+        let rng = &mut rand::rng();
+        let request_id = random_bytes::<32>(rng);
         let digest =
             RequestPayload { request_id: &request_id, method, path, query, headers: &signed, body: body.as_deref() }
                 .digest();
-        let nonce = random_nonce();
+        let nonce = random_nonce(rng);
         let sig = self.secret.sign_digest(me.wallet.root(), &auth_invoice(&nonce, &self.server_nonce), &digest)?;
         let mut out = signed;
         out.extend([
@@ -196,27 +190,23 @@ impl ClientSession {
 
     /// A signed `general` message (socket traffic) carrying `payload`.
     pub fn sign_general(&self, me: &ClientIdentity, payload: Vec<u8>) -> Result<AuthMessage, AuthError> {
-        let nonce = random_nonce();
+        let nonce = random_nonce(&mut rand::rng());
         let sig = self.secret.sign(me.wallet.root(), &auth_invoice(&nonce, &self.server_nonce), &payload)?;
-        Ok(AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::General,
+        Ok(General {
             identity_key: me.identity_hex.clone(),
             nonce: Some(nonce),
-            initial_nonce: None,
             your_nonce: Some(self.server_nonce.clone()),
-            certificates: None,
-            requested_certificates: None,
             payload: Some(payload),
             signature: Some(sig.to_der()),
-        })
+        }
+        .into())
     }
 
     /// Verifies a `general` message from the server; returns its payload.
     pub fn verify_general(&self, msg: &AuthMessage) -> Result<Vec<u8>, AuthError> {
-        if msg.message_type != MessageType::General {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
+        let AuthMessage::General(msg) = msg else {
+            return Err(AuthError::UnexpectedMessageType(msg.message_type()));
+        };
         if msg.your_nonce.as_deref() != Some(self.client_nonce.as_str()) {
             return Err(AuthError::SessionNotFound(msg.your_nonce.clone().unwrap_or_default()));
         }
@@ -235,32 +225,28 @@ impl ClientIdentity {
     /// `processInitialRequest` does: a fresh nonce `Nc`, a signature over `dec(Ns) ‖ dec(Nc)`
     /// with key id `"Ns Nc"` towards the server. Returns the `initialResponse` and the session.
     pub fn answer_server_handshake(&self, request: &AuthMessage) -> Result<(AuthMessage, ClientSession), AuthError> {
-        if request.message_type != MessageType::InitialRequest {
-            return Err(AuthError::UnexpectedMessageType(request.message_type));
-        }
+        let AuthMessage::InitialRequest(request) = request else {
+            return Err(AuthError::UnexpectedMessageType(request.message_type()));
+        };
         let server_nonce = match &request.initial_nonce {
             Some(n) if !n.is_empty() => n.clone(),
             _ => return Err(AuthError::MissingInitialFields),
         };
-        let server = PublicKey::parse_lenient(&request.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
-        let client_nonce = create_nonce(&self.wallet);
+        let server = *request.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
+        let client_nonce = create_nonce(&self.wallet, &mut rand::rng());
         let mut data = b64_decode_lenient(&server_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
         data.extend(b64_decode_lenient(&client_nonce).expect("our nonces are canonical base64"));
         let secret = self.wallet.root().shared_secret(&server);
         let sig = secret.sign(self.wallet.root(), &auth_invoice(&server_nonce, &client_nonce), &data)?;
-        let response = AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::InitialResponse,
-            identity_key: self.identity_hex.clone(),
-            nonce: None,
+        let response = InitialResponse {
+            identity_key: (*self.wallet.identity_key()).into(),
             initial_nonce: Some(client_nonce.clone()),
             your_nonce: Some(server_nonce.clone()),
             certificates: None,
             requested_certificates: Some(empty_certificate_set()),
-            payload: None,
             signature: Some(sig.to_der()),
         };
         let session = ClientSession { client_nonce, server_nonce, server_hex: server.to_hex(), server, secret };
-        Ok((response, session))
+        Ok((response.into(), session))
     }
 }

@@ -1,5 +1,6 @@
-//! Typed failures of BRC-103 processing. The texts keep the words of the TS SDK
-//! (`nonce`, `signature`, `session`, `auth version`) so logs and clients read the same.
+//! Typed failures of BRC-103 processing, and the one place they become HTTP answers. The
+//! texts keep the words of the TS SDK (`nonce`, `signature`, `session`, `auth version`) so
+//! logs and clients read the same.
 
 use super::keys::KeyError;
 use super::message::{MessageError, MessageType};
@@ -43,5 +44,70 @@ pub enum AuthError {
 impl From<SessionsFull> for AuthError {
     fn from(_: SessionsFull) -> Self {
         AuthError::SessionsFull
+    }
+}
+
+/// Which HTTP exchange an [`AuthError`] ends: the answers differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpExchange {
+    /// `POST /.well-known/auth`.
+    Handshake,
+    /// A signed business request.
+    Request,
+}
+
+/// The status and error code of the JSON error answer (its description is the error's text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpRejection {
+    pub status: u16,
+    pub code: &'static str,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u32>,
+}
+
+impl AuthError {
+    /// How the HTTP layer answers this failure. A request that does not verify is refused
+    /// with 401 whatever the reason, as the original middleware does; a handshake tells an
+    /// unauthentic message (401) from a malformed one (400) and a full session table (503).
+    pub fn http_rejection(&self, exchange: HttpExchange) -> HttpRejection {
+        const AUTH_FAILED: HttpRejection = HttpRejection { status: 401, code: "ERR_AUTH_FAILED", retry_after: None };
+        match (exchange, self) {
+            (HttpExchange::Request, _) => AUTH_FAILED,
+            (HttpExchange::Handshake, AuthError::SessionsFull) => {
+                HttpRejection { status: 503, code: "ERR_TOO_MANY_SESSIONS", retry_after: Some(5) }
+            }
+            (
+                HttpExchange::Handshake,
+                AuthError::SessionNotFound(_) | AuthError::InvalidSignature | AuthError::IdentityMismatch,
+            ) => AUTH_FAILED,
+            (HttpExchange::Handshake, _) => {
+                HttpRejection { status: 400, code: "ERR_INVALID_AUTH_MESSAGE", retry_after: None }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_rejections() {
+        use HttpExchange::{Handshake, Request};
+        let status = |e: AuthError, x| {
+            let r = e.http_rejection(x);
+            (r.status, r.code, r.retry_after)
+        };
+        assert_eq!(status(AuthError::SessionsFull, Handshake), (503, "ERR_TOO_MANY_SESSIONS", Some(5)));
+        for e in [AuthError::SessionNotFound("n".into()), AuthError::InvalidSignature, AuthError::IdentityMismatch] {
+            assert_eq!(status(e.clone(), Handshake), (401, "ERR_AUTH_FAILED", None));
+            assert_eq!(status(e, Request), (401, "ERR_AUTH_FAILED", None));
+        }
+        let malformed = AuthError::Message(MessageError::Malformed("x".into()));
+        for e in [AuthError::MissingInitialFields, AuthError::InvalidIdentityKey, AuthError::Replayed, malformed] {
+            assert_eq!(status(e.clone(), Handshake), (400, "ERR_INVALID_AUTH_MESSAGE", None));
+            assert_eq!(status(e, Request), (401, "ERR_AUTH_FAILED", None));
+        }
+        assert_eq!(status(AuthError::VersionHeader("0.2".into()), Request), (401, "ERR_AUTH_FAILED", None));
     }
 }

@@ -1,8 +1,15 @@
 //! Nonces of BRC-103: `createNonce`/`verifyNonce` exactly as `@bsv/sdk` 2.x does them, the
 //! plain random per-message nonces, and base64 as the SDK reads and writes it.
+//!
+//! Randomness is always handed in (`&mut impl RngCore`, or a shared [`RandomSource`]), so
+//! tests can be deterministic; production uses the OS-seeded thread generator ([`OsSeeded`]).
+
+use std::fmt;
+use std::sync::Mutex;
 
 use base64::Engine as _;
-use rand::RngCore;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 use super::keys::{Counterparty, KeyDeriver, KeyError, NONCE_PROTOCOL};
 
@@ -70,21 +77,52 @@ pub fn b64_decode_strict(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
-pub fn random_bytes<const N: usize>() -> [u8; N] {
+/// Randomness shared by every thread that signs (hence `&self`): the server's nonces.
+pub trait RandomSource: Send + Sync + fmt::Debug {
+    fn fill(&self, dest: &mut [u8]);
+}
+
+/// Production randomness: the thread-local generator, seeded from the OS (`rand::rng()`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsSeeded;
+
+impl RandomSource for OsSeeded {
+    fn fill(&self, dest: &mut [u8]) {
+        rand::rng().fill_bytes(dest);
+    }
+}
+
+/// Deterministic randomness for tests: one seeded generator behind a lock.
+#[derive(Debug)]
+pub struct SeededRandom(Mutex<StdRng>);
+
+impl SeededRandom {
+    pub fn new(seed: u64) -> Self {
+        SeededRandom(Mutex::new(StdRng::seed_from_u64(seed)))
+    }
+}
+
+impl RandomSource for SeededRandom {
+    fn fill(&self, dest: &mut [u8]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).fill_bytes(dest);
+    }
+}
+
+pub fn random_bytes<const N: usize>(rng: &mut impl RngCore) -> [u8; N] {
     let mut b = [0u8; N];
-    rand::rng().fill_bytes(&mut b);
+    rng.fill_bytes(&mut b);
     b
 }
 
 /// A per-message nonce: base64 of 32 random bytes (44 characters).
-pub fn random_nonce() -> String {
-    b64_encode(&random_bytes::<32>())
+pub fn random_nonce(rng: &mut impl RngCore) -> String {
+    b64_encode(&random_bytes::<32>(rng))
 }
 
 /// `createNonce(wallet, 'self')`: 16 random bytes followed by their HMAC under
 /// `[2,"server hmac"]` with the bytes (read as lossy UTF-8) as key id; base64, 64 chars.
-pub fn create_nonce(wallet: &KeyDeriver) -> String {
-    create_nonce_from(wallet, &random_bytes::<16>()).expect("a 16-byte key id is always a valid key id")
+pub fn create_nonce(wallet: &KeyDeriver, rng: &mut impl RngCore) -> String {
+    create_nonce_from(wallet, &random_bytes::<16>(rng)).expect("a 16-byte key id is always a valid key id")
 }
 
 /// `createNonce` with a given first half (test vectors).
@@ -142,7 +180,7 @@ mod tests {
     #[test]
     fn nonce_round_trip_and_tamper() {
         let w = KeyDeriver::new(PrivateKey::random());
-        let n = create_nonce(&w);
+        let n = create_nonce(&w, &mut rand::rng());
         assert_eq!(n.len(), 64);
         assert!(!n.contains('='));
         verify_nonce(&w, &n).unwrap();
@@ -153,5 +191,22 @@ mod tests {
         assert_eq!(verify_nonce(&w, &b64_encode(&bytes)), Err(NonceError::InvalidHmac));
         assert_eq!(verify_nonce(&w, "AAAA"), Err(NonceError::TooShort));
         assert!(matches!(verify_nonce(&w, "!!!"), Err(NonceError::Base64(_))));
+    }
+
+    #[test]
+    fn injected_randomness_makes_nonces_deterministic() {
+        let w = KeyDeriver::new(PrivateKey::from_bytes(&[5; 32]).unwrap());
+        let mut a = StdRng::seed_from_u64(9);
+        let mut b = StdRng::seed_from_u64(9);
+        let (na, nb) = (create_nonce(&w, &mut a), create_nonce(&w, &mut b));
+        assert_eq!(na, nb);
+        verify_nonce(&w, &na).unwrap();
+        assert_eq!(random_nonce(&mut a), random_nonce(&mut b));
+        assert_ne!(create_nonce(&w, &mut a), na, "the generator moves on");
+        let (sa, sb) = (SeededRandom::new(3), SeededRandom::new(3));
+        let (mut x, mut y) = ([0u8; 16], [0u8; 16]);
+        sa.fill(&mut x);
+        sb.fill(&mut y);
+        assert_eq!(x, y);
     }
 }

@@ -1,13 +1,18 @@
 //! The responder side of BRC-103/104: answers handshakes, verifies signed HTTP requests and
 //! socket messages against the session they name, and signs responses. Pure computation:
-//! no I/O, so the HTTP and socket layers of every core share one [`ServerAuth`].
+//! no I/O, so the HTTP and socket layers of every core share one [`ServerAuth`]. Its clock
+//! (through the [`SessionManager`]) and the randomness of its nonces are injected
+//! ([`ServerAuth::from_parts`]); [`ServerAuth::new`] uses the system clock and the OS-seeded RNG.
 
 use std::sync::Arc;
 
 use super::error::AuthError;
 use super::keys::{KeyDeriver, PrivateKey, PublicKey, Signature};
-use super::message::{empty_certificate_set, requests_certificates, AuthMessage, MessageType, AUTH_VERSION};
-use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce, random_nonce};
+use super::message::{
+    empty_certificate_set, requests_certificates, AuthMessage, CertificateRequest, CertificateResponse, General,
+    InitialRequest, InitialResponse, AUTH_VERSION,
+};
+use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce_from, OsSeeded, RandomSource};
 use super::payload::{RequestPayload, ResponsePayload};
 use super::session::{NonceRecord, Session, SessionConfig, SessionManager};
 
@@ -74,11 +79,29 @@ pub struct IncomingRequest<'a> {
     pub body: &'a [u8],
 }
 
-/// A request whose signature checked out: who sent it, on which session.
+/// A request whose signature checked out: who sent it, on which session. Only
+/// [`ServerAuth::verify_request`] makes one.
+///
+/// ```compile_fail,E0451
+/// # use messagebox::auth::VerifiedRequest;
+/// # let session = todo!();
+/// let forged = VerifiedRequest { session, request_id: [0; 32] };
+/// ```
 #[derive(Debug, Clone)]
 pub struct VerifiedRequest {
-    pub session: Arc<Session>,
-    pub request_id: [u8; 32],
+    session: Arc<Session>,
+    request_id: [u8; 32],
+}
+
+impl VerifiedRequest {
+    /// The session the request was signed on (its `peer_hex` is the sender).
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    pub fn request_id(&self) -> &[u8; 32] {
+        &self.request_id
+    }
 }
 
 /// The `x-bsv-auth-*` headers of a signed response.
@@ -115,11 +138,12 @@ pub enum HandshakeReply {
     Acknowledged,
 }
 
-/// The server's identity and its session table.
+/// The server's identity, its session table and the randomness of its nonces.
 pub struct ServerAuth {
     wallet: KeyDeriver,
     identity_hex: String,
     sessions: SessionManager,
+    random: Box<dyn RandomSource>,
 }
 
 impl std::fmt::Debug for ServerAuth {
@@ -129,10 +153,32 @@ impl std::fmt::Debug for ServerAuth {
 }
 
 impl ServerAuth {
+    /// A server on the system clock and OS-seeded randomness.
     pub fn new(key: PrivateKey, config: SessionConfig) -> Self {
+        Self::from_parts(key, SessionManager::new(config), OsSeeded)
+    }
+
+    /// A server with a given session table (and so clock) and randomness (tests).
+    pub fn from_parts(key: PrivateKey, sessions: SessionManager, random: impl RandomSource + 'static) -> Self {
         let wallet = KeyDeriver::new(key);
         let identity_hex = wallet.identity_key().to_hex();
-        ServerAuth { wallet, identity_hex, sessions: SessionManager::new(config) }
+        ServerAuth { wallet, identity_hex, sessions, random: Box::new(random) }
+    }
+
+    fn random<const N: usize>(&self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.random.fill(&mut b);
+        b
+    }
+
+    /// A session nonce (`createNonce`).
+    fn session_nonce(&self) -> String {
+        create_nonce_from(&self.wallet, &self.random::<16>()).expect("a 16-byte key id is always a valid key id")
+    }
+
+    /// A per-message nonce: base64 of 32 random bytes.
+    fn message_nonce(&self) -> String {
+        b64_encode(&self.random::<32>())
     }
 
     pub fn identity_key(&self) -> &PublicKey {
@@ -153,21 +199,21 @@ impl ServerAuth {
 
     /// Dispatches a message POSTed to `/.well-known/auth` (or a socket's non-general message).
     pub fn handle_handshake_message(&self, msg: &AuthMessage) -> Result<HandshakeReply, AuthError> {
-        match msg.message_type {
-            MessageType::InitialRequest => Ok(HandshakeReply::Message(Box::new(self.initial_response(msg)?.0))),
-            MessageType::CertificateRequest => Ok(HandshakeReply::Message(Box::new(self.certificate_response(msg)?))),
-            MessageType::CertificateResponse => {
-                self.verify_certificate_response(msg)?;
+        match msg {
+            AuthMessage::InitialRequest(_) => Ok(HandshakeReply::Message(Box::new(self.initial_response(msg)?.0))),
+            AuthMessage::CertificateRequest(m) => Ok(HandshakeReply::Message(Box::new(self.certificate_response(m)?))),
+            AuthMessage::CertificateResponse(m) => {
+                self.verify_certificate_response(m)?;
                 Ok(HandshakeReply::Acknowledged)
             }
-            other => Err(AuthError::UnexpectedMessageType(other)),
+            other => Err(AuthError::UnexpectedMessageType(other.message_type())),
         }
     }
 
     /// `initialRequest` → `initialResponse`: mints our session nonce, stores the session and
     /// signs `dec(Nc) ‖ dec(Ns)` with key id `"Nc Ns"` towards the client's key.
     pub fn initial_response(&self, msg: &AuthMessage) -> Result<(AuthMessage, Arc<Session>), AuthError> {
-        self.initial_response_with_nonce(msg, create_nonce(&self.wallet))
+        self.initial_response_with_nonce(msg, self.session_nonce())
     }
 
     /// [`Self::initial_response`] with a given session nonce (reproducing recorded vectors).
@@ -176,9 +222,17 @@ impl ServerAuth {
         msg: &AuthMessage,
         server_nonce: String,
     ) -> Result<(AuthMessage, Arc<Session>), AuthError> {
-        if msg.message_type != MessageType::InitialRequest {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
+        let AuthMessage::InitialRequest(request) = msg else {
+            return Err(AuthError::UnexpectedMessageType(msg.message_type()));
+        };
+        self.answer_initial_request(request, server_nonce)
+    }
+
+    fn answer_initial_request(
+        &self,
+        msg: &InitialRequest,
+        server_nonce: String,
+    ) -> Result<(AuthMessage, Arc<Session>), AuthError> {
         let client_nonce = match &msg.initial_nonce {
             Some(n) if !n.is_empty() => n,
             _ => return Err(AuthError::MissingInitialFields),
@@ -186,7 +240,7 @@ impl ServerAuth {
         check_peer_nonce(client_nonce, "initialNonce")?;
         let client_nonce_bytes =
             b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
-        let client = PublicKey::parse_lenient(&msg.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let client = *msg.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
 
         let secret = self.wallet.root().shared_secret(&client);
         let mut data = client_nonce_bytes;
@@ -195,19 +249,15 @@ impl ServerAuth {
 
         let session = self.sessions.insert(Session::new(server_nonce.clone(), client_nonce.clone(), client, secret))?;
         let certificates = requests_certificates(msg.requested_certificates.as_ref()).then(Vec::new);
-        let response = AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::InitialResponse,
-            identity_key: self.identity_hex.clone(),
-            nonce: None,
+        let response = InitialResponse {
+            identity_key: (*self.identity_key()).into(),
             initial_nonce: Some(server_nonce),
             your_nonce: Some(client_nonce.clone()),
             certificates,
             requested_certificates: Some(empty_certificate_set()),
-            payload: None,
             signature: Some(signature.to_der()),
         };
-        Ok((response, session))
+        Ok((response.into(), session))
     }
 
     /// The session a non-initial message names in `yourNonce`, bound to its sender.
@@ -238,35 +288,32 @@ impl ServerAuth {
 
     /// Signs `data` towards the session's peer with a fresh message nonce; returns (nonce, DER).
     fn sign_for(&self, session: &Session, data: &[u8]) -> Result<(String, Vec<u8>), AuthError> {
-        let nonce = random_nonce();
+        let nonce = self.message_nonce();
         let sig = session.secret.sign(self.wallet.root(), &auth_invoice(&nonce, &session.client_nonce), data)?;
         Ok((nonce, sig.to_der()))
     }
 
     /// A `certificateRequest`: verified, answered with a signed `certificateResponse`
     /// carrying no certificates (this server holds none).
-    pub fn certificate_response(&self, msg: &AuthMessage) -> Result<AuthMessage, AuthError> {
+    pub fn certificate_response(&self, msg: &CertificateRequest) -> Result<AuthMessage, AuthError> {
         let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
-        let requested = msg.requested_certificates.clone().unwrap_or(serde_json::Value::Null);
-        let signed = serde_json::to_vec(&requested).expect("JSON value serialises");
+        // An absent set is signed as `null`, as `JSON.stringify(undefined ?? null)`.
+        let signed = serde_json::to_vec(&msg.requested_certificates).expect("JSON value serialises");
         self.verify_signed(&session, msg.nonce.as_deref(), &signed, msg.signature.as_deref())?;
         self.sessions.touch(&session);
         let (nonce, signature) = self.sign_for(&session, b"[]")?;
-        Ok(AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::CertificateResponse,
+        Ok(CertificateResponse {
             identity_key: self.identity_hex.clone(),
             nonce: Some(nonce),
             initial_nonce: Some(session.server_nonce.clone()),
             your_nonce: Some(session.client_nonce.clone()),
             certificates: Some(Vec::new()),
-            requested_certificates: None,
-            payload: None,
             signature: Some(signature),
-        })
+        }
+        .into())
     }
 
-    fn verify_certificate_response(&self, msg: &AuthMessage) -> Result<(), AuthError> {
+    fn verify_certificate_response(&self, msg: &CertificateResponse) -> Result<(), AuthError> {
         let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
         let certs = serde_json::to_vec(&msg.certificates).expect("JSON value serialises");
         self.verify_signed(&session, msg.nonce.as_deref(), &certs, msg.signature.as_deref())?;
@@ -336,7 +383,7 @@ impl ServerAuth {
         body: &[u8],
     ) -> Result<ResponseAuthHeaders, AuthError> {
         let payload = ResponsePayload { request_id, status, headers: signed_headers, body };
-        let nonce = random_nonce();
+        let nonce = self.message_nonce();
         let invoice = auth_invoice(&nonce, &session.client_nonce);
         let signature = session.secret.sign_digest(self.wallet.root(), &invoice, &payload.digest())?;
         Ok(ResponseAuthHeaders {
@@ -349,13 +396,11 @@ impl ServerAuth {
         })
     }
 
-    /// Verifies a socket `general` message; returns its session and payload.
-    pub fn verify_general(&self, msg: &AuthMessage) -> Result<(Arc<Session>, Vec<u8>), AuthError> {
-        if msg.message_type != MessageType::General {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
+    /// Verifies a socket `general` message; returns its session and payload (moved out of
+    /// the message, which is consumed).
+    pub fn verify_general(&self, msg: General) -> Result<(Arc<Session>, Vec<u8>), AuthError> {
         let session = self.session_of(msg.your_nonce.as_deref(), &msg.identity_key)?;
-        let payload = msg.payload.clone().unwrap_or_default();
+        let payload = msg.payload.unwrap_or_default();
         self.verify_signed(&session, msg.nonce.as_deref(), &payload, msg.signature.as_deref())?;
         let nonce = msg.nonce.as_deref().unwrap_or_default();
         match self.sessions.record_request(&session, nonce) {
@@ -367,18 +412,14 @@ impl ServerAuth {
     /// A signed `general` message carrying `payload` to the session's peer.
     pub fn sign_general(&self, session: &Session, payload: Vec<u8>) -> Result<AuthMessage, AuthError> {
         let (nonce, signature) = self.sign_for(session, &payload)?;
-        Ok(AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::General,
+        Ok(General {
             identity_key: self.identity_hex.clone(),
             nonce: Some(nonce),
-            initial_nonce: None,
             your_nonce: Some(session.client_nonce.clone()),
-            certificates: None,
-            requested_certificates: None,
             payload: Some(payload),
             signature: Some(signature),
-        })
+        }
+        .into())
     }
 }
 
@@ -395,8 +436,19 @@ fn verify_digest(session: &Session, invoice: &[u8], digest: &[u8; 32], sig: &Sig
 // starts a handshake towards any socket without a session when it has something to send; the
 // live channel uses these primitives to learn the identity of silent reconnected sockets.
 
-/// A handshake this server started, waiting for the client's `initialResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A handshake this server started, waiting for the client's `initialResponse`. Not `Clone`:
+/// [`ServerAuth::finish_server_handshake`] consumes it, so each is answered at most once.
+///
+/// ```compile_fail,E0382
+/// # use messagebox::auth::{AuthMessage, ClientIdentity, PrivateKey, ServerAuth, SessionConfig};
+/// # let server = ServerAuth::new(PrivateKey::random(), SessionConfig::default());
+/// let (request, pending) = server.start_server_handshake();
+/// let (response, _) = ClientIdentity::random().answer_server_handshake(&request).unwrap();
+/// let AuthMessage::InitialResponse(response) = response else { unreachable!() };
+/// let _ = server.finish_server_handshake(pending, &response);
+/// let _ = server.finish_server_handshake(pending, &response); // used up
+/// ```
+#[derive(Debug, PartialEq, Eq)]
 pub struct ServerHandshake {
     server_nonce: String,
 }
@@ -411,40 +463,30 @@ impl ServerHandshake {
 impl ServerAuth {
     /// The server's `initialRequest`, carrying a fresh `createNonce` session nonce `Ns`.
     pub fn start_server_handshake(&self) -> (AuthMessage, ServerHandshake) {
-        let server_nonce = create_nonce(&self.wallet);
-        let msg = AuthMessage {
-            version: AUTH_VERSION.into(),
-            message_type: MessageType::InitialRequest,
-            identity_key: self.identity_hex.clone(),
-            nonce: None,
+        let server_nonce = self.session_nonce();
+        let msg = InitialRequest {
+            identity_key: (*self.identity_key()).into(),
             initial_nonce: Some(server_nonce.clone()),
-            your_nonce: None,
-            certificates: None,
             requested_certificates: Some(empty_certificate_set()),
-            payload: None,
-            signature: None,
         };
-        (msg, ServerHandshake { server_nonce })
+        (msg.into(), ServerHandshake { server_nonce })
     }
 
     /// Checks the client's `initialResponse` to [`Self::start_server_handshake`] as the SDK
     /// Peer's `processInitialResponse` does (our nonce echoed; a signature over
     /// `dec(Ns) ‖ dec(Nc)`, key id `"Ns Nc"`, by `msg.identityKey`) and stores the session keyed
-    /// by `Ns` with client nonce `Nc`.
+    /// by `Ns` with client nonce `Nc`. The handshake is used up whatever the outcome.
     pub fn finish_server_handshake(
         &self,
-        pending: &ServerHandshake,
-        msg: &AuthMessage,
+        pending: ServerHandshake,
+        msg: &InitialResponse,
     ) -> Result<Arc<Session>, AuthError> {
-        if msg.message_type != MessageType::InitialResponse {
-            return Err(AuthError::UnexpectedMessageType(msg.message_type));
-        }
         if msg.your_nonce.as_deref() != Some(pending.server_nonce.as_str()) {
             return Err(AuthError::Mismatch("yourNonce"));
         }
         let client_nonce = msg.initial_nonce.as_deref().ok_or(AuthError::Missing("initialNonce"))?;
         check_peer_nonce(client_nonce, "initialNonce")?;
-        let client = PublicKey::parse_lenient(&msg.identity_key).map_err(|_| AuthError::InvalidIdentityKey)?;
+        let client = *msg.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
         let mut data = b64_decode_strict(&pending.server_nonce).expect("our nonces are canonical base64");
         data.extend(b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?);
         let sig = msg.signature.as_deref().and_then(Signature::from_der).ok_or(AuthError::InvalidSignature)?;
@@ -452,7 +494,74 @@ impl ServerAuth {
         if !secret.verify(&client, &auth_invoice(&pending.server_nonce, client_nonce), &data, &sig) {
             return Err(AuthError::InvalidSignature);
         }
-        let session = Session::new(pending.server_nonce.clone(), client_nonce.to_string(), client, secret);
+        let session = Session::new(pending.server_nonce, client_nonce.to_string(), client, secret);
         Ok(self.sessions.insert(session)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::auth::client::ClientIdentity;
+    use crate::auth::nonce::SeededRandom;
+    use crate::auth::session::ManualClock;
+
+    fn seeded_server(seed: u64) -> ServerAuth {
+        let key = PrivateKey::from_bytes(&[7; 32]).unwrap();
+        ServerAuth::from_parts(key, SessionManager::new(SessionConfig::default()), SeededRandom::new(seed))
+    }
+
+    #[test]
+    fn injected_randomness_makes_the_server_deterministic() {
+        let (a, b) = (seeded_server(1), seeded_server(1));
+        let client = ClientIdentity::random();
+        let (init, pending) = client.start_handshake();
+        let (ra, sa) = a.initial_response(&init).unwrap();
+        let (rb, sb) = b.initial_response(&init).unwrap();
+        assert_eq!(ra.to_json(), rb.to_json());
+        assert_eq!(sa.server_nonce, sb.server_nonce);
+        pending.finish(&client, &ra).unwrap();
+        let rid = [1u8; 32];
+        assert_eq!(
+            a.sign_response(&sa, &rid, 200, &[], b"{}").unwrap(),
+            b.sign_response(&sb, &rid, 200, &[], b"{}").unwrap()
+        );
+        assert_eq!(a.start_server_handshake().1, b.start_server_handshake().1);
+        assert_ne!(seeded_server(2).start_server_handshake().1, seeded_server(1).start_server_handshake().1);
+    }
+
+    #[test]
+    fn sessions_expire_on_the_injected_clock() {
+        let clock = Arc::new(ManualClock::new());
+        let config = SessionConfig { idle_ttl: Duration::from_secs(60), ..SessionConfig::default() };
+        let server =
+            ServerAuth::from_parts(PrivateKey::random(), SessionManager::with_clock(config, clock.clone()), OsSeeded);
+        let client = ClientIdentity::random();
+        let (init, pending) = client.start_handshake();
+        let (resp, _) = server.initial_response(&init).unwrap();
+        let session = pending.finish(&client, &resp).unwrap();
+        let general = |payload: &[u8]| match session.sign_general(&client, payload.to_vec()).unwrap() {
+            AuthMessage::General(g) => g,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(server.verify_general(general(b"1")).unwrap().1, b"1");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(server.verify_general(general(b"2")).unwrap().1, b"2");
+        clock.advance(Duration::from_secs(61));
+        assert!(matches!(server.verify_general(general(b"3")), Err(AuthError::SessionNotFound(_))));
+    }
+
+    #[test]
+    fn a_server_handshake_is_finished_at_most_once() {
+        let server = seeded_server(3);
+        let client = ClientIdentity::random();
+        let (request, pending) = server.start_server_handshake();
+        let (response, _) = client.answer_server_handshake(&request).unwrap();
+        let AuthMessage::InitialResponse(response) = response else { panic!("{response:?}") };
+        let session = server.finish_server_handshake(pending, &response).unwrap();
+        assert_eq!(session.peer_hex, client.identity_hex());
+        // `pending` has moved: a second `finish_server_handshake(pending, …)` does not compile.
     }
 }

@@ -9,9 +9,13 @@
 //! seen its maximum number of requests it is retired (the client gets 401 and re-handshakes,
 //! which every SDK client does by itself), so memory per session stays bounded without ever
 //! forgetting a nonce of a live session.
+//!
+//! The table reads time only through an injected [`Clock`] ([`SystemClock`] in production,
+//! [`ManualClock`] in tests, which advance it instead of sleeping).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,64 @@ use std::time::{Duration, Instant};
 use super::keys::{PublicKey, SharedSecret};
 
 const SHARDS: usize = 64;
+
+/// The time source of the session table: milliseconds on a monotonic scale whose origin is
+/// the clock's own (only differences are used).
+pub trait Clock: Send + Sync + fmt::Debug {
+    fn now_ms(&self) -> u64;
+}
+
+/// The monotonic system clock, counting from its creation.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock {
+    epoch: Instant,
+}
+
+impl SystemClock {
+    pub fn new() -> Self {
+        SystemClock { epoch: Instant::now() }
+    }
+}
+
+impl Default for SystemClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// A clock that moves only when told to; share it (`Arc`) between a test and the table.
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    ms: AtomicU64,
+}
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.ms.fetch_add(by.as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.ms.load(Ordering::Relaxed)
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -102,7 +164,7 @@ type Shard = Mutex<HashMap<String, Arc<Session>>>;
 pub struct SessionManager {
     shards: Box<[Shard]>,
     hasher: RandomState,
-    epoch: Instant,
+    clock: Box<dyn Clock>,
     count: AtomicUsize,
     config: SessionConfig,
 }
@@ -114,11 +176,16 @@ impl std::fmt::Debug for SessionManager {
 }
 
 impl SessionManager {
+    /// A table on the system clock.
     pub fn new(config: SessionConfig) -> Self {
+        Self::with_clock(config, SystemClock::new())
+    }
+
+    pub fn with_clock(config: SessionConfig, clock: impl Clock + 'static) -> Self {
         SessionManager {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
-            epoch: Instant::now(),
+            clock: Box::new(clock),
             count: AtomicUsize::new(0),
             config,
         }
@@ -129,7 +196,7 @@ impl SessionManager {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.now_ms()
     }
 
     fn shard(&self, nonce: &str) -> &Shard {
@@ -244,21 +311,28 @@ mod tests {
         Session::new(n.into(), "c".into(), k.public_key(), k.shared_secret(&k.public_key()))
     }
 
+    fn manual(config: SessionConfig) -> (SessionManager, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new());
+        (SessionManager::with_clock(config, clock.clone()), clock)
+    }
+
     #[test]
     fn insert_get_expire() {
         let short = Duration::from_millis(300);
-        let m = SessionManager::new(SessionConfig { idle_ttl: short, unused_ttl: short, ..Default::default() });
+        let (m, clock) = manual(SessionConfig { idle_ttl: short, unused_ttl: short, ..Default::default() });
         m.insert(session("a")).unwrap();
         assert!(m.get("a").is_some());
         assert!(m.get("b").is_none());
-        std::thread::sleep(Duration::from_millis(700));
+        clock.advance(short);
+        assert!(m.get("a").is_some(), "expiry is strictly after the TTL");
+        clock.advance(Duration::from_millis(1));
         assert!(m.get("a").is_none());
         assert_eq!(m.len(), 0);
     }
 
     #[test]
     fn capacity_is_enforced_after_sweeping() {
-        let m = SessionManager::new(SessionConfig {
+        let (m, clock) = manual(SessionConfig {
             max_sessions: 2,
             idle_ttl: Duration::from_millis(300),
             unused_ttl: Duration::from_millis(300),
@@ -267,14 +341,14 @@ mod tests {
         m.insert(session("a")).unwrap();
         m.insert(session("b")).unwrap();
         assert_eq!(m.insert(session("c")).unwrap_err(), SessionsFull);
-        std::thread::sleep(Duration::from_millis(700));
+        clock.advance(Duration::from_millis(700));
         m.insert(session("c")).unwrap();
         assert_eq!(m.len(), 1);
     }
 
     #[test]
     fn unused_sessions_expire_first() {
-        let m = SessionManager::new(SessionConfig {
+        let (m, clock) = manual(SessionConfig {
             idle_ttl: Duration::from_secs(60),
             unused_ttl: Duration::from_millis(300),
             ..Default::default()
@@ -282,14 +356,29 @@ mod tests {
         let used = m.insert(session("used")).unwrap();
         m.insert(session("bare")).unwrap();
         assert_eq!(m.record_request(&used, "n"), NonceRecord::Fresh);
-        std::thread::sleep(Duration::from_millis(700));
+        clock.advance(Duration::from_millis(700));
         assert!(m.get("bare").is_none(), "a session never used is gone after unused_ttl");
         assert!(m.get("used").is_some(), "a used one lives for idle_ttl");
     }
 
     #[test]
+    fn use_restarts_the_idle_ttl() {
+        let ttl = Duration::from_secs(60);
+        let (m, clock) = manual(SessionConfig { idle_ttl: ttl, ..Default::default() });
+        let s = m.insert(session("a")).unwrap();
+        assert_eq!(m.record_request(&s, "n1"), NonceRecord::Fresh);
+        clock.advance(Duration::from_secs(50));
+        m.touch(&s);
+        clock.advance(Duration::from_secs(50));
+        assert!(m.get("a").is_some(), "touched 50 s ago");
+        clock.advance(Duration::from_secs(11));
+        assert!(m.get("a").is_none());
+        assert_eq!(m.sweep(), 0);
+    }
+
+    #[test]
     fn replay_and_retirement() {
-        let m = SessionManager::new(SessionConfig { max_requests_per_session: 3, ..Default::default() });
+        let (m, _) = manual(SessionConfig { max_requests_per_session: 3, ..Default::default() });
         let s = m.insert(session("a")).unwrap();
         assert_eq!(m.record_request(&s, "n1"), NonceRecord::Fresh);
         assert_eq!(m.record_request(&s, "n1"), NonceRecord::Replayed);

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::api::{self, Api, ApiError, Call, Query, Reply, Route};
 use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
-use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, IncomingRequest, ServerAuth};
+use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, HttpExchange, IncomingRequest, ServerAuth};
 use crate::domain::IdentityKey;
 use crate::live::driver::LiveCore;
 
@@ -99,8 +99,14 @@ fn unauthenticated() -> Response<Body> {
     json_response(401, &json!({"status": "error", "code": "UNAUTHORIZED", "message": "Mutual-authentication failed!"}))
 }
 
-fn auth_failed(e: &AuthError) -> Response<Body> {
-    error_response(401, "ERR_AUTH_FAILED", &e.to_string())
+/// The JSON error answer to a failed handshake or request verification.
+fn auth_error_response(e: &AuthError, exchange: HttpExchange) -> Response<Body> {
+    let rejection = e.http_rejection(exchange);
+    let mut r = error_response(rejection.status, rejection.code, &e.to_string());
+    if let Some(secs) = rejection.retry_after {
+        r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
 }
 
 enum BodyError {
@@ -297,44 +303,21 @@ async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
     };
     let msg = match AuthMessage::from_json(&body) {
         Ok(m) => m,
-        Err(e) => return error_response(400, "ERR_INVALID_AUTH_MESSAGE", &e.to_string()),
+        Err(e) => return auth_error_response(&AuthError::from(e), HttpExchange::Handshake),
     };
     match app.auth.handle_handshake_message(&msg) {
         Ok(HandshakeReply::Message(reply)) => {
             let mut r = response(200, JSON, reply.to_json());
             let h = r.headers_mut();
-            let mut set = |k: &'static str, v: &str| {
-                if let Ok(v) = HeaderValue::from_str(v) {
+            for (k, v) in reply.handshake_headers() {
+                if let Ok(v) = HeaderValue::from_str(&v) {
                     h.insert(HeaderName::from_static(k), v);
                 }
-            };
-            set(payload::H_VERSION, &reply.version);
-            set(payload::H_MESSAGE_TYPE, reply.message_type.as_str());
-            set(payload::H_IDENTITY_KEY, &reply.identity_key);
-            if let Some(n) = &reply.nonce {
-                set(payload::H_NONCE, n);
-            }
-            if let Some(n) = &reply.your_nonce {
-                set(payload::H_YOUR_NONCE, n);
-            }
-            if let Some(s) = &reply.signature {
-                set(payload::H_SIGNATURE, &hex::encode(s));
-            }
-            if let Some(c) = &reply.requested_certificates {
-                set(payload::H_REQUESTED_CERTIFICATES, &c.to_string());
             }
             r
         }
         Ok(HandshakeReply::Acknowledged) => json_response(200, &json!({"status": "success"})),
-        Err(AuthError::SessionsFull) => {
-            let mut r = error_response(503, "ERR_TOO_MANY_SESSIONS", &AuthError::SessionsFull.to_string());
-            r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
-            r
-        }
-        Err(e @ (AuthError::SessionNotFound(_) | AuthError::InvalidSignature | AuthError::IdentityMismatch)) => {
-            auth_failed(&e)
-        }
-        Err(e) => error_response(400, "ERR_INVALID_AUTH_MESSAGE", &e.to_string()),
+        Err(e) => auth_error_response(&e, HttpExchange::Handshake),
     }
 }
 
@@ -380,7 +363,7 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, path, "request authentication failed");
-            return auth_failed(&e);
+            return auth_error_response(&e, HttpExchange::Request);
         }
     };
     let reply = match Route::find(parts.method.as_str(), path, &app.routing_prefix) {
@@ -389,7 +372,7 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
             Err(e) => Reply::from(e),
             Ok(json_body) => {
                 // The session's key is canonical already (`PublicKey::to_hex`).
-                let identity = IdentityKey::from_canonical(&verified.session.peer_hex);
+                let identity = IdentityKey::from_canonical(&verified.session().peer_hex);
                 let call =
                     Call { identity: &identity, query: Query::parse(parts.uri.query().unwrap_or("")), body: json_body };
                 api::handle(&app.api, route, call).await
@@ -398,7 +381,7 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
     };
     let mut r = signed(app, &verified, reply);
     if app.observability.access_log || tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
-        r.extensions_mut().insert(AccessIdentity(verified.session.peer_hex.clone()));
+        r.extensions_mut().insert(AccessIdentity(verified.session().peer_hex.clone()));
     }
     r
 }
@@ -419,7 +402,7 @@ fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
 fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> Response<Body> {
     // Never an empty signed body: the TS client would rebuild it differently and hang.
     let body = if reply.body.is_empty() { b"{}".to_vec() } else { reply.body };
-    let auth = match app.auth.sign_response(&verified.session, &verified.request_id, reply.status, &[], &body) {
+    let auth = match app.auth.sign_response(verified.session(), verified.request_id(), reply.status, &[], &body) {
         Ok(a) => a,
         Err(e) => {
             tracing::error!(error = %e, "signing a response failed");

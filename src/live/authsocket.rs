@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::auth::message::{AuthMessage, MessageError, MessageType};
+use crate::auth::message::{AuthMessage, MessageError};
 use crate::auth::server::ServerHandshake;
 use crate::auth::{AuthError, PublicKey, ServerAuth, Session};
 
@@ -124,29 +124,28 @@ impl AuthTunnel {
     /// Handles the argument of one inbound `authMessage` event (its JSON text).
     pub fn handle(&mut self, json: &str) -> Result<Inbound, TunnelError> {
         let msg = AuthMessage::from_json(json.as_bytes())?;
-        match msg.message_type {
-            MessageType::InitialRequest => {
-                self.check_identity(&msg.identity_key)?;
+        match msg {
+            AuthMessage::InitialRequest(ref request) => {
+                self.check_identity(request.identity_key.key())?;
                 let (reply, session) = self.auth.initial_response(&msg)?;
                 self.out.push_back(reply.to_json());
                 self.adopt(session);
                 Ok(Inbound::Handshake)
             }
-            MessageType::InitialResponse => {
+            AuthMessage::InitialResponse(response) => {
                 let pending = self.pending.as_ref().ok_or(TunnelError::NoHandshakePending)?;
-                if msg.your_nonce.as_deref() != Some(pending.server_nonce()) {
+                if response.your_nonce.as_deref() != Some(pending.server_nonce()) {
                     return Err(TunnelError::NoHandshakePending);
                 }
-                self.check_identity(&msg.identity_key)?;
-                let result = self.auth.finish_server_handshake(pending, &msg);
+                self.check_identity(response.identity_key.key())?;
                 // One answer per request: a bad one uses the nonce up as well.
-                self.pending = None;
-                self.adopt(result?);
+                let pending = self.pending.take().ok_or(TunnelError::NoHandshakePending)?;
+                self.adopt(self.auth.finish_server_handshake(pending, &response)?);
                 self.server_handshakes = 0;
                 Ok(Inbound::Handshake)
             }
-            MessageType::General => {
-                let (session, payload) = match self.auth.verify_general(&msg) {
+            AuthMessage::General(general) => {
+                let (session, payload) = match self.auth.verify_general(general) {
                     Ok(v) => v,
                     Err(e) => {
                         if matches!(e, AuthError::SessionNotFound(_)) {
@@ -157,7 +156,7 @@ impl AuthTunnel {
                         return Err(e.into());
                     }
                 };
-                self.check_identity(&session.peer_hex)?;
+                self.check_identity(Some(&session.peer))?;
                 if self.auth.sessions().get(&session.server_nonce).is_none() {
                     // This message used up the session's request budget (it is retired) and
                     // the client cannot tell: offer a new session before its next message.
@@ -166,7 +165,7 @@ impl AuthTunnel {
                 self.adopt(session);
                 Ok(decode_envelope(&payload).map_or(Inbound::NotAnEvent, Inbound::Event))
             }
-            MessageType::CertificateRequest | MessageType::CertificateResponse => {
+            AuthMessage::CertificateRequest(_) | AuthMessage::CertificateResponse(_) => {
                 // MessageBox never asks for certificates; answer as the SDK Peer would.
                 if let crate::auth::HandshakeReply::Message(reply) = self.auth.handle_handshake_message(&msg)? {
                     self.out.push_back(reply.to_json());
@@ -176,13 +175,14 @@ impl AuthTunnel {
         }
     }
 
-    fn check_identity(&self, claimed: &str) -> Result<(), TunnelError> {
-        let Some(bound) = &self.identity else { return Ok(()) };
-        match PublicKey::parse_lenient(claimed) {
-            Ok(k) if k == *bound => Ok(()),
-            Ok(k) => Err(TunnelError::IdentityConflict { bound: bound.to_hex(), offered: k.to_hex() }),
-            // An unreadable key is refused by the verification that follows.
-            Err(_) => Ok(()),
+    /// Refuses a key other than the connection's identity. An unreadable key passes here and
+    /// is refused by the verification that follows.
+    fn check_identity(&self, offered: Option<&PublicKey>) -> Result<(), TunnelError> {
+        match (&self.identity, offered) {
+            (Some(bound), Some(k)) if k != bound => {
+                Err(TunnelError::IdentityConflict { bound: bound.to_hex(), offered: k.to_hex() })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -266,6 +266,7 @@ pub fn decode_envelope(payload: &[u8]) -> Option<AppEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::message::{General, InitialRequest, InitialResponse, MessageType};
     use crate::auth::{ClientIdentity, ClientSession, PrivateKey, SessionConfig};
 
     pub(crate) fn server() -> Arc<ServerAuth> {
@@ -274,6 +275,27 @@ mod tests {
 
     fn msg(json: &str) -> AuthMessage {
         AuthMessage::from_json(json.as_bytes()).unwrap()
+    }
+
+    fn general_of(m: &mut AuthMessage) -> &mut General {
+        match m {
+            AuthMessage::General(g) => g,
+            other => panic!("not a general message: {other:?}"),
+        }
+    }
+
+    fn initial_request_of(m: &AuthMessage) -> &InitialRequest {
+        match m {
+            AuthMessage::InitialRequest(r) => r,
+            other => panic!("not an initialRequest: {other:?}"),
+        }
+    }
+
+    fn initial_response_of(m: &mut AuthMessage) -> &mut InitialResponse {
+        match m {
+            AuthMessage::InitialResponse(r) => r,
+            other => panic!("not an initialResponse: {other:?}"),
+        }
     }
 
     /// Client-initiated handshake through a tunnel; returns the client's session.
@@ -314,8 +336,8 @@ mod tests {
         assert_eq!(ev.data.unwrap()["identityKey"], "x");
 
         t.emit("authenticationSuccess", Some(r#"{"status":"success"}"#));
-        let out = msg(&t.poll_send().unwrap());
-        assert_eq!(out.identity_key, auth.identity_hex());
+        let mut out = msg(&t.poll_send().unwrap());
+        assert_eq!(general_of(&mut out).identity_key, auth.identity_hex());
         let payload = s.verify_general(&out).unwrap();
         assert_eq!(payload, br#"{"eventName":"authenticationSuccess","data":{"status":"success"}}"#);
     }
@@ -331,13 +353,13 @@ mod tests {
         assert_eq!(t.handle(&frame).unwrap_err(), TunnelError::Auth(AuthError::Replayed));
 
         let mut tampered = msg(&general(&me, &s, "joinRoom", Some(r#""r""#)));
-        tampered.payload.as_mut().unwrap()[2] ^= 1;
+        general_of(&mut tampered).payload.as_mut().unwrap()[2] ^= 1;
         assert_eq!(t.handle(&tampered.to_json()).unwrap_err(), TunnelError::Auth(AuthError::InvalidSignature));
 
         // identityKey differing from the session's peer: dropped.
         let other = ClientIdentity::random();
         let mut claim = msg(&general(&me, &s, "joinRoom", Some(r#""r""#)));
-        claim.identity_key = other.identity_hex().to_string();
+        general_of(&mut claim).identity_key = other.identity_hex().to_string();
         assert_eq!(t.handle(&claim.to_json()).unwrap_err(), TunnelError::Auth(AuthError::IdentityMismatch));
 
         assert!(matches!(t.handle("{nope"), Err(TunnelError::Message(_))));
@@ -395,16 +417,17 @@ mod tests {
         t.emit("second", None);
         let req = msg(&t.poll_send().unwrap());
         assert!(t.poll_send().is_none());
-        assert_eq!(req.message_type, MessageType::InitialRequest);
-        assert_eq!(req.identity_key, auth.identity_hex());
-        assert_eq!(req.initial_nonce.as_ref().unwrap().len(), 64);
+        assert_eq!(req.message_type(), MessageType::InitialRequest);
+        let r = initial_request_of(&req);
+        assert_eq!(r.identity_key.to_string(), auth.identity_hex());
+        assert_eq!(r.initial_nonce.as_ref().unwrap().len(), 64);
         assert!(!t.start_server_handshake(), "one pending at a time");
 
-        let (resp, s) = me.answer_server_handshake(&req).unwrap();
-        assert_eq!(resp.your_nonce, req.initial_nonce);
+        let (mut resp, s) = me.answer_server_handshake(&req).unwrap();
+        assert_eq!(initial_response_of(&mut resp).your_nonce, r.initial_nonce);
         assert_eq!(t.handle(&resp.to_json()).unwrap(), Inbound::Handshake);
         assert_eq!(t.identity(), Some(me.identity_hex()));
-        assert!(auth.sessions().get(req.initial_nonce.as_deref().unwrap()).is_some());
+        assert!(auth.sessions().get(r.initial_nonce.as_deref().unwrap()).is_some());
         let first = s.verify_general(&msg(&t.poll_send().unwrap())).unwrap();
         assert_eq!(first, br#"{"eventName":"sendMessage-room","data":{"body":"b"}}"#);
         assert_eq!(s.verify_general(&msg(&t.poll_send().unwrap())).unwrap(), br#"{"eventName":"second"}"#);
@@ -425,10 +448,10 @@ mod tests {
         let (resp, _) = me.answer_server_handshake(&req).unwrap();
 
         let mut wrong_nonce = resp.clone();
-        wrong_nonce.your_nonce = Some("x".into());
+        initial_response_of(&mut wrong_nonce).your_nonce = Some("x".into());
         assert_eq!(t.handle(&wrong_nonce.to_json()).unwrap_err(), TunnelError::NoHandshakePending);
         let mut bad_sig = resp.clone();
-        bad_sig.signature.as_mut().unwrap()[10] ^= 1;
+        initial_response_of(&mut bad_sig).signature.as_mut().unwrap()[10] ^= 1;
         assert!(matches!(
             t.handle(&bad_sig.to_json()),
             Err(TunnelError::Auth(AuthError::InvalidSignature | AuthError::Key(_)))
@@ -457,7 +480,7 @@ mod tests {
         let err = t.handle(&general(&me, &s, "joinRoom", Some("\"r\""))).unwrap_err();
         assert!(matches!(err, TunnelError::Auth(AuthError::SessionNotFound(_))));
         let req = msg(&t.poll_send().unwrap());
-        assert_eq!(req.message_type, MessageType::InitialRequest);
+        assert_eq!(req.message_type(), MessageType::InitialRequest);
         let (resp, s2) = me.answer_server_handshake(&req).unwrap();
         t.handle(&resp.to_json()).unwrap();
         assert!(matches!(t.handle(&general(&me, &s2, "joinRoom", Some("\"r\""))), Ok(Inbound::Event(_))));
@@ -477,7 +500,7 @@ mod tests {
             // The second message retires the session; the server offers a new one at once.
             assert!(matches!(t.handle(&general(&me, &s, "b", None)), Ok(Inbound::Event(_))));
             let req = msg(&t.poll_send().expect("a server initialRequest"));
-            assert_eq!(req.message_type, MessageType::InitialRequest);
+            assert_eq!(req.message_type(), MessageType::InitialRequest);
             let (resp, next) = me.answer_server_handshake(&req).unwrap();
             t.handle(&resp.to_json()).unwrap();
             s = next;

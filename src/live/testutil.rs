@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::authsocket::{decode_envelope, envelope};
 use super::connection::ConnectionShared;
 use super::engineio::RECORD_SEPARATOR;
-use crate::auth::message::{AuthMessage, MessageType};
+use crate::auth::message::AuthMessage;
 use crate::auth::{ClientIdentity, ClientSession, PendingHandshake, PrivateKey, ServerAuth, SessionConfig};
 
 /// A server identity and a seeded id generator for one core.
@@ -87,28 +87,28 @@ impl JsClient {
         let v: Vec<Value> = serde_json::from_str(rest).unwrap();
         assert_eq!(v[0], "authMessage");
         let msg = AuthMessage::from_value(v[1].clone()).unwrap();
-        match msg.message_type {
-            MessageType::InitialResponse => {
-                let i = self.pending.iter().position(|h| Some(h.client_nonce()) == msg.your_nonce.as_deref()).unwrap();
+        match &msg {
+            AuthMessage::InitialResponse(r) => {
+                let i = self.pending.iter().position(|h| Some(h.client_nonce()) == r.your_nonce.as_deref()).unwrap();
                 let s = self.pending.remove(i).finish(&self.me, &msg).unwrap();
                 self.sessions.push(s);
             }
-            MessageType::InitialRequest => {
+            AuthMessage::InitialRequest(_) => {
                 let (resp, s) = self.me.answer_server_handshake(&msg).unwrap();
                 self.sessions.push(s);
                 self.outbox.push(Self::auth_packet(&resp));
             }
-            MessageType::General => {
+            AuthMessage::General(g) => {
                 let s = self
                     .sessions
                     .iter()
-                    .find(|s| Some(s.client_nonce.as_str()) == msg.your_nonce.as_deref())
+                    .find(|s| Some(s.client_nonce.as_str()) == g.your_nonce.as_deref())
                     .expect("a general on a session the client holds");
                 let payload = s.verify_general(&msg).unwrap();
                 let ev = decode_envelope(&payload).unwrap();
                 self.received.push((ev.name, ev.data));
             }
-            other => panic!("unexpected {other:?}"),
+            other => panic!("unexpected {:?}", other.message_type()),
         }
     }
 
