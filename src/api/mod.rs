@@ -6,12 +6,12 @@
 
 use serde_json::Value;
 
+pub(crate) use crate::domain::js;
 use crate::domain::IdentityKey;
 pub use crate::domain::{ApiError, Limits, LiveDelivery, NoLive, NoPush, Notifier};
 
 pub mod acknowledge;
 pub mod devices;
-pub mod js;
 pub mod list;
 pub mod permissions;
 pub mod query;

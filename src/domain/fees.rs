@@ -49,23 +49,23 @@ impl Quote {
 
 /// The fees `sender` owes to deliver to `recipients`' box `message_box`. A recipient without a
 /// rule for the box gets a box-wide rule with [`default_recipient_fee`] (the store writes it).
-pub async fn quote(
+pub async fn quote<'k>(
     store: &Store,
     sender: &IdentityKey,
     message_box: &str,
-    recipients: &[IdentityKey],
+    recipients: impl IntoIterator<Item = &'k IdentityKey>,
 ) -> Result<Quote, StoreError> {
-    let keys: Vec<String> = recipients.iter().map(|k| k.as_str().to_owned()).collect();
+    let keys: Vec<String> = recipients.into_iter().map(|k| k.as_str().to_owned()).collect();
     let default = default_recipient_fee(message_box);
     let (delivery, fees) = tokio::join!(
         store.delivery_fee(message_box),
         store.recipient_fees(sender.as_str(), message_box, &keys, default),
     );
     let fees = fees?;
-    if fees.len() != recipients.len() {
+    if fees.len() != keys.len() {
         return Err(StoreError::Database(DatabaseError {
             code: None,
-            message: format!("fee lookup answered {} fees for {} recipients", fees.len(), recipients.len()),
+            message: format!("fee lookup answered {} fees for {} recipients", fees.len(), keys.len()),
         }));
     }
     Ok(Quote { delivery: delivery?.unwrap_or(0), recipients: fees })

@@ -32,12 +32,13 @@ impl IdentityKey {
     /// client input, which goes through [`IdentityKey::parse`].
     ///
     /// [`split_room`]: crate::live::events::split_room
-    pub fn from_canonical(hex: &str) -> IdentityKey {
+    pub fn from_canonical(hex: impl Into<String>) -> IdentityKey {
+        let hex = hex.into();
         debug_assert!(
             hex.len() == 66 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
             "not a canonical key: {hex}"
         );
-        IdentityKey(hex.to_string())
+        IdentityKey(hex)
     }
 
     pub fn as_str(&self) -> &str {
@@ -131,7 +132,7 @@ pub enum TextError {
 }
 
 fn checked(text: String, max_chars: usize) -> Result<String, TextError> {
-    if crate::api::js::is_blank(&text) {
+    if super::js::is_blank(&text) {
         Err(TextError::Blank)
     } else if text.chars().count() > max_chars {
         Err(TextError::TooLong)

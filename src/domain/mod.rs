@@ -21,6 +21,7 @@ use crate::store::Store;
 pub mod error;
 pub mod fees;
 pub mod ids;
+pub mod js;
 pub mod requests;
 pub mod send;
 
@@ -60,8 +61,8 @@ impl Default for Limits {
 
 /// A stored message's live copy: the event `sendMessage-<roomId>` with
 /// `{"sender","messageId","body"}`, for every live connection whose verified identity is
-/// `recipient`. Built only by [`Delivery::message`], so HTTP and WebSocket sends deliver the
-/// same bytes.
+/// `recipient`. The server builds it with [`Delivery::message`] only, so HTTP and WebSocket
+/// sends deliver the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// Canonical identity key of the recipient.
@@ -90,6 +91,9 @@ impl Delivery {
 
 /// Where stored messages are also delivered live (the socket layer).
 pub trait LiveDelivery: Send + Sync + 'static {
+    /// Whether a delivery to `recipient` may reach anyone (when false, none is built).
+    fn is_listening(&self, recipient: &str) -> bool;
+
     fn deliver(&self, delivery: Delivery);
 }
 
@@ -98,6 +102,10 @@ pub trait LiveDelivery: Send + Sync + 'static {
 pub struct NoLive;
 
 impl LiveDelivery for NoLive {
+    fn is_listening(&self, _: &str) -> bool {
+        false
+    }
+
     fn deliver(&self, _: Delivery) {}
 }
 

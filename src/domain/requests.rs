@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
+use super::js;
 use super::{ApiError, IdentityKey, Limits, MessageBox};
-use crate::api::js;
 use crate::store::{Device, DeviceRegistration, Permission, StoredMessage};
 
 /// A `/listMessages` request.

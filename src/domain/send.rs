@@ -8,8 +8,8 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Map, Value};
 
 use super::fees::{self, Quote};
+use super::js;
 use super::{ApiError, BoxName, Delivery, IdentityKey, Limits, MessageBox, MessageId};
-use crate::api::js;
 use crate::payments::Internalize;
 use crate::store::{InsertOutcome, NewMessage, Store};
 
@@ -96,10 +96,6 @@ impl SendRequest {
     pub fn message_id(&self, recipient: &IdentityKey) -> &MessageId {
         &self.message_ids[recipient]
     }
-
-    fn keys(&self) -> Vec<IdentityKey> {
-        self.recipients.iter().map(|r| r.key.clone()).collect()
-    }
 }
 
 fn as_list(v: &Value) -> Vec<&Value> {
@@ -131,8 +127,8 @@ impl MessageBox {
         request: &SendRequest,
         payment: Option<&Value>,
     ) -> Result<(), ApiError> {
-        let keys = request.keys();
-        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), &keys).await.map_err(|e| {
+        let keys = request.recipients.iter().map(|r| &r.key);
+        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), keys).await.map_err(|e| {
             tracing::error!(error = %e, "sendMessage: fee lookup failed");
             ApiError::Internal
         })?;
@@ -179,7 +175,9 @@ impl MessageBox {
             if request.message_box.as_str() == "notifications" {
                 self.push.notify(r.key.as_str(), id);
             }
-            if *outcome == InsertOutcome::Inserted && delivered.insert(&r.key) {
+            // A delivery is built only for a recipient someone listens for.
+            if *outcome == InsertOutcome::Inserted && self.live.is_listening(r.key.as_str()) && delivered.insert(&r.key)
+            {
                 self.live.deliver(Delivery::message(&r.key, &room_suffix, sender.as_str(), id, &live_body));
             }
         }
@@ -297,15 +295,16 @@ fn map_outputs(
     Ok(map)
 }
 
-/// A message sent over the live channel, already validated by the event layer.
+/// A message sent over the live channel, already validated by the event layer. Owned: its
+/// parts move into the stored row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveMessage<'a> {
-    pub sender: &'a IdentityKey,
-    pub recipient: &'a IdentityKey,
-    pub message_box: &'a str,
-    pub message_id: &'a str,
+pub struct LiveMessage {
+    pub sender: IdentityKey,
+    pub recipient: IdentityKey,
+    pub message_box: String,
+    pub message_id: String,
     /// Stored raw (not wrapped), as the original stored WebSocket bodies.
-    pub body: &'a str,
+    pub body: String,
 }
 
 /// What became of a live message.
@@ -324,15 +323,14 @@ pub enum LiveOutcome {
 }
 
 /// The gate of HTTP `/sendMessage` for one live message, then the raw store.
-pub async fn store_live(store: &Store, message: LiveMessage<'_>) -> LiveOutcome {
-    let quote =
-        match fees::quote(store, message.sender, message.message_box, std::slice::from_ref(message.recipient)).await {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::error!(error = %e, "live sendMessage: fee lookup failed");
-                return LiveOutcome::Failed;
-            }
-        };
+pub async fn store_live(store: &Store, message: LiveMessage) -> LiveOutcome {
+    let quote = match fees::quote(store, &message.sender, &message.message_box, [&message.recipient]).await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(error = %e, "live sendMessage: fee lookup failed");
+            return LiveOutcome::Failed;
+        }
+    };
     if quote.blocked().next().is_some() {
         return LiveOutcome::Blocked;
     }
@@ -340,11 +338,11 @@ pub async fn store_live(store: &Store, message: LiveMessage<'_>) -> LiveOutcome 
         return LiveOutcome::PaymentRequired;
     }
     let row = NewMessage {
-        message_id: message.message_id.to_string(),
-        recipient: message.recipient.as_str().to_string(),
-        box_type: message.message_box.to_string(),
-        sender: message.sender.as_str().to_string(),
-        body: message.body.to_string(),
+        message_id: message.message_id,
+        recipient: message.recipient.into_string(),
+        box_type: message.message_box,
+        sender: message.sender.into_string(),
+        body: message.body,
     };
     match store.insert_messages(vec![row]).await {
         Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => LiveOutcome::Duplicate,

@@ -120,7 +120,7 @@ pub struct ConnectionCore {
     /// Bounded by [`MAX_UNADOPTED`]; a `Vec`, as it is nearly always empty.
     unadopted: Vec<(WsId, String)>,
     /// Store requests not yet handed to the driver (a `Vec`: bounded by the events' pending
-    /// limit, usually empty).
+    /// limit, across reconnects too — see `flush_layers`; usually empty).
     stores: Vec<StoreRequest>,
     /// A [`Command::Store`] is out and its outcome has not come back (a flag, not the token:
     /// the driver reports only the request it was given, and the flag fits in padding).
@@ -1035,6 +1035,47 @@ mod tests {
         assert!(!conn.store_outcome(now, first.token, StoreOutcome::Stored));
         let [second] = &stores(&mut conn)[..] else { panic!() };
         assert_eq!(second.message_id, "m5");
+    }
+
+    #[test]
+    fn queued_stores_stay_bounded_across_reconnects() {
+        let auth = server();
+        let now = Instant::now();
+        let mut a = JsClient::new();
+        let mut conn = open_polling(&auth, &mut a, now);
+        post(&mut conn, now, &[&a.handshake()]);
+        exchange(&mut conn, &mut a, now);
+        let authenticate = |conn: &mut ConnectionCore, a: &mut JsClient| {
+            post(conn, now, &[&a.emit("authenticated", Some(json!({ "identityKey": a.id() })))]);
+            exchange(conn, a, now);
+            a.take();
+        };
+        authenticate(&mut conn, &mut a);
+        let room = format!("{}-inbox", a.id());
+        let send = |a: &JsClient, id: String| {
+            a.emit(
+                "sendMessage",
+                Some(json!({ "roomId": room, "message": { "messageId": id, "recipient": a.id(), "body": "x" } })),
+            )
+        };
+        let limit = crate::live::EventLimits::default().max_pending_stores;
+        // One store out (its outcome never comes back), the rest of the bound queued.
+        let sends: Vec<String> = (0..limit).map(|i| send(&a, format!("m{i}"))).collect();
+        post(&mut conn, now, &sends.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(commands(&mut conn).iter().filter(|c| matches!(c, Command::Store(_))).count(), 1);
+        // The socket reconnects: the event layer forgets its pending sends, the queue stays.
+        post(&mut conn, now, &["41", "40"]);
+        exchange(&mut conn, &mut a, now);
+        authenticate(&mut conn, &mut a);
+        // The queue has room for one more; the next is refused at once, not queued.
+        post(&mut conn, now, &[&send(&a, "late-1".into()), &send(&a, "late-2".into())]);
+        exchange(&mut conn, &mut a, now);
+        let acks: Vec<_> = a.take().into_iter().filter_map(|(_, d)| d).collect();
+        assert_eq!(
+            acks,
+            [json!({"status": "error", "messageId": "late-2", "description": crate::live::events::ACK_STORE_FAILED})]
+        );
+        assert!(commands(&mut conn).iter().all(|c| !matches!(c, Command::Store(_))), "still one store at a time");
     }
 
     #[test]

@@ -126,19 +126,23 @@ impl LiveHub {
 
     /// A live message through the domain's gate, then stored raw.
     async fn store_live(store: Store, r: StoreRequest) -> StoreOutcome {
-        let (sender, recipient) = (IdentityKey::from_canonical(&r.sender), IdentityKey::from_canonical(&r.recipient));
+        // Both keys come from the BRC-103 layer and `split_room`, written canonically.
         let message = LiveMessage {
-            sender: &sender,
-            recipient: &recipient,
-            message_box: &r.message_box,
-            message_id: &r.message_id,
-            body: &r.body,
+            sender: IdentityKey::from_canonical(r.sender),
+            recipient: IdentityKey::from_canonical(r.recipient),
+            message_box: r.message_box,
+            message_id: r.message_id,
+            body: r.body,
         };
         crate::domain::send::store_live(&store, message).await
     }
 }
 
 impl LiveDelivery for LiveHub {
+    fn is_listening(&self, recipient: &str) -> bool {
+        self.fanout.registry().connections_of(recipient) > 0
+    }
+
     fn deliver(&self, delivery: Delivery) {
         self.route(delivery);
     }

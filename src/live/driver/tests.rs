@@ -164,7 +164,7 @@ fn delivery_crosses_cores_and_is_stored() {
 
         // HTTP `/sendMessage` delivers through the same seam.
         use crate::domain::{Delivery, IdentityKey, LiveDelivery};
-        let recipient = IdentityKey::from_canonical(&a.js.id());
+        let recipient = IdentityKey::from_canonical(a.js.id());
         p.hub.deliver(Delivery::message(&recipient, "-inbox", "http-sender", "m2", "via http"));
         let got = p.recv(0, &mut a, 1).await;
         assert_eq!(got[0].1, Some(json!({ "sender": "http-sender", "messageId": "m2", "body": "via http" })));
