@@ -51,43 +51,43 @@ impl MessageType {
 /// compared with the session's identity, as text, and parsing it would cost a square root
 /// per socket message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentityKey {
+pub enum WireKey {
     Key(PublicKey),
     Unreadable(String),
 }
 
-impl IdentityKey {
-    pub fn parse(text: String) -> IdentityKey {
+impl WireKey {
+    pub fn parse(text: String) -> WireKey {
         match PublicKey::parse_lenient(&text) {
-            Ok(key) => IdentityKey::Key(key),
-            Err(_) => IdentityKey::Unreadable(text),
+            Ok(key) => WireKey::Key(key),
+            Err(_) => WireKey::Unreadable(text),
         }
     }
 
     /// The key, when the text named one.
     pub fn key(&self) -> Option<&PublicKey> {
         match self {
-            IdentityKey::Key(k) => Some(k),
-            IdentityKey::Unreadable(_) => None,
+            WireKey::Key(k) => Some(k),
+            WireKey::Unreadable(_) => None,
         }
     }
 
     /// The JSON text: canonical compressed hex for a key.
     fn text(&self) -> Cow<'_, str> {
         match self {
-            IdentityKey::Key(k) => Cow::Owned(k.to_hex()),
-            IdentityKey::Unreadable(t) => Cow::Borrowed(t),
+            WireKey::Key(k) => Cow::Owned(k.to_hex()),
+            WireKey::Unreadable(t) => Cow::Borrowed(t),
         }
     }
 }
 
-impl From<PublicKey> for IdentityKey {
+impl From<PublicKey> for WireKey {
     fn from(key: PublicKey) -> Self {
-        IdentityKey::Key(key)
+        WireKey::Key(key)
     }
 }
 
-impl fmt::Display for IdentityKey {
+impl fmt::Display for WireKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text())
     }
@@ -96,7 +96,7 @@ impl fmt::Display for IdentityKey {
 /// `initialRequest`: a peer's identity and its session nonce.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitialRequest {
-    pub identity_key: IdentityKey,
+    pub identity_key: WireKey,
     pub initial_nonce: Option<String>,
     /// `{"certifiers":[…],"types":{…}}`, kept as JSON so it re-serialises as `JSON.stringify` did.
     pub requested_certificates: Option<Value>,
@@ -106,7 +106,7 @@ pub struct InitialRequest {
 /// echoed, and a signature over both.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitialResponse {
-    pub identity_key: IdentityKey,
+    pub identity_key: WireKey,
     pub initial_nonce: Option<String>,
     pub your_nonce: Option<String>,
     /// VerifiableCertificate objects, kept as JSON (the server requests none and holds none).
@@ -236,12 +236,12 @@ impl WireIn {
         } = self;
         match message_type {
             MessageType::InitialRequest => AuthMessage::InitialRequest(InitialRequest {
-                identity_key: IdentityKey::parse(identity_key),
+                identity_key: WireKey::parse(identity_key),
                 initial_nonce,
                 requested_certificates,
             }),
             MessageType::InitialResponse => AuthMessage::InitialResponse(InitialResponse {
-                identity_key: IdentityKey::parse(identity_key),
+                identity_key: WireKey::parse(identity_key),
                 initial_nonce,
                 your_nonce,
                 certificates,
@@ -416,7 +416,7 @@ mod tests {
     #[test]
     fn round_trip_keeps_sdk_field_order() {
         let m = AuthMessage::InitialResponse(InitialResponse {
-            identity_key: IdentityKey::parse("02ab".into()),
+            identity_key: WireKey::parse("02ab".into()),
             initial_nonce: Some("Ns".into()),
             your_nonce: Some("Nc".into()),
             certificates: None,
@@ -498,9 +498,9 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert_eq!(read(&key.to_hex()), IdentityKey::Key(key));
+        assert_eq!(read(&key.to_hex()), WireKey::Key(key));
         assert_eq!(read(&key.to_hex().to_uppercase()).key(), Some(&key));
-        assert_eq!(read("nothex"), IdentityKey::Unreadable("nothex".into()));
+        assert_eq!(read("nothex"), WireKey::Unreadable("nothex".into()));
         assert_eq!(read("nothex").to_string(), "nothex");
         assert_eq!(read(&key.to_hex()).to_string(), key.to_hex());
     }

@@ -26,8 +26,8 @@ pub use client::{ClientIdentity, ClientSession, PendingHandshake, SignedRequest}
 pub use error::{AuthError, HttpExchange, HttpRejection};
 pub use keys::{Counterparty, KeyDeriver, PrivateKey, Protocol, PublicKey, SharedSecret, Signature};
 pub use message::{
-    AuthMessage, CertificateRequest, CertificateResponse, General, IdentityKey, InitialRequest, InitialResponse,
-    MessageType, AUTH_VERSION,
+    AuthMessage, CertificateRequest, CertificateResponse, General, InitialRequest, InitialResponse, MessageType,
+    WireKey, AUTH_VERSION,
 };
 pub use nonce::{OsSeeded, RandomSource, SeededRandom};
 pub use server::{AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, VerifiedRequest};
