@@ -84,7 +84,7 @@ pub struct IncomingRequest<'a> {
 ///
 /// ```compile_fail,E0451
 /// # use messagebox::auth::VerifiedRequest;
-/// # let session = todo!();
+/// # let session: std::sync::Arc<messagebox::auth::session::Session> = unreachable!();
 /// let forged = VerifiedRequest { session, request_id: [0; 32] };
 /// ```
 #[derive(Debug, Clone)]
