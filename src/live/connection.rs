@@ -581,6 +581,16 @@ mod tests {
     }
 
     /// Opens a polling connection with namespace `/` connected.
+    /// A polling connection with a BRC-103 session and a successful `authenticated`.
+    fn authenticated(auth: &Arc<ConnectionShared>, js: &mut JsClient, now: Instant) -> ConnectionCore {
+        let mut c = open_polling(auth, js, now);
+        post(&mut c, now, &[&js.handshake()]);
+        exchange(&mut c, js, now);
+        post(&mut c, now, &[&js.emit("authenticated", Some(json!({ "identityKey": js.id() })))]);
+        exchange(&mut c, js, now);
+        c
+    }
+
     fn open_polling(auth: &Arc<ConnectionShared>, js: &mut JsClient, now: Instant) -> ConnectionCore {
         let (mut c, reply) = ConnectionCore::accept_polling(now, 5, auth, &LiveConfig::default());
         assert_eq!(sid_core(c.sid()), Some(5));
@@ -916,11 +926,7 @@ mod tests {
         let auth = server();
         let t = Instant::now();
         let mut a = JsClient::new();
-        let mut conn = open_polling(&auth, &mut a, t);
-        post(&mut conn, t, &[&a.handshake()]);
-        exchange(&mut conn, &mut a, t);
-        post(&mut conn, t, &[&a.emit("authenticated", Some(json!({ "identityKey": a.id() })))]);
-        exchange(&mut conn, &mut a, t);
+        let mut conn = authenticated(&auth, &mut a, t);
         a.take();
         post(&mut conn, t, &["41", "40"]);
         assert_eq!(commands(&mut conn), vec![Command::Bind { identity: a.id() }, Command::Unbind { identity: a.id() }]);
@@ -990,11 +996,7 @@ mod tests {
         let auth = server();
         let now = Instant::now();
         let mut a = JsClient::new();
-        let mut conn = open_polling(&auth, &mut a, now);
-        post(&mut conn, now, &[&a.handshake()]);
-        exchange(&mut conn, &mut a, now);
-        post(&mut conn, now, &[&a.emit("authenticated", Some(json!({ "identityKey": a.id() })))]);
-        exchange(&mut conn, &mut a, now);
+        let mut conn = authenticated(&auth, &mut a, now);
         let room = format!("{}-inbox", a.id());
         let send = |a: &JsClient, id: &str| {
             a.emit(
@@ -1042,15 +1044,8 @@ mod tests {
         let auth = server();
         let now = Instant::now();
         let mut a = JsClient::new();
-        let mut conn = open_polling(&auth, &mut a, now);
-        post(&mut conn, now, &[&a.handshake()]);
-        exchange(&mut conn, &mut a, now);
-        let authenticate = |conn: &mut ConnectionCore, a: &mut JsClient| {
-            post(conn, now, &[&a.emit("authenticated", Some(json!({ "identityKey": a.id() })))]);
-            exchange(conn, a, now);
-            a.take();
-        };
-        authenticate(&mut conn, &mut a);
+        let mut conn = authenticated(&auth, &mut a, now);
+        a.take();
         let room = format!("{}-inbox", a.id());
         let send = |a: &JsClient, id: String| {
             a.emit(
@@ -1066,7 +1061,9 @@ mod tests {
         // The socket reconnects: the event layer forgets its pending sends, the queue stays.
         post(&mut conn, now, &["41", "40"]);
         exchange(&mut conn, &mut a, now);
-        authenticate(&mut conn, &mut a);
+        post(&mut conn, now, &[&a.emit("authenticated", Some(json!({ "identityKey": a.id() })))]);
+        exchange(&mut conn, &mut a, now);
+        a.take();
         // The queue has room for one more; the next is refused at once, not queued.
         post(&mut conn, now, &[&send(&a, "late-1".into()), &send(&a, "late-2".into())]);
         exchange(&mut conn, &mut a, now);
