@@ -34,6 +34,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("LOG_LEVEL", "trace | debug | info (default) | warn | error | fatal | silent; RUST_LOG wins when set"),
     ("LOG_FORMAT", "text (default; ANSI colours only when stdout is a terminal) | json (one object per line)"),
     ("MESSAGEBOX_ACCESS_LOG", "true | false (default): one info line per request (method, route, status, duration, client IP, identity)"),
+    ("MESSAGEBOX_METRICS_ADDR", "host:port of the Prometheus listener (GET /metrics), e.g. 127.0.0.1:9464; unset (default): no metrics"),
     ("TRUST_PROXY_HOPS", "0..10; the client IP of the access log is taken this many proxies from the right of X-Forwarded-For (unset: the TCP peer)"),
     ("DATABASE_URL", "mysql://user:pass@host:port/db or sqlite://path; wins over KNEX_DB_CONNECTION"),
     ("KNEX_DB_CONNECTION", "the original's knex JSON, e.g. {\"host\":\"…\",\"port\":3306,\"user\":\"…\",\"password\":\"…\",\"database\":\"…\"}"),
@@ -121,11 +122,19 @@ pub struct Observability {
     /// `TRUST_PROXY_HOPS`: how many proxies in front of the server may be believed about the
     /// client address (`X-Forwarded-For`); 0 when unset.
     pub trust_proxy_hops: u8,
+    /// `MESSAGEBOX_METRICS_ADDR`: where `/metrics` is served; `None`: metrics off.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Observability {
     fn default() -> Self {
-        Observability { log_format: LogFormat::Text, log_level: "info", access_log: false, trust_proxy_hops: 0 }
+        Observability {
+            log_format: LogFormat::Text,
+            log_level: "info",
+            access_log: false,
+            trust_proxy_hops: 0,
+            metrics_addr: None,
+        }
     }
 }
 
@@ -245,6 +254,12 @@ impl Config {
                     .filter(|n| *n <= 10)
                     .ok_or_else(|| err("TRUST_PROXY_HOPS", "must be an integer from 0 to 10"))?,
             },
+            metrics_addr: match get("MESSAGEBOX_METRICS_ADDR") {
+                None => None,
+                Some(v) => Some(socket_addr(v).ok_or_else(|| {
+                    err("MESSAGEBOX_METRICS_ADDR", format!("expected host:port, e.g. 127.0.0.1:9464, got {v}"))
+                })?),
+            },
         };
         let testnet = get("BSV_NETWORK") == Some("testnet");
         let network = get("BSV_NETWORK").unwrap_or("mainnet").to_string();
@@ -288,6 +303,9 @@ impl Config {
             ..Limits::default()
         };
         let db_pool = num("MESSAGEBOX_DB_POOL", 8, 1, 1000)? as usize;
+        if observability.metrics_addr.is_some_and(|m| port != 0 && m.port() == port) {
+            return Err(err("MESSAGEBOX_METRICS_ADDR", format!("port {port} is the server's own port")));
+        }
         Ok(Config {
             node_env,
             port,
@@ -309,6 +327,12 @@ impl Config {
             db_pool,
         })
     }
+}
+
+/// `host:port`, the host an IP address or a name that resolves (to its first address).
+fn socket_addr(v: &str) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    v.parse().ok().or_else(|| v.to_socket_addrs().ok()?.next())
 }
 
 /// `true` or `false` in any case.
@@ -489,8 +513,18 @@ mod tests {
         .observability;
         assert_eq!(
             o,
-            Observability { log_format: LogFormat::Json, log_level: "error", access_log: true, trust_proxy_hops: 2 }
+            Observability {
+                log_format: LogFormat::Json,
+                log_level: "error",
+                access_log: true,
+                trust_proxy_hops: 2,
+                metrics_addr: None
+            }
         );
+        let m = cfg(&[("MESSAGEBOX_METRICS_ADDR", "127.0.0.1:9464")]).unwrap().observability.metrics_addr;
+        assert_eq!(m, Some("127.0.0.1:9464".parse().unwrap()));
+        let m = cfg(&[("MESSAGEBOX_METRICS_ADDR", "localhost:9464")]).unwrap().observability.metrics_addr;
+        assert_eq!(m.map(|a| (a.ip().is_loopback(), a.port())), Some((true, 9464)));
         assert_eq!(cfg(&[("LOG_LEVEL", "silent")]).unwrap().observability.log_level, "off");
         for (var, bad) in [
             ("LOG_FORMAT", "xml"),
@@ -499,6 +533,9 @@ mod tests {
             ("TRUST_PROXY_HOPS", "true"),
             ("TRUST_PROXY_HOPS", "11"),
             ("TRUST_PROXY_HOPS", "-1"),
+            ("MESSAGEBOX_METRICS_ADDR", "9464"),
+            ("MESSAGEBOX_METRICS_ADDR", "127.0.0.1"),
+            ("MESSAGEBOX_METRICS_ADDR", "127.0.0.1:99999"),
         ] {
             assert_eq!(cfg(&[(var, bad)]).unwrap_err().var, var, "{var}={bad}");
         }

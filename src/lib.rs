@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod live;
+pub mod metrics;
 pub mod outbound;
 pub mod payments;
 pub mod push;

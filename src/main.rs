@@ -154,7 +154,7 @@ fn serve(config: Config) -> ExitCode {
     let app = startup::app(&config, key, store.clone(), parts);
     let running = match startup::start(&config, app) {
         Ok(r) => r,
-        Err(source) => return fail(StartupError::Listen { bind: config.bind, port: config.port, source }),
+        Err(e) => return fail(e),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -165,6 +165,7 @@ fn serve(config: Config) -> ExitCode {
         payments = %payments,
         node_env = %config.node_env,
         websockets = if config.enable_websockets { "on" } else { "off" },
+        metrics = %running.metrics_addr.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics")),
         "messagebox listening"
     );
     rt.block_on(wait_for_signal());

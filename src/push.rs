@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Firebase;
 use crate::domain::Notifier;
+use crate::metrics::{PushCounters, PushOutcome};
 use crate::outbound::{Reply, RequestError, UrlError};
 use crate::store::Store;
 
@@ -85,6 +86,8 @@ struct Inner {
     credentials: Credentials,
     token: Mutex<Option<(String, Instant)>>,
     in_flight: Semaphore,
+    /// Outcomes per device, for the metrics.
+    outcomes: Arc<PushCounters>,
 }
 
 /// The FCM sender; cheap to clone.
@@ -113,7 +116,7 @@ fn read_account(var: &'static str, path: PathBuf) -> Result<(&'static str, Strin
 impl Fcm {
     /// Builds the sender from the configuration; errors name what is missing, as the
     /// original fails its startup on them.
-    pub fn from_config(cfg: &Firebase, store: Store) -> Result<Fcm, FcmConfigError> {
+    pub fn from_config(cfg: &Firebase, store: Store, outcomes: Arc<PushCounters>) -> Result<Fcm, FcmConfigError> {
         let project_id = cfg.project_id.clone().ok_or(FcmConfigError::NoProjectId)?;
         let account = match (&cfg.service_account_json, &cfg.service_account_path) {
             (Some(json), _) => Some(("FIREBASE_SERVICE_ACCOUNT_JSON", json.clone())),
@@ -152,6 +155,7 @@ impl Fcm {
             credentials,
             token: Mutex::new(None),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
+            outcomes,
         })))
     }
 
@@ -223,14 +227,20 @@ impl Fcm {
     pub async fn push(&self, recipient: &str, message_id: &str) {
         let devices = match self.0.store.active_devices(recipient).await {
             Ok(d) => d,
-            Err(e) => return tracing::warn!(error = %e, "push: listing devices failed"),
+            Err(e) => {
+                self.0.outcomes.count(PushOutcome::Error);
+                return tracing::warn!(error = %e, "push: listing devices failed");
+            }
         };
         if devices.is_empty() {
             return;
         }
         let token = match self.access_token().await {
             Ok(t) => t,
-            Err(e) => return tracing::warn!(error = %e, "push: no FCM access token"),
+            Err(e) => {
+                self.0.outcomes.count(PushOutcome::Error);
+                return tracing::warn!(error = %e, "push: no FCM access token");
+            }
         };
         let url = format!("{}/v1/projects/{}/messages:send", self.0.endpoint, self.0.project_id);
         let auth = format!("Bearer {token}");
@@ -261,6 +271,11 @@ impl Fcm {
         });
         let results = futures_util::future::join_all(sends).await;
         for (d, (ok, deactivate)) in devices.iter().zip(results) {
+            self.0.outcomes.count(match (ok, deactivate) {
+                (true, _) => PushOutcome::Sent,
+                (false, true) => PushOutcome::Deactivated,
+                (false, false) => PushOutcome::Failed,
+            });
             if ok || deactivate {
                 if let Err(e) = self.0.store.record_push(&d.fcm_token, ok, deactivate).await {
                     tracing::warn!(error = %e, "push: recording the result failed");
@@ -312,6 +327,7 @@ fn is_dead_token(err: &Value) -> bool {
 impl Notifier for Fcm {
     fn notify(&self, recipient: &str, message_id: &str) {
         let Ok(permit) = self.0.in_flight.try_acquire() else {
+            self.0.outcomes.count(PushOutcome::Dropped);
             return tracing::warn!(recipient, "push dropped: too many notifications in flight");
         };
         permit.forget();

@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError, KeySource};
 use crate::http::App;
 use crate::live::driver::LiveHub;
 use crate::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::outbound::UrlError;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
 use crate::push::{Fcm, FcmConfigError};
@@ -37,6 +38,8 @@ pub enum StartupError {
     Parts(#[source] PartsError),
     #[error("cannot listen on {bind}:{port}: {source}")]
     Listen { bind: IpAddr, port: u16, source: std::io::Error },
+    #[error("cannot listen for metrics on {addr} (MESSAGEBOX_METRICS_ADDR): {source}")]
+    MetricsListen { addr: SocketAddr, source: std::io::Error },
 }
 
 impl StartupError {
@@ -45,7 +48,10 @@ impl StartupError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartupError::Config(_) | StartupError::Key(_) | StartupError::Parts(_) => 2,
-            StartupError::Database { .. } | StartupError::Migrate(_) | StartupError::Listen { .. } => 1,
+            StartupError::Database { .. }
+            | StartupError::Migrate(_)
+            | StartupError::Listen { .. }
+            | StartupError::MetricsListen { .. } => 1,
         }
     }
 }
@@ -219,11 +225,14 @@ pub struct Parts {
     pub payments: Arc<dyn PaymentAcceptor>,
     pub push: Arc<dyn Notifier>,
     pub live: Arc<dyn LiveDelivery>,
+    /// On when `MESSAGEBOX_METRICS_ADDR` is set.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Parts {
     /// Payments and push as configured. Errors name the variable at fault.
     pub fn from_config(config: &Config, store: &Store) -> Result<Parts, PartsError> {
+        let metrics = Metrics::new(config.observability.metrics_addr.is_some());
         let payments: Arc<dyn PaymentAcceptor> = match &config.payment_wallet_url {
             Some(url) => {
                 Arc::new(HttpJsonWallet::new(url, "http://messagebox.server").map_err(PartsError::PaymentWallet)?)
@@ -231,11 +240,11 @@ impl Parts {
             None => Arc::new(NoWallet),
         };
         let push: Arc<dyn Notifier> = if config.firebase.enabled {
-            Arc::new(Fcm::from_config(&config.firebase, store.clone())?)
+            Arc::new(Fcm::from_config(&config.firebase, store.clone(), metrics.push())?)
         } else {
             Arc::new(NoPush)
         };
-        Ok(Parts { payments, push, live: Arc::new(NoLive) })
+        Ok(Parts { payments, push, live: Arc::new(NoLive), metrics })
     }
 }
 
@@ -261,31 +270,44 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         openapi: openapi.into(),
         health: crate::http::health_body(&config.network, config.enable_websockets),
         observability: config.observability.clone(),
+        metrics: parts.metrics,
     })
 }
 
-/// Starts the cores on the configured address.
-pub fn start(config: &Config, app: Arc<App>) -> std::io::Result<Running> {
+/// Starts the cores on the configured address, and the metrics listener when configured.
+pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
     let addr = SocketAddr::new(config.bind, config.port);
-    let running = crate::server::start(app.clone(), addr, config.threads, HttpLimits::default())?;
+    let metrics = match config.observability.metrics_addr {
+        Some(m) => Some(crate::metrics::bind(m).map_err(|source| StartupError::MetricsListen { addr: m, source })?),
+        None => None,
+    };
+    let listen = |source| StartupError::Listen { bind: config.bind, port: config.port, source };
+    let mut running = crate::server::start(app.clone(), addr, config.threads, HttpLimits::default()).map_err(listen)?;
+    if let Some(listener) = metrics {
+        running.metrics_addr = Some(listener.local_addr().map_err(listen)?);
+        crate::metrics::serve(listener, app.clone(), running.shutdown_signal()).map_err(listen)?;
+    }
     // Expired sessions are swept in the background; lookups also drop them lazily.
     let mut stop = running.shutdown_signal();
-    std::thread::Builder::new().name("messagebox-sweeper".into()).spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("timer runtime");
-        rt.block_on(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
-                        let n = app.auth.sessions().sweep();
-                        if n > 0 {
-                            tracing::debug!(expired = n, "sessions swept");
+    std::thread::Builder::new()
+        .name("messagebox-sweeper".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("timer runtime");
+            rt.block_on(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                            let n = app.auth.sessions().sweep();
+                            if n > 0 {
+                                tracing::debug!(expired = n, "sessions swept");
+                            }
                         }
+                        _ = stop.wait_for(|s| *s) => break,
                     }
-                    _ = stop.wait_for(|s| *s) => break,
                 }
-            }
-        });
-    })?;
+            });
+        })
+        .map_err(listen)?;
     Ok(running)
 }
 

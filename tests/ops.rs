@@ -439,3 +439,199 @@ fn env_example_lists_every_variable() {
         assert!(listed.contains(&name), ".env.example lacks {name}");
     }
 }
+
+/// A parsed `/metrics` scrape.
+struct Scrape(prometheus_parse::Scrape);
+
+impl Scrape {
+    fn take(addr: SocketAddr) -> Scrape {
+        let (status, head, body) = get(addr, "/metrics", &[]);
+        assert_eq!(status, 200, "{body}");
+        assert!(head.contains("content-type: text/plain; version=0.0.4"), "{head}");
+        let lines = body.lines().map(|l| Ok(l.to_string()));
+        Scrape(prometheus_parse::Scrape::parse(lines).expect("the exposition parses"))
+    }
+
+    fn samples<'a>(
+        &'a self,
+        metric: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = &'a prometheus_parse::Sample> {
+        self.0
+            .samples
+            .iter()
+            .filter(move |s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+    }
+
+    /// The value of a counter, gauge or untyped sample (0 when absent: a label set not seen
+    /// yet); for a histogram, its observation count.
+    fn value(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value;
+        let mut found = self.samples(metric, labels).map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(b) => b.iter().find(|b| b.less_than.is_infinite()).map_or(0.0, |b| b.count),
+            Value::Summary(_) => panic!("no summaries here"),
+        });
+        let v = found.next().unwrap_or(0.0);
+        assert!(found.next().is_none(), "{metric} {labels:?} is ambiguous");
+        v
+    }
+
+    fn has(&self, metric: &str) -> bool {
+        self.samples(metric, &[]).next().is_some()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_the_requests_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, key) = sqlite_env(&dir);
+    let metrics_port = free_port();
+    let maddr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SERVER_PRIVATE_KEY", key.as_str()),
+        ("ENABLE_WEBSOCKETS", "true"),
+        ("MESSAGEBOX_METRICS_ADDR", &maddr.to_string()),
+    ];
+    let server = Proc::spawn(&env, dir.path(), Stdio::null());
+    let addr = server.addr;
+    let before = tokio::task::spawn_blocking(move || Scrape::take(maddr)).await.unwrap();
+
+    // Requests of every kind, each counted once.
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..3 {
+            assert_eq!(get(addr, "/health", &[]).0, 200);
+        }
+        assert_eq!(get(addr, "/no/such/route", &[]).0, 401, "unauthenticated");
+        // A live session (Engine.IO polling handshake) stays open.
+        assert_eq!(get(addr, "/socket.io/?EIO=4&transport=polling", &[]).0, 200);
+    })
+    .await
+    .unwrap();
+    let mut alice = AuthClient::new(messagebox::auth::ClientIdentity::random(), addr);
+    let bob = messagebox::auth::ClientIdentity::random();
+    alice.handshake().await.unwrap();
+    for _ in 0..2 {
+        let (status, _) = alice.post_json("/listMessages", &json!({"messageBox": "inbox"})).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    let me = alice.identity().identity_hex().to_string();
+    let them = bob.identity_hex().to_string();
+    let send =
+        json!({"message": {"recipients": [me, them], "messageBox": "inbox", "messageId": ["m1", "m2"], "body": "hi"}});
+    let (status, body) = alice.post_json("/sendMessage", &send).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // A request signed on a session the server never made.
+    let forged: Vec<(String, String)> = [
+        ("x-bsv-auth-version", "0.1".to_string()),
+        ("x-bsv-auth-identity-key", them.clone()),
+        ("x-bsv-auth-nonce", base64_of(&[7u8; 32])),
+        ("x-bsv-auth-your-nonce", base64_of(&[9u8; 32])),
+        ("x-bsv-auth-signature", "3006020101020101".to_string()),
+        ("x-bsv-auth-request-id", base64_of(&[1u8; 32])),
+        ("content-type", "application/json".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let r = alice.send_raw("POST", "/listMessages", &forged, Some(b"{}".to_vec())).await.unwrap();
+    assert_eq!(r.status, 401);
+
+    let after = tokio::task::spawn_blocking(move || Scrape::take(maddr)).await.unwrap();
+    let delta = |metric: &str, labels: &[(&str, &str)]| after.value(metric, labels) - before.value(metric, labels);
+    let requests = "messagebox_http_requests_total";
+    for (route, status, n) in [
+        ("/health", "200", 3.0),
+        ("other", "401", 1.0),
+        ("/socket.io/", "200", 1.0),
+        ("/.well-known/auth", "200", 1.0),
+        ("/listMessages", "200", 2.0),
+        ("/listMessages", "401", 1.0),
+        ("/sendMessage", "200", 1.0),
+        ("/ready", "200", 0.0),
+    ] {
+        assert_eq!(delta(requests, &[("route", route), ("status", status)]), n, "{route} {status}");
+    }
+    let durations = "messagebox_http_request_duration_seconds";
+    assert_eq!(delta(durations, &[("route", "/listMessages")]), 3.0, "one observation per request");
+    assert_eq!(delta(durations, &[("route", "/health")]), 3.0);
+    assert_eq!(delta("messagebox_handshakes_total", &[("transport", "http")]), 1.0);
+    assert_eq!(delta("messagebox_auth_failures_total", &[("reason", "missing_headers")]), 1.0);
+    assert_eq!(delta("messagebox_auth_failures_total", &[("reason", "unknown_session")]), 1.0);
+    assert_eq!(delta("messagebox_auth_failures_total", &[("reason", "bad_signature")]), 0.0);
+    assert_eq!(delta("messagebox_messages_stored_total", &[]), 2.0, "two recipients, two rows");
+    assert!(delta("messagebox_store_batch_size", &[]) >= 1.0, "at least one group commit");
+    assert_eq!(
+        after.value("messagebox_store_batch_size_sum", &[]) - before.value("messagebox_store_batch_size_sum", &[]),
+        2.0,
+        "the commits held exactly the two rows"
+    );
+    assert!(delta("messagebox_store_commit_duration_seconds", &[]) >= 1.0);
+    assert_eq!(after.value("messagebox_live_connections", &[]), 1.0, "the polling session is open");
+    assert_eq!(after.value("messagebox_auth_sessions", &[]), 1.0, "alice's session");
+    for scope in ["ip", "identity", "live_send", "live_control"] {
+        assert!(after.samples("messagebox_rate_limited_total", &[("scope", scope)]).next().is_some(), "{scope}");
+    }
+    assert!(after.has("messagebox_push_total"));
+
+    // The process metrics agree with /proc.
+    let pid = server.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let rss_kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap()[6..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let rss = after.value("process_resident_memory_bytes", &[]);
+    assert!((rss / 1024.0 - rss_kib).abs() < rss_kib * 0.5, "RSS {rss} vs /proc {rss_kib} KiB");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as f64;
+    let open = after.value("process_open_fds", &[]);
+    assert!(open > 3.0 && (open - fds).abs() <= 4.0, "open fds {open} vs /proc {fds}");
+    assert!(after.value("process_cpu_seconds_total", &[]) > 0.0);
+    assert!(after.value("process_max_fds", &[]) >= open);
+    let start = after.value("process_start_time_seconds", &[]);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!(start > now - 120.0 && start <= now + 1.0, "started {start}, now {now}");
+
+    // Only /metrics answers on the metrics listener; the server's port has no /metrics.
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(get(maddr, "/", &[]).0, 404);
+        assert_eq!(get(addr, "/metrics", &[]).0, 401);
+    })
+    .await
+    .unwrap();
+    server.stop();
+}
+
+fn base64_of(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn a_taken_metrics_address_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, key) = sqlite_env(&dir);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let maddr = taken.local_addr().unwrap().to_string();
+    let port = free_port().to_string();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SERVER_PRIVATE_KEY", key.as_str()),
+        ("MESSAGEBOX_PORT", port.as_str()),
+        ("MESSAGEBOX_METRICS_ADDR", maddr.as_str()),
+    ];
+    let start = Instant::now();
+    let out = command(&env, dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("messagebox: ")).expect("one line on stderr");
+    assert!(line.contains("MESSAGEBOX_METRICS_ADDR") && line.contains(&maddr), "{line}");
+    // Its own port must not be the server's.
+    let same = [("MESSAGEBOX_PORT", "9464"), ("MESSAGEBOX_METRICS_ADDR", "127.0.0.1:9464")];
+    let out = command(&same, dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+}

@@ -87,6 +87,74 @@ impl AuthError {
     }
 }
 
+/// Why an authentication failed, as metrics count it: a fixed set of labels, coarser than
+/// [`AuthError`] (whose texts carry nonces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    /// A business request without BRC-104 headers.
+    MissingHeaders,
+    /// An undecodable or incomplete message, header or key.
+    Malformed,
+    /// An unsupported auth version.
+    Version,
+    /// No session for the nonce (unknown or expired).
+    UnknownSession,
+    IdentityMismatch,
+    BadSignature,
+    Replay,
+    /// The session table is full.
+    SessionsFull,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 8] = [
+        FailureReason::MissingHeaders,
+        FailureReason::Malformed,
+        FailureReason::Version,
+        FailureReason::UnknownSession,
+        FailureReason::IdentityMismatch,
+        FailureReason::BadSignature,
+        FailureReason::Replay,
+        FailureReason::SessionsFull,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::MissingHeaders => "missing_headers",
+            FailureReason::Malformed => "malformed",
+            FailureReason::Version => "version",
+            FailureReason::UnknownSession => "unknown_session",
+            FailureReason::IdentityMismatch => "identity_mismatch",
+            FailureReason::BadSignature => "bad_signature",
+            FailureReason::Replay => "replay",
+            FailureReason::SessionsFull => "sessions_full",
+        }
+    }
+}
+
+impl AuthError {
+    /// The metrics label of this failure.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            AuthError::VersionHeader(_) => FailureReason::Version,
+            AuthError::SessionNotFound(_) => FailureReason::UnknownSession,
+            AuthError::IdentityMismatch => FailureReason::IdentityMismatch,
+            AuthError::InvalidSignature => FailureReason::BadSignature,
+            AuthError::Replayed => FailureReason::Replay,
+            AuthError::SessionsFull => FailureReason::SessionsFull,
+            AuthError::Message(_)
+            | AuthError::MissingInitialFields
+            | AuthError::UnexpectedMessageType(_)
+            | AuthError::Missing(_)
+            | AuthError::InvalidIdentityKey
+            | AuthError::InvalidNonce(_)
+            | AuthError::InvalidRequestId
+            | AuthError::Key(_)
+            | AuthError::Mismatch(_) => FailureReason::Malformed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

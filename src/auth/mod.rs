@@ -23,7 +23,7 @@ pub mod server;
 pub mod session;
 
 pub use client::{ClientIdentity, ClientSession, PendingHandshake, SignedRequest};
-pub use error::{AuthError, HttpExchange, HttpRejection};
+pub use error::{AuthError, FailureReason, HttpExchange, HttpRejection};
 pub use keys::{Counterparty, KeyDeriver, PrivateKey, Protocol, PublicKey, SharedSecret, Signature};
 pub use message::{
     AuthMessage, CertificateRequest, CertificateResponse, General, InitialRequest, InitialResponse, MessageType,

@@ -17,9 +17,12 @@ use serde_json::{json, Value};
 
 use crate::api::{self, Api, ApiError, Call, Query, Reply, Route};
 use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
-use crate::auth::{AuthError, AuthHeaders, AuthMessage, HandshakeReply, HttpExchange, IncomingRequest, ServerAuth};
+use crate::auth::{
+    AuthError, AuthHeaders, AuthMessage, FailureReason, HandshakeReply, HttpExchange, IncomingRequest, ServerAuth,
+};
 use crate::domain::IdentityKey;
 use crate::live::driver::LiveCore;
+use crate::metrics::{Metrics, Recorder, RouteLabel, Transport};
 
 pub mod docs;
 
@@ -39,6 +42,8 @@ pub struct App {
     pub health: Bytes,
     /// The access log switch and `TRUST_PROXY_HOPS`.
     pub observability: crate::config::Observability,
+    /// The per-core shards and their exposition (records nothing when metrics are off).
+    pub metrics: Arc<Metrics>,
 }
 
 /// The liveness body of TS-next's `/health` and `/healthz`.
@@ -138,8 +143,9 @@ fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
     }
 }
 
-/// The service function of every connection; `peer` is the TCP peer of the connection and
-/// `live` this core's part of the live channel (`None` when it is disabled).
+/// The service function of every connection; `peer` is the TCP peer of the connection,
+/// `live` this core's part of the live channel (`None` when it is disabled) and `metrics`
+/// this core's metrics shard.
 ///
 /// With `MESSAGEBOX_ACCESS_LOG=true` each request is logged at `info` (target
 /// `messagebox::access`): method, route (the path without its query), status, duration,
@@ -148,26 +154,59 @@ fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
 pub async fn handle(
     app: Arc<App>,
     live: Option<LiveCore>,
+    metrics: Recorder,
     peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let info = app.observability.access_log;
-    if !info && !tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
-        return Ok(route(app, live, req).await);
+    let access = info || tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG);
+    if !access && !metrics.enabled() {
+        return Ok(route(app, live, &metrics, req).await);
+    }
+    let label = route_label(req.method(), req.uri().path(), &app.routing_prefix);
+    let start = std::time::Instant::now();
+    if !access {
+        let resp = route(app, live, &metrics, req).await;
+        metrics.http_request(label, resp.status().as_u16(), start.elapsed());
+        return Ok(resp);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let client_ip = client_ip(peer.ip(), req.headers(), app.observability.trust_proxy_hops);
-    let start = std::time::Instant::now();
-    let mut resp = route(app, live, req).await;
-    let duration_ms = start.elapsed().as_micros() as f64 / 1000.0;
-    let identity = resp.extensions_mut().remove::<AccessIdentity>().map_or_else(|| "-".to_string(), |i| i.0);
+    let mut resp = route(app, live, &metrics, req).await;
+    let elapsed = start.elapsed();
     let status = resp.status().as_u16();
+    metrics.http_request(label, status, elapsed);
+    let duration_ms = elapsed.as_micros() as f64 / 1000.0;
+    let identity = resp.extensions_mut().remove::<AccessIdentity>().map_or_else(|| "-".to_string(), |i| i.0);
     if info {
         tracing::info!(target: "messagebox::access", %method, route = %path, status, duration_ms, %client_ip, %identity, "request");
     } else {
         tracing::debug!(target: "messagebox::access", %method, route = %path, status, duration_ms, %client_ip, %identity, "request");
     }
     Ok(resp)
+}
+
+/// The `route` label of a request, by the same rules [`route`] dispatches with.
+fn route_label(method: &Method, path: &str, prefix: &str) -> RouteLabel {
+    if path.starts_with("/socket.io/") {
+        return RouteLabel::Live;
+    }
+    if method == Method::OPTIONS {
+        return RouteLabel::Preflight;
+    }
+    if matches!(*method, Method::GET | Method::HEAD) {
+        match probe(path, prefix) {
+            Some(Probe::Ready) => return RouteLabel::Ready,
+            Some(Probe::Live) if path.ends_with('z') => return RouteLabel::Healthz,
+            Some(Probe::Live) => return RouteLabel::Health,
+            None => {}
+        }
+    }
+    match path {
+        "/.well-known/auth" => RouteLabel::Handshake,
+        "/openapi.json" | "/docs" | "/docs/" if method == Method::GET => RouteLabel::Docs,
+        _ => Route::find(method.as_str(), path, prefix).map_or(RouteLabel::Other, RouteLabel::from),
+    }
 }
 
 /// The verified identity of a request, handed from [`business`] to the access log through
@@ -248,7 +287,12 @@ async fn answer_probe(app: &App, probe: Probe) -> Response<Body> {
     r
 }
 
-async fn route(app: Arc<App>, live: Option<LiveCore>, req: http::Request<Incoming>) -> Response<Body> {
+async fn route(
+    app: Arc<App>,
+    live: Option<LiveCore>,
+    metrics: &Recorder,
+    req: http::Request<Incoming>,
+) -> Response<Body> {
     let headers = req.headers();
     let header_bytes: usize = headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
     if headers.len() > app.limits.max_headers || header_bytes > app.limits.max_header_bytes {
@@ -277,7 +321,7 @@ async fn route(app: Arc<App>, live: Option<LiveCore>, req: http::Request<Incomin
         }
     }
     match path {
-        "/.well-known/auth" => return handshake(&app, req).await,
+        "/.well-known/auth" => return handshake(&app, metrics, req).await,
         "/openapi.json" if req.method() == Method::GET => return response(200, JSON, app.openapi.clone()),
         "/docs" if req.method() == Method::GET => {
             let mut r = response(301, "text/html; charset=utf-8", "Moved Permanently. Redirecting to /docs/");
@@ -289,10 +333,10 @@ async fn route(app: Arc<App>, live: Option<LiveCore>, req: http::Request<Incomin
         }
         _ => {}
     }
-    business(&app, req).await
+    business(&app, metrics, req).await
 }
 
-async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
+async fn handshake(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
     if req.method() != Method::POST {
         return error_response(405, "ERR_METHOD_NOT_ALLOWED", "The handshake endpoint takes POST.");
     }
@@ -303,10 +347,15 @@ async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
     };
     let msg = match AuthMessage::from_json(&body) {
         Ok(m) => m,
-        Err(e) => return auth_error_response(&AuthError::from(e), HttpExchange::Handshake),
+        Err(e) => {
+            let e = AuthError::from(e);
+            metrics.auth_failure(e.reason());
+            return auth_error_response(&e, HttpExchange::Handshake);
+        }
     };
     match app.auth.handle_handshake_message(&msg) {
         Ok(HandshakeReply::Message(reply)) => {
+            metrics.handshake(Transport::Http);
             let mut r = response(200, JSON, reply.to_json());
             let h = r.headers_mut();
             for (k, v) in reply.handshake_headers() {
@@ -317,7 +366,10 @@ async fn handshake(app: &App, req: http::Request<Incoming>) -> Response<Body> {
             r
         }
         Ok(HandshakeReply::Acknowledged) => json_response(200, &json!({"status": "success"})),
-        Err(e) => auth_error_response(&e, HttpExchange::Handshake),
+        Err(e) => {
+            metrics.auth_failure(e.reason());
+            auth_error_response(&e, HttpExchange::Handshake)
+        }
     }
 }
 
@@ -331,8 +383,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
+async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
     if !req.headers().contains_key(H_REQUEST_ID) {
+        metrics.auth_failure(FailureReason::MissingHeaders);
         return unauthenticated();
     }
     let (parts, body) = req.into_parts();
@@ -363,6 +416,7 @@ async fn business(app: &App, req: http::Request<Incoming>) -> Response<Body> {
         Ok(v) => v,
         Err(e) => {
             tracing::debug!(error = %e, path, "request authentication failed");
+            metrics.auth_failure(e.reason());
             return auth_error_response(&e, HttpExchange::Request);
         }
     };
@@ -437,6 +491,24 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("unknown"));
         assert_eq!(client_ip(peer, &h, 1), "invalid");
         assert_eq!(client_ip(peer, &HeaderMap::new(), 3), "10.0.0.9");
+    }
+
+    #[test]
+    fn route_labels() {
+        let l = |m: Method, p: &str| route_label(&m, p, "/api");
+        assert_eq!(l(Method::POST, "/api/sendMessage"), RouteLabel::SendMessage);
+        assert_eq!(l(Method::POST, "/sendMessage"), RouteLabel::Other, "the prefix is required");
+        assert_eq!(l(Method::GET, "/api/permissions/quote"), RouteLabel::GetQuote);
+        assert_eq!(l(Method::GET, "/api/sendMessage"), RouteLabel::Other, "wrong method");
+        assert_eq!(l(Method::POST, "/.well-known/auth"), RouteLabel::Handshake);
+        assert_eq!(l(Method::GET, "/socket.io/?EIO=4"), RouteLabel::Live);
+        assert_eq!(l(Method::OPTIONS, "/api/sendMessage"), RouteLabel::Preflight);
+        assert_eq!(l(Method::GET, "/healthz"), RouteLabel::Healthz);
+        assert_eq!(l(Method::GET, "/api/health"), RouteLabel::Health);
+        assert_eq!(l(Method::HEAD, "/ready"), RouteLabel::Ready);
+        assert_eq!(l(Method::GET, "/docs/"), RouteLabel::Docs);
+        assert_eq!(l(Method::GET, "/openapi.json"), RouteLabel::Docs);
+        assert_eq!(l(Method::GET, "/wp-admin/x"), RouteLabel::Other);
     }
 
     #[test]

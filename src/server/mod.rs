@@ -45,6 +45,8 @@ impl Default for HttpLimits {
 /// A running server: its address and the means to stop it.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when it is (set by `startup::start`).
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     threads: Vec<std::thread::JoinHandle<()>>,
     /// Held while serving (see [`PortLock`]).
@@ -169,7 +171,7 @@ pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: HttpLimits
         })?;
         handles.push(handle);
     }
-    Ok(Running { addr, shutdown: tx, threads: handles, _lock: lock })
+    Ok(Running { addr, metrics_addr: None, shutdown: tx, threads: handles, _lock: lock })
 }
 
 async fn serve(
@@ -180,7 +182,9 @@ async fn serve(
     limits: HttpLimits,
 ) {
     let mut stop = shutdown.clone();
-    let live = app.live.as_ref().and_then(|hub| hub.start_core(core, shutdown.clone()));
+    // This core's metrics shard (empty when metrics are off).
+    let metrics = app.metrics.core();
+    let live = app.live.as_ref().and_then(|hub| hub.start_core(core, shutdown.clone(), metrics.clone()));
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -203,8 +207,11 @@ async fn serve(
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let (app, live, builder, mut shutdown) = (app.clone(), live.clone(), builder.clone(), shutdown.clone());
+                    let metrics = metrics.clone();
                     connections.spawn_local(async move {
-                        let svc = service_fn(move |req| crate::http::handle(app.clone(), live.clone(), peer, req));
+                        let svc = service_fn(move |req| {
+                            crate::http::handle(app.clone(), live.clone(), metrics.clone(), peer, req)
+                        });
                         let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
                         tokio::pin!(conn);
                         tokio::select! {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{InsertOutcome, NewMessage, StoreError, StoreFuture, WriterStats};
+use crate::metrics::histogram::{Histogram, BATCH_ROWS_BUCKETS};
 
 /// Writes one batch of message rows for the group-commit writer.
 pub(crate) trait BatchWriter {
@@ -58,12 +59,32 @@ pub(crate) enum Work<J> {
 }
 
 /// The writer's counters (read through [`Queue::stats`]).
-#[derive(Debug, Default)]
+///
+/// Written by the writer's one thread only (the metrics scrape reads them), so they cost
+/// no contention.
+#[derive(Debug)]
 pub(crate) struct Counters {
     batches: AtomicU64,
     requests: AtomicU64,
     rows: AtomicU64,
+    inserted: AtomicU64,
     fallbacks: AtomicU64,
+    batch_rows: Histogram,
+    commit_time: Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            batches: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            rows: AtomicU64::new(0),
+            inserted: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            batch_rows: Histogram::new(BATCH_ROWS_BUCKETS, 1.0),
+            commit_time: Histogram::durations(),
+        }
+    }
 }
 
 impl Counters {
@@ -77,7 +98,10 @@ impl Counters {
             batches: self.batches.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             rows: self.rows.load(Ordering::Relaxed),
+            inserted: self.inserted.load(Ordering::Relaxed),
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
+            batch_rows: self.batch_rows.snapshot(),
+            commit_seconds: self.commit_time.snapshot(),
         }
     }
 }
@@ -234,9 +258,14 @@ async fn write<W: BatchWriter>(
     rows: &[&NewMessage],
     counters: &Counters,
 ) -> Result<Vec<InsertOutcome>, WriteFailure> {
+    let started = std::time::Instant::now();
     let outcomes = writer.write(rows).await?;
+    counters.commit_time.observe_duration(started.elapsed());
+    counters.batch_rows.observe(rows.len() as u64);
     counters.batches.fetch_add(1, Ordering::Relaxed);
     counters.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+    let inserted = outcomes.iter().filter(|o| matches!(o, InsertOutcome::Inserted)).count();
+    counters.inserted.fetch_add(inserted as u64, Ordering::Relaxed);
     Ok(outcomes)
 }
 
@@ -282,6 +311,14 @@ mod tests {
     }
 
     type Answer = Result<Vec<InsertOutcome>, StoreError>;
+
+    /// Batches, requests, rows and fallbacks; the histograms must agree with them.
+    fn counts(s: &WriterStats) -> (u64, u64, u64, u64) {
+        assert_eq!(s.batch_rows.count(), s.batches, "one batch-size observation per commit");
+        assert_eq!(s.batch_rows.sum() as u64, s.rows);
+        assert_eq!(s.commit_seconds.count(), s.batches);
+        (s.batches, s.requests, s.rows, s.fallbacks)
+    }
 
     /// What a test queues: an insert request, or a flush (answered with no outcomes).
     enum Req {
@@ -353,7 +390,7 @@ mod tests {
         assert_eq!(fake.transactions, [vec!["a", "b", "c"], vec!["a", "d", "e"]]);
         let answers: Vec<_> = run.answers.iter().map(ok).collect();
         assert_eq!(answers, [vec![Inserted, Inserted], vec![Inserted], vec![Duplicate], vec![Inserted, Inserted]]);
-        assert_eq!(run.stats, WriterStats { batches: 2, requests: 4, rows: 6, fallbacks: 0 });
+        assert_eq!(counts(&run.stats), (2, 4, 6, 0));
     }
 
     #[test]
@@ -361,7 +398,7 @@ mod tests {
         let mut fake = Fake::default();
         let run = run(2, vec![Req::Insert(&["a", "b", "c"]), Req::Insert(&["d"])], &mut fake);
         assert_eq!(run.work, [1, 1]);
-        assert_eq!(run.stats, WriterStats { batches: 2, requests: 2, rows: 4, fallbacks: 0 });
+        assert_eq!(counts(&run.stats), (2, 2, 4, 0));
     }
 
     #[test]
@@ -372,7 +409,7 @@ mod tests {
         assert_eq!(run.work, [2, 0, 1, 0]);
         assert_eq!(fake.transactions, [vec!["a", "b"], vec!["c"]]);
         assert!(run.answers.iter().all(Result::is_ok));
-        assert_eq!(run.stats, WriterStats { batches: 2, requests: 3, rows: 3, fallbacks: 0 });
+        assert_eq!(counts(&run.stats), (2, 3, 3, 0));
     }
 
     #[test]
@@ -385,7 +422,7 @@ mod tests {
         assert_eq!(ok(&run.answers[0]), [Inserted]);
         assert_eq!(run.answers[1], Err(StoreError::database("bad row")));
         assert_eq!(ok(&run.answers[2]), [Inserted, Duplicate]);
-        assert_eq!(run.stats, WriterStats { batches: 2, requests: 3, rows: 3, fallbacks: 1 });
+        assert_eq!(counts(&run.stats), (2, 3, 3, 1));
     }
 
     #[test]
@@ -395,7 +432,7 @@ mod tests {
         assert_eq!(fake.transactions, [vec!["a", "down"]]);
         let lost = Err(StoreError::database("connection lost"));
         assert_eq!(run.answers, [lost.clone(), lost]);
-        assert_eq!(run.stats, WriterStats { batches: 0, requests: 2, rows: 0, fallbacks: 0 });
+        assert_eq!(counts(&run.stats), (0, 2, 0, 0));
     }
 
     #[test]
@@ -404,7 +441,7 @@ mod tests {
         let run = run(512, vec![Req::Insert(&["bad"])], &mut fake);
         assert_eq!(fake.transactions, [vec!["bad"]]);
         assert_eq!(run.answers, [Err(StoreError::database("bad row"))]);
-        assert_eq!(run.stats, WriterStats { batches: 0, requests: 1, rows: 0, fallbacks: 0 });
+        assert_eq!(counts(&run.stats), (0, 1, 0, 0));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! Comparisons stay in SQL so MySQL's case-insensitive collations behave as they did for
 //! the original (`'INBOX'` finds the `inbox` box, ids `abc` and `ABC` collide).
 
+use crate::metrics::HistogramSnapshot;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -216,7 +217,7 @@ pub trait Backend: Send + Sync + 'static {
 pub const MAX_DEVICES: u32 = 1000;
 
 /// Counters of a backend's group-commit writer (for tests and metrics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WriterStats {
     /// Committed insert batches; each is one transaction holding one or more requests.
     pub batches: u64,
@@ -224,9 +225,29 @@ pub struct WriterStats {
     pub requests: u64,
     /// Message rows written or found duplicate in committed batches.
     pub rows: u64,
+    /// Of `rows`, those written (not duplicates).
+    pub inserted: u64,
     /// Batches redone row by row because the multi-row outcome was ambiguous (MySQL), or
     /// batches split into their requests after an error (both backends).
     pub fallbacks: u64,
+    /// Rows per committed transaction.
+    pub batch_rows: HistogramSnapshot,
+    /// Time to write and commit each transaction, in seconds.
+    pub commit_seconds: HistogramSnapshot,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            batches: 0,
+            requests: 0,
+            rows: 0,
+            inserted: 0,
+            fallbacks: 0,
+            batch_rows: HistogramSnapshot::empty(crate::metrics::histogram::BATCH_ROWS_BUCKETS, 1.0),
+            commit_seconds: HistogramSnapshot::empty(crate::metrics::histogram::DURATION_BUCKETS, 1e-9),
+        }
+    }
 }
 
 /// The store handle shared by every core.

@@ -22,6 +22,7 @@ use crate::live::connection::ConnectionShared;
 use crate::live::engineio::{self, ErrorCode, HttpReply, UpgradeRefused, WsId};
 use crate::live::events::Delivery;
 use crate::live::ConnectionCore;
+use crate::metrics::Recorder;
 
 pub(super) type Reply<T> = oneshot::Sender<T>;
 
@@ -72,6 +73,8 @@ pub(super) struct LocalCore {
     /// is drained); `idle` is notified when it reaches zero.
     tasks: Cell<usize>,
     idle: Notify,
+    /// This core's metrics shard: open connections, deliveries, live handshakes.
+    pub metrics: Recorder,
 }
 
 /// The handle of one core's live channel, created by [`LiveHub::start_core`] on that core's
@@ -82,7 +85,12 @@ pub struct LiveCore(pub(super) Rc<LocalCore>);
 impl LiveHub {
     /// Starts core `index`'s part of the live channel: call once per core, on its runtime
     /// (inside a `LocalSet`). `None` if that core was started already.
-    pub fn start_core(self: &Arc<Self>, index: usize, shutdown: watch::Receiver<bool>) -> Option<LiveCore> {
+    pub fn start_core(
+        self: &Arc<Self>,
+        index: usize,
+        shutdown: watch::Receiver<bool>,
+        metrics: Recorder,
+    ) -> Option<LiveCore> {
         let rx = self.receivers.lock().unwrap_or_else(|p| p.into_inner()).get_mut(index).and_then(Option::take);
         let Some(mut rx) = rx else {
             tracing::error!(index, "live core started twice");
@@ -96,6 +104,7 @@ impl LiveHub {
             bound: RefCell::new(HashMap::new()),
             tasks: Cell::new(0),
             idle: Notify::new(),
+            metrics,
         });
         let mut stop = shutdown;
         let mailbox = core.clone();
@@ -213,6 +222,7 @@ impl LocalCore {
 
     /// A connection task ended.
     pub fn task_finished(&self) {
+        self.metrics.live_connection_closed();
         let left = self.tasks.get().saturating_sub(1);
         self.tasks.set(left);
         if left == 0 {
@@ -224,6 +234,7 @@ impl LocalCore {
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         self.sessions.borrow_mut().insert(core.sid().to_string(), tx);
         self.tasks.set(self.tasks.get() + 1);
+        self.metrics.live_connection_opened();
         tokio::task::spawn_local(Connection::new(core, self.clone()).run(rx));
     }
 

@@ -116,7 +116,9 @@ impl Connection {
                 self.adopt(now, ws, stream, read).await
             }
             Input::Deliver(d) => {
-                self.core.deliver(now, &d);
+                if self.core.deliver(now, &d) {
+                    self.local.metrics.live_delivery();
+                }
             }
             Input::Close => self.core.close(now),
         }
@@ -216,7 +218,10 @@ impl Connection {
             let mut finished = false;
             while let Some(c) = self.core.poll_command() {
                 match c {
-                    Command::Bind { identity } => self.local.bind(self.core.sid(), &identity),
+                    Command::Bind { identity } => {
+                        self.local.metrics.handshake(crate::metrics::Transport::Live);
+                        self.local.bind(self.core.sid(), &identity)
+                    }
                     Command::Unbind { identity } => self.local.unbind(self.core.sid(), &identity),
                     Command::Store(r) => self.inflight = Some(self.local.hub.store(r)),
                     Command::Deliver(d) => self.local.hub.route(d),

@@ -19,6 +19,7 @@ use crate::live::engineio::{sid_core, ErrorCode, HttpReply};
 use crate::live::events::Delivery;
 use crate::live::testutil::JsClient;
 use crate::live::LiveConfig;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreOptions};
 
 /// Long enough for any step here; a hang fails instead of blocking the suite.
@@ -26,6 +27,7 @@ const STEP: Duration = Duration::from_secs(10);
 
 struct Pair {
     hub: Arc<LiveHub>,
+    metrics: Arc<Metrics>,
     cores: Vec<LiveCore>,
     store: Store,
     _shutdown: watch::Sender<bool>,
@@ -50,9 +52,10 @@ impl Pair {
         let ids = rand::rngs::StdRng::seed_from_u64(seed);
         let hub = LiveHub::with_rng(auth, store.clone(), config, 2, ids);
         let (tx, rx) = watch::channel(false);
-        let cores = (0..2).map(|i| hub.start_core(i, rx.clone()).unwrap()).collect();
-        assert!(hub.start_core(0, rx).is_none(), "a core starts once");
-        Pair { hub, cores, store, _shutdown: tx }
+        let metrics = Metrics::new(true);
+        let cores = (0..2).map(|i| hub.start_core(i, rx.clone(), metrics.core()).unwrap()).collect();
+        assert!(hub.start_core(0, rx, metrics.core()).is_none(), "a core starts once");
+        Pair { hub, metrics, cores, store, _shutdown: tx }
     }
 
     fn core(&self, i: usize) -> &Rc<LocalCore> {
@@ -169,6 +172,17 @@ fn delivery_crosses_cores_and_is_stored() {
         let got = p.recv(0, &mut a, 1).await;
         assert_eq!(got[0].1, Some(json!({ "sender": "http-sender", "messageId": "m2", "body": "via http" })));
         assert!(b.js.take().is_empty());
+
+        // The cores counted it: two connections, two live handshakes, two deliveries to A.
+        let text = p.metrics.render(&p.store.stats(), 0);
+        for line in [
+            "messagebox_live_connections 2",
+            r#"messagebox_handshakes_total{transport="live"} 2"#,
+            "messagebox_live_deliveries_total 2",
+            "messagebox_messages_stored_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
     });
 }
 
