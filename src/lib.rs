@@ -3,6 +3,7 @@
 //! The library holds every part of the server so that the binary, the integration tests,
 //! the benchmarks and the load generator (`perf/`) share one implementation.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod client;

@@ -1,9 +1,10 @@
-//! `messagebox`: serve (default), migrate, keygen, healthcheck.
+//! `messagebox`: serve (default), migrate, keygen, healthcheck, fees (list, set).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use messagebox::admin::FeesCommand;
 use messagebox::auth::PrivateKey;
 use messagebox::config::{Config, LogFormat, VARIABLES};
 use messagebox::startup::{self, StartupError};
@@ -31,6 +32,31 @@ enum Command {
     /// Exit 0 when the server on the configured port answers GET /health with 200, else 1
     /// (for container health checks; no curl needed).
     Healthcheck,
+    /// Show or change the delivery fee the server charges per message box (`server_fees`).
+    ///
+    /// Uses the database `serve` uses (the same configuration); a running server charges a
+    /// new fee on its next send or quote, without a restart.
+    Fees {
+        #[command(subcommand)]
+        action: FeesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum FeesAction {
+    /// Print every box's delivery fee, sorted by box, one per line under a header.
+    List,
+    /// Set a box's delivery fee (adding the box if it has none) and print what changed.
+    Set {
+        /// The message box, e.g. notifications (at most 255 characters).
+        #[arg(value_name = "BOX")]
+        message_box: String,
+        /// The fee in satoshis, 0 to 2147483647.
+        // Hyphen values reach our own check, which answers `-1` in one line instead of
+        // clap's "unexpected argument" usage text.
+        #[arg(allow_hyphen_values = true)]
+        satoshis: String,
+    },
 }
 
 fn env_help() -> String {
@@ -39,28 +65,46 @@ fn env_help() -> String {
         s.push_str(&format!("  {name:<36} {meaning}\n"));
     }
     s.push_str("  RUST_LOG                             tracing filter, e.g. messagebox=debug; wins over LOG_LEVEL\n");
-    s.push_str("\nExit codes: 0 success, 1 runtime failure, 2 bad configuration.");
+    s.push_str("\nExit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.");
     s
 }
 
-/// Logs go to stdout: `LOG_FORMAT=json` as one JSON object per line, else text with ANSI
-/// colours only when stdout is a terminal (never into files or pipes) and `NO_COLOR` is unset.
-fn init_logging(config: &Config) {
+/// Where the log goes and what it lets through unless `RUST_LOG` says otherwise.
+#[derive(Clone, Copy)]
+enum LogTo {
+    /// The server's log: stdout, at `LOG_LEVEL`.
+    Stdout,
+    /// A command whose stdout is its answer (`fees`): stderr, errors only, so the answer
+    /// stays greppable and a failure stays the one line the command prints.
+    StderrErrors,
+}
+
+/// `LOG_FORMAT=json` as one JSON object per line, else text with ANSI colours only when the
+/// log's stream is a terminal (never into files or pipes) and `NO_COLOR` is unset.
+fn init_logging(config: &Config, to: LogTo) {
     use std::io::IsTerminal;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let filter = if config.logging {
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-            // The access log is at info: asking for it keeps it whatever LOG_LEVEL says.
-            let access = if config.observability.access_log { ",messagebox::access=info" } else { "" };
-            format!("{}{access}", config.observability.log_level).into()
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| match to {
+            LogTo::Stdout => {
+                // The access log is at info: asking for it keeps it whatever LOG_LEVEL says.
+                let access = if config.observability.access_log { ",messagebox::access=info" } else { "" };
+                format!("{}{access}", config.observability.log_level).into()
+            }
+            LogTo::StderrErrors => "error".into(),
         })
     } else {
         "off".into()
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (writer, terminal) = match to {
+        LogTo::Stdout => (BoxMakeWriter::new(std::io::stdout), std::io::stdout().is_terminal()),
+        LogTo::StderrErrors => (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal()),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let _ = match config.observability.log_format {
         LogFormat::Json => builder.json().with_ansi(false).try_init(),
         LogFormat::Text => {
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            let colour = terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
             builder.with_target(false).with_ansi(colour).try_init()
         }
     };
@@ -93,7 +137,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(&config);
+            init_logging(&config, LogTo::Stdout);
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             match rt.block_on(startup::open_store(&config, Duration::from_secs(30))) {
                 Ok(store) => {
@@ -109,9 +153,10 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_logging(&config);
+            init_logging(&config, LogTo::Stdout);
             serve(config)
         }
+        Command::Fees { action } => fees(action),
         Command::Healthcheck => {
             // Exit 2 means "reserved" to Docker's HEALTHCHECK: a bad configuration is unhealthy (1).
             let config = match Config::from_env() {
@@ -128,6 +173,46 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+/// `messagebox fees list|set`: exit 2 for bad arguments or configuration, 1 when the
+/// database fails, each with one line on stderr.
+fn fees(action: FeesAction) -> ExitCode {
+    // Arguments first: a typo is reported without touching the database.
+    let command = match action {
+        FeesAction::List => FeesCommand::List,
+        FeesAction::Set { message_box, satoshis } => match FeesCommand::set(&message_box, &satoshis) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("messagebox: fees set: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let config = match config() {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config, LogTo::StderrErrors);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    // Opened as `migrate` opens it (schema up to date, permanent errors at once), but an
+    // operator at a prompt waits for a database that is still starting 10 s, not 30.
+    let store = match rt.block_on(startup::open_store(&config, Duration::from_secs(10))) {
+        Ok(s) => s,
+        Err(source) => return fail(StartupError::Database { database: config.database.describe(), source }),
+    };
+    match rt.block_on(command.run(&store)) {
+        Ok(text) => {
+            use std::io::Write;
+            // A closed pipe (`fees list | head -1`) is not an error worth a panic.
+            let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("messagebox: fees {}: {e}", command.name());
+            ExitCode::from(1)
         }
     }
 }

@@ -77,6 +77,81 @@ store_test!(
 );
 
 store_test!(
+    server_fees_list_and_set | db,
+    store | {
+        let rows = |fees: Vec<store::ServerFee>| -> Vec<(String, i64)> {
+            fees.into_iter().map(|f| (f.message_box, f.delivery_fee)).collect()
+        };
+        let seeded = store.server_fees().await.unwrap();
+        assert_eq!(
+            rows(seeded.clone()),
+            [("inbox".into(), 0), ("notifications".into(), 10), ("payment_inbox".into(), 0)],
+            "the migration's seed, sorted by box"
+        );
+        assert!(seeded.iter().all(|f| f.created_at.is_some() && f.updated_at.is_some()));
+
+        // A new box: no previous fee; it is listed in order and read by the fee gate.
+        assert_eq!(store.set_delivery_fee("alerts", 4).await.unwrap(), None);
+        assert_eq!(store.delivery_fee("alerts").await.unwrap(), Some(4));
+        let listed = store.server_fees().await.unwrap();
+        assert_eq!(listed[0].message_box, "alerts");
+        let alerts = &listed[0];
+        assert!(alerts.created_at.unwrap() >= now() - 5 && alerts.updated_at == alerts.created_at, "{alerts:?}");
+
+        // An update returns the fee it replaced; the collation finds the row, whose name stays.
+        assert_eq!(store.set_delivery_fee("notifications", 25).await.unwrap(), Some(10));
+        assert_eq!(store.set_delivery_fee("NOTIFICATIONS", 30).await.unwrap(), Some(25));
+        assert_eq!(store.set_delivery_fee("notifications", 30).await.unwrap(), Some(30));
+        assert_eq!(store.delivery_fee("notifications").await.unwrap(), Some(30));
+        // The whole column range.
+        assert_eq!(store.set_delivery_fee("payment_inbox", i32::MAX).await.unwrap(), Some(0));
+        assert_eq!(
+            rows(store.server_fees().await.unwrap()),
+            [
+                ("alerts".into(), 4),
+                ("inbox".into(), 0),
+                ("notifications".into(), 30),
+                ("payment_inbox".into(), i64::from(i32::MAX))
+            ]
+        );
+    }
+);
+
+// `updated_at` moves on an update and `created_at` stays: the rows are backdated by raw SQL
+// first (the schema has second precision), so a file or MySQL database.
+store_test!(server_fee_updates_move_updated_at [sqlite_file, mysql] |db, store| {
+    let old = if db.kind.is_mysql() { "'2025-09-01 10:00:00'" } else { "1756720800" };
+    db.exec(&format!("UPDATE server_fees SET created_at = {old}, updated_at = {old}")).await;
+    let before = store.server_fees().await.unwrap();
+    let inbox = before.iter().find(|f| f.message_box == "inbox").unwrap().clone();
+    assert_eq!((inbox.created_at, inbox.updated_at), (Some(1_756_720_800), Some(1_756_720_800)));
+
+    assert_eq!(store.set_delivery_fee("inbox", 2).await.unwrap(), Some(0));
+    let after = store.server_fees().await.unwrap();
+    let inbox = after.iter().find(|f| f.message_box == "inbox").unwrap();
+    assert_eq!(inbox.created_at, Some(1_756_720_800), "created_at stays");
+    assert!(inbox.updated_at.unwrap() >= now() - 5, "updated_at moved: {inbox:?}");
+    let others = after.iter().filter(|f| f.message_box != "inbox");
+    assert!(others.into_iter().all(|f| f.updated_at == Some(1_756_720_800)), "only that row changed: {after:?}");
+});
+
+// Concurrent upserts of one new box: one inserts, the others update, no error and one row.
+store_test!(concurrent_server_fee_upserts [sqlite_file, mysql] |db, store| {
+    let mut tasks = Vec::new();
+    for fee in 1..=8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.set_delivery_fee("raced", fee).await }));
+    }
+    let mut previous = Vec::new();
+    for task in tasks {
+        previous.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(previous.iter().filter(|p| p.is_none()).count(), 1, "one insert: {previous:?}");
+    let rows = db.query("SELECT COUNT(*) FROM server_fees WHERE message_box = 'raced'").await;
+    assert_eq!(rows[0][0].as_deref(), Some("1"));
+});
+
+store_test!(
     recipient_fees_default_insert_and_precedence | db,
     store | {
         // No rule: a box-wide default is created and returned.

@@ -108,6 +108,16 @@ pub struct Fees {
     pub recipients: Vec<i64>,
 }
 
+/// A row of `server_fees`: the server's delivery fee for one box (operators set these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFee {
+    pub message_box: String,
+    /// Satoshis; the column is a signed 32-bit `int`.
+    pub delivery_fee: i64,
+    pub created_at: Option<Timestamp>,
+    pub updated_at: Option<Timestamp>,
+}
+
 /// What a migration run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationReport {
@@ -128,6 +138,17 @@ pub trait Backend: Send + Sync + 'static {
 
     /// `server_fees.delivery_fee` for the box (exact match in SQL collation), `None` if no row.
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>>;
+
+    /// Every `server_fees` row, ordered by box (in SQL collation). For operators
+    /// (`messagebox fees list`); the routes read one box with [`Backend::delivery_fee`].
+    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>>;
+
+    /// Sets the box's delivery fee: updates its row (the box as the collation matches it, so
+    /// `INBOX` updates `inbox`) with `updated_at` = now, or inserts one. Returns the previous
+    /// fee, `None` for a new box; read and upsert are one transaction. The column is a signed
+    /// 32-bit `int`, hence `i32`; that fees are not negative is the caller's rule. Routes read
+    /// the table per request, so a running server charges the new fee on its next send.
+    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>>;
 
     /// The fee each recipient charges `sender` for `message_box`: the sender-specific rule
     /// if one exists, else the box-wide rule (the newest row if duplicates exist), else a

@@ -38,8 +38,8 @@ use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
     civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
-    ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, StoreError, StoreFuture, StoreOptions,
-    StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
+    ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, ServerFee, StoreError, StoreFuture,
+    StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
 
 /// How long a connection beyond the first may idle in the pool before it is closed.
@@ -61,6 +61,8 @@ const PIPELINE: usize = 2;
 const TRANSIENT_RETRIES: u32 = 2;
 /// Retries of a default permission insert that lost a lock conflict (see [`insert_default_fee`]).
 const DEFAULT_FEE_RETRIES: u32 = 8;
+/// Retries of a delivery fee upsert that lost a lock conflict (see [`upsert_server_fee`]).
+const SERVER_FEE_RETRIES: u32 = 8;
 
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
      (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
@@ -781,6 +783,16 @@ fn permission(row: Row) -> Result<Permission, StoreError> {
     })
 }
 
+fn server_fee(row: Row) -> Result<ServerFee, StoreError> {
+    let mut it = values(row);
+    Ok(ServerFee {
+        message_box: required(v_string(next(&mut it)), "server_fees.message_box")?,
+        delivery_fee: required(v_i64(next(&mut it)), "server_fees.delivery_fee")?,
+        created_at: v_ts(next(&mut it)),
+        updated_at: v_ts(next(&mut it)),
+    })
+}
+
 fn device(row: Row) -> Result<Device, StoreError> {
     let mut it = values(row);
     Ok(Device {
@@ -824,6 +836,39 @@ impl Backend for MysqlStore {
             let mut conn = s.pool.get_conn().await?;
             let fee: Option<Row> = conn.exec_first(sql::DELIVERY_FEE, (message_box,)).await?;
             Ok(fee.and_then(|r| v_i64(values(r).next()?)))
+        })
+    }
+
+    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
+        self.spawn(|s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let rows: Vec<Row> = conn.exec(sql::SERVER_FEES, ()).await?;
+            rows.into_iter().map(server_fee).collect()
+        })
+    }
+
+    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
+        let message_box = message_box.to_string();
+        self.spawn(move |s| async move {
+            let mut conn = s.pool.get_conn().await?;
+            let ts = date_value(now());
+            let mut attempt = 0;
+            loop {
+                match upsert_server_fee(&mut conn, &message_box, fee, &ts).await {
+                    Ok(previous) => return Ok(previous),
+                    // Only racing inserts of a new box deadlock (on the gap lock); once one has
+                    // committed, the others' retries lock its row and queue. A randomised
+                    // pause breaks the lockstep of those that lost together.
+                    Err(e) if is_transient(&e) && attempt < SERVER_FEE_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(error = %e, attempt, "delivery fee upsert hit a lock conflict; retrying");
+                        let pause =
+                            std::time::Duration::from_micros(rand::random_range(200..2_000u64) * u64::from(attempt));
+                        tokio::time::sleep(pause).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         })
     }
 
@@ -1101,6 +1146,27 @@ async fn set_box_wide(
         }
     }
     tx.commit().await
+}
+
+/// Reads the box's fee with a locking read, then upserts it, in one transaction: the
+/// previous fee reported is the one the upsert replaced. Upserts racing to insert the same
+/// new box may deadlock on the gap lock; the caller retries.
+async fn upsert_server_fee(
+    conn: &mut Conn,
+    message_box: &str,
+    fee: i32,
+    ts: &Value,
+) -> Result<Option<i64>, mysql_async::Error> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let previous: Option<Row> = tx.exec_first(sql::DELIVERY_FEE_FOR_UPDATE, (message_box,)).await?;
+    tx.exec_drop(
+        "INSERT INTO server_fees (message_box, delivery_fee, created_at, updated_at) VALUES (?, ?, ?, ?) \
+         ON DUPLICATE KEY UPDATE delivery_fee = ?, updated_at = ?",
+        vec![Value::from(message_box), Value::from(fee), ts.clone(), ts.clone(), Value::from(fee), ts.clone()],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(previous.and_then(|r| v_i64(values(r).next()?)))
 }
 
 #[cfg(test)]

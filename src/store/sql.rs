@@ -50,8 +50,23 @@ pub(crate) const FEE_RULE: &str = "SELECT recipient_fee FROM message_permissions
      WHERE recipient = ? AND message_box = ? AND (sender = ? OR sender IS NULL) \
      ORDER BY sender IS NULL, id DESC LIMIT 1";
 
-/// Parameters: message_box.
-pub(crate) const DELIVERY_FEE: &str = "SELECT delivery_fee FROM server_fees WHERE message_box = ? LIMIT 1";
+/// A box's delivery fee. Parameters: message_box.
+macro_rules! delivery_fee {
+    () => {
+        "SELECT delivery_fee FROM server_fees WHERE message_box = ? LIMIT 1"
+    };
+}
+
+/// See [`delivery_fee!`].
+pub(crate) const DELIVERY_FEE: &str = delivery_fee!();
+/// The same as a locking read, before an upsert of the box's fee (MySQL; SQLite's writer
+/// holds the database's write lock for the whole transaction anyway).
+pub(crate) const DELIVERY_FEE_FOR_UPDATE: &str = concat!(delivery_fee!(), " FOR UPDATE");
+
+/// Every `server_fees` row as [`ServerFee`](super::ServerFee) is read, ordered by box (the
+/// collation's order; names are unique, so no tie-breaker is needed).
+pub(crate) const SERVER_FEES: &str =
+    "SELECT message_box, delivery_fee, created_at, updated_at FROM server_fees ORDER BY message_box";
 
 /// A page of a box. Parameters: recipient, box type, recipient, limit, offset.
 pub(crate) const LIST_MESSAGES: &str = "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
@@ -156,6 +171,7 @@ mod tests {
         assert_eq!(INSERT_DEFAULT_FEE_MYSQL.replace(" FROM DUAL", ""), INSERT_DEFAULT_FEE_SQLITE);
         assert_eq!(INSERT_DEFAULT_FEE_SQLITE.matches('?').count(), 7);
         assert_eq!(NEWEST_BOX_WIDE_ID_FOR_UPDATE.strip_suffix(" FOR UPDATE"), Some(NEWEST_BOX_WIDE_ID));
+        assert_eq!(DELIVERY_FEE_FOR_UPDATE.strip_suffix(" FOR UPDATE"), Some(DELIVERY_FEE));
         assert_eq!(placeholders(3), "?,?,?");
         assert_eq!(delete_messages(2), "DELETE FROM messages WHERE recipient = ? AND messageId IN (?,?)");
         assert!(list_permissions("recipient = ?", false).ends_with("created_at DESC, id DESC LIMIT ? OFFSET ?"));

@@ -27,7 +27,7 @@ use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
     migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MigrationReport, NewMessage, Permission,
-    StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
+    ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
 };
 
 /// How long a statement waits for another process's lock before failing.
@@ -318,6 +318,41 @@ impl Backend for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(sql::DELIVERY_FEE)?;
             Ok(stmt.query_row([message_box], |r| r.get(0)).optional()?)
+        })
+    }
+
+    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql::SERVER_FEES)?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ServerFee {
+                    message_box: r.get(0)?,
+                    delivery_fee: r.get(1)?,
+                    created_at: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
+        let message_box = message_box.to_string();
+        self.write(move |conn| {
+            let ts = now();
+            // IMMEDIATE takes the write lock before the read, so another process (a server
+            // on the same file) cannot change the row between the two.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let previous: Option<i64> =
+                tx.prepare_cached(sql::DELIVERY_FEE)?.query_row([&message_box], |r| r.get(0)).optional()?;
+            tx.prepare_cached(
+                "INSERT INTO server_fees (message_box, delivery_fee, created_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (message_box) DO UPDATE SET delivery_fee = excluded.delivery_fee, \
+                 updated_at = excluded.updated_at",
+            )?
+            .execute(params![message_box, fee, ts])?;
+            tx.commit()?;
+            Ok(previous)
         })
     }
 
