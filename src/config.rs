@@ -157,6 +157,8 @@ pub struct Config {
     pub enable_websockets: bool,
     pub logging: bool,
     pub observability: Observability,
+    /// The resource profile and every limit (`MESSAGE_BOX_*`).
+    pub resources: crate::limits::ResourceLimits,
     pub database: Database,
     pub testnet: bool,
     /// `BSV_NETWORK` as given (default `mainnet`), reported by `/health` as TS-next does.
@@ -316,6 +318,7 @@ impl Config {
             enable_websockets,
             logging,
             observability,
+            resources: crate::limits::ResourceLimits::default(),
             database,
             testnet,
             network,

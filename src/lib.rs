@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod limits;
 pub mod live;
 pub mod metrics;
 pub mod outbound;

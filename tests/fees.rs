@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Kind, TestDb, TestServer};
 use messagebox::client::AuthClient;
 
-const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
+use common::process::BIN;
 
 /// `messagebox <args>` with a clean environment plus `env`, in an empty directory (no `.env`).
 fn messagebox(env: &[(&str, &str)], args: &[&str]) -> Output {

@@ -6,97 +6,15 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::process::{command, get, signal, PrivateMariaDb, Proc};
 use common::{free_port, Kind, TestDb, TestServer};
 use messagebox::auth::PrivateKey;
 use messagebox::client::AuthClient;
 use serde_json::{json, Value};
-
-const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
-
-/// A plain HTTP/1.1 GET (no authentication): status, lower-cased head, body.
-fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");
-    let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).expect("a status");
-    (status, head.to_ascii_lowercase(), body.to_string())
-}
-
-/// The binary with a clean environment and its own working directory.
-fn command(env: &[(&str, &str)], dir: &std::path::Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(dir);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
-
-/// A server process, killed on drop if still running.
-struct Proc {
-    child: Option<Child>,
-    addr: SocketAddr,
-}
-
-impl Proc {
-    fn spawn(env: &[(&str, &str)], dir: &std::path::Path, stdout: Stdio) -> Proc {
-        Self::spawn_on(free_port(), env, dir, stdout)
-    }
-
-    fn spawn_on(port: u16, env: &[(&str, &str)], dir: &std::path::Path, stdout: Stdio) -> Proc {
-        let mut all = vec![("MESSAGEBOX_PORT", port.to_string()), ("MESSAGEBOX_BIND", "127.0.0.1".into())];
-        all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
-        let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut child = command(&all, dir).stdout(stdout).stderr(Stdio::piped()).spawn().expect("the server starts");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let start = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            if start.elapsed() > Duration::from_secs(20) || child.try_wait().unwrap().is_some() {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!("server did not start listening: {out:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Proc { child: Some(child), addr }
-    }
-
-    /// SIGTERM, then everything the process wrote.
-    fn stop(mut self) -> std::process::Output {
-        let child = self.child.take().unwrap();
-        signal(child.id(), "TERM");
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "graceful stop: {out:?}");
-        out
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
-    assert!(ok, "kill -{sig} {pid}");
-}
 
 fn sqlite_env(dir: &tempfile::TempDir) -> (String, String) {
     (format!("sqlite://{}", dir.path().join("ops.db").display()), PrivateKey::random().to_hex())
@@ -127,71 +45,6 @@ async fn probes_answer_without_authentication() {
     })
     .await
     .unwrap();
-}
-
-/// A throwaway MariaDB server of this test alone (so it can be stopped).
-struct PrivateMariaDb {
-    _dir: tempfile::TempDir,
-    child: Child,
-    port: u16,
-}
-
-impl PrivateMariaDb {
-    fn start() -> Option<PrivateMariaDb> {
-        if Command::new("mariadbd").arg("--version").output().is_err() {
-            assert!(std::env::var(common::REQUIRE_ALL_ENV).as_deref() != Ok("1"), "mariadbd is not installed");
-            eprintln!("SKIPPED: mariadbd is not installed");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let out = Command::new("mariadb-install-db")
-            .args(["--no-defaults", "--user=root", "--skip-test-db", "--auth-root-authentication-method=normal"])
-            .arg(format!("--datadir={}", data.display()))
-            .output()
-            .expect("mariadb-install-db runs");
-        assert!(out.status.success(), "mariadb-install-db: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let child = Command::new("mariadbd")
-            .args(["--no-defaults", "--user=root", "--skip-grant-tables", "--skip-log-bin", "--bind-address=127.0.0.1"])
-            .args(["--innodb-buffer-pool-size=16M", "--skip-name-resolve"])
-            .arg(format!("--datadir={}", data.display()))
-            .arg(format!("--socket={}", dir.path().join("sock").display()))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mariadbd starts");
-        let db = PrivateMariaDb { _dir: dir, child, port };
-        let start = Instant::now();
-        let url = format!("mysql://root@127.0.0.1:{port}/");
-        loop {
-            let u = url.clone();
-            let ok = common::run_isolated(move || async move {
-                use mysql_async::prelude::Queryable;
-                let mut c = mysql_async::Conn::from_url(u).await?;
-                c.query_drop("CREATE DATABASE IF NOT EXISTS mb").await?;
-                c.disconnect().await
-            });
-            if ok.is_ok() {
-                return Some(db);
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "the private MariaDB did not start: {ok:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mysql://root@127.0.0.1:{}/mb", self.port)
-    }
-}
-
-impl Drop for PrivateMariaDb {
-    fn drop(&mut self) {
-        signal(self.child.id(), "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Polls `path` until it answers `status`; returns how long that took.

@@ -13,7 +13,7 @@ use messagebox::auth::{ClientIdentity, PrivateKey};
 use messagebox::client::AuthClient;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
+use common::process::BIN;
 
 /// A server process, killed on drop if still running.
 struct Proc {

@@ -3,6 +3,8 @@
 //!
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
+//! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
+//!   can stop ([`process::PrivateMariaDb`]), a plain GET ([`process::get`]).
 //! * [`server`]: a real server in-process on loopback and clients for it ([`TestServer`]),
 //!   plus [`assert_error`], [`key`] and [`free_port`].
 //!
@@ -27,6 +29,7 @@
 
 pub mod db;
 pub mod original;
+pub mod process;
 pub mod server;
 
 pub use db::{mysql_server_url, run_isolated, with_store, Kind, TestDb, MYSQL_URL_ENV, REQUIRE_ALL_ENV};
