@@ -236,6 +236,10 @@ fn serve(config: Config) -> ExitCode {
         Err(e) => return fail(StartupError::Parts(e)),
     };
     let payments = parts.payments.describe();
+    let mut signals = match rt.block_on(async { StopSignals::install() }) {
+        Ok(s) => s,
+        Err(e) => return fail(StartupError::Signals(e)),
+    };
     let app = startup::app(&config, key, store.clone(), parts);
     let running = match startup::start(&config, app) {
         Ok(r) => r,
@@ -253,7 +257,7 @@ fn serve(config: Config) -> ExitCode {
         metrics = %running.metrics_addr.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics")),
         "messagebox listening"
     );
-    rt.block_on(wait_for_signal());
+    rt.block_on(signals.recv());
     tracing::info!("shutting down: no new connections, finishing requests");
     running.shutdown();
     if let Err(e) = rt.block_on(store.flush()) {
@@ -264,16 +268,34 @@ fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, listened for from before the server listens: a signal that arrives
+/// while the cores start (an orchestrator stopping a container at once) is not lost.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers; call inside the runtime.
+    fn install() -> std::io::Result<StopSignals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

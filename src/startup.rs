@@ -40,6 +40,8 @@ pub enum StartupError {
     Listen { bind: IpAddr, port: u16, source: std::io::Error },
     #[error("cannot listen for metrics on {addr} (MESSAGEBOX_METRICS_ADDR): {source}")]
     MetricsListen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signals(#[source] std::io::Error),
 }
 
 impl StartupError {
@@ -51,7 +53,8 @@ impl StartupError {
             StartupError::Database { .. }
             | StartupError::Migrate(_)
             | StartupError::Listen { .. }
-            | StartupError::MetricsListen { .. } => 1,
+            | StartupError::MetricsListen { .. }
+            | StartupError::Signals(_) => 1,
         }
     }
 }

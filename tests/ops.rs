@@ -488,3 +488,30 @@ fn a_taken_metrics_address_fails_start_up() {
     let out = command(&same, dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// SIGTERM the moment the port accepts connections stops the server: the handlers are in
+/// place before it listens (a signal in between used to be lost under load, and the process
+/// ran on).
+#[test]
+fn sigterm_right_after_listening_is_not_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, key) = sqlite_env(&dir);
+    let env = [("DATABASE_URL", url.as_str()), ("SERVER_PRIVATE_KEY", key.as_str())];
+    for _ in 0..5 {
+        let mut server = Proc::spawn(&env, dir.path(), Stdio::null());
+        let mut child = server.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let _ = child.kill();
+                panic!("the server ignored a SIGTERM sent as it began listening");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "{status:?}");
+    }
+}

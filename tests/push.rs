@@ -186,4 +186,15 @@ async fn notifications_are_pushed_to_every_active_device() {
     let devices = v["devices"].as_array().unwrap();
     assert_eq!(devices.iter().filter(|d| d["active"] == 0).count(), 1, "{v}");
     assert_eq!(devices.iter().filter(|d| d["active"] == 1).count(), 2, "{v}");
+    // The metrics counted each device's outcome (they are counted whether or not served).
+    use messagebox::metrics::PushOutcome::{Deactivated, Dropped, Error, Failed, Sent};
+    let counts = s.app.metrics.push();
+    let outcomes =
+        || -> Vec<u64> { [Sent, Deactivated, Failed, Dropped, Error].iter().map(|&o| counts.get(o)).collect() };
+    // The push task counts each device just before recording it; give it a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while outcomes() != [2, 1, 0, 0, 0] && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(outcomes(), [2, 1, 0, 0, 0], "sent, deactivated, failed, dropped, error");
 }
