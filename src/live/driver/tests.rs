@@ -249,7 +249,7 @@ fn a_slow_consumer_is_dropped() {
         // More than its queue takes before its task runs once: it is dropped as too slow, and
         // its session is unknown at once.
         for _ in 0..300 {
-            p.core(0).deliver_local(&d);
+            p.core(0).deliver_local(&d, 0);
         }
         assert_eq!(p.get(0, &mut a).await, ErrorCode::UnknownSid.http_reply());
         // Its task works off the queue, closes, and is unbound.
