@@ -815,3 +815,119 @@ mod tests {
         assert!(drain(&mut m).is_empty());
     }
 }
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key() -> String {
+        crate::auth::PrivateKey::random().public_key().to_hex()
+    }
+
+    fn ev(name: &str, data: Option<Value>) -> AppEvent {
+        AppEvent { name: name.into(), data }
+    }
+
+    fn drain(m: &mut MessageBoxEvents) -> Vec<EventAction> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn emit(event: &str, data: Value) -> EventAction {
+        EventAction::Emit { event: event.into(), data: data.to_string() }
+    }
+
+    fn limits(send: u64, control: u64) -> EventLimits {
+        EventLimits { send_rate: Some(send), control_rate: Some(control), ..Default::default() }
+    }
+
+    /// §6.4: every `sendMessage` takes one unit first, invalid and unauthenticated ones too;
+    /// past the limit `messageFailed` with the code, counted; the window is fixed from the
+    /// start and restarts at the first event after a full window; a reset keeps it.
+    #[test]
+    fn send_rate_limit() {
+        let me = key();
+        let t = Instant::now();
+        let mut m = MessageBoxEvents::new(limits(3, 100), t);
+        let limited = emit(MESSAGE_FAILED, json!({"reason": REASON_SEND_RATE_LIMITED, "code": CODE_SEND_RATE_LIMITED}));
+        // Unauthenticated and invalid: still consumed.
+        m.handle(t, &me, &ev("sendMessage", None));
+        m.handle(t, &me, &ev("sendMessage", Some(json!({}))));
+        m.handle(t + Duration::from_secs(30), &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        m.reset();
+        m.handle(t + Duration::from_secs(30), &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let send = ev(
+            "sendMessage",
+            Some(json!({ "roomId": me, "message": { "messageId": "i", "recipient": me, "body": "b" } })),
+        );
+        m.handle(t + Duration::from_secs(59), &me, &send);
+        assert!(matches!(drain(&mut m).last(), Some(EventAction::Store(_))), "the third is taken");
+        m.handle(t + Duration::from_secs(59), &me, &send);
+        assert_eq!(drain(&mut m), vec![EventAction::RateLimited(RateScope::LiveSend), limited.clone()]);
+        // A full window after the start: a new window from this event.
+        let t2 = t + Duration::from_secs(61);
+        for _ in 0..3 {
+            m.handle(t2, &me, &ev("sendMessage", None));
+        }
+        m.handle(t2 + Duration::from_secs(59), &me, &ev("sendMessage", None));
+        assert_eq!(drain(&mut m).last(), Some(&limited));
+        m.handle(t2 + Duration::from_secs(60), &me, &ev("sendMessage", None));
+        assert_eq!(drain(&mut m), vec![emit(MESSAGE_FAILED, json!({"reason": REASON_INVALID_DATA}))]);
+        // No limit configured: never refused.
+        let mut m = MessageBoxEvents::new(EventLimits { send_rate: None, ..Default::default() }, t);
+        for _ in 0..10_000 {
+            m.handle(t, &me, &ev("sendMessage", None));
+        }
+        assert!(drain(&mut m).iter().all(|a| !matches!(a, EventAction::RateLimited(_))));
+    }
+
+    /// §6.3: `joinRoom` and `leaveRoom` share one limiter, checked before anything else.
+    #[test]
+    fn control_rate_limit() {
+        let me = key();
+        let t = Instant::now();
+        let mut m = MessageBoxEvents::new(limits(100, 2), t);
+        let room = format!("{me}-inbox");
+        m.handle(t, &me, &ev("joinRoom", Some(json!(room))));
+        m.handle(t, &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        m.handle(t, &me, &ev("leaveRoom", Some(json!(room))));
+        drain(&mut m);
+        m.handle(t, &me, &ev("joinRoom", Some(json!(room))));
+        m.handle(t, &me, &ev("leaveRoom", Some(json!(5))));
+        let code = CODE_CONTROL_RATE_LIMITED;
+        assert_eq!(
+            drain(&mut m),
+            vec![
+                EventAction::RateLimited(RateScope::LiveControl),
+                emit(JOIN_FAILED, json!({"reason": REASON_CONTROL_RATE_LIMITED, "code": code})),
+                EventAction::RateLimited(RateScope::LiveControl),
+                emit(LEAVE_FAILED, json!({"reason": REASON_CONTROL_RATE_LIMITED, "code": code})),
+            ]
+        );
+        assert_eq!(m.joined_rooms().count(), 0);
+        m.handle(t + RATE_WINDOW, &me, &ev("joinRoom", Some(json!(room))));
+        assert_eq!(drain(&mut m), vec![emit(JOINED_ROOM, json!({ "roomId": room }))]);
+    }
+
+    /// §6.4 step 4: in-flight sends past the cap, before the envelope is looked at.
+    #[test]
+    fn concurrent_sends_are_capped_before_validation() {
+        let me = key();
+        let t = Instant::now();
+        let mut m = MessageBoxEvents::new(EventLimits { max_concurrent_sends: 1, ..Default::default() }, t);
+        m.handle(t, &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let send = ev(
+            "sendMessage",
+            Some(json!({ "roomId": me, "message": { "messageId": "i", "recipient": me, "body": "b" } })),
+        );
+        m.handle(t, &me, &send);
+        let Some(EventAction::Store(r)) = drain(&mut m).pop() else { panic!() };
+        m.handle(t, &me, &ev("sendMessage", Some(json!({ "roomId": 5 }))));
+        let busy = emit(MESSAGE_FAILED, json!({"reason": REASON_TOO_MANY_SENDS, "code": CODE_TOO_MANY_SENDS}));
+        assert_eq!(drain(&mut m), vec![busy]);
+        assert!(m.store_outcome(r.token, StoreOutcome::Stored));
+        drain(&mut m);
+        m.handle(t, &me, &send);
+        assert!(matches!(drain(&mut m).pop(), Some(EventAction::Store(_))), "free again");
+    }
+}
