@@ -362,7 +362,7 @@ fn connections_per_identity_are_capped_across_cores() {
             )]
         );
         assert!(third.js.engine.iter().any(|e| e == "41"), "disconnected: {:?}", third.js.engine);
-        assert_eq!(p.hub.registry().connections_of(&me.identity_hex().to_string()), 2);
+        assert_eq!(p.hub.registry().connections_of(me.identity_hex()), 2);
         p.until("the refused session to end", |p| p.hub.sessions() == 2).await;
 
         // The first leaves; a new one takes its place.
