@@ -20,6 +20,15 @@
 //! - [`events`]: the MessageBox events for one connection ([`MessageBoxEvents`]).
 //! - [`connection`]: [`ConnectionCore`], all of the above for one Engine.IO session.
 //!
+//! # Limits
+//!
+//! [`LiveConfig::from_limits`] takes them from `config.resources.websocket`. Per connection,
+//! in the cores: the Engine.IO payload cap, the authentication deadline (a session without a
+//! verified BRC-103 identity `server_handshake_grace + auth_timeout` after its start is
+//! closed), the send and control rate limits, the concurrent-send and room caps. Across
+//! connections, in the driver: live sessions per process (the handshake is answered `503`),
+//! connections per identity and the newest connections a delivery reaches (the registry).
+//!
 //! # Driver contract
 //!
 //! One [`ConnectionCore`] per Engine.IO session, living on the core whose index its sid
@@ -61,7 +70,10 @@
 //!    one at a time, in order); [`Command::Deliver`] goes to every connection bound to the
 //!    recipient, on every core ([`ConnectionCore::deliver`]), through the one delivery seam
 //!    ([`driver::Fanout`]);
-//!    [`Command::Closed`] means drain the transmits and drop the core.
+//!    [`Command::Closed`] means drain the transmits and drop the core;
+//!    [`Command::RateLimited`] is a refusal by a per-socket rate limit, to count. A
+//!    [`Command::Bind`] the driver cannot register (the identity's connection cap):
+//!    [`ConnectionCore::refuse_identity`].
 //! 5. Timers: sleep until [`ConnectionCore::next_timeout`], then
 //!    [`ConnectionCore::handle_timeout`] (re-read the deadline after every input).
 //! 6. Shutdown: [`ConnectionCore::close`] on every core, keep pumping until `Closed`.
