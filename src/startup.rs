@@ -254,9 +254,9 @@ impl Parts {
 /// Builds the shared application state.
 pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
     let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
-    let hub = config
-        .enable_websockets
-        .then(|| LiveHub::new(auth.clone(), store.clone(), LiveConfig::default(), config.threads));
+    let hub = config.enable_websockets.then(|| {
+        LiveHub::new(auth.clone(), store.clone(), LiveConfig::from_limits(&config.resources.websocket), config.threads)
+    });
     let live: Arc<dyn LiveDelivery> = match &hub {
         Some(h) => h.clone(),
         None => parts.live,

@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -26,9 +26,12 @@ use super::engineio::{
     new_sid, new_socket_id, CloseReason, EngineEvent, EngineSession, HttpReply, PollStart, Transmit, UpgradeRefused,
     WsId,
 };
-use super::events::{Delivery, EventAction, MessageBoxEvents, StoreOutcome, StoreRequest, StoreToken};
+use super::events::{
+    Delivery, EventAction, MessageBoxEvents, StoreOutcome, StoreRequest, StoreToken, AUTH_FAILED, REASON_IDENTITY_LIMIT,
+};
 use super::socketio::{self, DecodeError, Packet, DEFAULT_NAMESPACE};
 use super::LiveConfig;
+use crate::metrics::RateScope;
 
 /// Text frames kept for a WebSocket whose stream has not been adopted yet; the open packet
 /// and a few more at most in practice.
@@ -79,6 +82,8 @@ pub enum Command {
     Deliver(Delivery),
     /// The session is over (it is unbound too): write the remaining transmits, then drop it.
     Closed(CloseCause),
+    /// An event was refused by a per-socket rate limit (count it).
+    RateLimited(RateScope),
 }
 
 /// Why a connection ended.
@@ -95,19 +100,32 @@ pub enum CloseCause {
     /// [`ConnectionCore::close`].
     #[error("closed by the server")]
     Shutdown,
+    /// No verified BRC-103 identity within the authentication deadline.
+    #[error("not authenticated in time")]
+    AuthTimeout,
+    /// [`ConnectionCore::refuse_identity`]: the identity has its maximum of connections.
+    #[error("identity connection limit")]
+    IdentityLimit,
 }
 
 /// One Engine.IO session and everything above it.
 #[derive(Debug)]
 pub struct ConnectionCore {
     engine: EngineSession,
-    config: LiveConfig,
+    /// [`LiveConfig::server_handshake_grace`] (only the timings it needs: the whole config is
+    /// per-connection memory).
+    grace: Duration,
+    /// See [`Self::auth_window`].
+    auth_window: Duration,
     /// The Socket.IO socket id while namespace `/` is connected.
     socket: Option<String>,
     tunnel: AuthTunnel,
     shared: Arc<ConnectionShared>,
     events: MessageBoxEvents,
     grace_deadline: Option<Instant>,
+    /// Until a BRC-103 identity is verified: when the connection is closed without one (D5:
+    /// sockets that CONNECT and answer pings but never authenticate were kept forever).
+    auth_deadline: Option<Instant>,
     bound: Option<String>,
     cause: Option<CloseCause>,
     commands: VecDeque<Command>,
@@ -128,15 +146,22 @@ pub struct ConnectionCore {
 }
 
 impl ConnectionCore {
-    fn with_engine(engine: EngineSession, shared: &Arc<ConnectionShared>, config: &LiveConfig) -> ConnectionCore {
+    fn with_engine(
+        now: Instant,
+        engine: EngineSession,
+        shared: &Arc<ConnectionShared>,
+        config: &LiveConfig,
+    ) -> ConnectionCore {
         ConnectionCore {
             engine,
-            config: *config,
+            grace: config.server_handshake_grace,
+            auth_window: Self::auth_window(config),
             socket: None,
             tunnel: AuthTunnel::new(shared.auth.clone()),
             shared: shared.clone(),
-            events: MessageBoxEvents::new(config.events),
+            events: MessageBoxEvents::new(config.events, now),
             grace_deadline: None,
+            auth_deadline: Some(now + Self::auth_window(config)),
             bound: None,
             cause: None,
             commands: VecDeque::new(),
@@ -146,6 +171,13 @@ impl ConnectionCore {
             stores: Vec::new(),
             store_inflight: false,
         }
+    }
+
+    /// How long a connection may stay without a verified identity: `auth_timeout` counted
+    /// from when the server offers its own handshake to a socket that CONNECTs at once (an
+    /// old reconnected client only answers that one), so always after the grace.
+    fn auth_window(config: &LiveConfig) -> Duration {
+        config.server_handshake_grace + config.auth_timeout
     }
 
     /// A polling handshake (`GET …transport=polling`, no sid) on core `core`: the new
@@ -159,7 +191,7 @@ impl ConnectionCore {
     ) -> (ConnectionCore, HttpReply) {
         let sid = new_sid(core, &mut *shared.ids());
         let (engine, reply) = EngineSession::new_polling(now, sid, config.engine);
-        (Self::with_engine(engine, shared, config), reply)
+        (Self::with_engine(now, engine, shared, config), reply)
     }
 
     /// A direct WebSocket handshake (`transport=websocket`, no sid) on core `core`: complete
@@ -173,7 +205,7 @@ impl ConnectionCore {
     ) -> (ConnectionCore, WsId) {
         let sid = new_sid(core, &mut *shared.ids());
         let (engine, ws) = EngineSession::new_websocket(now, sid, config.engine);
-        (Self::with_engine(engine, shared, config), ws)
+        (Self::with_engine(now, engine, shared, config), ws)
     }
 
     pub fn sid(&self) -> &str {
@@ -321,13 +353,34 @@ impl ConnectionCore {
         self.pump(now);
     }
 
+    /// The driver could not register this connection's identity (the identity already has
+    /// `max_connections_per_identity` connections): as the newer upstream, answer
+    /// `authenticationFailed` `{"reason":"WebSocket identity connection limit exceeded"}`,
+    /// then disconnect the socket (`41`, so the client does not reconnect) and close. The
+    /// [`Command::Bind`] is void: no [`Command::Unbind`] follows for it.
+    pub fn refuse_identity(&mut self, now: Instant) {
+        if self.closed || self.cause.is_some() {
+            return;
+        }
+        self.bound = None;
+        self.auth_deadline = None;
+        self.cause = Some(CloseCause::IdentityLimit);
+        self.tunnel.emit(AUTH_FAILED, Some(&serde_json::json!({ "reason": REASON_IDENTITY_LIMIT }).to_string()));
+        self.flush_layers();
+        if self.socket.take().is_some() {
+            self.engine.send_message(&socketio::disconnect());
+        }
+        self.engine.close(now, CloseReason::ServerClose);
+        self.pump(now);
+    }
+
     // --- time ---
 
     pub fn next_timeout(&self) -> Option<Instant> {
         if self.closed {
             return None;
         }
-        [self.engine.next_timeout(), self.grace_deadline].into_iter().flatten().min()
+        [self.engine.next_timeout(), self.grace_deadline, self.auth_deadline].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -339,6 +392,15 @@ impl ConnectionCore {
             if self.socket.is_some() && !self.tunnel.has_session() {
                 self.tunnel.start_server_handshake();
                 self.flush_layers();
+            }
+        }
+        if self.auth_deadline.is_some_and(|d| now >= d) {
+            self.auth_deadline = None;
+            if self.bound.is_none() && self.cause.is_none() && !self.closed {
+                // The engine closes without a Socket.IO DISCONNECT: a real client that was
+                // merely slow reconnects and starts afresh.
+                self.cause = Some(CloseCause::AuthTimeout);
+                self.engine.close(now, CloseReason::ServerClose);
             }
         }
         self.pump(now);
@@ -401,6 +463,7 @@ impl ConnectionCore {
         }
         self.closed = true;
         self.grace_deadline = None;
+        self.auth_deadline = None;
         let cause = self.cause.take().unwrap_or(CloseCause::Engine(reason));
         self.commands.push_back(Command::Closed(cause));
     }
@@ -433,21 +496,21 @@ impl ConnectionCore {
                 self.engine.socket_connected();
                 self.socket = Some(id);
                 if !self.tunnel.has_session() {
-                    self.grace_deadline = Some(now + self.config.server_handshake_grace);
+                    self.grace_deadline = Some(now + self.grace);
                 }
             }
             Packet::Connect { .. } => self.fail(now, CloseCause::InvalidState("second CONNECT")),
             _ if !root => self.fail(now, CloseCause::InvalidState("packet for a namespace not connected")),
             _ if self.socket.is_none() => self.fail(now, CloseCause::InvalidState("packet before CONNECT")),
             Packet::ConnectError { .. } => self.fail(now, CloseCause::InvalidState("CONNECT_ERROR from the client")),
-            Packet::Disconnect { .. } => self.on_disconnect(),
+            Packet::Disconnect { .. } => self.on_disconnect(now),
             Packet::Ack { .. } => {}
             Packet::Event { name: Some(name), args, .. } if name == AUTH_EVENT => {
                 let Some(arg) = args.first() else { return };
                 match self.tunnel.handle(arg.get()) {
                     Ok(Inbound::Event(event)) => {
                         let identity = self.tunnel.identity().unwrap_or_default().to_string();
-                        self.events.handle(&identity, &event);
+                        self.events.handle(now, &identity, &event);
                     }
                     Ok(Inbound::Handshake | Inbound::NotAnEvent) => {}
                     Err(e) => tracing::debug!(sid = self.engine.sid(), error = %e, "authMessage dropped"),
@@ -461,22 +524,27 @@ impl ConnectionCore {
 
     /// `41`: the socket, its rooms and its BRC-103 state go; the engine session stays until
     /// the client closes it (a new `40` would start afresh).
-    fn on_disconnect(&mut self) {
+    fn on_disconnect(&mut self, now: Instant) {
         self.socket = None;
         self.grace_deadline = None;
         self.events.reset();
         self.tunnel = AuthTunnel::new(self.shared.auth.clone());
         if let Some(identity) = self.bound.take() {
             self.commands.push_back(Command::Unbind { identity });
+            // Unauthenticated again: a new deadline. One that is already running is kept, so
+            // `41`/`40` without ever authenticating does not postpone it.
+            self.auth_deadline = Some(now + self.auth_window);
         }
     }
 
     /// Moves work between the layers: event replies into the tunnel, store and delivery
     /// requests to the driver, signed messages into the engine.
     fn flush_layers(&mut self) {
-        if self.bound.is_none() {
+        // Not after a refusal or a close: the identity it had is not to be registered again.
+        if self.bound.is_none() && self.cause.is_none() {
             if let Some(identity) = self.tunnel.identity() {
                 self.bound = Some(identity.to_string());
+                self.auth_deadline = None;
                 self.commands.push_back(Command::Bind { identity: identity.to_string() });
             }
         }
@@ -487,11 +555,12 @@ impl ConnectionCore {
                 // disconnect, while those queued here still go out (stored, never acked): a
                 // client reconnecting again and again must not grow this queue. Past the
                 // bound a send is refused at once (a non-success ack: the client falls back).
-                EventAction::Store(r) if self.stores.len() >= self.events.limits().max_pending_stores => {
+                EventAction::Store(r) if self.stores.len() >= self.events.limits().max_concurrent_sends => {
                     self.events.store_outcome(r.token, StoreOutcome::Failed);
                 }
                 EventAction::Store(r) => self.stores.push(r),
                 EventAction::Deliver(d) => self.commands.push_back(Command::Deliver(d)),
+                EventAction::RateLimited(scope) => self.commands.push_back(Command::RateLimited(scope)),
             }
         }
         // One store at a time, in order: the next request only after the previous outcome.
@@ -864,7 +933,7 @@ mod tests {
         );
         assert_eq!(cause(&["9"]), Some(CloseCause::Engine(CloseReason::ParseError)));
         assert_eq!(
-            cause(&["40", &format!("4{}", "x".repeat(1_000_000))]),
+            cause(&["40", &format!("4{}", "x".repeat(LiveConfig::default().engine.max_payload))]),
             Some(CloseCause::Engine(CloseReason::TransportClose))
         );
 
@@ -911,7 +980,9 @@ mod tests {
     fn connect_timeout_without_a_socket_io_connect() {
         let auth = server();
         let t = Instant::now();
-        let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
+        // The authentication deadline (tested below) would close it first.
+        let config = LiveConfig { auth_timeout: Duration::from_secs(100), ..Default::default() };
+        let (mut c, ws) = accept_ws(t, 1, &auth, &config);
         transmits(&mut c);
         c.handle_timeout(t + ms(25_000));
         transmits(&mut c);
@@ -919,6 +990,120 @@ mod tests {
         c.handle_timeout(t + ms(45_000));
         assert_eq!(transmits(&mut c), vec![Transmit::WsClose { ws, code: None }]);
         assert_eq!(commands(&mut c), vec![Command::Closed(CloseCause::Engine(CloseReason::ConnectTimeout))]);
+    }
+
+    /// Feeds what the core wrote on `ws` to the client, then the client's own answers (to a
+    /// server-initiated handshake) back to the core.
+    fn ws_exchange(c: &mut ConnectionCore, ws: WsId, js: &mut JsClient, now: Instant) {
+        deliver_transmits(c, js);
+        for answer in std::mem::take(&mut js.outbox) {
+            c.ws_text(now, ws, &answer);
+        }
+        deliver_transmits(c, js);
+    }
+
+    /// D5 in the core: a connection without a verified identity `server_handshake_grace +
+    /// auth_timeout` after its start is closed (the engine only, so a slow real client
+    /// reconnects); one that handshakes, itself or by answering the server's handshake as an
+    /// old reconnected client does, stays. Before: such a socket was kept for as long as it
+    /// answered pings.
+    #[test]
+    fn unauthenticated_connections_close_at_the_deadline() {
+        let auth = server();
+        let t = Instant::now();
+        let config = LiveConfig::default();
+        let window = config.server_handshake_grace + config.auth_timeout;
+        let closed_at = |c: &mut ConnectionCore, ws: WsId, at: Instant| {
+            c.handle_timeout(at);
+            let out = transmits(c);
+            assert_eq!(out.last(), Some(&Transmit::WsClose { ws, code: None }), "{out:?}");
+            assert_eq!(commands(c).last(), Some(&Command::Closed(CloseCause::AuthTimeout)));
+        };
+
+        // CONNECTs, never handshakes (the server's initialRequest goes unanswered).
+        let (mut c, ws) = accept_ws(t, 1, &auth, &config);
+        c.ws_text(t, ws, "40");
+        transmits(&mut c);
+        assert_eq!(c.next_timeout(), Some(t + config.server_handshake_grace));
+        c.handle_timeout(t + config.server_handshake_grace);
+        assert_eq!(transmits(&mut c).len(), 1, "the server-initiated handshake");
+        assert_eq!(c.next_timeout(), Some(t + window));
+        c.handle_timeout(t + window - ms(1));
+        assert!(!c.is_closed() && commands(&mut c).is_empty());
+        closed_at(&mut c, ws, t + window);
+
+        // Never even CONNECTs: the same deadline (engine.io's own is 45 s).
+        let (mut c, ws) = accept_ws(t, 1, &auth, &config);
+        transmits(&mut c);
+        closed_at(&mut c, ws, t + window);
+
+        // `41`/`40` again and again does not postpone it.
+        let (mut c, ws) = accept_ws(t, 1, &auth, &config);
+        for i in 0..12 {
+            c.ws_text(t + ms(i * 1000), ws, "40");
+            c.ws_text(t + ms(i * 1000 + 500), ws, "41");
+        }
+        transmits(&mut c);
+        closed_at(&mut c, ws, t + window);
+
+        // An old reconnected client: CONNECT only, then it answers the server's handshake.
+        let mut old = JsClient::new();
+        let (mut c, ws) = accept_ws(t, 1, &auth, &config);
+        c.ws_text(t, ws, "40");
+        ws_exchange(&mut c, ws, &mut old, t);
+        c.handle_timeout(t + config.server_handshake_grace);
+        ws_exchange(&mut c, ws, &mut old, t + config.server_handshake_grace);
+        assert_eq!(commands(&mut c), vec![Command::Bind { identity: old.id() }]);
+        c.handle_timeout(t + window + ms(5_000));
+        assert!(!c.is_closed() && commands(&mut c).is_empty(), "it stays");
+
+        // A current client handshakes at once and stays; once it disconnects its socket
+        // (`41`) and so loses its identity, a new deadline runs from then.
+        let mut a = JsClient::new();
+        let (mut c, ws) = accept_ws(t, 1, &auth, &config);
+        c.ws_text(t, ws, "40");
+        let hs = a.handshake();
+        c.ws_text(t, ws, &hs);
+        ws_exchange(&mut c, ws, &mut a, t);
+        c.handle_timeout(t + window + ms(5_000));
+        assert!(!c.is_closed());
+        let later = t + ms(20_000);
+        c.ws_text(later, ws, "3");
+        c.ws_text(later, ws, "41");
+        assert_eq!(commands(&mut c), vec![Command::Bind { identity: a.id() }, Command::Unbind { identity: a.id() }]);
+        c.handle_timeout(later + window - ms(1));
+        assert!(!c.is_closed());
+        closed_at(&mut c, ws, later + window);
+    }
+
+    /// The driver refused the identity (its connection cap): `authenticationFailed` with the
+    /// newer upstream's reason, then `41` (no reconnect), then the close; no Unbind follows.
+    #[test]
+    fn a_refused_identity_is_told_and_disconnected() {
+        let auth = server();
+        let t = Instant::now();
+        let mut a = JsClient::new();
+        let (mut c, ws) = accept_ws(t, 1, &auth, &LiveConfig::default());
+        c.ws_text(t, ws, "40");
+        let hs = a.handshake();
+        c.ws_text(t, ws, &hs);
+        assert_eq!(commands(&mut c), vec![Command::Bind { identity: a.id() }]);
+        c.refuse_identity(t);
+        deliver_transmits(&mut c, &mut a);
+        assert_eq!(
+            a.take(),
+            vec![(
+                "authenticationFailed".into(),
+                Some(json!({"reason": "WebSocket identity connection limit exceeded"}))
+            )]
+        );
+        let tail: Vec<_> = a.engine.iter().rev().take(2).rev().cloned().collect();
+        assert_eq!(tail, ["41", "<ws close>"]);
+        assert_eq!(commands(&mut c), vec![Command::Closed(CloseCause::IdentityLimit)]);
+        // Nothing more: no second Bind from the identity the tunnel still holds.
+        c.ws_text(t, ws, &a.emit("authenticated", Some(json!({ "identityKey": a.id() }))));
+        c.handle_timeout(t + ms(60_000));
+        assert!(commands(&mut c).is_empty());
     }
 
     #[test]
@@ -1053,7 +1238,7 @@ mod tests {
                 Some(json!({ "roomId": room, "message": { "messageId": id, "recipient": a.id(), "body": "x" } })),
             )
         };
-        let limit = crate::live::EventLimits::default().max_pending_stores;
+        let limit = crate::live::EventLimits::default().max_concurrent_sends;
         // One store out (its outcome never comes back), the rest of the bound queued.
         let sends: Vec<String> = (0..limit).map(|i| send(&a, format!("m{i}"))).collect();
         post(&mut conn, now, &sends.iter().map(String::as_str).collect::<Vec<_>>());

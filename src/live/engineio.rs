@@ -233,6 +233,14 @@ impl HttpReply {
         r
     }
 
+    /// `503` `application/json` with `Retry-After: 1`: the server is at its live session cap
+    /// (`body` is the capacity error; see `driver::core::at_capacity`).
+    pub fn busy(body: String) -> HttpReply {
+        let mut r = HttpReply::with(503, Some("application/json"), false, body);
+        r.headers.push(("Retry-After", "1".to_string()));
+        r
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }

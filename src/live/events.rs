@@ -21,13 +21,22 @@
 //!   before it is acknowledged, and a failure after the original's checks is a non-success
 //!   ack (`{"status":"error",…}`), on which the client falls back to HTTP at once;
 //! - the box is everything after `<key>-` (the original took only the next `-` segment).
+//!
+//! Where the original had no limit, the newer upstream's per-socket limits apply with its
+//! events and payloads (`ts-next-ops.md` §6.3, §6.4): the `sendMessage` and control-event
+//! rate limits (fixed 60 s windows from the connection's start, restarted by the first event
+//! after a full window; a `41`/`40` does not restart them), the concurrent-send cap and the
+//! room cap. Each rate-limit refusal is also reported as [`EventAction::RateLimited`] so the
+//! driver can count it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 
 use crate::auth::PublicKey;
 use crate::domain::IdentityKey;
+use crate::metrics::RateScope;
 
 use super::authsocket::AppEvent;
 
@@ -49,8 +58,20 @@ pub const REASON_INVALID_ROOM: &str = "Invalid room ID";
 /// A room of another identity (upstream ts-stack's reason and code).
 pub const REASON_ROOM_NOT_OWNED: &str = "Room is not owned by authenticated identity";
 pub const CODE_ROOM_NOT_OWNED: &str = "ERR_WEBSOCKET_ROOM_NOT_OWNED";
-/// New: the connection has joined as many rooms as it may.
-pub const REASON_TOO_MANY_ROOMS: &str = "Too many rooms joined on this connection";
+/// The connection has joined `max_rooms_per_connection` rooms (newer upstream's text and code).
+pub const REASON_ROOM_LIMIT: &str = "WebSocket room limit exceeded";
+pub const CODE_ROOM_LIMIT: &str = "ERR_WEBSOCKET_ROOM_LIMIT";
+/// `joinRoom` + `leaveRoom` over `control_rate_limit` in the window.
+pub const REASON_CONTROL_RATE_LIMITED: &str = "WebSocket control-event rate limit exceeded";
+pub const CODE_CONTROL_RATE_LIMITED: &str = "ERR_WEBSOCKET_CONTROL_RATE_LIMITED";
+/// `sendMessage` over `send_rate_limit` in the window.
+pub const REASON_SEND_RATE_LIMITED: &str = "WebSocket send rate limit exceeded";
+pub const CODE_SEND_RATE_LIMITED: &str = "ERR_WEBSOCKET_RATE_LIMITED";
+/// `max_concurrent_sends` messages of this connection await their store outcome.
+pub const REASON_TOO_MANY_SENDS: &str = "Too many concurrent WebSocket sends";
+pub const CODE_TOO_MANY_SENDS: &str = "ERR_WEBSOCKET_CONCURRENCY_LIMIT";
+/// The identity already has `max_connections_per_identity` authenticated sockets.
+pub const REASON_IDENTITY_LIMIT: &str = "WebSocket identity connection limit exceeded";
 pub const REASON_INVALID_DATA: &str = "Invalid data object";
 pub const REASON_INVALID_MESSAGE: &str = "Invalid message object";
 pub const REASON_INVALID_BODY: &str = "Invalid message body";
@@ -59,7 +80,6 @@ pub const REASON_INVALID_BODY: &str = "Invalid message body";
 pub const ACK_INVALID_ROOM: &str = "Invalid room ID: expected <identityKey>-<messageBox>";
 pub const ACK_RECIPIENT_MISMATCH: &str = "Recipient does not match the room ID";
 pub const ACK_INVALID_MESSAGE_ID: &str = "Invalid messageId: must be a non-empty string";
-pub const ACK_TOO_MANY_PENDING: &str = "Too many messages awaiting storage on this connection";
 pub const ACK_BLOCKED: &str = "Blocked recipients: ";
 pub const ACK_PAYMENT_REQUIRED: &str = "Payment transaction data is required for payable delivery.";
 pub const ACK_STORE_FAILED: &str = "Failed to store message";
@@ -113,19 +133,55 @@ pub enum EventAction {
     },
     Store(StoreRequest),
     Deliver(Delivery),
+    /// An event was refused by a rate limit (for the driver's metrics).
+    RateLimited(RateScope),
 }
 
-/// Limits of one connection's event state.
+/// The fixed window of the per-socket rate limits (§6.6: 60 000 ms).
+pub const RATE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Limits of one connection's event state (from `config.resources.websocket`, see
+/// [`LiveConfig::from_limits`](super::LiveConfig::from_limits)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventLimits {
+    /// `MESSAGE_BOX_WEBSOCKET_MAX_ROOMS_PER_CONNECTION`: rooms joined; the rooms left (not
+    /// delivered to) are bounded by the same number.
     pub max_joined_rooms: usize,
-    /// Messages sent on this connection whose store outcome is not known yet.
-    pub max_pending_stores: usize,
+    /// `MESSAGE_BOX_WEBSOCKET_MAX_CONCURRENT_SENDS`: messages sent on this connection whose
+    /// store outcome is not known yet (also bounds the stores queued across reconnects).
+    pub max_concurrent_sends: usize,
+    /// `MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT`: `sendMessage` events per [`RATE_WINDOW`].
+    pub send_rate: Option<u64>,
+    /// `MESSAGE_BOX_WEBSOCKET_CONTROL_RATE_LIMIT`: `joinRoom` + `leaveRoom` per [`RATE_WINDOW`].
+    pub control_rate: Option<u64>,
 }
 
 impl Default for EventLimits {
     fn default() -> Self {
-        EventLimits { max_joined_rooms: 256, max_pending_stores: 64 }
+        super::LiveConfig::default().events
+    }
+}
+
+/// A fixed-window counter: the window starts with the connection and restarts at the first
+/// event after a full window (`webSocketConnections.test.ts`'s pinned behaviour).
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    used: u64,
+}
+
+impl Window {
+    /// Takes one unit; false when `max` are used in the current window.
+    fn take(&mut self, now: Instant, max: Option<u64>) -> bool {
+        let Some(max) = max else { return true };
+        if now.saturating_duration_since(self.start) >= RATE_WINDOW {
+            *self = Window { start: now, used: 0 };
+        }
+        if self.used >= max {
+            return false;
+        }
+        self.used += 1;
+        true
     }
 }
 
@@ -140,10 +196,15 @@ pub struct MessageBoxEvents {
     pending: HashMap<StoreToken, StoreRequest>,
     next_token: u64,
     actions: std::collections::VecDeque<EventAction>,
+    /// `sendMessage` events in the current window (kept across a `41`/`40`).
+    sends: Window,
+    /// `joinRoom` + `leaveRoom` events in the current window.
+    controls: Window,
 }
 
 impl MessageBoxEvents {
-    pub fn new(limits: EventLimits) -> MessageBoxEvents {
+    /// The event state of a connection opened at `now` (its rate windows start then).
+    pub fn new(limits: EventLimits, now: Instant) -> MessageBoxEvents {
         MessageBoxEvents {
             limits,
             authenticated: false,
@@ -152,6 +213,8 @@ impl MessageBoxEvents {
             pending: HashMap::new(),
             next_token: 0,
             actions: Default::default(),
+            sends: Window { start: now, used: 0 },
+            controls: Window { start: now, used: 0 },
         }
     }
 
@@ -182,7 +245,8 @@ impl MessageBoxEvents {
         self.actions.pop_front()
     }
 
-    /// Forgets everything (Socket.IO DISCONNECT); outcomes of pending stores are then ignored.
+    /// Forgets everything but the rate windows (Socket.IO DISCONNECT); outcomes of pending
+    /// stores are then ignored.
     pub fn reset(&mut self) {
         self.authenticated = false;
         self.rooms.clear();
@@ -198,15 +262,20 @@ impl MessageBoxEvents {
         self.emit(event, json!({ "reason": reason }));
     }
 
-    /// Handles one verified application event; `identity` is the connection's verified
-    /// identity (compressed lowercase hex). Unknown events are ignored.
-    pub fn handle(&mut self, identity: &str, event: &AppEvent) {
+    /// `{"reason","code"}` on `event`.
+    fn coded(&mut self, event: &str, reason: &str, code: &str) {
+        self.emit(event, json!({ "reason": reason, "code": code }));
+    }
+
+    /// Handles one verified application event at `now`; `identity` is the connection's
+    /// verified identity (compressed lowercase hex). Unknown events are ignored.
+    pub fn handle(&mut self, now: Instant, identity: &str, event: &AppEvent) {
         let data = event.data.as_ref();
         match event.name.as_str() {
             "authenticated" => self.on_authenticated(identity, data),
-            "joinRoom" => self.on_room(identity, data, true),
-            "leaveRoom" => self.on_room(identity, data, false),
-            "sendMessage" => self.on_send(identity, data),
+            "joinRoom" => self.on_room(now, identity, data, true),
+            "leaveRoom" => self.on_room(now, identity, data, false),
+            "sendMessage" => self.on_send(now, identity, data),
             _ => {}
         }
     }
@@ -228,8 +297,13 @@ impl MessageBoxEvents {
         self.emit(AUTH_SUCCESS, json!({ "status": "success" }));
     }
 
-    fn on_room(&mut self, identity: &str, data: Option<&Value>, join: bool) {
+    fn on_room(&mut self, now: Instant, identity: &str, data: Option<&Value>, join: bool) {
         let failed = if join { JOIN_FAILED } else { LEAVE_FAILED };
+        // Every control event, whatever follows, takes one unit first (§6.3).
+        if !self.controls.take(now, self.limits.control_rate) {
+            self.actions.push_back(EventAction::RateLimited(RateScope::LiveControl));
+            return self.coded(failed, REASON_CONTROL_RATE_LIMITED, CODE_CONTROL_RATE_LIMITED);
+        }
         if !self.authenticated {
             return self.reason(failed, REASON_UNAUTHORIZED);
         }
@@ -250,15 +324,16 @@ impl MessageBoxEvents {
         let canonical = canonical_room(identity, room);
         if join {
             if !self.rooms.contains(room) && self.rooms.len() >= self.limits.max_joined_rooms {
-                return self.reason(failed, REASON_TOO_MANY_ROOMS);
+                return self.coded(failed, REASON_ROOM_LIMIT, CODE_ROOM_LIMIT);
             }
             self.rooms.insert(room.clone());
             self.left.remove(&canonical);
             self.emit(JOINED_ROOM, json!({ "roomId": room }));
         } else {
-            // Bounded like the joins: a client cannot grow this set without limit.
+            // Bounded like the joins: a client cannot grow this set without limit (upstream
+            // codes only the rate-limit refusal of a leave).
             if !self.left.contains(&canonical) && self.left.len() >= self.limits.max_joined_rooms {
-                return self.reason(failed, REASON_TOO_MANY_ROOMS);
+                return self.reason(failed, REASON_ROOM_LIMIT);
             }
             self.rooms.remove(room);
             self.left.insert(canonical);
@@ -266,7 +341,12 @@ impl MessageBoxEvents {
         }
     }
 
-    fn on_send(&mut self, identity: &str, data: Option<&Value>) {
+    fn on_send(&mut self, now: Instant, identity: &str, data: Option<&Value>) {
+        // The send limiter first, taken by every event, even invalid ones (§6.4 step 1).
+        if !self.sends.take(now, self.limits.send_rate) {
+            self.actions.push_back(EventAction::RateLimited(RateScope::LiveSend));
+            return self.coded(MESSAGE_FAILED, REASON_SEND_RATE_LIMITED, CODE_SEND_RATE_LIMITED);
+        }
         // The original's checks, in its order (an array passes as an object there too).
         let empty = Map::new();
         let fields = match data {
@@ -276,6 +356,10 @@ impl MessageBoxEvents {
         };
         if !self.authenticated {
             return self.reason(PAYMENT_FAILED, REASON_UNAUTHORIZED);
+        }
+        // In-flight sends before the envelope is looked at (§6.4 step 4).
+        if self.pending.len() >= self.limits.max_concurrent_sends {
+            return self.coded(MESSAGE_FAILED, REASON_TOO_MANY_SENDS, CODE_TOO_MANY_SENDS);
         }
         let room_id = match fields.get("roomId") {
             Some(Value::String(r)) if !r.trim().is_empty() => r.clone(),
@@ -313,9 +397,6 @@ impl MessageBoxEvents {
             Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
             _ => return self.nack(&room_id, raw_id, ACK_INVALID_MESSAGE_ID),
         };
-        if self.pending.len() >= self.limits.max_pending_stores {
-            return self.nack(&room_id, raw_id, ACK_TOO_MANY_PENDING);
-        }
 
         let token = StoreToken(self.next_token);
         self.next_token += 1;
@@ -413,8 +494,8 @@ mod tests {
     }
 
     fn authed(me: &str) -> MessageBoxEvents {
-        let mut m = MessageBoxEvents::new(EventLimits::default());
-        m.handle(me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let mut m = MessageBoxEvents::new(EventLimits::default(), Instant::now());
+        m.handle(Instant::now(), me, &ev("authenticated", Some(json!({ "identityKey": me }))));
         assert_eq!(drain(&mut m), vec![emit(AUTH_SUCCESS, r#"{"status":"success"}"#)]);
         m
     }
@@ -438,7 +519,7 @@ mod tests {
     #[test]
     fn authenticated_replies() {
         let me = key();
-        let mut m = MessageBoxEvents::new(EventLimits::default());
+        let mut m = MessageBoxEvents::new(EventLimits::default(), Instant::now());
         let cases = [
             (None, REASON_MISSING_IDENTITY),
             (Some(json!(null)), REASON_MISSING_IDENTITY),
@@ -452,13 +533,13 @@ mod tests {
             (Some(json!({ "identityKey": key() })), REASON_IDENTITY_MISMATCH),
         ];
         for (data, reason) in cases {
-            m.handle(&me, &ev("authenticated", data.clone()));
+            m.handle(Instant::now(), &me, &ev("authenticated", data.clone()));
             assert_eq!(drain(&mut m), vec![emit(AUTH_FAILED, &format!(r#"{{"reason":"{reason}"}}"#))], "{data:?}");
             assert!(!m.is_authenticated());
         }
         // Upper-case hex names the same key; every `authenticated` gets an answer.
         for _ in 0..2 {
-            m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me.to_uppercase() }))));
+            m.handle(Instant::now(), &me, &ev("authenticated", Some(json!({ "identityKey": me.to_uppercase() }))));
             assert_eq!(drain(&mut m), vec![emit(AUTH_SUCCESS, r#"{"status":"success"}"#)]);
         }
         assert!(m.is_authenticated());
@@ -467,10 +548,10 @@ mod tests {
     #[test]
     fn join_and_leave() {
         let me = key();
-        let mut m = MessageBoxEvents::new(EventLimits::default());
+        let mut m = MessageBoxEvents::new(EventLimits::default(), Instant::now());
         let room = format!("{me}-inbox");
-        m.handle(&me, &ev("joinRoom", Some(json!(room))));
-        m.handle(&me, &ev("leaveRoom", Some(json!(room))));
+        m.handle(Instant::now(), &me, &ev("joinRoom", Some(json!(room))));
+        m.handle(Instant::now(), &me, &ev("leaveRoom", Some(json!(room))));
         assert_eq!(
             drain(&mut m),
             vec![
@@ -479,12 +560,12 @@ mod tests {
             ]
         );
         let mut m = authed(&me);
-        m.handle(&me, &ev("joinRoom", Some(json!(room))));
+        m.handle(Instant::now(), &me, &ev("joinRoom", Some(json!(room))));
         assert_eq!(drain(&mut m), vec![emit(JOINED_ROOM, &format!(r#"{{"roomId":"{room}"}}"#))]);
         assert_eq!(m.joined_rooms().collect::<Vec<_>>(), vec![room.as_str()]);
         for bad in [None, Some(json!("")), Some(json!("  ")), Some(json!(5)), Some(json!({ "roomId": room }))] {
-            m.handle(&me, &ev("joinRoom", bad.clone()));
-            m.handle(&me, &ev("leaveRoom", bad.clone()));
+            m.handle(Instant::now(), &me, &ev("joinRoom", bad.clone()));
+            m.handle(Instant::now(), &me, &ev("leaveRoom", bad.clone()));
             assert_eq!(
                 drain(&mut m),
                 vec![
@@ -496,8 +577,8 @@ mod tests {
         }
         // Another identity's room: upstream's refusal (named, with a code, on a join only).
         let foreign = format!("{}-inbox", key());
-        m.handle(&me, &ev("joinRoom", Some(json!(foreign))));
-        m.handle(&me, &ev("leaveRoom", Some(json!(foreign))));
+        m.handle(Instant::now(), &me, &ev("joinRoom", Some(json!(foreign))));
+        m.handle(Instant::now(), &me, &ev("leaveRoom", Some(json!(foreign))));
         assert_eq!(
             drain(&mut m),
             vec![
@@ -510,27 +591,30 @@ mod tests {
             ]
         );
         assert!(m.wants(&me, &room) && m.wants(&me, &format!("{me}-other")));
-        m.handle(&me, &ev("leaveRoom", Some(json!(room))));
+        m.handle(Instant::now(), &me, &ev("leaveRoom", Some(json!(room))));
         assert_eq!(drain(&mut m), vec![emit(LEFT_ROOM, &format!(r#"{{"roomId":"{room}"}}"#))]);
         assert_eq!(m.joined_rooms().count(), 0);
         // A left room is not delivered to (whatever the case of its key), the others are.
         assert!(!m.wants(&me, &room) && !m.wants(&me, &format!("{}-inbox", me.to_uppercase())));
         assert!(m.wants(&me, &format!("{me}-other")) && m.wants(&me, &me));
         // Joining again restores it; a reset forgets the leave.
-        m.handle(&me, &ev("joinRoom", Some(json!(room))));
+        m.handle(Instant::now(), &me, &ev("joinRoom", Some(json!(room))));
         drain(&mut m);
         assert!(m.wants(&me, &room));
-        m.handle(&me, &ev("leaveRoom", Some(json!(room))));
+        m.handle(Instant::now(), &me, &ev("leaveRoom", Some(json!(room))));
         m.reset();
         assert!(m.wants(&me, &room));
 
-        let mut m = MessageBoxEvents::new(EventLimits { max_joined_rooms: 2, ..Default::default() });
-        m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let mut m = MessageBoxEvents::new(EventLimits { max_joined_rooms: 2, ..Default::default() }, Instant::now());
+        m.handle(Instant::now(), &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
         for b in ["a", "b", "a", "c"] {
-            m.handle(&me, &ev("joinRoom", Some(json!(format!("{me}-{b}")))));
+            m.handle(Instant::now(), &me, &ev("joinRoom", Some(json!(format!("{me}-{b}")))));
         }
         let acts = drain(&mut m);
-        assert_eq!(acts.last(), Some(&emit(JOIN_FAILED, &format!(r#"{{"reason":"{REASON_TOO_MANY_ROOMS}"}}"#))));
+        assert_eq!(
+            acts.last(),
+            Some(&emit(JOIN_FAILED, r#"{"reason":"WebSocket room limit exceeded","code":"ERR_WEBSOCKET_ROOM_LIMIT"}"#))
+        );
         assert_eq!(m.joined_rooms().count(), 2);
     }
 
@@ -544,13 +628,13 @@ mod tests {
     #[test]
     fn send_message_validation_in_the_original_order() {
         let me = key();
-        let mut m = MessageBoxEvents::new(EventLimits::default());
+        let mut m = MessageBoxEvents::new(EventLimits::default(), Instant::now());
         let failed = |r: &str| emit(MESSAGE_FAILED, &format!(r#"{{"reason":"{r}"}}"#));
         for data in [None, Some(json!(null)), Some(json!("s")), Some(json!(3))] {
-            m.handle(&me, &ev("sendMessage", data));
+            m.handle(Instant::now(), &me, &ev("sendMessage", data));
             assert_eq!(drain(&mut m), vec![failed(REASON_INVALID_DATA)]);
         }
-        m.handle(&me, &ev("sendMessage", Some(json!({}))));
+        m.handle(Instant::now(), &me, &ev("sendMessage", Some(json!({}))));
         assert_eq!(
             drain(&mut m),
             vec![emit(PAYMENT_FAILED, r#"{"reason":"Unauthorized: WebSocket not authenticated"}"#)]
@@ -569,7 +653,7 @@ mod tests {
             (json!({ "roomId": "r", "message": { "body": {"a":1} } }), REASON_INVALID_BODY),
         ];
         for (data, reason) in cases {
-            m.handle(&me, &ev("sendMessage", Some(data.clone())));
+            m.handle(Instant::now(), &me, &ev("sendMessage", Some(data.clone())));
             assert_eq!(drain(&mut m), vec![failed(reason)], "{data}");
         }
     }
@@ -614,11 +698,11 @@ mod tests {
             ),
         ];
         for (event, room, body) in cases {
-            m.handle(&me, &event);
+            m.handle(Instant::now(), &me, &event);
             assert_eq!(drain(&mut m), vec![ack(room, &body)]);
         }
         // Missing recipient and messageId: the id key is left out.
-        m.handle(&me, &ev("sendMessage", Some(json!({ "roomId": room, "message": { "body": "b" } }))));
+        m.handle(Instant::now(), &me, &ev("sendMessage", Some(json!({ "roomId": room, "message": { "body": "b" } }))));
         assert_eq!(
             drain(&mut m),
             vec![ack(&room, r#"{"status":"error","description":"Invalid recipient key: undefined"}"#)]
@@ -631,7 +715,7 @@ mod tests {
         let other = key();
         let mut m = authed(&me);
         let room = format!("{other}-payment-inbox");
-        m.handle(&me, &send(&room, json!("mid"), json!(other.to_uppercase()), json!("hello é ✓")));
+        m.handle(Instant::now(), &me, &send(&room, json!("mid"), json!(other.to_uppercase()), json!("hello é ✓")));
         let acts = drain(&mut m);
         let [EventAction::Store(req)] = &acts[..] else { panic!("{acts:?}") };
         assert_eq!(
@@ -669,7 +753,7 @@ mod tests {
         let mut m = authed(&me);
         let room = me.clone(); // no dash: box "default", sending to oneself
         let mut token = || {
-            m.handle(&me, &send(&room, json!("i"), json!(me), json!("b")));
+            m.handle(Instant::now(), &me, &send(&room, json!("i"), json!(me), json!("b")));
             match drain(&mut m).pop() {
                 Some(EventAction::Store(r)) => {
                     assert_eq!(r.message_box, DEFAULT_BOX);
@@ -709,24 +793,141 @@ mod tests {
     #[test]
     fn pending_stores_are_bounded_and_reset_forgets() {
         let me = key();
-        let mut m = MessageBoxEvents::new(EventLimits { max_pending_stores: 2, ..Default::default() });
-        m.handle(&me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let mut m =
+            MessageBoxEvents::new(EventLimits { max_concurrent_sends: 2, ..Default::default() }, Instant::now());
+        m.handle(Instant::now(), &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
         for _ in 0..3 {
-            m.handle(&me, &send(&me, json!("i"), json!(me), json!("b")));
+            m.handle(Instant::now(), &me, &send(&me, json!("i"), json!(me), json!("b")));
         }
         let acts = drain(&mut m);
         assert_eq!(acts.iter().filter(|a| matches!(a, EventAction::Store(_))).count(), 2);
         assert_eq!(
             acts.last(),
             Some(&emit(
-                &format!("sendMessageAck-{me}"),
-                &format!(r#"{{"status":"error","messageId":"i","description":"{ACK_TOO_MANY_PENDING}"}}"#)
+                MESSAGE_FAILED,
+                r#"{"reason":"Too many concurrent WebSocket sends","code":"ERR_WEBSOCKET_CONCURRENCY_LIMIT"}"#
             ))
         );
         m.reset();
         assert!(!m.is_authenticated());
         assert!(!m.store_outcome(StoreToken(0), StoreOutcome::Stored));
-        m.handle(&me, &ev("unknownEvent", Some(json!(1))));
+        m.handle(Instant::now(), &me, &ev("unknownEvent", Some(json!(1))));
         assert!(drain(&mut m).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key() -> String {
+        crate::auth::PrivateKey::random().public_key().to_hex()
+    }
+
+    fn ev(name: &str, data: Option<Value>) -> AppEvent {
+        AppEvent { name: name.into(), data }
+    }
+
+    fn drain(m: &mut MessageBoxEvents) -> Vec<EventAction> {
+        std::iter::from_fn(|| m.poll_action()).collect()
+    }
+
+    fn emit(event: &str, data: Value) -> EventAction {
+        EventAction::Emit { event: event.into(), data: data.to_string() }
+    }
+
+    fn limits(send: u64, control: u64) -> EventLimits {
+        EventLimits { send_rate: Some(send), control_rate: Some(control), ..Default::default() }
+    }
+
+    /// §6.4: every `sendMessage` takes one unit first, invalid and unauthenticated ones too;
+    /// past the limit `messageFailed` with the code, counted; the window is fixed from the
+    /// start and restarts at the first event after a full window; a reset keeps it.
+    #[test]
+    fn send_rate_limit() {
+        let me = key();
+        let t = Instant::now();
+        let mut m = MessageBoxEvents::new(limits(3, 100), t);
+        let limited = emit(MESSAGE_FAILED, json!({"reason": REASON_SEND_RATE_LIMITED, "code": CODE_SEND_RATE_LIMITED}));
+        // Unauthenticated and invalid: still consumed.
+        m.handle(t, &me, &ev("sendMessage", None));
+        m.handle(t, &me, &ev("sendMessage", Some(json!({}))));
+        m.handle(t + Duration::from_secs(30), &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        m.reset();
+        m.handle(t + Duration::from_secs(30), &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let send = ev(
+            "sendMessage",
+            Some(json!({ "roomId": me, "message": { "messageId": "i", "recipient": me, "body": "b" } })),
+        );
+        m.handle(t + Duration::from_secs(59), &me, &send);
+        assert!(matches!(drain(&mut m).last(), Some(EventAction::Store(_))), "the third is taken");
+        m.handle(t + Duration::from_secs(59), &me, &send);
+        assert_eq!(drain(&mut m), vec![EventAction::RateLimited(RateScope::LiveSend), limited.clone()]);
+        // A full window after the start: a new window from this event.
+        let t2 = t + Duration::from_secs(61);
+        for _ in 0..3 {
+            m.handle(t2, &me, &ev("sendMessage", None));
+        }
+        m.handle(t2 + Duration::from_secs(59), &me, &ev("sendMessage", None));
+        assert_eq!(drain(&mut m).last(), Some(&limited));
+        m.handle(t2 + Duration::from_secs(60), &me, &ev("sendMessage", None));
+        assert_eq!(drain(&mut m), vec![emit(MESSAGE_FAILED, json!({"reason": REASON_INVALID_DATA}))]);
+        // No limit configured: never refused.
+        let mut m = MessageBoxEvents::new(EventLimits { send_rate: None, ..Default::default() }, t);
+        for _ in 0..10_000 {
+            m.handle(t, &me, &ev("sendMessage", None));
+        }
+        assert!(drain(&mut m).iter().all(|a| !matches!(a, EventAction::RateLimited(_))));
+    }
+
+    /// §6.3: `joinRoom` and `leaveRoom` share one limiter, checked before anything else.
+    #[test]
+    fn control_rate_limit() {
+        let me = key();
+        let t = Instant::now();
+        let mut m = MessageBoxEvents::new(limits(100, 2), t);
+        let room = format!("{me}-inbox");
+        m.handle(t, &me, &ev("joinRoom", Some(json!(room))));
+        m.handle(t, &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        m.handle(t, &me, &ev("leaveRoom", Some(json!(room))));
+        drain(&mut m);
+        m.handle(t, &me, &ev("joinRoom", Some(json!(room))));
+        m.handle(t, &me, &ev("leaveRoom", Some(json!(5))));
+        let code = CODE_CONTROL_RATE_LIMITED;
+        assert_eq!(
+            drain(&mut m),
+            vec![
+                EventAction::RateLimited(RateScope::LiveControl),
+                emit(JOIN_FAILED, json!({"reason": REASON_CONTROL_RATE_LIMITED, "code": code})),
+                EventAction::RateLimited(RateScope::LiveControl),
+                emit(LEAVE_FAILED, json!({"reason": REASON_CONTROL_RATE_LIMITED, "code": code})),
+            ]
+        );
+        assert_eq!(m.joined_rooms().count(), 0);
+        m.handle(t + RATE_WINDOW, &me, &ev("joinRoom", Some(json!(room))));
+        assert_eq!(drain(&mut m), vec![emit(JOINED_ROOM, json!({ "roomId": room }))]);
+    }
+
+    /// §6.4 step 4: in-flight sends past the cap, before the envelope is looked at.
+    #[test]
+    fn concurrent_sends_are_capped_before_validation() {
+        let me = key();
+        let t = Instant::now();
+        let mut m = MessageBoxEvents::new(EventLimits { max_concurrent_sends: 1, ..Default::default() }, t);
+        m.handle(t, &me, &ev("authenticated", Some(json!({ "identityKey": me }))));
+        let send = ev(
+            "sendMessage",
+            Some(json!({ "roomId": me, "message": { "messageId": "i", "recipient": me, "body": "b" } })),
+        );
+        m.handle(t, &me, &send);
+        let Some(EventAction::Store(r)) = drain(&mut m).pop() else { panic!() };
+        m.handle(t, &me, &ev("sendMessage", Some(json!({ "roomId": 5 }))));
+        let busy = emit(MESSAGE_FAILED, json!({"reason": REASON_TOO_MANY_SENDS, "code": CODE_TOO_MANY_SENDS}));
+        assert_eq!(drain(&mut m), vec![busy]);
+        assert!(m.store_outcome(r.token, StoreOutcome::Stored));
+        drain(&mut m);
+        m.handle(t, &me, &send);
+        assert!(matches!(drain(&mut m).pop(), Some(EventAction::Store(_))), "free again");
     }
 }

@@ -20,6 +20,15 @@
 //! - [`events`]: the MessageBox events for one connection ([`MessageBoxEvents`]).
 //! - [`connection`]: [`ConnectionCore`], all of the above for one Engine.IO session.
 //!
+//! # Limits
+//!
+//! [`LiveConfig::from_limits`] takes them from `config.resources.websocket`. Per connection,
+//! in the cores: the Engine.IO payload cap, the authentication deadline (a session without a
+//! verified BRC-103 identity `server_handshake_grace + auth_timeout` after its start is
+//! closed), the send and control rate limits, the concurrent-send and room caps. Across
+//! connections, in the driver: live sessions per process (the handshake is answered `503`),
+//! connections per identity and the newest connections a delivery reaches (the registry).
+//!
 //! # Driver contract
 //!
 //! One [`ConnectionCore`] per Engine.IO session, living on the core whose index its sid
@@ -61,7 +70,10 @@
 //!    one at a time, in order); [`Command::Deliver`] goes to every connection bound to the
 //!    recipient, on every core ([`ConnectionCore::deliver`]), through the one delivery seam
 //!    ([`driver::Fanout`]);
-//!    [`Command::Closed`] means drain the transmits and drop the core.
+//!    [`Command::Closed`] means drain the transmits and drop the core;
+//!    [`Command::RateLimited`] is a refusal by a per-socket rate limit, to count. A
+//!    [`Command::Bind`] the driver cannot register (the identity's connection cap):
+//!    [`ConnectionCore::refuse_identity`].
 //! 5. Timers: sleep until [`ConnectionCore::next_timeout`], then
 //!    [`ConnectionCore::handle_timeout`] (re-read the deadline after every input).
 //! 6. Shutdown: [`ConnectionCore::close`] on every core, keep pumping until `Closed`.
@@ -91,7 +103,7 @@ pub use engineio::{
 };
 pub use events::{Delivery, EventLimits, MessageBoxEvents, StoreOutcome, StoreRequest, StoreToken};
 
-/// Settings of the live channel.
+/// Settings of the live channel, from `config.resources.websocket` ([`Self::from_limits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LiveConfig {
     /// Engine.IO timing, payload and buffer limits.
@@ -100,16 +112,54 @@ pub struct LiveConfig {
     /// server-initiated one (real clients handshake within milliseconds; old reconnected
     /// sockets never do).
     pub server_handshake_grace: Duration,
+    /// A connection without a verified BRC-103 identity this long after its start is closed
+    /// ([`ConnectionCore`] adds [`Self::server_handshake_grace`], so an old reconnected
+    /// socket that only answers the server-initiated handshake has the full time for it).
+    pub auth_timeout: Duration,
+    /// `MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS`: live sessions per process.
+    pub max_connections: Option<usize>,
+    /// `MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS_PER_IDENTITY`: connections bound to one identity.
+    pub max_connections_per_identity: Option<usize>,
+    /// `MESSAGE_BOX_WEBSOCKET_MAX_RECIPIENT_CONNECTIONS`: connections (the newest) that
+    /// receive one delivery.
+    pub max_recipient_connections: Option<usize>,
     /// Per-connection MessageBox limits.
     pub events: EventLimits,
 }
 
-impl Default for LiveConfig {
-    fn default() -> Self {
+/// A configured count as a `usize` (`None`: no limit).
+fn count(limit: crate::limits::Limit) -> Option<usize> {
+    limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+impl LiveConfig {
+    /// The live channel as `limits` configures it; timings the newer upstream does not
+    /// expose keep Engine.IO's defaults.
+    pub fn from_limits(limits: &crate::limits::WebSocketLimits) -> LiveConfig {
+        let engine = EngineConfig {
+            max_payload: usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX),
+            ..EngineConfig::default()
+        };
         LiveConfig {
-            engine: EngineConfig::default(),
+            engine,
             server_handshake_grace: Duration::from_secs(3),
-            events: EventLimits::default(),
+            auth_timeout: limits.auth_timeout,
+            max_connections: count(limits.max_connections),
+            max_connections_per_identity: count(limits.max_connections_per_identity),
+            max_recipient_connections: count(limits.max_recipient_connections),
+            events: EventLimits {
+                max_joined_rooms: count(limits.max_rooms_per_connection).unwrap_or(usize::MAX),
+                max_concurrent_sends: count(limits.max_concurrent_sends).unwrap_or(usize::MAX),
+                send_rate: limits.send_rate_limit,
+                control_rate: limits.control_rate_limit,
+            },
         }
+    }
+}
+
+impl Default for LiveConfig {
+    /// The `standard` profile's limits.
+    fn default() -> Self {
+        LiveConfig::from_limits(&crate::limits::ResourceLimits::default().websocket)
     }
 }

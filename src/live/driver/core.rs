@@ -26,6 +26,20 @@ use crate::metrics::Recorder;
 
 pub(super) type Reply<T> = oneshot::Sender<T>;
 
+/// The answer to an Engine.IO handshake (polling or WebSocket) while `max_connections` live
+/// sessions are open: the newer upstream's capacity answer, `503` with `Retry-After: 1` and
+/// `{"status":"error","code":"ERR_SERVER_BUSY","description":"The service is temporarily at
+/// capacity."}`. socket.io-client treats it as a failed attempt and reconnects with its
+/// back-off. (The newer server accepts the engine session and then disconnects the socket
+/// with no event, after which the client never reconnects; refusing before any state is
+/// cheaper and lets a real client in once there is room.)
+pub fn at_capacity() -> HttpReply {
+    HttpReply::busy(
+        r#"{"status":"error","code":"ERR_SERVER_BUSY","description":"The service is temporarily at capacity."}"#
+            .to_string(),
+    )
+}
+
 /// Work for one connection task.
 ///
 /// Kept to 16 bytes (the large, rare variants are boxed): each connection's queue allocates
@@ -56,8 +70,9 @@ pub(super) struct AdoptInput {
 pub(super) enum CoreMsg {
     /// An input for the session `sid` owned by this core.
     Session(String, Input),
-    /// A delivery for the local connections bound to its recipient.
-    Deliver(Arc<Delivery>),
+    /// A delivery for the local connections bound to its recipient at or after the bind
+    /// sequence number (see [`Registry::targets`](super::Registry::targets)).
+    Deliver(Arc<Delivery>, u64),
 }
 
 /// This core's sessions.
@@ -67,8 +82,8 @@ pub(super) struct LocalCore {
     /// Shared by this core's connections: the server auth and this core's id generator.
     shared: Arc<ConnectionShared>,
     sessions: RefCell<HashMap<String, mpsc::Sender<Input>>>,
-    /// identity → local sids bound to it.
-    bound: RefCell<HashMap<String, Vec<String>>>,
+    /// identity → local sids bound to it, with their bind sequence numbers.
+    bound: RefCell<HashMap<String, Vec<(u64, String)>>>,
     /// Connection tasks still running (a session dropped as too slow runs until its queue
     /// is drained); `idle` is notified when it reaches zero.
     tasks: Cell<usize>,
@@ -115,7 +130,7 @@ impl LiveHub {
                         Some(CoreMsg::Session(sid, input)) => {
                             mailbox.send(&sid, input);
                         }
-                        Some(CoreMsg::Deliver(d)) => mailbox.deliver_local(&d),
+                        Some(CoreMsg::Deliver(d, from_seq)) => mailbox.deliver_local(&d, from_seq),
                         None => break,
                     },
                     _ = stop.wait_for(|s| *s) => break,
@@ -178,8 +193,15 @@ impl LocalCore {
         }
     }
 
-    pub fn deliver_local(&self, d: &Arc<Delivery>) {
-        let sids = self.bound.borrow().get(&d.recipient).cloned().unwrap_or_default();
+    /// Hands `d` to the local connections bound to its recipient as number `from_seq` or
+    /// later.
+    pub fn deliver_local(&self, d: &Arc<Delivery>, from_seq: u64) {
+        let sids: Vec<String> = self
+            .bound
+            .borrow()
+            .get(&d.recipient)
+            .map(|l| l.iter().filter(|(seq, _)| *seq >= from_seq).map(|(_, sid)| sid.clone()).collect())
+            .unwrap_or_default();
         for sid in sids {
             self.send(&sid, Input::Deliver(d.clone()));
         }
@@ -197,17 +219,25 @@ impl LocalCore {
         }
     }
 
-    pub fn bind(&self, sid: &str, identity: &str) {
-        self.bound.borrow_mut().entry(identity.to_string()).or_default().push(sid.to_string());
-        self.hub.fanout.registry().bind(identity, self.index);
+    /// Registers `sid` as a connection of `identity`; false (nothing registered) when the
+    /// identity has `max_connections_per_identity` connections already.
+    pub fn bind(&self, sid: &str, identity: &str) -> bool {
+        let seq = self.hub.next_bind_seq();
+        let max = self.hub.config.max_connections_per_identity;
+        if !self.hub.fanout.registry().try_bind(identity, self.index, seq, max) {
+            return false;
+        }
+        self.bound.borrow_mut().entry(identity.to_string()).or_default().push((seq, sid.to_string()));
+        true
     }
 
+    /// Unregisters `sid` from `identity` (nothing when it was not registered).
     pub fn unbind(&self, sid: &str, identity: &str) {
         let mut bound = self.bound.borrow_mut();
         if let Some(sids) = bound.get_mut(identity) {
-            if let Some(i) = sids.iter().position(|s| s == sid) {
-                sids.swap_remove(i);
-                self.hub.fanout.registry().unbind(identity, self.index);
+            if let Some(i) = sids.iter().position(|(_, s)| s == sid) {
+                let (seq, _) = sids.swap_remove(i);
+                self.hub.fanout.registry().unbind(identity, self.index, seq);
             }
             if sids.is_empty() {
                 bound.remove(identity);
@@ -223,6 +253,7 @@ impl LocalCore {
     /// A connection task ended.
     pub fn task_finished(&self) {
         self.metrics.live_connection_closed();
+        self.hub.release_session();
         let left = self.tasks.get().saturating_sub(1);
         self.tasks.set(left);
         if left == 0 {
@@ -240,20 +271,28 @@ impl LocalCore {
 
     // --- the session API ---
 
-    /// A polling handshake: the new session's open packet.
+    /// A polling handshake: the new session's open packet, or [`at_capacity`] when
+    /// `max_connections` sessions are open.
     pub fn open_polling(self: &Rc<Self>, now: Instant) -> HttpReply {
+        if !self.hub.reserve_session() {
+            return at_capacity();
+        }
         let (conn, reply) = ConnectionCore::accept_polling(now, self.index as u8, &self.shared, &self.hub.config);
         self.spawn(conn);
         reply
     }
 
     /// A direct WebSocket handshake: the new session's id and the id of its WebSocket, whose
-    /// stream is to be adopted ([`Self::adopt`]).
-    pub fn open_websocket(self: &Rc<Self>, now: Instant) -> (String, WsId) {
+    /// stream is to be adopted ([`Self::adopt`]); `None` when `max_connections` sessions are
+    /// open (answer [`at_capacity`] instead of the 101).
+    pub fn open_websocket(self: &Rc<Self>, now: Instant) -> Option<(String, WsId)> {
+        if !self.hub.reserve_session() {
+            return None;
+        }
         let (conn, ws) = ConnectionCore::accept_websocket(now, self.index as u8, &self.shared, &self.hub.config);
         let sid = conn.sid().to_string();
         self.spawn(conn);
-        (sid, ws)
+        Some((sid, ws))
     }
 
     /// A polling GET: answered now, or once the session has something to send.

@@ -112,7 +112,7 @@ pub async fn handle(live: Option<&LiveCore>, req: http::Request<Incoming>) -> Re
         Ok(Route::Handshake(Transport::Polling)) => to_response(core.open_polling(now)),
         Ok(Route::Handshake(Transport::WebSocket)) => {
             let Some(resp) = switching_protocols(&req) else { return upgrade_refused(ErrorCode::BadRequest) };
-            let (sid, ws) = core.open_websocket(now);
+            let Some((sid, ws)) = core.open_websocket(now) else { return to_response(super::core::at_capacity()) };
             adopt_after_upgrade(core, req, sid, ws);
             resp
         }

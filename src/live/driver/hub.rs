@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rand::rngs::StdRng;
@@ -33,19 +34,23 @@ pub(super) type StoreFuture = Pin<Box<dyn Future<Output = (StoreToken, StoreOutc
 pub struct Fanout {
     registry: Registry,
     mailboxes: Vec<mpsc::Sender<CoreMsg>>,
+    /// `max_recipient_connections`: only the newest this many connections of the recipient
+    /// receive a delivery.
+    newest: Option<usize>,
 }
 
 impl Fanout {
-    /// Hands `delivery` to every core with a connection bound to its recipient. A core whose
-    /// mailbox is full misses it, with a warning (the message is stored anyway).
+    /// Hands `delivery` to every core with one of the newest `max_recipient_connections`
+    /// connections bound to its recipient. A core whose mailbox is full misses it, with a
+    /// warning (the message is stored anyway).
     pub fn publish(&self, delivery: Delivery) {
-        let cores = self.registry.cores_of(&delivery.recipient);
-        if cores.is_empty() {
+        let targets = self.registry.targets(&delivery.recipient, self.newest);
+        if targets.is_empty() {
             return;
         }
         let d = Arc::new(delivery);
-        for core in cores {
-            if self.mailboxes[core].try_send(CoreMsg::Deliver(d.clone())).is_err() {
+        for (core, from_seq) in targets {
+            if self.mailboxes[core].try_send(CoreMsg::Deliver(d.clone(), from_seq)).is_err() {
                 tracing::warn!(core, recipient = %d.recipient, "live delivery dropped: core mailbox full");
             }
         }
@@ -70,6 +75,10 @@ pub struct LiveHub {
     pub(super) receivers: Mutex<Vec<Option<mpsc::Receiver<CoreMsg>>>>,
     /// Seeds each core's generator of session and socket ids.
     ids: Mutex<StdRng>,
+    /// Live sessions open in the process, on all cores (`max_connections`).
+    sessions: AtomicUsize,
+    /// The sequence of identity bindings, process-wide (the registry's "newest").
+    bind_seq: AtomicU64,
 }
 
 impl LiveHub {
@@ -91,10 +100,33 @@ impl LiveHub {
             auth,
             store,
             config,
-            fanout: Fanout { registry: Registry::new(cores), mailboxes: senders },
+            fanout: Fanout { registry: Registry::new(), mailboxes: senders, newest: config.max_recipient_connections },
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
             ids: Mutex::new(ids),
+            sessions: AtomicUsize::new(0),
+            bind_seq: AtomicU64::new(0),
         })
+    }
+
+    /// Takes a place for a new session; false when `max_connections` are open.
+    pub(super) fn reserve_session(&self) -> bool {
+        let max = self.config.max_connections.unwrap_or(usize::MAX);
+        self.sessions.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
+    /// A session reserved with [`Self::reserve_session`] ended.
+    pub(super) fn release_session(&self) {
+        let _ = self.sessions.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Live sessions open in the process.
+    pub fn sessions(&self) -> usize {
+        self.sessions.load(Ordering::Acquire)
+    }
+
+    /// The next binding's sequence number.
+    pub(super) fn next_bind_seq(&self) -> u64 {
+        self.bind_seq.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn registry(&self) -> &Registry {

@@ -220,8 +220,12 @@ impl Connection {
                 match c {
                     Command::Bind { identity } => {
                         self.local.metrics.handshake(crate::metrics::Transport::Live);
-                        self.local.bind(self.core.sid(), &identity)
+                        if !self.local.bind(self.core.sid(), &identity) {
+                            tracing::debug!(sid = self.core.sid(), "live identity at its connection limit");
+                            self.core.refuse_identity(Instant::now());
+                        }
                     }
+                    Command::RateLimited(scope) => self.local.metrics.rate_limited(scope),
                     Command::Unbind { identity } => self.local.unbind(self.core.sid(), &identity),
                     Command::Store(r) => self.inflight = Some(self.local.hub.store(r)),
                     Command::Deliver(d) => self.local.hub.route(d),

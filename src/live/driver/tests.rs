@@ -64,13 +64,24 @@ impl Pair {
 
     /// Opens a session on core `home`, connects `/`, handshakes and authenticates.
     async fn connect(&self, home: usize) -> Client {
+        self.connect_as(home, JsClient::new()).await
+    }
+
+    /// Opens a session on core `home` and connects `/` (no handshake yet).
+    async fn open(&self, home: usize, js: JsClient) -> Client {
         let open = self.core(home).open_polling(Instant::now());
         let v: Value = serde_json::from_str(open.body.strip_prefix('0').unwrap()).unwrap();
-        let mut c = Client { js: JsClient::new(), sid: v["sid"].as_str().unwrap().to_string() };
+        let mut c = Client { js, sid: v["sid"].as_str().unwrap().to_string() };
         assert_eq!(sid_core(&c.sid), Some(home as u8));
         self.post(home, &c, &["40"]).await;
         self.get(home, &mut c).await;
         assert!(c.js.engine.pop().unwrap().starts_with(r#"40{"sid":""#));
+        c
+    }
+
+    /// As [`Self::connect`], as the identity of `js`.
+    async fn connect_as(&self, home: usize, js: JsClient) -> Client {
+        let mut c = self.open(home, js).await;
         let hs = c.js.handshake();
         self.post(home, &c, &[&hs]).await;
         self.get(home, &mut c).await;
@@ -249,7 +260,7 @@ fn a_slow_consumer_is_dropped() {
         // More than its queue takes before its task runs once: it is dropped as too slow, and
         // its session is unknown at once.
         for _ in 0..300 {
-            p.core(0).deliver_local(&d);
+            p.core(0).deliver_local(&d, 0);
         }
         assert_eq!(p.get(0, &mut a).await, ErrorCode::UnknownSid.http_reply());
         // Its task works off the queue, closes, and is unbound.
@@ -313,4 +324,135 @@ fn idle_connection_state_does_not_grow() {
     assert_eq!(std::mem::size_of::<super::core::Input>(), 16);
     let task = std::mem::size_of::<super::task::Connection>();
     assert!(task <= 1480, "the connection task's state grew to {task} bytes");
+}
+
+fn js_as(me: &crate::auth::ClientIdentity) -> JsClient {
+    let mut js = JsClient::new();
+    js.me = me.clone();
+    js
+}
+
+/// `max_connections_per_identity` holds across cores: the connection over the cap is told
+/// `authenticationFailed` and disconnected, the others keep receiving, and a place freed is
+/// taken again. Before: any number of connections per identity.
+#[test]
+fn connections_per_identity_are_capped_across_cores() {
+    run(async {
+        let config = LiveConfig { max_connections_per_identity: Some(2), ..Default::default() };
+        let p = Pair::with_config(6, config).await;
+        let me = crate::auth::ClientIdentity::random();
+        let mut a0 = p.connect_as(0, js_as(&me)).await;
+        let _a1 = p.connect_as(1, js_as(&me)).await;
+        let mut third = p.open(0, js_as(&me)).await;
+        let hs = third.js.handshake();
+        p.post(0, &third, &[&hs]).await;
+        let mut got = Vec::new();
+        while !third.js.engine.iter().any(|e| e == "1") {
+            let reply = p.get(0, &mut third).await;
+            if reply.status != 200 {
+                break;
+            }
+            got.extend(third.js.take());
+        }
+        assert_eq!(
+            got,
+            vec![(
+                "authenticationFailed".into(),
+                Some(json!({"reason": "WebSocket identity connection limit exceeded"}))
+            )]
+        );
+        assert!(third.js.engine.iter().any(|e| e == "41"), "disconnected: {:?}", third.js.engine);
+        assert_eq!(p.hub.registry().connections_of(me.identity_hex()), 2);
+        p.until("the refused session to end", |p| p.hub.sessions() == 2).await;
+
+        // The first leaves; a new one takes its place.
+        p.post(0, &a0, &["41", "1"]).await;
+        let _ = p.get(0, &mut a0).await;
+        p.until("the first to unbind", |p| p.hub.registry().connections_of(me.identity_hex()) == 1).await;
+        let _again = p.connect_as(0, js_as(&me)).await;
+        assert_eq!(p.hub.registry().connections_of(me.identity_hex()), 2);
+    });
+}
+
+/// `max_connections` live sessions per process, on all cores: the handshake over the cap is
+/// answered `503` `ERR_SERVER_BUSY` with `Retry-After`, and a closed session frees its place.
+#[test]
+fn sessions_per_process_are_capped() {
+    run(async {
+        let config = LiveConfig { max_connections: Some(2), ..Default::default() };
+        let p = Pair::with_config(7, config).await;
+        let mut a = p.connect(0).await;
+        let _b = p.connect(1).await;
+        for core in 0..2 {
+            let r = p.core(core).open_polling(Instant::now());
+            assert_eq!((r.status, r.header("Retry-After")), (503, Some("1")));
+            assert_eq!(
+                serde_json::from_str::<Value>(&r.body).unwrap(),
+                json!({"status":"error","code":"ERR_SERVER_BUSY","description":"The service is temporarily at capacity."})
+            );
+            assert!(p.core(core).open_websocket(Instant::now()).is_none());
+        }
+        assert_eq!(p.hub.sessions(), 2);
+        p.post(0, &a, &["41", "1"]).await;
+        let _ = p.get(0, &mut a).await;
+        p.until("a place to free", |p| p.hub.sessions() == 1).await;
+        let _c = p.connect(0).await;
+    });
+}
+
+/// `max_recipient_connections`: a delivery reaches only the newest connections of its
+/// recipient, whichever cores they are on. Before: every connection of the recipient.
+#[test]
+fn a_delivery_reaches_the_newest_connections_only() {
+    run(async {
+        let config = LiveConfig { max_recipient_connections: Some(2), ..Default::default() };
+        let p = Pair::with_config(8, config).await;
+        let me = crate::auth::ClientIdentity::random();
+        let mut old = p.connect_as(0, js_as(&me)).await;
+        let mut mid = p.connect_as(1, js_as(&me)).await;
+        let mut new = p.connect_as(0, js_as(&me)).await;
+        use crate::domain::{Delivery, IdentityKey, LiveDelivery};
+        let recipient = IdentityKey::from_canonical(me.identity_hex().to_string());
+        p.hub.deliver(Delivery::message(&recipient, "-inbox", "s", "m1", "b"));
+        assert_eq!(p.recv(1, &mut mid, 1).await.len(), 1);
+        assert_eq!(p.recv(0, &mut new, 1).await.len(), 1);
+        // The oldest gets nothing: its next GET is the engine's ping, not the message.
+        let held = {
+            let (core, sid) = (p.core(0).clone(), old.sid.clone());
+            tokio::task::spawn_local(async move { core.poll(&sid).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!held.is_finished(), "nothing for the oldest connection");
+        held.abort();
+        assert!(old.js.take().is_empty());
+    });
+}
+
+/// Refusals by the per-socket rate limits are counted in the core's metrics.
+#[test]
+fn rate_limited_events_are_counted() {
+    run(async {
+        let mut config = LiveConfig::default();
+        config.events.send_rate = Some(1);
+        config.events.control_rate = Some(0);
+        let p = Pair::with_config(9, config).await;
+        let mut a = p.connect(0).await;
+        let room = format!("{}-inbox", a.js.id());
+        p.emit(0, &a, "joinRoom", json!(room)).await;
+        p.emit(0, &a, "sendMessage", json!(null)).await;
+        p.emit(0, &a, "sendMessage", json!(null)).await;
+        let got = p.recv(0, &mut a, 3).await;
+        assert_eq!(got[0].1.as_ref().unwrap()["code"], "ERR_WEBSOCKET_CONTROL_RATE_LIMITED");
+        assert_eq!(
+            got[2].1,
+            Some(json!({"reason":"WebSocket send rate limit exceeded","code":"ERR_WEBSOCKET_RATE_LIMITED"}))
+        );
+        let text = p.metrics.render(&p.store.stats(), 0);
+        for line in [
+            r#"messagebox_rate_limited_total{scope="live_send"} 1"#,
+            r#"messagebox_rate_limited_total{scope="live_control"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?}");
+        }
+    });
 }
