@@ -121,11 +121,12 @@ impl LiveHub {
     pub(super) fn store(&self, r: StoreRequest) -> StoreFuture {
         let store = self.store.clone();
         let token = r.token;
-        Box::pin(async move { (token, LiveHub::store_live(store, r).await) })
+        let max_body = self.config.max_message_body_bytes;
+        Box::pin(async move { (token, LiveHub::store_live(store, max_body, r).await) })
     }
 
     /// A live message through the domain's gate, then stored raw.
-    async fn store_live(store: Store, r: StoreRequest) -> StoreOutcome {
+    async fn store_live(store: Store, max_body: Option<usize>, r: StoreRequest) -> StoreOutcome {
         // Both keys come from the BRC-103 layer and `split_room`, written canonically.
         let message = LiveMessage {
             sender: IdentityKey::from_canonical(r.sender),
@@ -134,7 +135,7 @@ impl LiveHub {
             message_id: r.message_id,
             body: r.body,
         };
-        crate::domain::send::store_live(&store, message).await
+        crate::domain::send::store_live(&store, max_body, message).await
     }
 }
 
