@@ -628,7 +628,11 @@ pub fn resource_limits(env: &HashMap<String, String>) -> Result<ResourceLimits, 
     let batch = legacy_list_batch(env)?;
     let messages = MessageLimits {
         max_message_body_bytes: e.limit(&["MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES"], dm.max_message_body_bytes, any)?,
-        max_recipients: e.limit(&["MESSAGE_BOX_MAX_RECIPIENTS", "MESSAGEBOX_MAX_RECIPIENTS"], dm.max_recipients, any)?,
+        max_recipients: e.limit(
+            &["MESSAGE_BOX_MAX_RECIPIENTS", "MESSAGEBOX_MAX_RECIPIENTS"],
+            dm.max_recipients,
+            any,
+        )?,
         list_default_limit: e.limit(
             &["MESSAGE_BOX_LIST_DEFAULT_LIMIT", "MESSAGEBOX_LIST_LIMIT"],
             batch.unwrap_or(dm.list_default_limit),
@@ -693,17 +697,12 @@ pub fn resource_limits(env: &HashMap<String, String>) -> Result<ResourceLimits, 
     let request_timeout = e.millis(&["MESSAGE_BOX_REQUEST_TIMEOUT_MS"], dh.request_timeout, MAX_TIMEOUT_MS)?;
     let request_ms = request_timeout.as_millis() as u64;
     let rate = |max: &'static str, window: &'static str, d: RateLimit| -> Result<RateLimit, ConfigError> {
-        Ok(RateLimit {
-            max: e.positive(&[max], d.max, 1_000_000)?,
-            window: e.millis(&[window], d.window, 86_400_000)?,
-        })
+        Ok(RateLimit { max: e.positive(&[max], d.max, 1_000_000)?, window: e.millis(&[window], d.window, 86_400_000)? })
     };
     let http = HttpLimits {
         max_body_bytes: e.body_bytes(&["MESSAGE_BOX_MAX_BODY_BYTES", "MESSAGEBOX_MAX_BODY"], dh.max_body_bytes)?,
-        max_unauthenticated_body_bytes: e.body_bytes(
-            &["MESSAGE_BOX_MAX_UNAUTHENTICATED_BODY_BYTES"],
-            dh.max_unauthenticated_body_bytes,
-        )?,
+        max_unauthenticated_body_bytes: e
+            .body_bytes(&["MESSAGE_BOX_MAX_UNAUTHENTICATED_BODY_BYTES"], dh.max_unauthenticated_body_bytes)?,
         // Upstream's default is the effective listing budget, whatever it was set to.
         max_response_bytes: e.limit(&["MESSAGE_BOX_MAX_RESPONSE_BYTES"], m.list_max_response_bytes, MAX_BODY_BOUND)?,
         max_concurrent_requests: e.limit(

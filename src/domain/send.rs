@@ -345,9 +345,7 @@ pub enum LiveOutcome {
     /// The box asks for a fee, which the live channel cannot carry (the client falls back to HTTP).
     PaymentRequired,
     /// The body exceeds `MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES` (this many bytes), as HTTP refuses it.
-    BodyTooLarge {
-        max: usize,
-    },
+    BodyTooLarge { max: usize },
     /// The store failed.
     Failed,
 }
