@@ -248,17 +248,13 @@ impl Parts {
     }
 }
 
-/// The live channel's settings, with the limits it shares with HTTP copied in.
-fn live_config(config: &Config) -> LiveConfig {
-    LiveConfig { max_message_body_bytes: config.limits.max_message_body_bytes, ..LiveConfig::default() }
-}
-
 /// Builds the shared application state.
 pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
     let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
-    let hub = config
-        .enable_websockets
-        .then(|| LiveHub::new(auth.clone(), store.clone(), live_config(config), config.threads));
+    let hub = config.enable_websockets.then(|| {
+        LiveHub::new(auth.clone(), store.clone(), LiveConfig::default(), config.threads)
+            .with_message_limits(&config.limits)
+    });
     let live: Arc<dyn LiveDelivery> = match &hub {
         Some(h) => h.clone(),
         None => parts.live,

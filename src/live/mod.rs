@@ -102,8 +102,6 @@ pub struct LiveConfig {
     pub server_handshake_grace: Duration,
     /// Per-connection MessageBox limits.
     pub events: EventLimits,
-    /// `MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES`: the domain's body cap of a send, shared with HTTP.
-    pub max_message_body_bytes: Option<usize>,
 }
 
 impl Default for LiveConfig {
@@ -112,7 +110,6 @@ impl Default for LiveConfig {
             engine: EngineConfig::default(),
             server_handshake_grace: Duration::from_secs(3),
             events: EventLimits::default(),
-            max_message_body_bytes: crate::domain::Limits::default().max_message_body_bytes,
         }
     }
 }
