@@ -3,20 +3,39 @@
 //! is reported as one line naming the variable.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::api::Limits;
 use crate::auth::{PrivateKey, SessionConfig};
+use crate::limits::{
+    DatabaseLimits, HttpLimits, Limit, MessageLimits, Profile, RateLimit, ResourceLimits, RetentionLimits,
+    WebSocketLimits,
+};
 
-/// One configuration error: which variable, and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{var}: {message}")]
+/// One configuration error: which variable, and what is wrong with it. Shown as
+/// `<var>: <message>`, or as the message alone when it names the variable itself (the newer
+/// upstream's texts, e.g. `MESSAGE_BOX_MAX_RECIPIENTS must be -1, unlimited, or a positive
+/// integer`, which operators may grep for).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub var: &'static str,
     pub message: String,
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.message.starts_with(self.var) {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.var, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 fn err(var: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError { var, message: message.into() }
@@ -35,7 +54,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("LOG_FORMAT", "text (default; ANSI colours only when stdout is a terminal) | json (one object per line)"),
     ("MESSAGEBOX_ACCESS_LOG", "true | false (default): one info line per request (method, route, status, duration, client IP, identity)"),
     ("MESSAGEBOX_METRICS_ADDR", "host:port of the Prometheus listener (GET /metrics), e.g. 127.0.0.1:9464; unset (default): no metrics"),
-    ("TRUST_PROXY_HOPS", "0..10; the client IP of the access log is taken this many proxies from the right of X-Forwarded-For (unset: the TCP peer)"),
+    ("TRUST_PROXY_HOPS", "0..10; the client IP (access log, rate limits) is taken this many proxies from the right of X-Forwarded-For (unset: the TCP peer)"),
     ("DATABASE_URL", "mysql://user:pass@host:port/db or sqlite://path; wins over KNEX_DB_CONNECTION"),
     ("KNEX_DB_CONNECTION", "the original's knex JSON, e.g. {\"host\":\"…\",\"port\":3306,\"user\":\"…\",\"password\":\"…\",\"database\":\"…\"}"),
     ("KNEX_DB_CLIENT", "mysql2 (default) | mysql | better-sqlite3 | sqlite3 (then KNEX_DB_CONNECTION is {\"filename\":…})"),
@@ -52,15 +71,71 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MESSAGEBOX_PORT", "listen port; overrides the NODE_ENV port rule (0 = any free port)"),
     ("MESSAGEBOX_BIND", "listen address (default 0.0.0.0)"),
     ("MESSAGEBOX_THREADS", "worker threads, one runtime and listener each (default: available cores)"),
-    ("MESSAGEBOX_MAX_BODY", "largest request body in bytes (default 16777216)"),
-    ("MESSAGEBOX_SESSION_TTL", "seconds an idle BRC-103 session lives (default 3600)"),
-    ("MESSAGEBOX_MAX_SESSIONS", "most live BRC-103 sessions (default 262144)"),
+    ("MESSAGEBOX_SESSION_TTL", "seconds an idle BRC-103 session lives (default 3600); MESSAGE_BOX_AUTH_SESSION_TTL_MS wins"),
+    ("MESSAGE_BOX_AUTH_SESSION_TTL_MS", "the newer server's name for the idle session TTL, in ms (default: MESSAGEBOX_SESSION_TTL); -1 is refused"),
+    ("MESSAGEBOX_MAX_SESSIONS", "most live BRC-103 sessions (default 262144); when full, the oldest never-used session is evicted"),
     ("MESSAGEBOX_UNUSED_SESSION_TTL", "seconds a session lives before its first request (default 120)"),
     ("MESSAGEBOX_MAX_REQUESTS_PER_SESSION", "requests before a session is retired and the client re-handshakes (default 4096)"),
-    ("MESSAGEBOX_MAX_RECIPIENTS", "most recipients per /sendMessage or quote (default 1000)"),
-    ("MESSAGEBOX_LIST_LIMIT", "default /listMessages page size (default 1000)"),
-    ("MESSAGEBOX_LIST_MAX", "largest /listMessages page a request may ask for (default 10000)"),
-    ("MESSAGEBOX_DB_POOL", "MySQL connections (default 8)"),
+    ("MESSAGE_BOX_DB_POOL_MAX", "MySQL connections (default 8; alias MESSAGEBOX_DB_POOL)"),
+    ("MESSAGEBOX_DB_POOL", "alias of MESSAGE_BOX_DB_POOL_MAX"),
+    // The resource limits (spec ts-next-ops §1.2-§1.7). Limits take -1 or `unlimited` to
+    // disable them unless said otherwise; defaults are per profile (small / standard /
+    // high-throughput).
+    ("MESSAGE_BOX_RESOURCE_PROFILE", "small | standard (default) | high-throughput: the defaults of every MESSAGE_BOX_* limit; RESOURCE_PROFILE is read when it is blank"),
+    ("RESOURCE_PROFILE", "the profile for every service; MESSAGE_BOX_RESOURCE_PROFILE wins"),
+    ("MESSAGE_BOX_MAX_BODY_BYTES", "largest JSON request body, bytes, at most 536870912 (1048576 / 4194304 / 16777216); alias MESSAGEBOX_MAX_BODY"),
+    ("MESSAGEBOX_MAX_BODY", "alias of MESSAGE_BOX_MAX_BODY_BYTES"),
+    ("MESSAGE_BOX_MAX_UNAUTHENTICATED_BODY_BYTES", "ours: largest body read before the request's session is known, and of handshakes (65536)"),
+    ("MESSAGE_BOX_MAX_RESPONSE_BYTES", "largest response, at most 536870912 (default: MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES)"),
+    ("MESSAGE_BOX_MAX_CONCURRENT_REQUESTS", "requests in flight per process, at most 100000 (8 / 24 / 96); over it: 503 ERR_SERVER_BUSY"),
+    ("MESSAGE_BOX_MAX_CONNECTIONS", "open TCP connections per process, WebSockets included, at most 1000000 (1000)"),
+    ("MESSAGE_BOX_MAX_CONNECTIONS_PER_IP", "ours: open TCP connections per client IP, at most 1000000 (64 / 256 / 1024)"),
+    ("MESSAGE_BOX_REQUEST_TIMEOUT_MS", "positive, at most 3600000 (60000)"),
+    ("MESSAGE_BOX_HEADERS_TIMEOUT_MS", "positive, at most the request timeout (15000)"),
+    ("MESSAGE_BOX_KEEP_ALIVE_TIMEOUT_MS", "positive, at most the request timeout (5000)"),
+    ("MESSAGE_BOX_SOCKET_TIMEOUT_MS", "idle connection timeout, positive, at most 3600000 (60000)"),
+    ("MESSAGE_BOX_MAX_REQUESTS_PER_SOCKET", "positive, at most 1000000 (1000)"),
+    ("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "requests per client IP per window, positive, at most 1000000 (300)"),
+    ("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_WINDOW_MS", "positive, at most 86400000 (60000)"),
+    ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "requests per identity per window, positive, at most 1000000 (1000)"),
+    ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_WINDOW_MS", "positive, at most 86400000 (60000)"),
+    ("MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES", "UTF-8 bytes of one message body, HTTP and live (262144 / 1048576 / 4194304); over it: 413 ERR_MESSAGE_BODY_TOO_LARGE"),
+    ("MESSAGE_BOX_MAX_RECIPIENTS", "recipients of one /sendMessage (25 / 100 / 250); alias MESSAGEBOX_MAX_RECIPIENTS"),
+    ("MESSAGEBOX_MAX_RECIPIENTS", "alias of MESSAGE_BOX_MAX_RECIPIENTS"),
+    ("MESSAGE_BOX_LIST_DEFAULT_LIMIT", "/listMessages page size when none is asked (250 / 1000 / 1000); alias MESSAGEBOX_LIST_LIMIT"),
+    ("MESSAGEBOX_LIST_LIMIT", "alias of MESSAGE_BOX_LIST_DEFAULT_LIMIT"),
+    ("MESSAGE_BOX_LIST_MAX_LIMIT", "largest /listMessages page (500 / 1000 / 5000); alias MESSAGEBOX_LIST_MAX"),
+    ("MESSAGEBOX_LIST_MAX", "alias of MESSAGE_BOX_LIST_MAX_LIMIT"),
+    ("MESSAGE_LIST_BATCH_SIZE", "legacy: when set, the default of both MESSAGE_BOX_LIST_DEFAULT_LIMIT and MESSAGE_BOX_LIST_MAX_LIMIT"),
+    ("MESSAGE_BOX_LIST_MAX_OFFSET", "largest /listMessages offset (25000 / 100000 / 1000000)"),
+    ("MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES", "byte budget of one /listMessages page (4194304 / 8388608 / 33554432)"),
+    ("MESSAGE_BOX_MAX_INBOX_MESSAGES", "unexpired messages per recipient (5000 / 10000 / 100000)"),
+    ("MESSAGE_BOX_MAX_INBOX_BYTES", "stored bytes per recipient (268435456 / 1073741824 / 17179869184)"),
+    ("MESSAGE_BOX_MAX_SENDER_MESSAGES", "unexpired messages per sender (5000 / 10000 / 100000)"),
+    ("MESSAGE_BOX_MAX_SENDER_BYTES", "stored bytes per sender (268435456 / 1073741824 / 17179869184)"),
+    ("MESSAGE_BOX_MAX_ACKNOWLEDGMENT_IDS", "ids of one /acknowledgeMessage (500 / 1000 / 5000)"),
+    ("MESSAGE_BOX_DEVICE_LIST_DEFAULT_LIMIT", "GET /devices page size (50 / 100 / 500)"),
+    ("MESSAGE_BOX_DEVICE_LIST_MAX_LIMIT", "(100 / 100 / 1000)"),
+    ("MESSAGE_BOX_DEVICE_LIST_MAX_OFFSET", "(10000 / 100000 / 1000000)"),
+    ("MESSAGE_BOX_PERMISSION_LIST_DEFAULT_LIMIT", "GET /permissions/list page size (50 / 100 / 500)"),
+    ("MESSAGE_BOX_PERMISSION_LIST_MAX_LIMIT", "(100 / 100 / 1000)"),
+    ("MESSAGE_BOX_PERMISSION_LIST_MAX_OFFSET", "(10000 / 100000 / 1000000)"),
+    ("MESSAGE_BOX_MAX_NOTIFICATION_DEVICES", "FCM devices notified per recipient (25 / 100 / 500)"),
+    ("MESSAGE_BOX_RETENTION_DAYS", "days a new message is kept (14 / 30 / 90); -1: never expires"),
+    ("MESSAGE_BOX_RETENTION_CLEANUP_INTERVAL_MS", "period of the expired-message sweeper (900000); -1: once at start-up"),
+    ("MESSAGE_BOX_RETENTION_CLEANUP_BATCH_SIZE", "rows deleted per table per sweep (1000); -1: no limit"),
+    ("MESSAGE_BOX_WEBSOCKET_MAX_BODY_BYTES", "largest live-channel payload, at most 536870912 (1048576)"),
+    ("MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS", "live sessions per process (250 / 1000 / 10000)"),
+    ("MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS_PER_IDENTITY", "authenticated sockets per identity (5 / 25 / 100)"),
+    ("MESSAGE_BOX_WEBSOCKET_MAX_ROOMS_PER_CONNECTION", "rooms one socket may join (32 / 128 / 512)"),
+    ("MESSAGE_BOX_WEBSOCKET_CONTROL_RATE_LIMIT", "joinRoom + leaveRoom per socket per 60 s (120 / 600 / 2400)"),
+    ("MESSAGE_BOX_WEBSOCKET_MAX_CONCURRENT_SENDS", "sendMessage events in flight per socket (2 / 4 / 16)"),
+    ("MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT", "sendMessage events per socket per 60 s (60 / 300 / 1200)"),
+    ("MESSAGE_BOX_WEBSOCKET_MAX_RECIPIENT_CONNECTIONS", "sockets that receive one live push (10 / 25 / 100)"),
+    ("MESSAGE_BOX_WEBSOCKET_AUTH_TIMEOUT_MS", "ours: a socket not authenticated this long is closed, positive, at most 3600000 (10000)"),
+    ("MESSAGE_BOX_DB_CONNECT_TIMEOUT_MS", "ours: establishing one database connection, positive, at most 3600000 (5000)"),
+    ("MESSAGE_BOX_DB_ACQUIRE_TIMEOUT_MS", "ours: waiting for a pooled connection, positive, at most 3600000 (5000)"),
+    ("MESSAGE_BOX_DB_QUERY_TIMEOUT_MS", "ours: one statement or transaction, positive, at most 3600000 (10000)"),
     ("MESSAGEBOX_KEY_FILE", "where the development key is kept (default: beside the database)"),
 ];
 
@@ -254,7 +329,7 @@ impl Config {
                     .then(|| v.parse::<u8>().ok())
                     .flatten()
                     .filter(|n| *n <= 10)
-                    .ok_or_else(|| err("TRUST_PROXY_HOPS", "must be an integer from 0 to 10"))?,
+                    .ok_or_else(|| err("TRUST_PROXY_HOPS", "TRUST_PROXY_HOPS must be an integer from 0 to 10"))?,
             },
             metrics_addr: match get("MESSAGEBOX_METRICS_ADDR") {
                 None => None,
@@ -289,22 +364,28 @@ impl Config {
                     .ok_or_else(|| err(var, format!("expected an integer in {min}..={max}, got {v}"))),
             }
         };
-        let max_body = num("MESSAGEBOX_MAX_BODY", 16 << 20, 1024, 1 << 30)? as usize;
+        let resources = resource_limits(env)?;
+        let max_body = usize::try_from(resources.http.max_body_bytes).unwrap_or(usize::MAX);
+        let e = Env(env);
+        // The newer server's session TTL (milliseconds, sliding) wins over ours (seconds).
+        const SESSION_TTL_MS: &str = "MESSAGE_BOX_AUTH_SESSION_TTL_MS";
+        let idle_ttl = if e.first(&[SESSION_TTL_MS]).is_some() {
+            match e.limit(&[SESSION_TTL_MS], None, MAX_SAFE_INTEGER)? {
+                Some(ms) => Duration::from_millis(ms),
+                None => return Err(err(SESSION_TTL_MS, format!("{SESSION_TTL_MS} must be finite"))),
+            }
+        } else {
+            Duration::from_secs(num("MESSAGEBOX_SESSION_TTL", 3600, 1, 30 * 86_400)?)
+        };
         let sessions = SessionConfig {
-            idle_ttl: Duration::from_secs(num("MESSAGEBOX_SESSION_TTL", 3600, 1, 30 * 86_400)?),
+            idle_ttl,
             max_sessions: num("MESSAGEBOX_MAX_SESSIONS", 262_144, 1, 100_000_000)? as usize,
             max_requests_per_session: num("MESSAGEBOX_MAX_REQUESTS_PER_SESSION", 4096, 1, 10_000_000)? as usize,
             unused_ttl: Duration::from_secs(num("MESSAGEBOX_UNUSED_SESSION_TTL", 120, 1, 86_400)?),
         };
-        let list_max = num("MESSAGEBOX_LIST_MAX", 10_000, 1, 1_000_000)? as u32;
-        let list_default = num("MESSAGEBOX_LIST_LIMIT", 1000.min(list_max as u64), 1, list_max as u64)? as u32;
-        let limits = Limits {
-            max_recipients: num("MESSAGEBOX_MAX_RECIPIENTS", 1000, 1, 100_000)? as usize,
-            list_default,
-            list_max,
-            ..Limits::default()
-        };
-        let db_pool = num("MESSAGEBOX_DB_POOL", 8, 1, 1000)? as usize;
+        let limits = Limits::from_resources(&resources);
+        // Ours stays 8 (one pool serves every core); the newer server's name wins over ours.
+        let db_pool = e.positive(&["MESSAGE_BOX_DB_POOL_MAX", "MESSAGEBOX_DB_POOL"], 8, MAX_SAFE_INTEGER)? as usize;
         if observability.metrics_addr.is_some_and(|m| port != 0 && m.port() == port) {
             return Err(err("MESSAGEBOX_METRICS_ADDR", format!("port {port} is the server's own port")));
         }
@@ -318,7 +399,7 @@ impl Config {
             enable_websockets,
             logging,
             observability,
-            resources: crate::limits::ResourceLimits::default(),
+            resources,
             database,
             testnet,
             network,
@@ -423,6 +504,287 @@ fn database(env: &HashMap<String, String>) -> Result<Database, ConfigError> {
     }
 }
 
+// --- resource limits (the newer upstream's `MESSAGE_BOX_*` variables, spec §1.1–§1.7) ------
+
+/// `Number.MAX_SAFE_INTEGER`: the newer server's default bound of a limit, and what `-1`
+/// means for a body size.
+pub const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+/// The bound of `readBodyLimitBytes` and of `MESSAGE_BOX_MAX_RESPONSE_BYTES`.
+const MAX_BODY_BOUND: u64 = 536_870_912;
+/// The bound of the HTTP timeouts (one hour).
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// `^[1-9]\d*$`.
+fn positive_digits(v: &str) -> bool {
+    v.as_bytes().first().is_some_and(|b| (b'1'..=b'9').contains(b)) && v.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value of digits that passed [`positive_digits`]; too many digits for `u64` is simply
+/// more than any bound.
+fn digits_value(v: &str) -> u64 {
+    v.parse().unwrap_or(u64::MAX)
+}
+
+/// Reads the environment as the newer upstream's parsers do. Each reader takes the variable
+/// names in order of precedence (the `MESSAGE_BOX_*` name first, then our older alias): the
+/// first that is set and not blank is read, and an error names the variable it read.
+struct Env<'a>(&'a HashMap<String, String>);
+
+impl<'a> Env<'a> {
+    fn first(&self, names: &[&'static str]) -> Option<(&'static str, &'a str)> {
+        names.iter().find_map(|n| self.0.get(*n).filter(|v| !v.trim().is_empty()).map(|v| (*n, v.as_str())))
+    }
+
+    /// `readResourceLimit`: trimmed and lower-cased; `-1` or `unlimited` → `None`; else a
+    /// positive integer at most `max`; unset or blank → `fallback`.
+    fn limit(&self, names: &[&'static str], fallback: Limit, max: u64) -> Result<Limit, ConfigError> {
+        let Some((name, raw)) = self.first(names) else { return Ok(fallback) };
+        let v = raw.trim().to_ascii_lowercase();
+        if v == "-1" || v == "unlimited" {
+            return Ok(None);
+        }
+        if !positive_digits(&v) {
+            return Err(err(name, format!("{name} must be -1, unlimited, or a positive integer")));
+        }
+        let n = digits_value(&v);
+        if n > max {
+            return Err(err(name, format!("{name} must not exceed {max}")));
+        }
+        Ok(Some(n))
+    }
+
+    /// `readPositiveInteger` / `readBoundedInteger`: the raw value (not trimmed) a positive
+    /// integer at most `max`; no `-1`; unset or blank → `fallback`.
+    fn positive(&self, names: &[&'static str], fallback: u64, max: u64) -> Result<u64, ConfigError> {
+        let Some((name, v)) = self.first(names) else { return Ok(fallback) };
+        if !positive_digits(v) {
+            return Err(err(name, format!("{name} must be a positive integer")));
+        }
+        let n = digits_value(v);
+        if n > max {
+            return Err(err(name, format!("{name} must not exceed {max}")));
+        }
+        Ok(n)
+    }
+
+    /// `readBodyLimitBytes`: a limit at most 512 MiB, `-1` meaning `Number.MAX_SAFE_INTEGER`.
+    fn body_bytes(&self, names: &[&'static str], fallback: u64) -> Result<u64, ConfigError> {
+        Ok(self.limit(names, Some(fallback), MAX_BODY_BOUND)?.unwrap_or(MAX_SAFE_INTEGER))
+    }
+
+    fn millis(&self, names: &[&'static str], fallback: Duration, max: u64) -> Result<Duration, ConfigError> {
+        self.positive(names, fallback.as_millis() as u64, max).map(Duration::from_millis)
+    }
+}
+
+/// `readResourceProfile`: `MESSAGE_BOX_RESOURCE_PROFILE` when not blank, else
+/// `RESOURCE_PROFILE`, trimmed and lower-cased. As upstream, a `RESOURCE_PROFILE` that is
+/// present but empty is refused (only absence means the default), and the message always
+/// names the prefixed variable.
+fn resource_profile(env: &HashMap<String, String>) -> Result<Profile, ConfigError> {
+    const NAME: &str = "MESSAGE_BOX_RESOURCE_PROFILE";
+    let prefixed = env.get(NAME).filter(|v| !v.trim().is_empty());
+    let Some(value) = prefixed.or_else(|| env.get("RESOURCE_PROFILE")) else { return Ok(Profile::Standard) };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "small" => Ok(Profile::Small),
+        "standard" => Ok(Profile::Standard),
+        "high-throughput" => Ok(Profile::HighThroughput),
+        _ => Err(err(NAME, format!("{NAME} must be small, standard, or high-throughput"))),
+    }
+}
+
+/// The legacy `MESSAGE_LIST_BATCH_SIZE`: when set, the profile default of both list limits.
+fn legacy_list_batch(env: &HashMap<String, String>) -> Result<Option<Limit>, ConfigError> {
+    const NAME: &str = "MESSAGE_LIST_BATCH_SIZE";
+    let Some((_, raw)) = Env(env).first(&[NAME]) else { return Ok(None) };
+    let v = raw.trim().to_ascii_lowercase();
+    if v == "-1" || v == "unlimited" {
+        return Ok(Some(None));
+    }
+    if !positive_digits(&v) {
+        return Err(err(NAME, format!("{NAME} must be -1, unlimited, or a positive integer")));
+    }
+    let n = digits_value(&v);
+    if n > MAX_SAFE_INTEGER {
+        return Err(err(NAME, format!("{NAME} must be a safe integer")));
+    }
+    Ok(Some(Some(n)))
+}
+
+/// `default` must not exceed `max` unless either is unlimited (`readMessageBoxResourceConfig`).
+fn not_above(default: Limit, max: Limit, default_name: &'static str, max_name: &str) -> Result<(), ConfigError> {
+    match (default, max) {
+        (Some(d), Some(m)) if d > m => Err(err(default_name, format!("{default_name} must not exceed {max_name}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Every resource limit: the profile's defaults, each overridden by its variable.
+pub fn resource_limits(env: &HashMap<String, String>) -> Result<ResourceLimits, ConfigError> {
+    let d = ResourceLimits::for_profile(resource_profile(env)?);
+    let e = Env(env);
+    let any = MAX_SAFE_INTEGER;
+    let dm = &d.messages;
+    let batch = legacy_list_batch(env)?;
+    let messages = MessageLimits {
+        max_message_body_bytes: e.limit(&["MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES"], dm.max_message_body_bytes, any)?,
+        max_recipients: e.limit(
+            &["MESSAGE_BOX_MAX_RECIPIENTS", "MESSAGEBOX_MAX_RECIPIENTS"],
+            dm.max_recipients,
+            any,
+        )?,
+        list_default_limit: e.limit(
+            &["MESSAGE_BOX_LIST_DEFAULT_LIMIT", "MESSAGEBOX_LIST_LIMIT"],
+            batch.unwrap_or(dm.list_default_limit),
+            any,
+        )?,
+        list_max_limit: e.limit(
+            &["MESSAGE_BOX_LIST_MAX_LIMIT", "MESSAGEBOX_LIST_MAX"],
+            batch.unwrap_or(dm.list_max_limit),
+            any,
+        )?,
+        list_max_offset: e.limit(&["MESSAGE_BOX_LIST_MAX_OFFSET"], dm.list_max_offset, any)?,
+        list_max_response_bytes: e.limit(&["MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES"], dm.list_max_response_bytes, any)?,
+        max_inbox_messages: e.limit(&["MESSAGE_BOX_MAX_INBOX_MESSAGES"], dm.max_inbox_messages, any)?,
+        max_inbox_bytes: e.limit(&["MESSAGE_BOX_MAX_INBOX_BYTES"], dm.max_inbox_bytes, any)?,
+        max_sender_messages: e.limit(&["MESSAGE_BOX_MAX_SENDER_MESSAGES"], dm.max_sender_messages, any)?,
+        max_sender_bytes: e.limit(&["MESSAGE_BOX_MAX_SENDER_BYTES"], dm.max_sender_bytes, any)?,
+        max_acknowledgment_ids: e.limit(&["MESSAGE_BOX_MAX_ACKNOWLEDGMENT_IDS"], dm.max_acknowledgment_ids, any)?,
+        device_list_default_limit: e.limit(
+            &["MESSAGE_BOX_DEVICE_LIST_DEFAULT_LIMIT"],
+            dm.device_list_default_limit,
+            any,
+        )?,
+        device_list_max_limit: e.limit(&["MESSAGE_BOX_DEVICE_LIST_MAX_LIMIT"], dm.device_list_max_limit, any)?,
+        device_list_max_offset: e.limit(&["MESSAGE_BOX_DEVICE_LIST_MAX_OFFSET"], dm.device_list_max_offset, any)?,
+        permission_list_default_limit: e.limit(
+            &["MESSAGE_BOX_PERMISSION_LIST_DEFAULT_LIMIT"],
+            dm.permission_list_default_limit,
+            any,
+        )?,
+        permission_list_max_limit: e.limit(
+            &["MESSAGE_BOX_PERMISSION_LIST_MAX_LIMIT"],
+            dm.permission_list_max_limit,
+            any,
+        )?,
+        permission_list_max_offset: e.limit(
+            &["MESSAGE_BOX_PERMISSION_LIST_MAX_OFFSET"],
+            dm.permission_list_max_offset,
+            any,
+        )?,
+        max_notification_devices: e.limit(
+            &["MESSAGE_BOX_MAX_NOTIFICATION_DEVICES"],
+            dm.max_notification_devices,
+            any,
+        )?,
+    };
+    let m = &messages;
+    not_above(m.list_default_limit, m.list_max_limit, "MESSAGE_BOX_LIST_DEFAULT_LIMIT", "MESSAGE_BOX_LIST_MAX_LIMIT")?;
+    not_above(
+        m.device_list_default_limit,
+        m.device_list_max_limit,
+        "MESSAGE_BOX_DEVICE_LIST_DEFAULT_LIMIT",
+        "MESSAGE_BOX_DEVICE_LIST_MAX_LIMIT",
+    )?;
+    not_above(
+        m.permission_list_default_limit,
+        m.permission_list_max_limit,
+        "MESSAGE_BOX_PERMISSION_LIST_DEFAULT_LIMIT",
+        "MESSAGE_BOX_PERMISSION_LIST_MAX_LIMIT",
+    )?;
+
+    let dh = &d.http;
+    let request_timeout = e.millis(&["MESSAGE_BOX_REQUEST_TIMEOUT_MS"], dh.request_timeout, MAX_TIMEOUT_MS)?;
+    let request_ms = request_timeout.as_millis() as u64;
+    let rate = |max: &'static str, window: &'static str, d: RateLimit| -> Result<RateLimit, ConfigError> {
+        Ok(RateLimit { max: e.positive(&[max], d.max, 1_000_000)?, window: e.millis(&[window], d.window, 86_400_000)? })
+    };
+    let http = HttpLimits {
+        max_body_bytes: e.body_bytes(&["MESSAGE_BOX_MAX_BODY_BYTES", "MESSAGEBOX_MAX_BODY"], dh.max_body_bytes)?,
+        max_unauthenticated_body_bytes: e
+            .body_bytes(&["MESSAGE_BOX_MAX_UNAUTHENTICATED_BODY_BYTES"], dh.max_unauthenticated_body_bytes)?,
+        // Upstream's default is the effective listing budget, whatever it was set to.
+        max_response_bytes: e.limit(&["MESSAGE_BOX_MAX_RESPONSE_BYTES"], m.list_max_response_bytes, MAX_BODY_BOUND)?,
+        max_concurrent_requests: e.limit(
+            &["MESSAGE_BOX_MAX_CONCURRENT_REQUESTS"],
+            dh.max_concurrent_requests,
+            100_000,
+        )?,
+        max_connections: e.limit(&["MESSAGE_BOX_MAX_CONNECTIONS"], dh.max_connections, 1_000_000)?,
+        max_connections_per_ip: e.limit(
+            &["MESSAGE_BOX_MAX_CONNECTIONS_PER_IP"],
+            dh.max_connections_per_ip,
+            1_000_000,
+        )?,
+        request_timeout,
+        headers_timeout: e.millis(&["MESSAGE_BOX_HEADERS_TIMEOUT_MS"], dh.headers_timeout, request_ms)?,
+        keep_alive_timeout: e.millis(&["MESSAGE_BOX_KEEP_ALIVE_TIMEOUT_MS"], dh.keep_alive_timeout, request_ms)?,
+        socket_timeout: e.millis(&["MESSAGE_BOX_SOCKET_TIMEOUT_MS"], dh.socket_timeout, MAX_TIMEOUT_MS)?,
+        max_requests_per_socket: e.positive(
+            &["MESSAGE_BOX_MAX_REQUESTS_PER_SOCKET"],
+            dh.max_requests_per_socket,
+            1_000_000,
+        )?,
+        pre_auth_rate: rate(
+            "MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX",
+            "MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_WINDOW_MS",
+            dh.pre_auth_rate,
+        )?,
+        authenticated_rate: rate(
+            "MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX",
+            "MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_WINDOW_MS",
+            dh.authenticated_rate,
+        )?,
+    };
+
+    let dr = &d.retention;
+    let retention = RetentionLimits {
+        days: e.limit(&["MESSAGE_BOX_RETENTION_DAYS"], dr.days, any)?,
+        cleanup_interval: e
+            .limit(
+                &["MESSAGE_BOX_RETENTION_CLEANUP_INTERVAL_MS"],
+                dr.cleanup_interval.map(|i| i.as_millis() as u64),
+                any,
+            )?
+            .map(Duration::from_millis),
+        cleanup_batch: e.limit(&["MESSAGE_BOX_RETENTION_CLEANUP_BATCH_SIZE"], dr.cleanup_batch, any)?,
+    };
+
+    let dw = &d.websocket;
+    let websocket = WebSocketLimits {
+        max_body_bytes: e.body_bytes(&["MESSAGE_BOX_WEBSOCKET_MAX_BODY_BYTES"], dw.max_body_bytes)?,
+        max_connections: e.limit(&["MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS"], dw.max_connections, any)?,
+        max_connections_per_identity: e.limit(
+            &["MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS_PER_IDENTITY"],
+            dw.max_connections_per_identity,
+            any,
+        )?,
+        max_rooms_per_connection: e.limit(
+            &["MESSAGE_BOX_WEBSOCKET_MAX_ROOMS_PER_CONNECTION"],
+            dw.max_rooms_per_connection,
+            any,
+        )?,
+        control_rate_limit: e.limit(&["MESSAGE_BOX_WEBSOCKET_CONTROL_RATE_LIMIT"], dw.control_rate_limit, any)?,
+        max_concurrent_sends: e.limit(&["MESSAGE_BOX_WEBSOCKET_MAX_CONCURRENT_SENDS"], dw.max_concurrent_sends, any)?,
+        send_rate_limit: e.limit(&["MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT"], dw.send_rate_limit, any)?,
+        max_recipient_connections: e.limit(
+            &["MESSAGE_BOX_WEBSOCKET_MAX_RECIPIENT_CONNECTIONS"],
+            dw.max_recipient_connections,
+            any,
+        )?,
+        auth_timeout: e.millis(&["MESSAGE_BOX_WEBSOCKET_AUTH_TIMEOUT_MS"], dw.auth_timeout, MAX_TIMEOUT_MS)?,
+    };
+
+    let dd = &d.database;
+    let database = DatabaseLimits {
+        connect_timeout: e.millis(&["MESSAGE_BOX_DB_CONNECT_TIMEOUT_MS"], dd.connect_timeout, MAX_TIMEOUT_MS)?,
+        acquire_timeout: e.millis(&["MESSAGE_BOX_DB_ACQUIRE_TIMEOUT_MS"], dd.acquire_timeout, MAX_TIMEOUT_MS)?,
+        query_timeout: e.millis(&["MESSAGE_BOX_DB_QUERY_TIMEOUT_MS"], dd.query_timeout, MAX_TIMEOUT_MS)?,
+    };
+
+    Ok(ResourceLimits { profile: d.profile, http, messages, retention, websocket, database })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,7 +845,7 @@ mod tests {
     fn flags_and_limits() {
         assert!(!cfg(&[("ENABLE_WEBSOCKETS", "FALSE")]).unwrap().enable_websockets);
         assert!(cfg(&[("ENABLE_WEBSOCKETS", "TRUE")]).unwrap().enable_websockets);
-        assert_eq!(cfg(&[("MESSAGEBOX_MAX_BODY", "12")]).unwrap_err().var, "MESSAGEBOX_MAX_BODY");
+        assert_eq!(cfg(&[("MESSAGEBOX_MAX_BODY", "0")]).unwrap_err().var, "MESSAGEBOX_MAX_BODY");
         assert_eq!(cfg(&[("ENABLE_FIREBASE", "true")]).unwrap_err().var, "FIREBASE_PROJECT_ID");
         assert_eq!(cfg(&[("MESSAGEBOX_THREADS", "0")]).unwrap_err().var, "MESSAGEBOX_THREADS");
         assert_eq!(cfg(&[("PAYMENT_WALLET_URL", "ftp://x")]).unwrap_err().var, "PAYMENT_WALLET_URL");

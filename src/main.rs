@@ -62,9 +62,9 @@ enum FeesAction {
 fn env_help() -> String {
     let mut s = String::from("Configuration is read from the environment and a .env file in the working directory:\n");
     for (name, meaning) in VARIABLES {
-        s.push_str(&format!("  {name:<36} {meaning}\n"));
+        s.push_str(&format!("  {name:<48} {meaning}\n"));
     }
-    s.push_str("  RUST_LOG                             tracing filter, e.g. messagebox=debug; wins over LOG_LEVEL\n");
+    s.push_str("  RUST_LOG                                         tracing filter, e.g. messagebox=debug; wins over LOG_LEVEL\n");
     s.push_str("\nExit codes: 0 success, 1 runtime failure, 2 bad configuration or arguments.");
     s
 }

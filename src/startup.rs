@@ -256,6 +256,7 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
     let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
     let hub = config.enable_websockets.then(|| {
         LiveHub::new(auth.clone(), store.clone(), LiveConfig::from_limits(&config.resources.websocket), config.threads)
+            .with_message_limits(&config.limits)
     });
     let live: Arc<dyn LiveDelivery> = match &hub {
         Some(h) => h.clone(),

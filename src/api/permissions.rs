@@ -80,7 +80,7 @@ pub async fn quote(api: &Api, call: Call<'_>) -> Result<Reply, ApiError> {
     };
     let message_box = single(&call, "messageBox")?.ok_or(ApiError::QuoteParametersRequired)?;
     let written = recipient.to_vec().ok_or(ApiError::InvalidRecipientKeys(vec![0]))?;
-    let recipients = parse_quote_recipients(&written, &api.limits)?;
+    let recipients = parse_quote_recipients(&written)?;
     let quote = fees::quote(&api.store, call.identity, message_box, &recipients).await.map_err(|e| {
         tracing::error!(error = %e, "permissions/quote failed");
         ApiError::Internal

@@ -10,15 +10,21 @@
 //! which every SDK client does by itself), so memory per session stays bounded without ever
 //! forgetting a nonce of a live session.
 //!
+//! When the table is full, a new handshake evicts the oldest session that never carried a
+//! request (handshake done, never used): a flood of bare handshakes, which costs a stranger
+//! nothing, then only ever displaces its own kind, never a session in use, and a legitimate
+//! client that handshakes after it is still admitted (D3). Only when every session has been
+//! used is the handshake refused ([`SessionsFull`]).
+//!
 //! The table reads time only through an injected [`Clock`] ([`SystemClock`] in production,
 //! [`ManualClock`] in tests, which advance it instead of sleeping).
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::keys::{PublicKey, SharedSecret};
@@ -87,7 +93,8 @@ impl<C: Clock + ?Sized> Clock for Arc<C> {
 pub struct SessionConfig {
     /// A session unused this long is forgotten.
     pub idle_ttl: Duration,
-    /// At most this many live sessions; further handshakes are refused until some expire.
+    /// At most this many live sessions; when full, a handshake evicts the oldest never-used
+    /// session, and is refused only when every session has been used.
     pub max_sessions: usize,
     /// Requests accepted in one session before it is retired (bounds the replay set).
     pub max_requests_per_session: usize,
@@ -160,6 +167,10 @@ pub struct SessionsFull;
 
 type Shard = Mutex<HashMap<String, Arc<Session>>>;
 
+/// A full table sweeps for expired sessions at most this often (a sweep visits every
+/// session; a table full of sessions in use must not sweep once per refused handshake).
+const FULL_SWEEP_INTERVAL_MS: u64 = 100;
+
 /// The process-wide session table.
 pub struct SessionManager {
     shards: Box<[Shard]>,
@@ -167,6 +178,13 @@ pub struct SessionManager {
     clock: Box<dyn Clock>,
     count: AtomicUsize,
     config: SessionConfig,
+    /// Sessions in handshake order that were never used when queued: the eviction
+    /// candidates, oldest first. Entries whose session has since been used or removed are
+    /// skipped when met and compacted away when the queue outgrows the table.
+    unused: Mutex<VecDeque<Weak<Session>>>,
+    /// When a full table last swept (`u64::MAX`: never).
+    last_full_sweep_ms: AtomicU64,
+    evicted: AtomicU64,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -188,6 +206,9 @@ impl SessionManager {
             clock: Box::new(clock),
             count: AtomicUsize::new(0),
             config,
+            unused: Mutex::new(VecDeque::new()),
+            last_full_sweep_ms: AtomicU64::new(u64::MAX),
+            evicted: AtomicU64::new(0),
         }
     }
 
@@ -221,13 +242,12 @@ impl SessionManager {
         self.len() == 0
     }
 
-    /// Adds a session. When the table is full, expired sessions are swept first.
+    /// Adds a session. When the table is full, the oldest never-used session makes room;
+    /// when there is none, expired sessions are swept (at most every
+    /// [`FULL_SWEEP_INTERVAL_MS`]) and, failing that, the handshake is refused.
     pub fn insert(&self, session: Session) -> Result<Arc<Session>, SessionsFull> {
-        if self.len() >= self.config.max_sessions {
-            self.sweep();
-            if self.len() >= self.config.max_sessions {
-                return Err(SessionsFull);
-            }
+        if self.len() >= self.config.max_sessions && !self.evict_unused() && !self.sweep_when_full() {
+            return Err(SessionsFull);
         }
         session.last_used_ms.store(self.now_ms(), Ordering::Relaxed);
         let session = Arc::new(session);
@@ -236,7 +256,63 @@ impl SessionManager {
         if previous.is_none() {
             self.count.fetch_add(1, Ordering::Relaxed);
         }
+        self.queue_unused(&session);
         Ok(session)
+    }
+
+    /// How many never-used sessions were evicted to admit new handshakes.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    fn unused_queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Weak<Session>>> {
+        self.unused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a new session as an eviction candidate, dropping stale entries from the front
+    /// and compacting the queue when it holds far more entries than the table has sessions
+    /// (each handshake adds one; most sessions are used at once and leave it stale).
+    fn queue_unused(&self, session: &Arc<Session>) {
+        let mut queue = self.unused_queue();
+        queue.push_back(Arc::downgrade(session));
+        while queue.front().is_some_and(|w| w.upgrade().is_none_or(|s| s.used.load(Ordering::Relaxed))) {
+            queue.pop_front();
+        }
+        if queue.len() > 2 * self.config.max_sessions + 1024 {
+            queue.retain(|w| w.upgrade().is_some_and(|s| !s.used.load(Ordering::Relaxed)));
+        }
+    }
+
+    /// Removes the oldest session that was never used; false when there is none.
+    fn evict_unused(&self) -> bool {
+        loop {
+            let Some(candidate) = self.unused_queue().pop_front() else { return false };
+            let Some(session) = candidate.upgrade() else { continue };
+            let mut shard = Self::lock(self.shard(&session.server_nonce));
+            // Checked under the shard lock: a session whose first request is being recorded
+            // right now may still be taken (its client gets 401 and handshakes again).
+            if session.used.load(Ordering::Relaxed) {
+                continue;
+            }
+            if shard.get(&session.server_nonce).is_some_and(|s| Arc::ptr_eq(s, &session)) {
+                shard.remove(&session.server_nonce);
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+    }
+
+    /// A full table of used sessions: sweep the expired ones, not more often than
+    /// [`FULL_SWEEP_INTERVAL_MS`]; true when there is room now.
+    fn sweep_when_full(&self) -> bool {
+        let now = self.now_ms();
+        let last = self.last_full_sweep_ms.load(Ordering::Relaxed);
+        if last == u64::MAX || now.saturating_sub(last) >= FULL_SWEEP_INTERVAL_MS {
+            self.last_full_sweep_ms.store(now, Ordering::Relaxed);
+            self.sweep();
+        }
+        self.len() < self.config.max_sessions
     }
 
     /// The live session for a server nonce; an expired one is removed and not returned.
@@ -338,12 +414,56 @@ mod tests {
             unused_ttl: Duration::from_millis(300),
             ..Default::default()
         });
-        m.insert(session("a")).unwrap();
-        m.insert(session("b")).unwrap();
-        assert_eq!(m.insert(session("c")).unwrap_err(), SessionsFull);
+        let a = m.insert(session("a")).unwrap();
+        let b = m.insert(session("b")).unwrap();
+        m.touch(&a);
+        assert_eq!(m.record_request(&b, "n"), NonceRecord::Fresh);
+        assert_eq!(m.insert(session("c")).unwrap_err(), SessionsFull, "sessions in use are never evicted");
         clock.advance(Duration::from_millis(700));
         m.insert(session("c")).unwrap();
         assert_eq!(m.len(), 1);
+        assert_eq!(m.evicted(), 0);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_oldest_never_used_session() {
+        let (m, _) = manual(SessionConfig { max_sessions: 3, ..Default::default() });
+        let used = m.insert(session("used")).unwrap();
+        assert_eq!(m.record_request(&used, "n"), NonceRecord::Fresh);
+        m.insert(session("bare1")).unwrap();
+        m.insert(session("bare2")).unwrap();
+        // Full: each new handshake displaces the oldest bare one, never the used one.
+        m.insert(session("new1")).unwrap();
+        assert!(m.get("bare1").is_none() && m.get("bare2").is_some());
+        m.insert(session("new2")).unwrap();
+        assert!(m.get("bare2").is_none() && m.get("new1").is_some());
+        assert_eq!((m.len(), m.evicted()), (3, 2));
+        assert!(m.get("used").is_some());
+        // Once every session is in use, the table refuses.
+        for n in ["new1", "new2"] {
+            let s = m.get(n).unwrap();
+            m.touch(&s);
+        }
+        assert_eq!(m.insert(session("late")).unwrap_err(), SessionsFull);
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn the_eviction_queue_stays_bounded() {
+        let (m, _) = manual(SessionConfig { max_sessions: 10, ..Default::default() });
+        // Every session used at once (the normal client): nothing to evict, nothing kept.
+        for i in 0..5000 {
+            let s = m.insert(session(&format!("s{i}"))).unwrap();
+            m.touch(&s);
+            m.remove(&s.server_nonce);
+        }
+        assert!(m.unused_queue().len() <= 1, "{}", m.unused_queue().len());
+        // A flood of bare handshakes on a full table: the queue is bounded by the table.
+        for i in 0..5000 {
+            m.insert(session(&format!("f{i}"))).unwrap();
+        }
+        assert_eq!(m.len(), 10);
+        assert!(m.unused_queue().len() <= 2 * 10 + 1024);
     }
 
     #[test]

@@ -26,16 +26,20 @@ pub enum ApiError {
         recipients: usize,
         message_ids: usize,
     },
-    TooManyRecipients {
-        count: usize,
-        max: usize,
-    },
     InvalidMessageId,
     MessageIdTooLong {
         max: usize,
     },
     /// The recipient as the client wrote it (trimmed).
     InvalidRecipientKey(String),
+    // --- sendMessage: the newer upstream's caps, checked after every check of the original
+    // (a request the original refuses keeps its answer) ------------------------------------
+    MessageBodyTooLarge {
+        max: usize,
+    },
+    TooManyRecipients {
+        max: usize,
+    },
     // --- sendMessage: the permission and fee gate ----------------------------------------
     /// The blocked recipients as the client wrote them.
     DeliveryBlocked(Vec<String>),
@@ -93,6 +97,9 @@ pub enum ApiError {
     QuoteRecipientRequired,
     /// Indexes of the recipients that are not keys.
     InvalidRecipientKeys(Vec<usize>),
+    TooManyQuoteRecipients {
+        max: usize,
+    },
     InvalidPermissionsLimit,
     InvalidPermissionsOffset,
     ListPermissionsFailed,
@@ -112,6 +119,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             DeliveryBlocked(_) => 403,
+            MessageBodyTooLarge { .. } => 413,
             RouteNotFound { .. } => 404,
             InternalizeFailed(_)
             | ListFailed
@@ -134,7 +142,8 @@ impl ApiError {
             RecipientRequired => "ERR_RECIPIENT_REQUIRED",
             MessageIdRequired => "ERR_MESSAGEID_REQUIRED",
             OneMessageIdForMany { .. } | MessageIdCountMismatch { .. } => "ERR_MESSAGEID_COUNT_MISMATCH",
-            TooManyRecipients { .. } => "ERR_TOO_MANY_RECIPIENTS",
+            MessageBodyTooLarge { .. } => "ERR_MESSAGE_BODY_TOO_LARGE",
+            TooManyRecipients { .. } | TooManyQuoteRecipients { .. } => "ERR_TOO_MANY_RECIPIENTS",
             InvalidMessageId | MessageIdTooLong { .. } => "ERR_INVALID_MESSAGEID",
             InvalidRecipientKey(_) => "ERR_INVALID_RECIPIENT_KEY",
             DeliveryBlocked(_) => "ERR_DELIVERY_BLOCKED",
@@ -186,14 +195,14 @@ impl ApiError {
             MessageIdCountMismatch { recipients, message_ids } => {
                 return format!("Recipients ({recipients}) and messageId count ({message_ids}) must match.").into()
             }
-            TooManyRecipients { count, max } => {
-                return format!("Too many recipients: {count}. At most {max} recipients per request.").into()
-            }
             InvalidMessageId => "Each messageId must be a non-empty string.",
             MessageIdTooLong { max } => {
                 return format!("Each messageId must be a non-empty string of at most {max} characters.").into()
             }
             InvalidRecipientKey(key) => return format!("Invalid recipient key: {key}").into(),
+            MessageBodyTooLarge { max } => return format!("Message bodies must not exceed {max} bytes.").into(),
+            TooManyRecipients { max } => return format!("A message may include at most {max} recipients.").into(),
+            TooManyQuoteRecipients { max } => return format!("A quote may include at most {max} recipients.").into(),
             DeliveryBlocked(keys) => return format!("Blocked recipients: {}", keys.join(", ")).into(),
             MissingPaymentTx => "Payment transaction data is required for payable delivery.",
             MissingDeliveryOutput => "Delivery fee required but no outputs were provided.",
@@ -214,7 +223,10 @@ impl ApiError {
             MessageIdsRequired => "Please provide the ID of the message(s) to acknowledge!",
             MessageIdsNotStrings => "Message IDs must be formatted as an array of strings!",
             TooManyAcknowledgeIds { max } => {
-                return format!("At most {max} message IDs can be acknowledged at once.").into()
+                return format!(
+                    "Message IDs must be a non-empty array of at most {max} of exact, control-free strings no longer than 256 bytes each."
+                )
+                .into()
             }
             MessageNotFound => "Message not found!",
             AcknowledgeFailed => "An internal error has occurred while acknowledging the message",

@@ -29,33 +29,62 @@ pub use error::ApiError;
 pub use fees::{default_recipient_fee, fee_status, Quote};
 pub use ids::{BoxName, IdentityKey, InvalidKey, MessageId};
 
-/// Bounds on what one request may ask for.
+/// Bounds on what one request may ask for, fed from the resource limits
+/// ([`Limits::from_resources`]); `None` is a limit the operator disabled (`-1`).
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Recipients in one `/sendMessage`.
-    pub max_recipients: usize,
+    /// Recipients in one `/sendMessage` (`MESSAGE_BOX_MAX_RECIPIENTS`).
+    pub max_recipients: Option<usize>,
+    /// UTF-8 bytes of a message body (`MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES`), HTTP and live; an
+    /// object body counts as its JSON text.
+    pub max_message_body_bytes: Option<usize>,
     /// Characters of a messageBox name (the column is VARCHAR(255)).
     pub max_box_name: usize,
     /// Characters of a messageId (VARCHAR(255)).
     pub max_message_id: usize,
-    /// Ids in one `/acknowledgeMessage`.
-    pub max_acknowledge: usize,
+    /// Ids in one `/acknowledgeMessage` (`MESSAGE_BOX_MAX_ACKNOWLEDGMENT_IDS`).
+    pub max_acknowledge: Option<usize>,
     /// `/listMessages` page size when the request names none.
     pub list_default: u32,
     /// The largest `/listMessages` page a request may ask for.
     pub list_max: u32,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
+impl Limits {
+    /// The request bounds of `resources` (a disabled list limit is the largest page there is).
+    pub fn from_resources(resources: &crate::limits::ResourceLimits) -> Limits {
+        let size = |l: crate::limits::Limit| l.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+        let page = |l: crate::limits::Limit| l.map_or(u32::MAX, |n| u32::try_from(n).unwrap_or(u32::MAX));
+        let m = &resources.messages;
         Limits {
-            max_recipients: 1000,
+            max_recipients: size(m.max_recipients),
+            max_message_body_bytes: size(m.max_message_body_bytes),
             max_box_name: 255,
             max_message_id: 255,
-            max_acknowledge: 10_000,
-            list_default: 1000,
-            list_max: 10_000,
+            max_acknowledge: size(m.max_acknowledgment_ids),
+            list_default: page(m.list_default_limit),
+            list_max: page(m.list_max_limit),
         }
+    }
+
+    /// The body cap of a send: 413 `ERR_MESSAGE_BODY_TOO_LARGE`.
+    pub fn check_message_body(&self, bytes: usize) -> Result<(), ApiError> {
+        check_message_body(self.max_message_body_bytes, bytes)
+    }
+}
+
+/// The body cap of a send, HTTP and live alike (`None`: no cap).
+pub fn check_message_body(max: Option<usize>, bytes: usize) -> Result<(), ApiError> {
+    match max {
+        Some(max) if bytes > max => Err(ApiError::MessageBodyTooLarge { max }),
+        _ => Ok(()),
+    }
+}
+
+impl Default for Limits {
+    /// The `standard` profile's bounds.
+    fn default() -> Self {
+        Limits::from_resources(&crate::limits::ResourceLimits::default())
     }
 }
 

@@ -60,8 +60,9 @@ impl AcknowledgeRequest {
             }
             Some(_) => return Err(ApiError::MessageIdsNotStrings),
         };
-        if message_ids.len() > limits.max_acknowledge {
-            return Err(ApiError::TooManyAcknowledgeIds { max: limits.max_acknowledge });
+        // After the original's checks: only a request it would have carried out is capped.
+        if let Some(max) = limits.max_acknowledge.filter(|max| message_ids.len() > *max) {
+            return Err(ApiError::TooManyAcknowledgeIds { max });
         }
         Ok(AcknowledgeRequest { message_ids })
     }
@@ -109,18 +110,23 @@ pub fn parse_sender(text: &str) -> Result<IdentityKey, ApiError> {
     IdentityKey::parse(text).map_err(|_| ApiError::InvalidSenderKey)
 }
 
-/// The recipients of a quote: every one a key, else the indexes of those that are not.
-pub fn parse_quote_recipients(recipients: &[String], limits: &Limits) -> Result<Vec<IdentityKey>, ApiError> {
+/// Recipients of one `/permissions/quote`: the newer upstream's fixed bound (not
+/// `MESSAGE_BOX_MAX_RECIPIENTS`).
+pub const MAX_QUOTE_RECIPIENTS: usize = 100;
+
+/// The recipients of a quote: every one a key, else the indexes of those that are not; at
+/// most [`MAX_QUOTE_RECIPIENTS`] (checked last: the original had no bound).
+pub fn parse_quote_recipients(recipients: &[String]) -> Result<Vec<IdentityKey>, ApiError> {
     if recipients.is_empty() {
         return Err(ApiError::QuoteRecipientRequired);
-    }
-    if recipients.len() > limits.max_recipients {
-        return Err(ApiError::TooManyRecipients { count: recipients.len(), max: limits.max_recipients });
     }
     let parsed: Vec<Result<IdentityKey, _>> = recipients.iter().map(|r| IdentityKey::parse(r)).collect();
     let invalid: Vec<usize> = parsed.iter().enumerate().filter(|(_, k)| k.is_err()).map(|(i, _)| i).collect();
     if !invalid.is_empty() {
         return Err(ApiError::InvalidRecipientKeys(invalid));
+    }
+    if recipients.len() > MAX_QUOTE_RECIPIENTS {
+        return Err(ApiError::TooManyQuoteRecipients { max: MAX_QUOTE_RECIPIENTS });
     }
     Ok(parsed.into_iter().flatten().collect())
 }
@@ -252,7 +258,7 @@ mod tests {
             Err(ApiError::FeeOutOfRange)
         );
         assert_eq!(
-            parse_quote_recipients(&["zz".into(), key_hex(), "02".into()], &l),
+            parse_quote_recipients(&["zz".into(), key_hex(), "02".into()]),
             Err(ApiError::InvalidRecipientKeys(vec![0, 2]))
         );
     }

@@ -63,9 +63,6 @@ impl SendRequest {
         if m != r {
             return Err(ApiError::MessageIdCountMismatch { recipients: r, message_ids: m });
         }
-        if r > limits.max_recipients {
-            return Err(ApiError::TooManyRecipients { count: r, max: limits.max_recipients });
-        }
         let mut message_id_strings = Vec::with_capacity(m);
         for id in &ids {
             match id {
@@ -89,12 +86,41 @@ impl SendRequest {
             message_ids.insert(key.clone(), id);
             parsed.push(Recipient { written, key });
         }
+        // The newer upstream's caps come after every check of the original, so a request it
+        // refused keeps its answer; between them, its order (the body before the recipients).
+        limits.check_message_body(body_bytes(&msg_body))?;
+        if let Some(max) = limits.max_recipients.filter(|max| r > *max) {
+            return Err(ApiError::TooManyRecipients { max });
+        }
         Ok(SendRequest { message_box, body: msg_body, recipients: parsed, message_ids })
     }
 
     /// The messageId stored for `recipient`.
     pub fn message_id(&self, recipient: &IdentityKey) -> &MessageId {
         &self.message_ids[recipient]
+    }
+}
+
+/// UTF-8 bytes of a message body: a string's own, an object's JSON text (what is stored),
+/// counted without writing it out.
+fn body_bytes(body: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    match body {
+        Value::String(s) => s.len(),
+        other => {
+            let mut count = Count(0);
+            serde_json::to_writer(&mut count, other).expect("JSON values serialise");
+            count.0
+        }
     }
 }
 
@@ -318,12 +344,18 @@ pub enum LiveOutcome {
     Blocked,
     /// The box asks for a fee, which the live channel cannot carry (the client falls back to HTTP).
     PaymentRequired,
+    /// The body exceeds `MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES` (this many bytes), as HTTP refuses it.
+    BodyTooLarge { max: usize },
     /// The store failed.
     Failed,
 }
 
-/// The gate of HTTP `/sendMessage` for one live message, then the raw store.
-pub async fn store_live(store: &Store, message: LiveMessage) -> LiveOutcome {
+/// The gate of HTTP `/sendMessage` for one live message (the body cap `max_body_bytes`, then
+/// permissions and fees), then the raw store.
+pub async fn store_live(store: &Store, max_body_bytes: Option<usize>, message: LiveMessage) -> LiveOutcome {
+    if let Err(ApiError::MessageBodyTooLarge { max }) = super::check_message_body(max_body_bytes, message.body.len()) {
+        return LiveOutcome::BodyTooLarge { max };
+    }
     let quote = match fees::quote(store, &message.sender, &message.message_box, [&message.recipient]).await {
         Ok(q) => q,
         Err(e) => {

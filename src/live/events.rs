@@ -432,6 +432,9 @@ impl MessageBoxEvents {
             }
             StoreOutcome::Blocked => format!("{ACK_BLOCKED}{}", p.recipient),
             StoreOutcome::PaymentRequired => ACK_PAYMENT_REQUIRED.to_string(),
+            StoreOutcome::BodyTooLarge { max } => {
+                crate::domain::ApiError::MessageBodyTooLarge { max }.description().into_owned()
+            }
             StoreOutcome::Failed => ACK_STORE_FAILED.to_string(),
         };
         let id = Value::String(p.message_id.clone());

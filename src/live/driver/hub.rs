@@ -71,6 +71,9 @@ pub struct LiveHub {
     pub(super) auth: Arc<ServerAuth>,
     store: Store,
     pub(super) config: LiveConfig,
+    /// The domain's body cap of a send (`MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES`), shared with
+    /// HTTP; kept here, not in the per-connection [`LiveConfig`].
+    max_message_body_bytes: Option<usize>,
     pub(super) fanout: Fanout,
     pub(super) receivers: Mutex<Vec<Option<mpsc::Receiver<CoreMsg>>>>,
     /// Seeds each core's generator of session and socket ids.
@@ -87,6 +90,13 @@ impl LiveHub {
         Self::with_rng(auth, store, config, cores, StdRng::from_os_rng())
     }
 
+    /// The same hub, with the request bounds HTTP sends are held to (the body cap); call it
+    /// on a hub just built, before it is shared.
+    pub fn with_message_limits(mut self: Arc<Self>, limits: &crate::domain::Limits) -> Arc<Self> {
+        Arc::get_mut(&mut self).expect("a hub not shared yet").max_message_body_bytes = limits.max_message_body_bytes;
+        self
+    }
+
     /// As [`Self::new`], every id derived from `ids` (seeded in tests).
     pub fn with_rng(
         auth: Arc<ServerAuth>,
@@ -100,6 +110,7 @@ impl LiveHub {
             auth,
             store,
             config,
+            max_message_body_bytes: crate::domain::Limits::default().max_message_body_bytes,
             fanout: Fanout { registry: Registry::new(), mailboxes: senders, newest: config.max_recipient_connections },
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
             ids: Mutex::new(ids),
@@ -153,11 +164,12 @@ impl LiveHub {
     pub(super) fn store(&self, r: StoreRequest) -> StoreFuture {
         let store = self.store.clone();
         let token = r.token;
-        Box::pin(async move { (token, LiveHub::store_live(store, r).await) })
+        let max_body = self.max_message_body_bytes;
+        Box::pin(async move { (token, LiveHub::store_live(store, max_body, r).await) })
     }
 
     /// A live message through the domain's gate, then stored raw.
-    async fn store_live(store: Store, r: StoreRequest) -> StoreOutcome {
+    async fn store_live(store: Store, max_body: Option<usize>, r: StoreRequest) -> StoreOutcome {
         // Both keys come from the BRC-103 layer and `split_room`, written canonically.
         let message = LiveMessage {
             sender: IdentityKey::from_canonical(r.sender),
@@ -166,7 +178,7 @@ impl LiveHub {
             message_id: r.message_id,
             body: r.body,
         };
-        crate::domain::send::store_live(&store, message).await
+        crate::domain::send::store_live(&store, max_body, message).await
     }
 }
 
@@ -177,5 +189,38 @@ impl LiveDelivery for LiveHub {
 
     fn deliver(&self, delivery: Delivery) {
         self.route(delivery);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{PrivateKey, SessionConfig};
+    use crate::live::{StoreOutcome, StoreRequest, StoreToken};
+    use crate::store::StoreOptions;
+
+    /// The hub holds live sends to the body cap HTTP sends are held to.
+    #[test]
+    fn live_sends_get_the_http_body_cap() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = crate::store::open("sqlite::memory:", &StoreOptions::default()).await.unwrap();
+            store.migrate().await.unwrap();
+            let auth = Arc::new(ServerAuth::new(PrivateKey::random(), SessionConfig::default()));
+            let limits = crate::domain::Limits { max_message_body_bytes: Some(4), ..Default::default() };
+            let hub = LiveHub::new(auth, store, LiveConfig::default(), 1).with_message_limits(&limits);
+            let recipient = PrivateKey::random().public_key().to_hex();
+            let request = |body: &str| StoreRequest {
+                token: StoreToken(1),
+                sender: PrivateKey::random().public_key().to_hex(),
+                recipient: recipient.clone(),
+                message_box: "inbox".into(),
+                message_id: body.into(),
+                body: body.into(),
+                room_id: format!("{recipient}-inbox"),
+            };
+            assert_eq!(hub.store(request("12345")).await.1, StoreOutcome::BodyTooLarge { max: 4 });
+            assert_eq!(hub.store(request("1234")).await.1, StoreOutcome::Stored);
+        });
     }
 }
