@@ -290,6 +290,11 @@ impl Config {
             }
         };
         let max_body = num("MESSAGEBOX_MAX_BODY", 16 << 20, 1024, 1 << 30)? as usize;
+        // Until the MESSAGE_BOX_* parsing lands, our older variable sets the body cap.
+        let mut resources = crate::limits::ResourceLimits::default();
+        if get("MESSAGEBOX_MAX_BODY").is_some() {
+            resources.http.max_body_bytes = max_body as u64;
+        }
         let sessions = SessionConfig {
             idle_ttl: Duration::from_secs(num("MESSAGEBOX_SESSION_TTL", 3600, 1, 30 * 86_400)?),
             max_sessions: num("MESSAGEBOX_MAX_SESSIONS", 262_144, 1, 100_000_000)? as usize,
@@ -318,7 +323,7 @@ impl Config {
             enable_websockets,
             logging,
             observability,
-            resources: crate::limits::ResourceLimits::default(),
+            resources,
             database,
             testnet,
             network,
