@@ -4,9 +4,11 @@
 //! requests, `socket_timeout` while a request is in flight and no byte moves), and the
 //! once-per-episode log of accepts failing for lack of descriptors.
 //!
-//! A connection's slot is held by its socket ([`Tracked`] owns the [`Slot`]), so a socket
-//! upgraded to a WebSocket keeps counting until it closes, as the newer upstream's
-//! `server.maxConnections` counts it.
+//! A connection's slot is held by its socket ([`Tracked`] owns the [`Slot`]) until the socket
+//! closes or the live channel adopts it after a WebSocket upgrade; from then on the live
+//! limits (`MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS`, per identity) count it. (The newer
+//! upstream's `server.maxConnections` counts WebSockets too; carrying the slot into the live
+//! driver's session would do the same.)
 
 use std::collections::HashMap;
 use std::io;
@@ -163,12 +165,17 @@ impl Drop for InFlight {
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
-    _slot: Slot,
+    slot: Slot,
 }
 
 impl<S> Tracked<S> {
     pub fn new(inner: S, activity: Arc<Activity>, slot: Slot) -> Self {
-        Tracked { inner, activity, _slot: slot }
+        Tracked { inner, activity, slot }
+    }
+
+    /// The socket and its slot (the live channel adopts upgraded sockets).
+    pub fn into_parts(self) -> (S, Slot) {
+        (self.inner, self.slot)
     }
 }
 
