@@ -29,13 +29,16 @@ fn spawn(dir: &tempfile::TempDir, nofile: Option<u32>) -> Proc {
     let url = format!("sqlite://{}", dir.path().join("edge.db").display());
     let key = PrivateKey::random().to_hex();
     let port = common::free_port();
+    // `EDGE_TEST_BIN` runs these tests against another build (how the "before" figures in
+    // the test docs were measured: the binary of the commit before this work).
+    let bin = std::env::var("EDGE_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
     let mut cmd = match nofile {
         Some(n) => {
             let mut c = std::process::Command::new("prlimit");
-            c.arg(format!("--nofile={n}:{n}")).arg(BIN);
+            c.arg(format!("--nofile={n}:{n}")).arg(&bin);
             c
         }
-        None => std::process::Command::new(BIN),
+        None => std::process::Command::new(&bin),
     };
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -254,8 +257,8 @@ async fn start(set: impl FnOnce(&mut HttpLimits)) -> Server {
     Server { addr: running.addr, running: Some(running), _db: db }
 }
 
-fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> impl std::future::Future<Output = T> {
-    async move { tokio::task::spawn_blocking(f).await.unwrap() }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// With a global cap of 5, the sixth and later connections are closed at accept; a slot
