@@ -77,6 +77,14 @@ pub struct HttpLimits {
     pub pre_auth_rate: RateLimit,
     /// `MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX` / `_WINDOW_MS`: per identity.
     pub authenticated_rate: RateLimit,
+    /// JSON values (scalars and containers) one request body may hold (ours): a body is
+    /// pre-scanned against it before it is materialised, which costs ~80 bytes a value.
+    /// Bounds a body's parsed size at ~80 × this; a BEEF sent as a number array needs one
+    /// value per byte.
+    pub max_json_values: u64,
+    /// Keys (client IPs, identities) each rate limiter tracks at most (ours): bounds the
+    /// limiters' memory under an address spray.
+    pub rate_limit_keys: u64,
 }
 
 /// Messages, lists and storage (§1.2, §1.7).
@@ -201,6 +209,8 @@ impl ResourceLimits {
                 max_requests_per_socket: 1000,
                 pre_auth_rate: RateLimit { max: 300, window: MINUTE },
                 authenticated_rate: RateLimit { max: 1000, window: MINUTE },
+                max_json_values: p.pick(65_536, 262_144, 1_048_576),
+                rate_limit_keys: 100_000,
             },
             messages: MessageLimits {
                 max_message_body_bytes: s(p.pick(256 * 1024, MIB, 4 * MIB)),

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::outbound::UrlError;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
 use crate::push::{Fcm, FcmConfigError};
-use crate::server::{HttpLimits, Running};
+use crate::server::{ParserLimits, Running};
 use crate::store::{self, ErrorCode, Store, StoreError, StoreOptions};
 
 /// Why `messagebox` stops instead of serving. The text is the line printed after
@@ -269,7 +269,8 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         limits: crate::http::HeaderLimits::default(),
         api,
         routing_prefix: config.routing_prefix.clone(),
-        max_body: config.max_body,
+        http: config.resources.http.clone(),
+        edge: crate::http::edge::Edge::new(&config.resources.http),
         live: hub,
         openapi: openapi.into(),
         health: crate::http::health_body(&config.network, config.enable_websockets),
@@ -286,7 +287,8 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
         None => None,
     };
     let listen = |source| StartupError::Listen { bind: config.bind, port: config.port, source };
-    let mut running = crate::server::start(app.clone(), addr, config.threads, HttpLimits::default()).map_err(listen)?;
+    let mut running =
+        crate::server::start(app.clone(), addr, config.threads, ParserLimits::default()).map_err(listen)?;
     if let Some(listener) = metrics {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);
         crate::metrics::serve(listener, app.clone(), running.shutdown_signal()).map_err(listen)?;

@@ -321,17 +321,25 @@ impl ServerAuth {
         Ok(())
     }
 
-    /// Verifies a BRC-104 request over its raw bytes. An empty body is tried as absent and,
-    /// for a JSON POST/PUT/PATCH/DELETE, also as `{}` (go-sdk clients sign `{}` but send none).
-    pub fn verify_request(&self, req: &IncomingRequest<'_>) -> Result<VerifiedRequest, AuthError> {
-        let a = &req.auth;
+    /// The checks of [`ServerAuth::verify_request`] that need only the headers (version,
+    /// identity key, the session `x-bsv-auth-your-nonce` names and its peer), in the same order
+    /// and with the same errors: the HTTP edge runs them before it reads a body, so a request
+    /// naming no live session costs no body.
+    pub fn session_for_headers(&self, a: &AuthHeaders<'_>) -> Result<Arc<Session>, AuthError> {
         match a.version {
             Some(AUTH_VERSION) => {}
             Some(v) => return Err(AuthError::VersionHeader(v.to_string())),
             None => return Err(AuthError::VersionHeader("undefined".into())),
         }
         let identity = a.identity_key.ok_or(AuthError::Missing("x-bsv-auth-identity-key"))?;
-        let session = self.session_of(a.your_nonce, identity)?;
+        self.session_of(a.your_nonce, identity)
+    }
+
+    /// Verifies a BRC-104 request over its raw bytes. An empty body is tried as absent and,
+    /// for a JSON POST/PUT/PATCH/DELETE, also as `{}` (go-sdk clients sign `{}` but send none).
+    pub fn verify_request(&self, req: &IncomingRequest<'_>) -> Result<VerifiedRequest, AuthError> {
+        let a = &req.auth;
+        let session = self.session_for_headers(a)?;
         let request_id: [u8; 32] = a
             .request_id
             .and_then(b64_decode_lenient_opt)

@@ -22,9 +22,13 @@ use crate::auth::{
 };
 use crate::domain::IdentityKey;
 use crate::live::driver::LiveCore;
-use crate::metrics::{Metrics, Recorder, RouteLabel, Transport};
+use crate::metrics::{Metrics, RateScope, Recorder, RouteLabel, Transport};
+use edge::within_value_budget;
+use ratelimit::IpKey;
 
 pub mod docs;
+pub mod edge;
+pub mod ratelimit;
 
 pub type Body = Full<Bytes>;
 
@@ -34,7 +38,10 @@ pub struct App {
     pub limits: HeaderLimits,
     pub api: Api,
     pub routing_prefix: String,
-    pub max_body: usize,
+    /// The edge limits (`config.resources.http`): bodies, timeouts, connections, rates.
+    pub http: crate::limits::HttpLimits,
+    /// The concurrency gate and the rate limiters, shared by every core (built from `http`).
+    pub edge: edge::Edge,
     /// `None` when `ENABLE_WEBSOCKETS=false`: `/socket.io/` answers 404.
     pub live: Option<Arc<crate::live::driver::LiveHub>>,
     pub openapi: Bytes,
@@ -65,9 +72,6 @@ impl Default for HeaderLimits {
         HeaderLimits { max_headers: 100, max_header_bytes: 32 * 1024 }
     }
 }
-
-/// How long a client may take to send a request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 const CORS: [(&str, &str); 5] = [
     ("access-control-allow-origin", "*"),
@@ -120,12 +124,15 @@ enum BodyError {
     Broken,
 }
 
-async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+/// Reads a body of at most `limit` bytes within `MESSAGE_BOX_REQUEST_TIMEOUT_MS`; a declared
+/// length over the limit is refused before a byte is read.
+async fn read_body(app: &App, headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes, BodyError> {
     let declared = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
-    match tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    match tokio::time::timeout(app.http.request_timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Ok(c)) => Ok(c.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
@@ -133,11 +140,16 @@ async fn read_body(headers: &HeaderMap, body: Incoming, limit: usize) -> Result<
     }
 }
 
-fn body_error_response(e: BodyError, limit: usize) -> Response<Body> {
+/// The newer upstream's answer to a body over its limit (size or JSON budget). 1.1.5 had
+/// no limit below 1 GiB (and answered that with Express's HTML page), so every body cap is a
+/// newer-server limit and takes its unsigned JSON answer (spec §2.2).
+fn body_too_large() -> Response<Body> {
+    error_response(413, "ERR_BODY_TOO_LARGE", "The request body exceeds the endpoint limit.")
+}
+
+fn body_error_response(e: BodyError) -> Response<Body> {
     match e {
-        BodyError::TooLarge => {
-            error_response(413, "ERR_PAYLOAD_TOO_LARGE", &format!("Request body exceeds the limit of {limit} bytes."))
-        }
+        BodyError::TooLarge => body_too_large(),
         BodyError::Timeout => error_response(408, "ERR_REQUEST_TIMEOUT", "The request body was not received in time."),
         BodyError::Broken => error_response(400, "ERR_BAD_REQUEST", "The request body could not be read."),
     }
@@ -161,18 +173,18 @@ pub async fn handle(
     let info = app.observability.access_log;
     let access = info || tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG);
     if !access && !metrics.enabled() {
-        return Ok(route(app, live, &metrics, req).await);
+        return Ok(route(app, live, &metrics, peer, req).await);
     }
     let label = route_label(req.method(), req.uri().path(), &app.routing_prefix);
     let start = std::time::Instant::now();
     if !access {
-        let resp = route(app, live, &metrics, req).await;
+        let resp = route(app, live, &metrics, peer, req).await;
         metrics.http_request(label, resp.status().as_u16(), start.elapsed());
         return Ok(resp);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let client_ip = client_ip(peer.ip(), req.headers(), app.observability.trust_proxy_hops);
-    let mut resp = route(app, live, &metrics, req).await;
+    let mut resp = route(app, live, &metrics, peer, req).await;
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
     metrics.http_request(label, status, elapsed);
@@ -220,24 +232,23 @@ struct AccessIdentity(String);
 /// when the chain is shorter). An entry that is not an IP address ends the walk there: it
 /// cannot be told apart from a forged one, and it is never written into a log line verbatim.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, hops: u8) -> String {
+    client_addr(peer, headers, hops).map_or_else(|| "invalid".into(), |ip| ip.to_string())
+}
+
+/// [`client_ip`] as an address; `None` when the forwarded chain held an unusable entry.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, hops: u8) -> Option<IpAddr> {
     let mut ip = peer;
     if hops == 0 {
-        return ip.to_string();
+        return Some(ip);
     }
     let mut forwarded: Vec<&str> = Vec::new();
     for v in headers.get_all("x-forwarded-for") {
-        match v.to_str() {
-            Ok(v) => forwarded.extend(v.split(',').map(str::trim)),
-            Err(_) => return "invalid".into(),
-        }
+        forwarded.extend(v.to_str().ok()?.split(',').map(str::trim));
     }
     for entry in forwarded.iter().rev().take(usize::from(hops)) {
-        match parse_forwarded(entry) {
-            Some(a) => ip = a,
-            None => return "invalid".into(),
-        }
+        ip = parse_forwarded(entry)?;
     }
-    ip.to_string()
+    Some(ip)
 }
 
 /// `1.2.3.4`, `::1`, and the forms with a port some proxies write (`1.2.3.4:5`, `[::1]:5`).
@@ -291,6 +302,7 @@ async fn route(
     app: Arc<App>,
     live: Option<LiveCore>,
     metrics: &Recorder,
+    peer: SocketAddr,
     req: http::Request<Incoming>,
 ) -> Response<Body> {
     let headers = req.headers();
@@ -315,13 +327,71 @@ async fn route(
     if req.method() == Method::OPTIONS {
         return response(200, "text/plain; charset=utf-8", "OK");
     }
-    if matches!(*req.method(), Method::GET | Method::HEAD) {
-        if let Some(p) = probe(path, &app.routing_prefix) {
-            return answer_probe(&app, p).await;
+    let probe = probe(path, &app.routing_prefix).filter(|_| matches!(*req.method(), Method::GET | Method::HEAD));
+    // The gate (spec §2.1 step 4), then the per-IP limit (step 5). Liveness probes pass the
+    // gate: `/health` does no work, and a 503 there would have an orchestrator restart a
+    // process that is only busy. `/ready` stays behind it (at capacity is "not ready").
+    let _permit = match probe {
+        Some(Probe::Live) => None,
+        _ => match app.edge.gate.enter() {
+            Some(p) => Some(p),
+            None => return server_busy(),
+        },
+    };
+    let ip = IpKey::new(client_addr(peer.ip(), req.headers(), app.observability.trust_proxy_hops));
+    let decision = app.edge.ip.check_ip(ip);
+    if !decision.allowed {
+        metrics.rate_limited(RateScope::Ip);
+        let mut r = rate_limited();
+        rate_headers(&mut r, &app.edge.ip, &decision, true);
+        return r;
+    }
+    let mut r = match probe {
+        Some(p) => answer_probe(&app, p).await,
+        None => public_or_business(&app, metrics, req).await,
+    };
+    rate_headers(&mut r, &app.edge.ip, &decision, false);
+    r
+}
+
+/// 503 `ERR_SERVER_BUSY` (spec §2.2).
+fn server_busy() -> Response<Body> {
+    let mut r = error_response(503, "ERR_SERVER_BUSY", "The service is temporarily at capacity.");
+    r.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+const RATE_LIMITED: &str =
+    r#"{"status":"error","code":"ERR_RATE_LIMITED","description":"Too many requests. Please retry later."}"#;
+
+/// 429 `ERR_RATE_LIMITED` (spec §2.2), unsigned.
+fn rate_limited() -> Response<Body> {
+    response(429, JSON, RATE_LIMITED)
+}
+
+/// Appends a limiter's draft-8 headers (every counted request), and `Retry-After` on a 429.
+fn rate_headers<K: std::hash::Hash + Eq>(
+    r: &mut Response<Body>,
+    limiter: &ratelimit::Limiter<K>,
+    d: &ratelimit::Decision,
+    refused: bool,
+) {
+    let h = r.headers_mut();
+    for (name, value) in [("ratelimit-policy", limiter.policy_header(d)), ("ratelimit", limiter.state_header(d))] {
+        if let Ok(v) = HeaderValue::try_from(value) {
+            h.append(HeaderName::from_static(name), v);
         }
     }
+    if refused {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(d.reset_secs));
+    }
+}
+
+/// The public endpoints (handshake, docs), then the authenticated routes.
+async fn public_or_business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path();
     match path {
-        "/.well-known/auth" => return handshake(&app, metrics, req).await,
+        "/.well-known/auth" => return handshake(app, metrics, req).await,
         "/openapi.json" if req.method() == Method::GET => return response(200, JSON, app.openapi.clone()),
         "/docs" if req.method() == Method::GET => {
             let mut r = response(301, "text/html; charset=utf-8", "Moved Permanently. Redirecting to /docs/");
@@ -333,7 +403,7 @@ async fn route(
         }
         _ => {}
     }
-    business(&app, metrics, req).await
+    business(app, metrics, req).await
 }
 
 async fn handshake(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
@@ -341,9 +411,10 @@ async fn handshake(app: &App, metrics: &Recorder, req: http::Request<Incoming>) 
         return error_response(405, "ERR_METHOD_NOT_ALLOWED", "The handshake endpoint takes POST.");
     }
     let (parts, body) = req.into_parts();
-    let body = match read_body(&parts.headers, body, app.max_body).await {
+    // No session yet: the small unauthenticated cap.
+    let body = match read_body(app, &parts.headers, body, app.http.max_unauthenticated_body_bytes).await {
         Ok(b) => b,
-        Err(e) => return body_error_response(e, app.max_body),
+        Err(e) => return body_error_response(e),
     };
     let msg = match AuthMessage::from_json(&body) {
         Ok(m) => m,
@@ -389,23 +460,35 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
         return unauthenticated();
     }
     let (parts, body) = req.into_parts();
-    let body = match read_body(&parts.headers, body, app.max_body).await {
-        Ok(b) => b,
-        Err(e) => return body_error_response(e, app.max_body),
-    };
     let h = &parts.headers;
+    let auth = AuthHeaders {
+        version: header(h, payload::H_VERSION),
+        identity_key: header(h, payload::H_IDENTITY_KEY),
+        nonce: header(h, payload::H_NONCE),
+        your_nonce: header(h, payload::H_YOUR_NONCE),
+        signature: header(h, payload::H_SIGNATURE),
+        request_id: header(h, H_REQUEST_ID),
+    };
+    // D4: the session the headers name is resolved before a byte of the body is read; a
+    // request naming none gets the answer verification would give it, at no body's cost.
+    if let Err(e) = app.auth.session_for_headers(&auth) {
+        tracing::debug!(error = %e, path = parts.uri.path(), "request authentication failed before the body");
+        metrics.auth_failure(e.reason());
+        return auth_error_response(&e, HttpExchange::Request);
+    }
+    let body = match read_body(app, h, body, app.http.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return body_error_response(e),
+    };
+    // D7: a JSON body's structure is bounded before anything materialises it.
+    if is_json(h) && !within_value_budget(&body, app.http.max_json_values) {
+        return body_too_large();
+    }
     let signed_headers = select_request_headers(h.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
     let path = parts.uri.path();
     let query = parts.uri.query().map(|q| format!("?{q}"));
     let incoming = IncomingRequest {
-        auth: AuthHeaders {
-            version: header(h, payload::H_VERSION),
-            identity_key: header(h, payload::H_IDENTITY_KEY),
-            nonce: header(h, payload::H_NONCE),
-            your_nonce: header(h, payload::H_YOUR_NONCE),
-            signature: header(h, payload::H_SIGNATURE),
-            request_id: header(h, H_REQUEST_ID),
-        },
+        auth,
         method: parts.method.as_str(),
         path,
         query: query.as_deref(),
@@ -420,6 +503,14 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
             return auth_error_response(&e, HttpExchange::Request);
         }
     };
+    // The per-identity limit (spec §2.1 step 12): after verification, so its 429 is signed.
+    let identity_decision = app.edge.identity.check_identity(&verified.session().peer_hex);
+    if !identity_decision.allowed {
+        metrics.rate_limited(RateScope::Identity);
+        let mut r = signed(app, &verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec() });
+        rate_headers(&mut r, &app.edge.identity, &identity_decision, true);
+        return r;
+    }
     let reply = match Route::find(parts.method.as_str(), path, &app.routing_prefix) {
         None => Reply::from(ApiError::RouteNotFound { method: parts.method.to_string(), path: path.to_string() }),
         Some(route) => match parse_json_body(h, &body) {
@@ -434,6 +525,7 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
         },
     };
     let mut r = signed(app, &verified, reply);
+    rate_headers(&mut r, &app.edge.identity, &identity_decision, false);
     if app.observability.access_log || tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
         r.extensions_mut().insert(AccessIdentity(verified.session().peer_hex.clone()));
     }

@@ -2,6 +2,7 @@
 //! runtime with its own `SO_REUSEPORT` listener serving HTTP/1.x with hyper, the guard that
 //! keeps a second process off a port already served, and the graceful shutdown that stops
 //! accepting, lets in-flight requests finish and reports when every core is done.
+//! Connection limits (caps at accept, idle deadlines, requests per socket) are in [`conn`].
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,28 +18,26 @@ use tokio::task::JoinSet;
 
 use crate::http::App;
 
+pub mod conn;
+
+use conn::{AcceptErrors, Activity, Connections, Tracked};
+
 /// Hard bounds of the HTTP parser (the JSON-answered limits of `http::HeaderLimits` sit
-/// below these).
+/// below these). The time allowed for a head is `MESSAGE_BOX_HEADERS_TIMEOUT_MS`
+/// (`App::http`).
 #[derive(Debug, Clone)]
-pub struct HttpLimits {
+pub struct ParserLimits {
     /// Most header fields the parser accepts.
     pub max_headers: usize,
     /// Largest request head (request line + headers) the parser buffers, in bytes.
     pub max_head_bytes: usize,
-    /// Time allowed to receive a request head.
-    pub header_timeout: Duration,
     /// How long shutdown waits for in-flight connections.
     pub drain_timeout: Duration,
 }
 
-impl Default for HttpLimits {
+impl Default for ParserLimits {
     fn default() -> Self {
-        HttpLimits {
-            max_headers: 256,
-            max_head_bytes: 256 * 1024,
-            header_timeout: Duration::from_secs(30),
-            drain_timeout: Duration::from_secs(30),
-        }
+        ParserLimits { max_headers: 256, max_head_bytes: 256 * 1024, drain_timeout: Duration::from_secs(30) }
     }
 }
 
@@ -146,7 +145,7 @@ pub fn check_free(addr: SocketAddr) -> std::io::Result<()> {
 
 /// Binds `threads` listeners on one port (port 0 picks a free one) and starts a core on each.
 /// A port another process already serves is refused with [`std::io::ErrorKind::AddrInUse`].
-pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: HttpLimits) -> std::io::Result<Running> {
+pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: ParserLimits) -> std::io::Result<Running> {
     let lock = if addr.port() == 0 { None } else { Some(PortLock::acquire(addr)?) };
     let first = listener(addr)?;
     let addr = first.local_addr()?;
@@ -156,8 +155,10 @@ pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: HttpLimits
     }
     let (tx, rx) = watch::channel(false);
     let mut handles = Vec::with_capacity(threads);
+    // Shared by every core: the caps and the descriptor episodes are per process.
+    let shared = Shared { conns: Connections::new(&app.http), accept_errors: Arc::new(AcceptErrors::default()) };
     for (core, l) in listeners.into_iter().enumerate() {
-        let (app, rx, limits) = (app.clone(), rx.clone(), limits.clone());
+        let (app, rx, limits, shared) = (app.clone(), rx.clone(), limits.clone(), shared.clone());
         let handle = std::thread::Builder::new().name(format!("messagebox-core-{core}")).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -167,11 +168,18 @@ pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: HttpLimits
                 }
             };
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(core, app, l, rx, limits));
+            local.block_on(&rt, serve(core, app, l, rx, limits, shared));
         })?;
         handles.push(handle);
     }
     Ok(Running { addr, metrics_addr: None, shutdown: tx, threads: handles, _lock: lock })
+}
+
+/// What the cores share.
+#[derive(Clone)]
+struct Shared {
+    conns: Arc<Connections>,
+    accept_errors: Arc<AcceptErrors>,
 }
 
 async fn serve(
@@ -179,7 +187,8 @@ async fn serve(
     app: Arc<App>,
     listener: std::net::TcpListener,
     shutdown: watch::Receiver<bool>,
-    limits: HttpLimits,
+    limits: ParserLimits,
+    shared: Shared,
 ) {
     let mut stop = shutdown.clone();
     // This core's metrics shard (empty when metrics are off).
@@ -198,32 +207,52 @@ async fn serve(
         .max_headers(limits.max_headers)
         .max_buf_size(limits.max_head_bytes.max(8192))
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(app.http.headers_timeout);
     let builder = Rc::new(builder);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    shared.accept_errors.accepted();
+                    // Over a cap: the socket is closed at once (dropped), before any read.
+                    let Some(slot) = shared.conns.open(peer.ip()) else { continue };
                     let _ = stream.set_nodelay(true);
                     let (app, live, builder, mut shutdown) = (app.clone(), live.clone(), builder.clone(), shutdown.clone());
                     let metrics = metrics.clone();
+                    let activity = Activity::new();
+                    let io = Tracked::new(stream, activity.clone(), slot);
                     connections.spawn_local(async move {
+                        let max_requests = app.http.max_requests_per_socket;
+                        let watched = activity.clone();
+                        let app2 = app.clone();
                         let svc = service_fn(move |req| {
-                            crate::http::handle(app.clone(), live.clone(), metrics.clone(), peer, req)
+                            let (n, in_flight) = activity.request();
+                            let answer = crate::http::handle(app.clone(), live.clone(), metrics.clone(), peer, req);
+                            async move {
+                                let mut r = answer.await?;
+                                // `MESSAGE_BOX_MAX_REQUESTS_PER_SOCKET`: the last one closes it.
+                                if n >= max_requests {
+                                    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                                }
+                                drop(in_flight);
+                                Ok::<_, std::convert::Infallible>(r)
+                            }
                         });
-                        let conn = builder.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                        let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
                         tokio::pin!(conn);
                         tokio::select! {
                             _ = conn.as_mut() => return,
+                            // Idle past its deadline: dropping the connection closes the socket.
+                            _ = watched.idle(&app2.http) => return,
                             _ = shutdown.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
                         }
                         let _ = conn.await;
                     });
                 }
                 Err(e) => {
-                    // Out of descriptors or similar: back off instead of spinning.
-                    tracing::warn!(core, error = %e, "accept failed");
+                    shared.accept_errors.failed(core, &e);
+                    // Back off instead of spinning while descriptors are short.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },

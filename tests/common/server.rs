@@ -44,7 +44,24 @@ impl TestServer {
         for (k, v) in env {
             map.insert(k.to_string(), v.to_string());
         }
-        let config = Config::from_map(&map).expect("test config");
+        let mut config = Config::from_map(&map).expect("test config");
+        // Tests drive one server hard from one loopback address: the per-process edge limits
+        // (rates, concurrency, connections) are lifted unless a test sets them; `tests/edge.rs`
+        // tests them with their defaults and with its own values.
+        let http = &mut config.resources.http;
+        if !map.contains_key("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX") {
+            http.pre_auth_rate.max = u64::MAX / 2;
+        }
+        if !map.contains_key("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX") {
+            http.authenticated_rate.max = u64::MAX / 2;
+        }
+        if !map.contains_key("MESSAGE_BOX_MAX_CONCURRENT_REQUESTS") {
+            http.max_concurrent_requests = None;
+        }
+        if !map.contains_key("MESSAGE_BOX_MAX_CONNECTIONS") {
+            http.max_connections = None;
+            http.max_connections_per_ip = None;
+        }
         let store = startup::open_store(&config, Duration::from_secs(10)).await.expect("store opens");
         let mut parts = Parts::from_config(&config, &store).expect("parts");
         tweak(&mut parts);

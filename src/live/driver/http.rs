@@ -73,14 +73,17 @@ fn adopt_after_upgrade(core: Rc<LocalCore>, req: http::Request<Incoming>, sid: S
                 return;
             }
         };
-        let parts = match upgraded.downcast::<hyper_util::rt::TokioIo<TcpStream>>() {
+        let parts = match upgraded.downcast::<hyper_util::rt::TokioIo<crate::server::conn::Tracked<TcpStream>>>() {
             Ok(p) => p,
             Err(_) => {
                 tracing::error!("upgraded connection is not a TCP stream");
                 return;
             }
         };
-        let stream = match parts.io.into_inner().into_std() {
+        // The connection's slot in the HTTP connection caps ends here: the adopted socket is
+        // counted by the live limits from now on.
+        let (stream, _slot) = parts.io.into_inner().into_parts();
+        let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot detach an upgraded stream");
