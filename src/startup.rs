@@ -150,7 +150,8 @@ fn tidy(e: &StoreError) -> String {
 /// reachable (containers often start the server before the database); a permanent error
 /// (see [`is_permanent`]) ends the attempt at once.
 pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, StoreError> {
-    let options = StoreOptions { pool_size: config.db_pool, ..StoreOptions::default() };
+    let options =
+        StoreOptions { pool_size: config.db_pool, timeouts: config.resources.database, ..StoreOptions::default() };
     let url = config.database.url();
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(250);

@@ -128,10 +128,9 @@ impl MessageBox {
         payment: Option<&Value>,
     ) -> Result<(), ApiError> {
         let keys = request.recipients.iter().map(|r| &r.key);
-        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), keys).await.map_err(|e| {
-            tracing::error!(error = %e, "sendMessage: fee lookup failed");
-            ApiError::Internal
-        })?;
+        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), keys)
+            .await
+            .map_err(|e| ApiError::from_store(&e, "sendMessage: fee lookup", ApiError::Internal))?;
         let blocked: Vec<String> = quote.blocked().map(|i| request.recipients[i].written.clone()).collect();
         if !blocked.is_empty() {
             return Err(ApiError::DeliveryBlocked(blocked));
@@ -159,10 +158,11 @@ impl MessageBox {
                 }
             })
             .collect();
-        let outcomes = self.store.insert_messages(messages).await.map_err(|e| {
-            tracing::error!(error = %e, "sendMessage: storing failed");
-            ApiError::Internal
-        })?;
+        let outcomes = self
+            .store
+            .insert_messages(messages)
+            .await
+            .map_err(|e| ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal))?;
 
         let live_body = match &request.body {
             Value::String(s) => s.clone(),

@@ -271,10 +271,11 @@ async fn answer_probe(app: &App, probe: Probe) -> Response<Body> {
         Probe::Ready => match tokio::time::timeout(READY_TIMEOUT, app.api.store.ping()).await {
             Ok(Ok(())) => response(200, JSON, &br#"{"status":"ready"}"#[..]),
             failed => {
-                // The reason goes to the log only: the probe is public.
+                // The reason goes to the log only: the probe is public. At debug: the store
+                // logs an outage once when it starts and once when it ends.
                 match failed {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "readiness: the database did not answer"),
-                    _ => tracing::warn!(
+                    Ok(Err(e)) => tracing::debug!(error = %e, "readiness: the database did not answer"),
+                    _ => tracing::debug!(
                         timeout_ms = READY_TIMEOUT.as_millis() as u64,
                         "readiness: the database timed out"
                     ),
@@ -465,6 +466,9 @@ fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> R
     };
     let mut r = response(reply.status, JSON, body);
     let h = r.headers_mut();
+    if let Some(secs) = reply.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     for (k, v) in auth.pairs() {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(HeaderName::from_static(k), v);

@@ -292,6 +292,9 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError
 /// Tuning shared by both backends.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// Connect, pool-acquire and statement timeouts (`config.resources.database`). MySQL
+    /// bounds every operation by them; SQLite uses the statement timeout as its busy timeout.
+    pub timeouts: crate::limits::DatabaseLimits,
     /// Connections in the MySQL pool.
     pub pool_size: usize,
     /// Most rows in one group-committed insert.
@@ -306,7 +309,38 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { pool_size: 8, max_batch_rows: 512, max_queued_inserts: 65_536, sqlite_readers: 2 }
+        StoreOptions {
+            timeouts: crate::limits::ResourceLimits::default().database,
+            pool_size: 8,
+            max_batch_rows: 512,
+            max_queued_inserts: 65_536,
+            sqlite_readers: 2,
+        }
+    }
+}
+
+/// Whether the database is reachable, as the store's operations find it: the first
+/// operation that fails as unavailable logs one warning, the first that succeeds after it
+/// logs one line saying the database is back. Requests in between are answered 503 without
+/// a line each (an outage must not flood the log).
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// Notes an operation's result.
+    pub(crate) fn observe<T>(&self, backend: &str, result: &Result<T, StoreError>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(e) if e.class() == ErrorClass::Unavailable && !self.down.swap(true, Ordering::AcqRel) => {
+                tracing::warn!(backend, error = %e, "database unavailable: answering 503 until it recovers");
+            }
+            Ok(_) if self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel) => {
+                tracing::info!(backend, "database available again");
+            }
+            _ => {}
+        }
     }
 }
 

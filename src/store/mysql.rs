@@ -38,9 +38,10 @@ use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
     civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
-    ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, ServerFee, StoreError, StoreFuture,
+    ErrorCode, Health, InsertOutcome, MigrationReport, NewMessage, Permission, ServerFee, StoreError, StoreFuture,
     StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
+use crate::limits::DatabaseLimits;
 
 /// How long a connection beyond the first may idle in the pool before it is closed.
 const IDLE_CONNECTION_TTL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -81,6 +82,37 @@ struct Shared {
     /// For the migration's own connection (see [`migrate::run_mysql`]).
     opts: Opts,
     max_batch_rows: usize,
+    timeouts: DatabaseLimits,
+    health: Health,
+}
+
+impl Shared {
+    /// A pooled connection, or `Unavailable` once the acquire (or connect) timeout passes:
+    /// mysql_async has no connect timeout of its own, and a stopped server accepts the TCP
+    /// connection and then never greets.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let wait = self.timeouts.acquire_timeout.max(self.timeouts.connect_timeout);
+        match tokio::time::timeout(wait, self.pool.get_conn()).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => Err(StoreError::Unavailable(format!("no MySQL connection within {} ms", wait.as_millis()))),
+        }
+    }
+
+    /// The most one operation may take: waiting for a connection, then its statements.
+    fn deadline(&self) -> std::time::Duration {
+        self.timeouts.acquire_timeout.max(self.timeouts.connect_timeout) + self.timeouts.query_timeout
+    }
+}
+
+/// `f` bounded by `limit`: past it the work is dropped (its connection with it) and the
+/// caller hears `Unavailable`.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    f: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("the MySQL operation did not finish within {} ms", limit.as_millis())))
+    })
 }
 
 impl MysqlStore {
@@ -122,7 +154,13 @@ impl MysqlStore {
             let _entered = handle.enter();
             Pool::new(opts.clone())
         };
-        let shared = Arc::new(Shared { pool: pool.clone(), opts, max_batch_rows: options.max_batch_rows.max(1) });
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            opts,
+            max_batch_rows: options.max_batch_rows.max(1),
+            timeouts: options.timeouts,
+            health: Health::default(),
+        });
         let (queue, intake) =
             batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
         let writer = Writer {
@@ -150,7 +188,7 @@ impl MysqlStore {
         let store = MysqlStore { runtime: handle, shared, writer: queue };
         store
             .spawn(|s| async move {
-                let mut conn = s.pool.get_conn().await?;
+                let mut conn = s.conn().await?;
                 conn.ping().await?;
                 Ok(())
             })
@@ -174,7 +212,14 @@ impl MysqlStore {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let task = self.runtime.spawn(f(self.shared.clone()));
+        let shared = self.shared.clone();
+        let work = f(shared.clone());
+        // The deadline runs on the store runtime, so the work stops there when it passes.
+        let task = self.runtime.spawn(async move {
+            let result = bounded(shared.deadline(), work).await;
+            shared.health.observe("mysql", &result);
+            result
+        });
         Box::pin(async move {
             task.await.map_err(|e| StoreError::Unavailable(format!("MySQL store task did not finish: {e}")))?
         })
@@ -350,6 +395,9 @@ enum Mode {
 
 enum AttemptError {
     Db(mysql_async::Error),
+    /// No connection, or the attempt outlived the store's deadline (dropped, so not committed
+    /// by us; a COMMIT already sent may still land, which the caller's retry finds duplicate).
+    Unavailable(StoreError),
     /// The predicted outcomes disagree with what MySQL did; rolled back.
     Ambiguous,
     /// A cached messageBox id no longer exists; rolled back.
@@ -451,6 +499,7 @@ impl Committer {
                     transient += 1;
                     tracing::warn!(error = %e, attempt = transient, "message insert hit a lock conflict; retrying");
                 }
+                Err(AttemptError::Unavailable(error)) => return Err(WriteFailure { error, statement_level: false }),
                 Err(AttemptError::Db(e)) => {
                     let statement_level = matches!(e, mysql_async::Error::Server(_));
                     return Err(WriteFailure { error: e.into(), statement_level });
@@ -460,7 +509,17 @@ impl Committer {
     }
 
     async fn attempt(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
-        let mut conn = self.shared.pool.get_conn().await?;
+        match tokio::time::timeout(self.shared.deadline(), self.attempt_unbounded(rows, mode)).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::Unavailable(StoreError::Unavailable(format!(
+                "storing messages did not finish within {} ms",
+                self.shared.deadline().as_millis()
+            )))),
+        }
+    }
+
+    async fn attempt_unbounded(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
+        let mut conn = self.shared.conn().await.map_err(AttemptError::Unavailable)?;
         let ts = date_value(now());
         let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
         match mode {
@@ -808,7 +867,7 @@ fn device(row: Row) -> Result<Device, StoreError> {
 }
 
 async fn devices(shared: Arc<Shared>, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
-    let mut conn = shared.pool.get_conn().await?;
+    let mut conn = shared.conn().await?;
     let rows: Vec<Row> = conn.exec(sql::devices(only_active), (identity_key, MAX_DEVICES)).await?;
     rows.into_iter().map(device).collect()
 }
@@ -819,21 +878,27 @@ impl Backend for MysqlStore {
     }
 
     fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
-        self.spawn(|s| async move {
+        // Not under the per-operation deadline: building an index on a large table takes
+        // as long as it takes. Connecting is bounded.
+        let s = self.shared.clone();
+        let task = self.runtime.spawn(async move {
             // Its own connection: the migration lock must leave with it.
-            let mut conn = Conn::new(s.opts.clone()).await?;
+            let mut conn = bounded(s.timeouts.connect_timeout, async { Ok(Conn::new(s.opts.clone()).await?) }).await?;
             let report = migrate::run_mysql(&mut conn).await;
             if let Err(e) = conn.disconnect().await {
                 tracing::debug!(error = %e, "closing the migration connection failed");
             }
             report
+        });
+        Box::pin(async move {
+            task.await.map_err(|e| StoreError::Unavailable(format!("MySQL migration task did not finish: {e}")))?
         })
     }
 
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.spawn(|s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let fee: Option<Row> = conn.exec_first(sql::DELIVERY_FEE, (message_box,)).await?;
             Ok(fee.and_then(|r| v_i64(values(r).next()?)))
         })
@@ -841,7 +906,7 @@ impl Backend for MysqlStore {
 
     fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
         self.spawn(|s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let rows: Vec<Row> = conn.exec(sql::SERVER_FEES, ()).await?;
             rows.into_iter().map(server_fee).collect()
         })
@@ -850,7 +915,7 @@ impl Backend for MysqlStore {
     fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             let mut attempt = 0;
             loop {
@@ -884,7 +949,7 @@ impl Backend for MysqlStore {
             if recipients.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let found = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
             let mut rules = Fees { conn: &mut conn, sender: &sender, message_box: &message_box };
             fees::with_defaults(&mut rules, &recipients, found, default_fee).await
@@ -892,7 +957,14 @@ impl Backend for MysqlStore {
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        self.writer.insert(messages)
+        // Queued behind batches that may each wait for their deadline: the caller waits at
+        // most one deadline and then hears `Unavailable` (the rows may still be committed
+        // later; a retry of the same send is then an idempotent duplicate).
+        Box::pin(async move {
+            let result = bounded(self.shared.deadline(), self.writer.insert(messages)).await;
+            self.shared.health.observe("mysql", &result);
+            result
+        })
     }
 
     fn list_messages(
@@ -904,7 +976,7 @@ impl Backend for MysqlStore {
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let rows: Vec<Row> = conn
                 .exec(
                     sql::LIST_MESSAGES,
@@ -938,7 +1010,7 @@ impl Backend for MysqlStore {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let mut deleted = 0;
             for chunk in ids.chunks(MAX_LIST) {
                 let size = bucket(chunk.len(), MAX_LIST);
@@ -954,7 +1026,7 @@ impl Backend for MysqlStore {
 
     fn register_device(&self, reg: DeviceRegistration) -> StoreFuture<'_, u64> {
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             let (device_id, platform) = (opt_text(reg.device_id.as_deref()), opt_text(reg.platform.as_deref()));
             conn.exec_drop(
@@ -998,7 +1070,7 @@ impl Backend for MysqlStore {
             if !success && !deactivate {
                 return Ok(());
             }
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             if success {
                 conn.exec_drop(sql::DEVICE_USED, vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())]).await?;
@@ -1020,7 +1092,7 @@ impl Backend for MysqlStore {
         let (recipient, sender, message_box) =
             (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             if let Some(sender) = sender {
                 conn.exec_drop(
@@ -1065,7 +1137,7 @@ impl Backend for MysqlStore {
         let (recipient, sender, message_box) =
             (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let row: Option<Row> = match sender {
                 Some(sender) => conn.exec_first(sql::SENDER_PERMISSION, (recipient, message_box, sender)).await?,
                 None => conn.exec_first(sql::BOX_WIDE_PERMISSION, (recipient, message_box)).await?,
@@ -1084,7 +1156,7 @@ impl Backend for MysqlStore {
     ) -> StoreFuture<'_, (Vec<Permission>, u64)> {
         let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let filter = if message_box.is_some() { "recipient = ? AND message_box = ?" } else { "recipient = ?" };
             let mut params = vec![Value::from(recipient)];
             params.extend(message_box.map(Value::from));
@@ -1106,18 +1178,12 @@ impl Backend for MysqlStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        // Bounded here too: a probe that gave up must not leave this task waiting on a
-        // database host that drops packets.
-        const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+        // Bounded by the store's deadline like every operation: a probe that gave up must
+        // not leave this task waiting on a database host that drops packets.
         self.spawn(|s| async move {
-            let ping = async {
-                let mut conn = s.pool.get_conn().await?;
-                conn.query_drop("SELECT 1").await?;
-                Ok(())
-            };
-            tokio::time::timeout(PING_TIMEOUT, ping)
-                .await
-                .map_err(|_| StoreError::Unavailable("the database did not answer SELECT 1 in time".into()))?
+            let mut conn = s.conn().await?;
+            conn.query_drop("SELECT 1").await?;
+            Ok(())
         })
     }
 }
@@ -1254,10 +1320,10 @@ mod tests {
             let (zone, prepares) = store
                 .spawn(|s| async move {
                     for _ in 0..3 {
-                        let mut conn = s.pool.get_conn().await?;
+                        let mut conn = s.conn().await?;
                         conn.exec_drop("SELECT ? + 1", (1,)).await?;
                     }
-                    let mut conn = s.pool.get_conn().await?;
+                    let mut conn = s.conn().await?;
                     let zone: Option<String> = conn.query_first("SELECT @@session.time_zone").await?;
                     let prepares: Option<(String, u64)> =
                         conn.query_first("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'").await?;

@@ -30,8 +30,6 @@ use super::{
     ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
 };
 
-/// How long a statement waits for another process's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements cached per connection.
 const STMT_CACHE_SIZE: usize = 64;
 /// Most ids in one `IN (...)` list.
@@ -55,8 +53,10 @@ fn gone() -> StoreError {
     StoreError::Unavailable(STOPPED.into())
 }
 
-fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+/// `busy`: how long a statement waits for another process's lock before failing (the
+/// store's statement timeout).
+fn configure(conn: &Connection, busy: Duration) -> Result<(), StoreError> {
+    conn.busy_timeout(busy)?;
     conn.set_prepared_statement_cache_capacity(STMT_CACHE_SIZE);
     // Without the query planner stability guarantee, SQLite marks statements whose plan could
     // depend on a bound value (`LIMIT ?`, `OFFSET ?`, STAT4 ranges) and re-prepares them on
@@ -74,7 +74,7 @@ impl SqliteStore {
         let memory = path.is_empty() || path == ":memory:";
         let config = |e: rusqlite::Error| StoreError::Config(format!("cannot open SQLite database {path:?}: {e}"));
         let writer_conn = if memory { Connection::open_in_memory() } else { Connection::open(path) }.map_err(config)?;
-        configure(&writer_conn)?;
+        configure(&writer_conn, options.timeouts.query_timeout)?;
         if !memory {
             // Before any reader opens, so every connection sees WAL.
             let mode: String = writer_conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -96,7 +96,7 @@ impl SqliteStore {
                     OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )
                 .map_err(config)?;
-                configure(&conn)?;
+                configure(&conn, options.timeouts.query_timeout)?;
                 conn.pragma_update(None, "query_only", "ON")?;
                 let rx = rx.clone();
                 std::thread::Builder::new()
@@ -573,7 +573,7 @@ mod tests {
     #[test]
     fn rebinding_does_not_reprepare() {
         let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
+        configure(&conn, Duration::from_secs(5)).unwrap();
         super::super::migrate::run_sqlite(&mut conn).unwrap();
         conn.execute(
             "INSERT INTO messageBox (identityKey, type, created_at, updated_at) VALUES ('k', 'inbox', 0, 0)",

@@ -1,0 +1,145 @@
+//! Storage under attack and outage (issue 9, track C): database timeouts (D6), message-id
+//! ownership (D8), one body per multi-recipient send (D1), retention, quotas and the list byte
+//! budget (D2). The process tests run the `messagebox` binary and measure it from outside
+//! (`/proc/<pid>/status`, status and time of each answer, the log).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::process::{get, signal, PrivateMariaDb, Proc};
+use messagebox::auth::{ClientIdentity, PrivateKey};
+use messagebox::client::AuthClient;
+use serde_json::{json, Value};
+
+/// The server's longest answer while the database hangs, with the default timeouts
+/// (connect/acquire 5 s + statement 10 s), plus scheduling slack on a shared machine.
+const OUTAGE_ANSWER_BOUND: Duration = Duration::from_secs(17);
+
+fn send_body(to: &str, id: &str, body: &str) -> Value {
+    json!({"message": {"recipient": to, "messageBox": "inbox", "body": body, "messageId": id}})
+}
+
+/// The `message` of every JSON log line of a finished server.
+fn log_messages(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["fields"]["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// D6: MariaDB stopped (SIGSTOP) for 20 s under light load (4 clients sending and listing in
+/// a loop). Every request is answered within the timeouts with 503
+/// `ERR_DATABASE_UNAVAILABLE` and `Retry-After`, `/ready` says 503, requests succeed again
+/// after SIGCONT, and the log has one line when the outage starts and one when it ends.
+/// Before: every request hung as long as the database (the whole 20 s, then 200), with no
+/// 503 and no log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn d6_a_hung_database_is_answered_503_within_the_timeouts() {
+    let Some(db) = PrivateMariaDb::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let url = db.url();
+    let key = PrivateKey::random().to_hex();
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("SERVER_PRIVATE_KEY", key.as_str()),
+        ("LOG_FORMAT", "json"),
+        ("MESSAGEBOX_DB_POOL", "4"),
+    ];
+    let server = Proc::spawn(&env, dir.path(), Stdio::piped());
+    let addr = server.addr;
+
+    // Four clients, authenticated while the database is up (sessions live in memory).
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let mut c = AuthClient::new(ClientIdentity::random(), addr);
+        let me = c.identity().identity_hex().to_string();
+        let (status, _) = c.post_json("/sendMessage", &send_body(&me, &format!("d6-warm-{i}"), "hi")).await.unwrap();
+        assert_eq!(status, 200);
+        clients.push(c);
+    }
+
+    let pid = db.child.id();
+    signal(pid, "STOP");
+    let stopped_at = Instant::now();
+    let outage = Duration::from_secs(20);
+    let mut load = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        load.push(tokio::spawn(async move {
+            let me = c.identity().identity_hex().to_string();
+            let mut answers = Vec::new();
+            let mut n = 0;
+            // Requests that start while the database is stopped and must end before it resumes.
+            while stopped_at.elapsed() + OUTAGE_ANSWER_BOUND < outage + Duration::from_secs(2) || answers.is_empty() {
+                n += 1;
+                let started = Instant::now();
+                let r = if n % 2 == 0 {
+                    let body = serde_json::to_vec(&json!({"messageBox": "inbox"})).unwrap();
+                    c.request("POST", "/listMessages", &[("content-type", "application/json")], Some(&body)).await
+                } else {
+                    let body = serde_json::to_vec(&send_body(&me, &format!("d6-{i}-{n}"), "x")).unwrap();
+                    c.request("POST", "/sendMessage", &[("content-type", "application/json")], Some(&body)).await
+                }
+                .unwrap();
+                answers.push((started.elapsed(), r.status, r.header("retry-after").map(str::to_string), r.json()));
+            }
+            (c, answers)
+        }));
+    }
+    let ready = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_secs(3));
+        let started = Instant::now();
+        let (status, _, body) = get(addr, "/ready", &[]);
+        (status, started.elapsed(), body)
+    })
+    .await
+    .unwrap();
+    assert_eq!(ready.0, 503, "/ready while the database is stopped: {}", ready.2);
+    assert!(ready.1 < Duration::from_secs(5), "/ready took {:?}", ready.1);
+
+    let mut clients = Vec::new();
+    let mut total = 0;
+    for task in load {
+        let (c, answers) = task.await.unwrap();
+        for (took, status, retry_after, body) in answers {
+            total += 1;
+            assert!(took < OUTAGE_ANSWER_BOUND, "an answer during the outage took {took:?}");
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(
+                body,
+                json!({"status": "error", "code": "ERR_DATABASE_UNAVAILABLE", "description": "The database is temporarily unavailable. Please retry later."})
+            );
+            assert_eq!(retry_after.as_deref(), Some("5"));
+        }
+        clients.push(c);
+    }
+    assert!(total >= 4);
+    assert!(stopped_at.elapsed() < outage, "the load ended before the database resumed");
+    tokio::time::sleep(outage.saturating_sub(stopped_at.elapsed())).await;
+    signal(pid, "CONT");
+
+    // Back: each client's next send succeeds within a few seconds.
+    let resumed = Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let me = c.identity().identity_hex().to_string();
+        loop {
+            let (status, body) =
+                c.post_json("/sendMessage", &send_body(&me, &format!("d6-after-{i}"), "y")).await.unwrap();
+            if status == 200 {
+                break;
+            }
+            assert!(resumed.elapsed() < Duration::from_secs(30), "not back after SIGCONT: {status} {body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ready = tokio::task::spawn_blocking(move || get(addr, "/ready", &[]).0).await.unwrap();
+    assert_eq!(ready, 200);
+
+    let out = server.stop();
+    let lines = log_messages(&out);
+    let down = lines.iter().filter(|m| m.contains("database unavailable")).count();
+    let up = lines.iter().filter(|m| m.contains("database available again")).count();
+    assert_eq!((down, up), (1, 1), "one line per outage edge, not per request ({total} requests): {lines:#?}");
+}
