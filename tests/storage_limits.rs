@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::process::{get, signal, PrivateMariaDb, Proc};
+use common::{assert_error, TestServer};
 use messagebox::auth::{ClientIdentity, PrivateKey};
 use messagebox::client::AuthClient;
 use serde_json::{json, Value};
@@ -19,6 +20,69 @@ const OUTAGE_ANSWER_BOUND: Duration = Duration::from_secs(17);
 
 fn send_body(to: &str, id: &str, body: &str) -> Value {
     json!({"message": {"recipient": to, "messageBox": "inbox", "body": body, "messageId": id}})
+}
+
+/// Runs `$body` (an async fn taking the database URL) once per backend.
+macro_rules! on_both_stores {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
+                super::$body(&db.url).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
+                super::$body(&db.url).await;
+            }
+        }
+    };
+}
+
+on_both_stores!(d8_message_ids_belong_to_their_sender_and_recipient, d8_message_ids);
+
+/// The ids of `client`'s messages in `inbox`.
+async fn inbox(client: &mut AuthClient) -> Vec<Value> {
+    let (status, body) = client.post_json("/listMessages", &json!({"messageBox": "inbox"})).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    body["messages"].as_array().unwrap().clone()
+}
+
+/// D8: C sends `squat-1` to B after A sent `SQUAT-1` to B. Before: C got 200 and B never saw
+/// C's message (the case-insensitive unique key ignored it). Now C gets 400
+/// `ERR_DUPLICATE_MESSAGE`; A re-sending its own id to B stays 200 (idempotent retry).
+async fn d8_message_ids(url: &str) {
+    let s = TestServer::start(url, &[]).await;
+    let (mut a, mut b, mut c) = (s.client(), s.client(), s.client());
+    let (mut d, bk) = (s.client(), b.identity().identity_hex().to_string());
+    let dk = d.identity().identity_hex().to_string();
+    let dup = |got: &(u16, Value)| assert_error(got, 400, "ERR_DUPLICATE_MESSAGE", "Duplicate message.");
+
+    assert_eq!(a.post_json("/sendMessage", &send_body(&bk, "SQUAT-1", "from A")).await.unwrap().0, 200);
+    dup(&c.post_json("/sendMessage", &send_body(&bk, "squat-1", "from C")).await.unwrap());
+    dup(&c.post_json("/sendMessage", &send_body(&bk, "SQUAT-1", "from C")).await.unwrap());
+    // Another recipient of the same sender: the id is taken too.
+    dup(&a.post_json("/sendMessage", &send_body(&dk, "SQUAT-1", "to D")).await.unwrap());
+    // The idempotent retry.
+    let again = a.post_json("/sendMessage", &send_body(&bk, "SQUAT-1", "from A")).await.unwrap();
+    assert_eq!(again.0, 200, "{}", again.1);
+    assert_eq!(again.1["status"], "success");
+    // One id for two recipients in one request (in any spelling): refused, nothing stored.
+    let two =
+        json!({"message": {"recipients": [bk, dk], "messageBox": "inbox", "body": "x", "messageId": ["m-1", "M-1"]}});
+    dup(&a.post_json("/sendMessage", &two).await.unwrap());
+    // The same for a stored id reached by one recipient of several: nothing stored for the other.
+    let partly = json!({"message": {"recipients": [dk, bk], "messageBox": "inbox", "body": "x", "messageId": ["fresh-1", "squat-1"]}});
+    dup(&c.post_json("/sendMessage", &partly).await.unwrap());
+
+    let got = inbox(&mut b).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["messageId"], "SQUAT-1");
+    assert_eq!(got[0]["sender"], a.identity().identity_hex());
+    assert!(inbox(&mut d).await.is_empty());
+    s.stop();
 }
 
 /// The `message` of every JSON log line of a finished server.

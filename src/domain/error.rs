@@ -109,6 +109,9 @@ pub enum ApiError {
     /// The database did not answer within its timeouts (503 with `Retry-After`; 1.1.5 had
     /// no timeout and left the request hanging).
     DatabaseUnavailable,
+    /// A messageId stored for another sender or recipient (D8; 1.1.5 answered 200 and
+    /// dropped the message).
+    DuplicateMessage,
 }
 
 /// `Retry-After` seconds of a [`ApiError::DatabaseUnavailable`] answer: about one
@@ -174,6 +177,7 @@ impl ApiError {
             RouteNotFound { .. } => "ERR_NOT_FOUND",
             Internal => "ERR_INTERNAL",
             DatabaseUnavailable => "ERR_DATABASE_UNAVAILABLE",
+            DuplicateMessage => "ERR_DUPLICATE_MESSAGE",
         }
     }
 
@@ -259,6 +263,7 @@ impl ApiError {
             RouteNotFound { method, path } => return format!("Route not found: {method} {path}").into(),
             Internal => "An internal error has occurred.",
             DatabaseUnavailable => "The database is temporarily unavailable. Please retry later.",
+            DuplicateMessage => "Duplicate message.",
         };
         Cow::Borrowed(text)
     }

@@ -158,11 +158,10 @@ impl MessageBox {
                 }
             })
             .collect();
-        let outcomes = self
-            .store
-            .insert_messages(messages)
-            .await
-            .map_err(|e| ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal))?;
+        let outcomes = store_owned(&self.store, messages).await.map_err(|refused| match refused {
+            Refused::Duplicate => ApiError::DuplicateMessage,
+            Refused::Store(e) => ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal),
+        })?;
 
         let live_body = match &request.body {
             Value::String(s) => s.clone(),
@@ -344,14 +343,75 @@ pub async fn store_live(store: &Store, message: LiveMessage) -> LiveOutcome {
         sender: message.sender.into_string(),
         body: message.body,
     };
-    match store.insert_messages(vec![row]).await {
+    match store_owned(store, vec![row]).await {
         Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => LiveOutcome::Duplicate,
         Ok(_) => LiveOutcome::Stored,
-        Err(e) => {
+        // The live channel has no error body: the sender hears that storing failed.
+        Err(Refused::Duplicate) => {
+            tracing::debug!("live sendMessage: the messageId belongs to another sender or recipient");
+            LiveOutcome::Failed
+        }
+        Err(Refused::Store(e)) => {
             tracing::error!(error = %e, "live sendMessage: storing failed");
             LiveOutcome::Failed
         }
     }
+}
+
+/// Why [`store_owned`] stored nothing (or, after a race, not all).
+enum Refused {
+    /// A messageId belongs to another sender or recipient (D8).
+    Duplicate,
+    Store(crate::store::StoreError),
+}
+
+/// How the databases' unique key on `messageId` compares ids: MySQL's default collations and
+/// SQLite's `NOCASE` ignore case, MySQL's PAD SPACE trailing spaces.
+fn id_key(id: &str) -> String {
+    id.trim_end_matches(' ').to_lowercase()
+}
+
+/// Stores `rows` under the messageId rule of both send paths (D8): an id belongs to the
+/// sender and recipient that stored it first. The same sender re-sending the same id to
+/// the same recipient is an idempotent retry (a `Duplicate` outcome, answered as success);
+/// an id already stored — expired or not, in any spelling the unique key equates — for
+/// another sender or recipient, or one request giving one id to two recipients, is refused
+/// before anything is written. A race with another sender between the check and the insert
+/// is caught after it (the insert reports the row duplicate and the owner is read again); the
+/// request is then refused although rows it wrote for other recipients stay.
+async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Refused> {
+    let mut owners_wanted: Vec<(String, String, String)> = Vec::with_capacity(rows.len());
+    let mut by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let wanted = (r.message_id.clone(), r.sender.clone(), r.recipient.clone());
+        match by_key.get(&id_key(&r.message_id)) {
+            Some(&i) if owners_wanted[i] != wanted => return Err(Refused::Duplicate),
+            Some(_) => {}
+            None => {
+                by_key.insert(id_key(&r.message_id), owners_wanted.len());
+                owners_wanted.push(wanted);
+            }
+        }
+    }
+    let ids: Vec<String> = owners_wanted.iter().map(|(id, _, _)| id.clone()).collect();
+    let ours = |o: &crate::store::MessageOwner| {
+        owners_wanted
+            .iter()
+            .any(|(id, sender, recipient)| *id == o.message_id && *sender == o.sender && *recipient == o.recipient)
+    };
+    let before = store.message_owners(&ids).await.map_err(Refused::Store)?;
+    if !before.iter().all(ours) {
+        return Err(Refused::Duplicate);
+    }
+    let outcomes = store.insert_messages(rows).await.map_err(Refused::Store)?;
+    // A duplicate the check did not see: someone stored the id in between.
+    if outcomes.iter().filter(|o| **o == InsertOutcome::Duplicate).count() > before.len() {
+        let after = store.message_owners(&ids).await.map_err(Refused::Store)?;
+        if !after.iter().all(ours) {
+            return Err(Refused::Duplicate);
+        }
+    }
+    Ok(outcomes)
 }
 
 #[cfg(test)]

@@ -54,6 +54,15 @@ pub enum InsertOutcome {
     Duplicate,
 }
 
+/// Who a stored messageId belongs to (the duplicate-id rule, D8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageOwner {
+    /// As stored (the lookup matched it in SQL collation, so its case may differ).
+    pub message_id: String,
+    pub sender: String,
+    pub recipient: String,
+}
+
 /// A message as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -166,6 +175,10 @@ pub trait Backend: Send + Sync + 'static {
     /// requests' rows go into one multi-row `INSERT IGNORE` in one transaction, and each
     /// future resolves only after its batch committed. A duplicate `messageId` is ignored.
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>>;
+
+    /// The stored rows whose messageId equals one of `message_ids` in SQL collation (MySQL's
+    /// unique key ignores case: `squat-1` and `SQUAT-1` are one id), expired or not.
+    fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>>;
 
     /// Messages of `recipient`'s box `box_type` ordered by `created_at`, then `messageId`;
     /// `limit`/`offset` page through them. No box → empty (the box is not created).

@@ -38,8 +38,8 @@ use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
     civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
-    ErrorCode, Health, InsertOutcome, MigrationReport, NewMessage, Permission, ServerFee, StoreError, StoreFuture,
-    StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
+    ErrorCode, Health, InsertOutcome, MessageOwner, MigrationReport, NewMessage, Permission, ServerFee, StoreError,
+    StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
 use crate::limits::DatabaseLimits;
 
@@ -1001,6 +1001,31 @@ impl Backend for MysqlStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>> {
+        let ids = message_ids.to_vec();
+        self.spawn(move |s| async move {
+            let mut found = Vec::new();
+            if ids.is_empty() {
+                return Ok(found);
+            }
+            let mut conn = s.conn().await?;
+            for chunk in ids.chunks(MAX_LIST) {
+                let size = bucket(chunk.len(), MAX_LIST);
+                let params: Vec<Value> = padded(chunk, size).map(Value::from).collect();
+                let rows: Vec<Row> = conn.exec(sql::message_owners(size), params).await?;
+                for row in rows {
+                    let mut it = values(row);
+                    found.push(MessageOwner {
+                        message_id: required(v_string(next(&mut it)), "messages.messageId")?,
+                        sender: required(v_string(next(&mut it)), "messages.sender")?,
+                        recipient: required(v_string(next(&mut it)), "messages.recipient")?,
+                    });
+                }
+            }
+            Ok(found)
         })
     }
 

@@ -153,6 +153,11 @@ pub(crate) fn delete_messages(ids: usize) -> String {
     format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", placeholders(ids))
 }
 
+/// The owners of stored ids among `ids` ids. Parameters: the ids.
+pub(crate) fn message_owners(ids: usize) -> String {
+    format!("SELECT messageId, sender, recipient FROM messages WHERE messageId IN ({})", placeholders(ids))
+}
+
 /// `?,?,…`, `n` of them.
 pub(crate) fn placeholders(n: usize) -> String {
     let mut s = String::with_capacity(n * 2);

@@ -26,8 +26,8 @@ use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
-    migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MigrationReport, NewMessage, Permission,
-    ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
+    migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MessageOwner, MigrationReport, NewMessage,
+    Permission, ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
 };
 
 /// Prepared statements cached per connection.
@@ -407,6 +407,23 @@ impl Backend for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>> {
+        let ids = message_ids.to_vec();
+        self.read(move |conn| {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(MAX_LIST) {
+                let mut stmt = conn.prepare_cached(&sql::message_owners(chunk.len()))?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |r| {
+                    Ok(MessageOwner { message_id: r.get(0)?, sender: r.get(1)?, recipient: r.get(2)? })
+                })?;
+                for row in rows {
+                    found.push(row?);
+                }
+            }
+            Ok(found)
         })
     }
 
