@@ -48,7 +48,7 @@ fn msg(id: &str, recipient: &str, box_type: &str) -> NewMessage {
         recipient: recipient.into(),
         box_type: box_type.into(),
         sender: CAROL.into(),
-        body: format!("{{\"message\":\"body of {id}\"}}"),
+        body: format!("{{\"message\":\"body of {id}\"}}").into(),
     }
 }
 
@@ -1061,7 +1061,7 @@ fn group_commit_throughput() {
                                         }
                                         next.set(i + 1);
                                         let mut m = msg(&format!("tp{t}-{i}"), ALICE, "inbox");
-                                        m.body = format!("{{\"message\":\"{}\"}}", "x".repeat(200));
+                                        m.body = format!("{{\"message\":\"{}\"}}", "x".repeat(200)).into();
                                         store.insert_messages(vec![m]).await.unwrap();
                                     }
                                 })

@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use super::fees::{self, Quote};
 use super::js;
@@ -98,6 +100,18 @@ impl SendRequest {
     }
 }
 
+/// The stored body of an HTTP send, `{"message":…,"payment"?:…}`, serialised straight from
+/// the request's body (no copy of it as a JSON value).
+fn envelope(message: &Value, payment: Option<Value>) -> String {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        message: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payment: Option<Value>,
+    }
+    serde_json::to_string(&Envelope { message, payment }).expect("JSON values serialise")
+}
+
 fn as_list(v: &Value) -> Vec<&Value> {
     match v {
         Value::Array(a) => a.iter().collect(),
@@ -138,35 +152,38 @@ impl MessageBox {
         let outputs_for =
             if quote.requires_payment() { self.take_payment(request, &quote, payment).await? } else { HashMap::new() };
 
+        // One stored body shared by every recipient without payment outputs of its own (D1):
+        // a 1 MiB body to 100 recipients is one 1 MiB envelope, not 100.
+        let shared: Arc<str> = envelope(&request.body, None).into();
         let messages: Vec<NewMessage> = request
             .recipients
             .iter()
             .map(|r| {
-                let mut envelope = Map::new();
-                envelope.insert("message".into(), request.body.clone());
-                if let (Some(outs), Some(Value::Object(p))) = (outputs_for.get(&r.key), payment) {
-                    let mut p = p.clone();
-                    p.insert("outputs".into(), Value::Array(outs.clone()));
-                    envelope.insert("payment".into(), Value::Object(p));
-                }
+                let body = match (outputs_for.get(&r.key), payment) {
+                    (Some(outs), Some(Value::Object(p))) => {
+                        let mut p = p.clone();
+                        p.insert("outputs".into(), Value::Array(outs.clone()));
+                        envelope(&request.body, Some(Value::Object(p))).into()
+                    }
+                    _ => shared.clone(),
+                };
                 NewMessage {
                     message_id: request.message_id(&r.key).as_str().to_string(),
                     recipient: r.key.as_str().to_string(),
                     box_type: request.message_box.as_str().to_string(),
                     sender: sender.as_str().to_string(),
-                    body: Value::Object(envelope).to_string(),
+                    body,
                 }
             })
             .collect();
+        drop(shared);
         let outcomes = store_owned(&self.store, messages).await.map_err(|refused| match refused {
             Refused::Duplicate => ApiError::DuplicateMessage,
             Refused::Store(e) => ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal),
         })?;
 
-        let live_body = match &request.body {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+        // Built once, and only if someone listens.
+        let mut live_body: Option<String> = None;
         let room_suffix = format!("-{}", request.message_box);
         let mut delivered = HashSet::new();
         for (r, outcome) in request.recipients.iter().zip(&outcomes) {
@@ -177,7 +194,11 @@ impl MessageBox {
             // A delivery is built only for a recipient someone listens for.
             if *outcome == InsertOutcome::Inserted && self.live.is_listening(r.key.as_str()) && delivered.insert(&r.key)
             {
-                self.live.deliver(Delivery::message(&r.key, &room_suffix, sender.as_str(), id, &live_body));
+                let body = live_body.get_or_insert_with(|| match &request.body {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                self.live.deliver(Delivery::message(&r.key, &room_suffix, sender.as_str(), id, body));
             }
         }
         Ok(())
@@ -341,7 +362,7 @@ pub async fn store_live(store: &Store, message: LiveMessage) -> LiveOutcome {
         recipient: message.recipient.into_string(),
         box_type: message.message_box,
         sender: message.sender.into_string(),
-        body: message.body,
+        body: message.body.into(),
     };
     match store_owned(store, vec![row]).await {
         Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => LiveOutcome::Duplicate,
@@ -443,6 +464,15 @@ mod tests {
         assert_eq!(err.description(), "Expected at least 2 recipient output(s) but received 1");
         let err = map_outputs(&outs[..1], &[&a, &b]).unwrap_err();
         assert_eq!(err.description(), "Expected at least 1 additional recipient output(s) but only 0 remain");
+    }
+
+    #[test]
+    fn envelopes_as_the_original_stores_them() {
+        assert_eq!(envelope(&json!("hi"), None), r#"{"message":"hi"}"#);
+        assert_eq!(
+            envelope(&json!({"b": 1, "a": [2]}), Some(json!({"tx": [1], "outputs": []}))),
+            r#"{"message":{"b":1,"a":[2]},"payment":{"tx":[1],"outputs":[]}}"#
+        );
     }
 
     #[test]

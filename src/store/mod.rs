@@ -43,8 +43,9 @@ pub struct NewMessage {
     /// The box name (`messageBox.type`); the box row is created if missing.
     pub box_type: String,
     pub sender: String,
-    /// The stored body string (the HTTP envelope or the raw WebSocket body).
-    pub body: String,
+    /// The stored body string (the HTTP envelope or the raw WebSocket body). Shared: the
+    /// rows of one multi-recipient send hold one copy of a body (D1).
+    pub body: Arc<str>,
 }
 
 /// Whether a message row was written or ignored because its `messageId` already existed.

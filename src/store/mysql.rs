@@ -50,7 +50,10 @@ const STMT_CACHE_SIZE: usize = 64;
 /// Most values in one `IN (...)` list or `UNION ALL` lookup; longer lists are chunked.
 const MAX_LIST: usize = 512;
 /// Most body bytes in one multi-row INSERT; a bigger batch is split into more statements.
-const MAX_CHUNK_BYTES: usize = 8 << 20;
+/// The driver copies each row's body into the statement's parameters and its packet, so
+/// this bounds what one batch holds beyond its shared bodies (D1: a 1 MiB body to 100
+/// recipients is 100 statements of one row, not 100 MiB of parameters at once).
+const MAX_CHUNK_BYTES: usize = 2 << 20;
 /// Entries per generation of the messageBox id cache (so at most twice this many).
 const BOX_CACHE_GENERATION: usize = 32_768;
 /// Insert batches in flight at once: while one executes in MySQL the next is built and
@@ -68,6 +71,21 @@ const SERVER_FEE_RETRIES: u32 = 8;
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
      (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
 const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
+
+/// What mysql_async's process-wide buffer pool keeps of one packet buffer, unless the
+/// operator set `MYSQL_ASYNC_BUFFER_SIZE_CAP`. The driver's default (4 MiB × 128 pooled
+/// buffers) let one multi-recipient send of a 1 MiB body leave ~150 MiB of 1 MiB buffers in
+/// the pool (D1); capped, a large packet's buffer shrinks when it goes back.
+const DRIVER_BUFFER_SIZE_CAP: &str = "65536";
+
+/// Bounds mysql_async's buffer pool (read from the environment when the driver first uses
+/// it). Call at the start of `main`, before any other thread exists: changing the
+/// environment while another thread may read it is not sound.
+pub fn bound_driver_buffers() {
+    if std::env::var_os("MYSQL_ASYNC_BUFFER_SIZE_CAP").is_none() {
+        std::env::set_var("MYSQL_ASYNC_BUFFER_SIZE_CAP", DRIVER_BUFFER_SIZE_CAP);
+    }
+}
 
 /// The MySQL store handle. Dropping it closes the writer queue; the store thread then
 /// commits what is queued, closes the pool and exits.
@@ -653,7 +671,7 @@ fn row_params(row: &NewMessage, box_id: u32, ts: &Value) -> Vec<Value> {
         Value::from(box_id),
         Value::from(row.sender.as_str()),
         Value::from(row.recipient.as_str()),
-        Value::from(row.body.as_str()),
+        Value::from(&*row.body),
         ts.clone(),
         ts.clone(),
     ]
@@ -1297,7 +1315,7 @@ mod tests {
         let refs: Vec<&NewMessage> = rows.iter().collect();
         assert_eq!(chunk_ranges(&refs, 4), vec![0..4, 4..8, 8..10]);
         let mut big = msg("big");
-        big.body = "x".repeat(MAX_CHUNK_BYTES);
+        big.body = "x".repeat(MAX_CHUNK_BYTES).into();
         let refs = vec![&rows[0], &big, &rows[1]];
         assert_eq!(chunk_ranges(&refs, 512), vec![0..1, 1..2, 2..3]);
     }

@@ -227,7 +227,7 @@ fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<Insert
                     id
                 }
             };
-            let changed = insert.execute(params![row.message_id, box_id, row.sender, row.recipient, row.body, ts])?;
+            let changed = insert.execute(params![row.message_id, box_id, row.sender, row.recipient, &*row.body, ts])?;
             out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
         }
     }
