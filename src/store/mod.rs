@@ -181,8 +181,8 @@ pub trait Backend: Send + Sync + 'static {
     /// unique key ignores case: `squat-1` and `SQUAT-1` are one id), expired or not.
     fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>>;
 
-    /// Messages of `recipient`'s box `box_type` ordered by `created_at`, then `messageId`;
-    /// `limit`/`offset` page through them. No box → empty (the box is not created).
+    /// Unexpired messages of `recipient`'s box `box_type` ordered by `created_at`, then
+    /// `messageId`; `limit`/`offset` page through them. No box → empty (the box is not created).
     fn list_messages(
         &self,
         recipient: &str,
@@ -191,7 +191,11 @@ pub trait Backend: Send + Sync + 'static {
         offset: u64,
     ) -> StoreFuture<'_, Vec<StoredMessage>>;
 
-    /// Deletes `recipient`'s messages with these ids (any box); returns how many went.
+    /// Deletes up to `batch` (`None`: all) messages whose `expires_at` is at or before `now`;
+    /// returns how many went (the retention sweeper).
+    fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64>;
+
+    /// Deletes `recipient`'s messages with these ids (any box, expired or not); returns how many went.
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64>;
 
     /// Upsert on `fcm_token`; returns the MySQL-style `insertId` (new id, the existing id
@@ -309,6 +313,9 @@ pub struct StoreOptions {
     /// Connect, pool-acquire and statement timeouts (`config.resources.database`). MySQL
     /// bounds every operation by them; SQLite uses the statement timeout as its busy timeout.
     pub timeouts: crate::limits::DatabaseLimits,
+    /// `MESSAGE_BOX_RETENTION_DAYS`: a stored message's `expires_at` is its `created_at` plus
+    /// this many days (`None`: NULL, never expires).
+    pub retention_days: Option<u64>,
     /// Connections in the MySQL pool.
     pub pool_size: usize,
     /// Most rows in one group-committed insert.
@@ -325,6 +332,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             timeouts: crate::limits::ResourceLimits::default().database,
+            retention_days: crate::limits::ResourceLimits::default().retention.days,
             pool_size: 8,
             max_batch_rows: 512,
             max_queued_inserts: 65_536,
@@ -397,6 +405,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `expires_at` of a message created at `created` under `retention_days`.
+pub(crate) fn expiry(created: Timestamp, retention_days: Option<u64>) -> Option<Timestamp> {
+    retention_days.map(|d| created.saturating_add(i64::try_from(d).unwrap_or(i64::MAX).saturating_mul(86_400)))
 }
 
 /// Now, in whole seconds (the schema's precision).

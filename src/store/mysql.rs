@@ -37,7 +37,7 @@ use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
 use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
-    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
+    civil_from_timestamp, expiry, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
     ErrorCode, Health, InsertOutcome, MessageOwner, MigrationReport, NewMessage, Permission, ServerFee, StoreError,
     StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
@@ -69,8 +69,8 @@ const DEFAULT_FEE_RETRIES: u32 = 8;
 const SERVER_FEE_RETRIES: u32 = 8;
 
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
-     (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
-const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
+     (messageId, messageBoxId, sender, recipient, body, created_at, updated_at, expires_at) VALUES ";
+const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?,?)";
 
 /// What mysql_async's process-wide buffer pool keeps of one packet buffer, unless the
 /// operator set `MYSQL_ASYNC_BUFFER_SIZE_CAP`. The driver's default (4 MiB × 128 pooled
@@ -101,6 +101,7 @@ struct Shared {
     opts: Opts,
     max_batch_rows: usize,
     timeouts: DatabaseLimits,
+    retention_days: Option<u64>,
     health: Health,
 }
 
@@ -177,6 +178,7 @@ impl MysqlStore {
             opts,
             max_batch_rows: options.max_batch_rows.max(1),
             timeouts: options.timeouts,
+            retention_days: options.retention_days,
             health: Health::default(),
         });
         let (queue, intake) =
@@ -538,11 +540,13 @@ impl Committer {
 
     async fn attempt_unbounded(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
         let mut conn = self.shared.conn().await.map_err(AttemptError::Unavailable)?;
-        let ts = date_value(now());
+        let created = now();
+        let ts = date_value(created);
+        let expires = expiry(created, self.shared.retention_days).map_or(Value::NULL, date_value);
         let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
         match mode {
             Mode::Single => {
-                conn.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts)).await?;
+                conn.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts, &expires)).await?;
                 if conn.affected_rows() == 1 {
                     Ok(vec![InsertOutcome::Inserted])
                 } else if conn.get_warnings() > 0 && fk_warning(&mut conn).await? {
@@ -567,7 +571,7 @@ impl Committer {
                     let expected = predicted[range.clone()].iter().filter(|o| **o == InsertOutcome::Inserted).count();
                     let chunk = &rows[range.clone()];
                     let size = insert_bucket(chunk.len(), self.shared.max_batch_rows);
-                    tx.exec_drop(insert_sql(size), chunk_params(chunk, &box_ids[range], size, &ts)).await?;
+                    tx.exec_drop(insert_sql(size), chunk_params(chunk, &box_ids[range], size, &ts, &expires)).await?;
                     if tx.affected_rows() != expected as u64 {
                         let stale = tx.get_warnings() > 0 && fk_warning(&mut tx).await?;
                         tx.rollback().await?;
@@ -581,7 +585,7 @@ impl Committer {
                 let mut tx = conn.start_transaction(TxOpts::default()).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for (row, box_id) in rows.iter().zip(&box_ids) {
-                    tx.exec_drop(insert_sql(1), row_params(row, *box_id, &ts)).await?;
+                    tx.exec_drop(insert_sql(1), row_params(row, *box_id, &ts, &expires)).await?;
                     if tx.affected_rows() == 1 {
                         out.push(InsertOutcome::Inserted);
                     } else if tx.get_warnings() > 0 && fk_warning(&mut tx).await? {
@@ -665,7 +669,7 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-fn row_params(row: &NewMessage, box_id: u32, ts: &Value) -> Vec<Value> {
+fn row_params(row: &NewMessage, box_id: u32, ts: &Value, expires: &Value) -> Vec<Value> {
     vec![
         Value::from(row.message_id.as_str()),
         Value::from(box_id),
@@ -674,16 +678,17 @@ fn row_params(row: &NewMessage, box_id: u32, ts: &Value) -> Vec<Value> {
         Value::from(&*row.body),
         ts.clone(),
         ts.clone(),
+        expires.clone(),
     ]
 }
 
 /// Parameters of one chunk padded to `size` rows. A padding row repeats the last real
 /// row's messageId, so the unique key always ignores it (and if it were not ignored, the
 /// affected-row check would catch it and roll back).
-fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value) -> Vec<Value> {
-    let mut params = Vec::with_capacity(size * 7);
+fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value, expires: &Value) -> Vec<Value> {
+    let mut params = Vec::with_capacity(size * 8);
     for (row, box_id) in chunk.iter().zip(box_ids) {
-        params.extend(row_params(row, *box_id, ts));
+        params.extend(row_params(row, *box_id, ts, expires));
     }
     if let (Some(last), Some(box_id)) = (chunk.last(), box_ids.last()) {
         for _ in chunk.len()..size {
@@ -695,6 +700,7 @@ fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value)
                 Value::from(""),
                 ts.clone(),
                 ts.clone(),
+                Value::NULL,
             ]);
         }
     }
@@ -1002,6 +1008,7 @@ impl Backend for MysqlStore {
                         Value::from(recipient.as_str()),
                         Value::from(box_type),
                         Value::from(recipient.as_str()),
+                        date_value(now()),
                         Value::from(limit),
                         Value::from(offset),
                     ],
@@ -1019,6 +1026,18 @@ impl Backend for MysqlStore {
                     })
                 })
                 .collect()
+        })
+    }
+
+    fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64> {
+        self.spawn(move |s| async move {
+            let mut conn = s.conn().await?;
+            let sql = "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?";
+            match batch {
+                Some(n) => conn.exec_drop(format!("{sql} LIMIT ?"), (date_value(now), n)).await?,
+                None => conn.exec_drop(sql, (date_value(now),)).await?,
+            }
+            Ok(conn.affected_rows())
         })
     }
 
@@ -1324,11 +1343,11 @@ mod tests {
     fn padding_repeats_the_last_id() {
         let rows = [msg("a"), msg("b"), msg("c")];
         let refs: Vec<&NewMessage> = rows.iter().collect();
-        let params = chunk_params(&refs, &[1, 2, 3], 4, &date_value(0));
-        assert_eq!(params.len(), 28);
-        assert_eq!(params[21], Value::from("c"));
-        assert_eq!(params[22], Value::from(3u32));
-        assert_eq!(insert_sql(2).matches("(?,?,?,?,?,?,?)").count(), 2);
+        let params = chunk_params(&refs, &[1, 2, 3], 4, &date_value(0), &Value::NULL);
+        assert_eq!(params.len(), 32);
+        assert_eq!(params[24], Value::from("c"));
+        assert_eq!(params[25], Value::from(3u32));
+        assert_eq!(insert_sql(2).matches("(?,?,?,?,?,?,?,?)").count(), 2);
         assert_eq!(padded(&["a", "b", "c"], 4).collect::<Vec<_>>(), ["a", "b", "c", "c"]);
     }
 
