@@ -121,6 +121,8 @@ fn config() -> Result<Config, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // Before any thread exists (setting the environment is only sound then).
+    messagebox::store::mysql::bound_driver_buffers();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Keygen => {

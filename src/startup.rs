@@ -153,7 +153,12 @@ fn tidy(e: &StoreError) -> String {
 /// reachable (containers often start the server before the database); a permanent error
 /// (see [`is_permanent`]) ends the attempt at once.
 pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, StoreError> {
-    let options = StoreOptions { pool_size: config.db_pool, ..StoreOptions::default() };
+    let options = StoreOptions {
+        pool_size: config.db_pool,
+        timeouts: config.resources.database,
+        retention_days: config.resources.retention.days,
+        ..StoreOptions::default()
+    };
     let url = config.database.url();
     let start = std::time::Instant::now();
     let mut delay = Duration::from_millis(250);
@@ -293,6 +298,8 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);
         crate::metrics::serve(listener, app.clone(), running.shutdown_signal()).map_err(listen)?;
     }
+    start_retention_sweeper(app.api.store.clone(), config.resources.retention.clone(), running.shutdown_signal())
+        .map_err(listen)?;
     // Expired sessions are swept in the background; lookups also drop them lazily.
     let mut stop = running.shutdown_signal();
     std::thread::Builder::new()
@@ -315,6 +322,39 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
         })
         .map_err(listen)?;
     Ok(running)
+}
+
+/// The retention sweeper: deletes at most `cleanup_batch` expired messages once at start-up
+/// and then every `cleanup_interval` (never again when the interval is `-1`), as the newer
+/// upstream's maintenance does; a backlog drains over several intervals, and expired rows
+/// left meanwhile are invisible to listing. One log line per sweep that deleted something.
+fn start_retention_sweeper(
+    store: Store,
+    retention: crate::limits::RetentionLimits,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new().name("messagebox-retention".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!(error = %e, "cannot start the retention sweeper"),
+        };
+        rt.block_on(async move {
+            loop {
+                match store.delete_expired(store::now(), retention.cleanup_batch).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "retention: removed expired messages"),
+                    // An outage is logged by the store; the next sweep tries again.
+                    Err(e) => tracing::debug!(error = %e, "retention: sweeping expired messages failed"),
+                }
+                let Some(every) = retention.cleanup_interval else { break };
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -48,7 +48,7 @@ fn msg(id: &str, recipient: &str, box_type: &str) -> NewMessage {
         recipient: recipient.into(),
         box_type: box_type.into(),
         sender: CAROL.into(),
-        body: format!("{{\"message\":\"body of {id}\"}}"),
+        body: format!("{{\"message\":\"body of {id}\"}}").into(),
     }
 }
 
@@ -833,6 +833,7 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
         assert!(!report.adopted_existing);
         let mut expected: Vec<String> = KNEX_NAMES.iter().map(|n| format!("{n}.js")).collect();
         expected.push("0001_index_messages_recipient_box_created_at".into());
+        expected.push("0002_messages_expires_at".into());
         assert_eq!(report.applied, expected);
 
         let messages = show_create(&db, "messages").await;
@@ -847,7 +848,7 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
             .into_iter()
             .map(|r| r[0].clone().unwrap())
             .collect();
-        assert_eq!(columns, ["created_at", "updated_at", "messageBoxId", "sender", "recipient", "body", "messageId"]);
+        assert_eq!(columns, ["created_at", "updated_at", "messageBoxId", "sender", "recipient", "body", "messageId", "expires_at"]);
         let message_box = show_create(&db, "messageBox").await;
         assert!(message_box.contains("PRIMARY KEY (`messageBoxId`)") && message_box.contains("UNIQUE KEY `messagebox_type_identitykey_unique` (`type`,`identityKey`)"), "{message_box}");
         let permissions = show_create(&db, "message_permissions").await;
@@ -865,7 +866,13 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
         assert_eq!(fees.len(), 3);
         assert_eq!(fees[0], vec![Some("1".into()), Some("notifications".into()), Some("10".into())]);
         let own = db.query("SELECT name FROM messagebox_migrations").await;
-        assert_eq!(own, vec![vec![Some("0001_index_messages_recipient_box_created_at".into())]]);
+        assert_eq!(
+            own,
+            vec![
+                vec![Some("0001_index_messages_recipient_box_created_at".into())],
+                vec![Some("0002_messages_expires_at".into())]
+            ]
+        );
 
         let again = store.migrate().await.unwrap();
         assert!(again.adopted_existing && again.applied.is_empty(), "{again:?}");
@@ -884,14 +891,14 @@ fn mysql_adopts_a_database_created_by_the_original() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing);
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at"]);
+        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at"]);
         assert_eq!(knex_names(&db).await.len(), 5, "nothing recorded in knex_migrations");
-        // The table is as it was, plus our index.
+        // The table is as it was, plus our index, `expires_at` and its index.
         let after = show_create(&db, "messages").await;
         for line in tables_before.lines().filter(|l| l.starts_with("  ")) {
             assert!(after.contains(line.trim_end_matches(',')), "{line} missing from {after}");
         }
-        assert_eq!(after.lines().count(), tables_before.lines().count() + 1, "{after}");
+        assert_eq!(after.lines().count(), tables_before.lines().count() + 3, "{after}");
         check_works_on_original_data(&db, &store).await;
         assert!(store.migrate().await.unwrap().applied.is_empty());
     });
@@ -914,7 +921,7 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing, ".ts names count as recorded");
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at"]);
+        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at"]);
         check_works_on_original_data(&db, &store).await;
         let knex = knex_names(&db).await;
         assert_eq!(knex.len(), 6);
@@ -923,7 +930,9 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
         let expires = db.scalar("SELECT COUNT(*) FROM messages WHERE expires_at IS NULL").await;
         assert_eq!(expires.as_deref(), Some("0"), "all acknowledged");
         store.insert_messages(vec![msg("with-extra-col", ALICE, "inbox")]).await.unwrap();
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM messages WHERE expires_at IS NULL").await.as_deref(), Some("1"));
+        // The upstream's column is adopted, not re-added: new rows get their expiry in it.
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM messages WHERE expires_at IS NULL").await.as_deref(), Some("0"));
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM messages WHERE expires_at IS NOT NULL").await.as_deref(), Some("1"));
     });
 }
 
@@ -945,7 +954,8 @@ fn mysql_completes_a_partially_migrated_original_database() {
             [
                 "2025-01-31-001-notification-permissions.js",
                 "2025-01-31-002-device-registrations.js",
-                "0001_index_messages_recipient_box_created_at"
+                "0001_index_messages_recipient_box_created_at",
+                "0002_messages_expires_at"
             ]
         );
         let knex = knex_names(&db).await;
@@ -981,12 +991,12 @@ fn mysql_concurrent_migrations_do_not_race() {
         .collect();
     let reports: Vec<_> = runs.into_iter().map(|h| h.join().unwrap()).collect();
     let applied: Vec<usize> = reports.iter().map(|r| r.applied.len()).collect();
-    assert!(applied.contains(&6) && applied.contains(&0), "{reports:?}");
+    assert!(applied.contains(&7) && applied.contains(&0), "{reports:?}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         assert_eq!(knex_names(&db).await.len(), 5);
         assert_eq!(db.scalar("SELECT COUNT(*) FROM server_fees").await.as_deref(), Some("3"));
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM messagebox_migrations").await.as_deref(), Some("1"));
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM messagebox_migrations").await.as_deref(), Some("2"));
     });
 }
 
@@ -1061,7 +1071,7 @@ fn group_commit_throughput() {
                                         }
                                         next.set(i + 1);
                                         let mut m = msg(&format!("tp{t}-{i}"), ALICE, "inbox");
-                                        m.body = format!("{{\"message\":\"{}\"}}", "x".repeat(200));
+                                        m.body = format!("{{\"message\":\"{}\"}}", "x".repeat(200)).into();
                                         store.insert_messages(vec![m]).await.unwrap();
                                     }
                                 })
@@ -1088,5 +1098,61 @@ fn group_commit_throughput() {
             s.rows as f64 / s.batches.max(1) as f64
         );
         rt.block_on(store.flush()).unwrap();
+    }
+}
+
+/// Retention on every backend: `expires_at` = created + `retention_days`; listing skips
+/// expired rows, the duplicate-id lookup and acknowledge still see them, and the sweep
+/// deletes them in batches. `retention_days: None` (`-1`) never expires.
+mod retention {
+    use super::*;
+
+    fn case(kind: Kind) {
+        // 0 days: a message expires the second it is stored.
+        let expired = StoreOptions { retention_days: Some(0), ..Default::default() };
+        with_store(kind, expired, |_db, store| async move {
+            let out = store
+                .insert_messages(vec![msg("e-1", BOB, "inbox"), msg("e-2", BOB, "inbox"), msg("e-3", BOB, "inbox")])
+                .await
+                .unwrap();
+            assert_eq!(out, vec![Inserted; 3]);
+            assert!(ids(&store, BOB, "inbox").await.is_empty(), "expired rows are not listed");
+            let owners = store.message_owners(&strings(&["E-1"])).await.unwrap();
+            assert_eq!(owners.len(), 1, "the duplicate check sees expired rows");
+            assert_eq!(store.acknowledge(BOB, &strings(&["e-3"])).await.unwrap(), 1, "acknowledge sees them too");
+            assert_eq!(store.delete_expired(now(), Some(1)).await.unwrap(), 1, "one batch");
+            assert_eq!(store.delete_expired(now(), None).await.unwrap(), 1);
+            assert_eq!(store.delete_expired(now(), None).await.unwrap(), 0);
+        });
+        let month = StoreOptions { retention_days: Some(30), ..Default::default() };
+        with_store(kind, month, |_db, store| async move {
+            store.insert_messages(vec![msg("m-1", BOB, "inbox")]).await.unwrap();
+            assert_eq!(ids(&store, BOB, "inbox").await, ["m-1"]);
+            assert_eq!(store.delete_expired(now(), Some(1000)).await.unwrap(), 0);
+            assert_eq!(store.delete_expired(now() + 29 * 86_400, Some(1000)).await.unwrap(), 0);
+            assert_eq!(store.delete_expired(now() + 31 * 86_400, Some(1000)).await.unwrap(), 1);
+            assert!(ids(&store, BOB, "inbox").await.is_empty());
+        });
+        let forever = StoreOptions { retention_days: None, ..Default::default() };
+        with_store(kind, forever, |_db, store| async move {
+            store.insert_messages(vec![msg("f-1", BOB, "inbox")]).await.unwrap();
+            assert_eq!(store.delete_expired(now() + 3650 * 86_400, None).await.unwrap(), 0);
+            assert_eq!(ids(&store, BOB, "inbox").await, ["f-1"]);
+        });
+    }
+
+    #[test]
+    fn sqlite_memory() {
+        case(Kind::SqliteMemory);
+    }
+
+    #[test]
+    fn sqlite_file() {
+        case(Kind::SqliteFile);
+    }
+
+    #[test]
+    fn mysql() {
+        case(Kind::Mysql);
     }
 }

@@ -24,11 +24,13 @@ pub use query::{Query, QueryValue};
 pub struct Reply {
     pub status: u16,
     pub body: Vec<u8>,
+    /// Seconds for a `Retry-After` header (503 while the database is unavailable).
+    pub retry_after: Option<u64>,
 }
 
 impl Reply {
     pub fn json(status: u16, value: &Value) -> Reply {
-        Reply { status, body: serde_json::to_vec(value).expect("JSON values serialise") }
+        Reply { status, body: serde_json::to_vec(value).expect("JSON values serialise"), retry_after: None }
     }
 
     /// The body as JSON (tests and logs).
@@ -109,7 +111,7 @@ pub async fn handle(api: &Api, route: Route, call: Call<'_>) -> Reply {
 
 impl From<ApiError> for Reply {
     fn from(e: ApiError) -> Reply {
-        Reply::json(e.status(), &e.to_json())
+        Reply { retry_after: e.retry_after(), ..Reply::json(e.status(), &e.to_json()) }
     }
 }
 

@@ -112,7 +112,19 @@ pub enum ApiError {
     },
     /// A database or other server-side failure (already logged where it happened).
     Internal,
+    // --- resource safety (track C) ---------------------------------------------------------
+    /// The database did not answer within its timeouts (503 with `Retry-After`; 1.1.5 had
+    /// no timeout and left the request hanging).
+    DatabaseUnavailable,
+    /// A messageId stored for another sender or recipient (D8; 1.1.5 answered 200 and
+    /// dropped the message).
+    DuplicateMessage,
 }
+
+/// `Retry-After` seconds of a [`ApiError::DatabaseUnavailable`] answer: about one
+/// connect-and-query attempt, after which a client retrying finds the database back or
+/// hears 503 again.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn status(&self) -> u16 {
@@ -121,6 +133,7 @@ impl ApiError {
             DeliveryBlocked(_) => 403,
             MessageBodyTooLarge { .. } => 413,
             RouteNotFound { .. } => 404,
+            DatabaseUnavailable => 503,
             InternalizeFailed(_)
             | ListFailed
             | AcknowledgeFailed
@@ -172,6 +185,8 @@ impl ApiError {
             InvalidJson(_) => "ERR_INVALID_JSON",
             RouteNotFound { .. } => "ERR_NOT_FOUND",
             Internal => "ERR_INTERNAL",
+            DatabaseUnavailable => "ERR_DATABASE_UNAVAILABLE",
+            DuplicateMessage => "ERR_DUPLICATE_MESSAGE",
         }
     }
 
@@ -259,8 +274,31 @@ impl ApiError {
             InvalidJson(Some(e)) => return format!("The request body is not valid JSON: {e}").into(),
             RouteNotFound { method, path } => return format!("Route not found: {method} {path}").into(),
             Internal => "An internal error has occurred.",
+            DatabaseUnavailable => "The database is temporarily unavailable. Please retry later.",
+            DuplicateMessage => "Duplicate message.",
         };
         Cow::Borrowed(text)
+    }
+
+    /// Seconds for a `Retry-After` header, for the errors that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::DatabaseUnavailable => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+
+    /// A store failure as the route answers it: an unreachable database is 503 (logged once
+    /// per outage by the store, so only at debug here); anything else is logged with `what`
+    /// and answered as `otherwise`.
+    pub fn from_store(e: &crate::store::StoreError, what: &str, otherwise: ApiError) -> ApiError {
+        if e.class() == crate::store::ErrorClass::Unavailable {
+            tracing::debug!(error = %e, "{what}: database unavailable");
+            ApiError::DatabaseUnavailable
+        } else {
+            tracing::error!(error = %e, "{what} failed");
+            otherwise
+        }
     }
 
     /// The JSON body: `{"status":"error","code","description"}`, plus `blockedRecipients` for

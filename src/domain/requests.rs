@@ -161,12 +161,10 @@ pub fn device_registration(identity: &IdentityKey, body: &Value) -> Result<Devic
 impl MessageBox {
     /// A page of `recipient`'s messages in one box, in arrival order.
     pub async fn list(&self, recipient: &IdentityKey, request: &ListRequest) -> Result<Vec<StoredMessage>, ApiError> {
-        self.store.list_messages(recipient.as_str(), &request.message_box, request.limit, request.offset).await.map_err(
-            |e| {
-                tracing::error!(error = %e, "listMessages failed");
-                ApiError::ListFailed
-            },
-        )
+        self.store
+            .list_messages(recipient.as_str(), &request.message_box, request.limit, request.offset)
+            .await
+            .map_err(|e| ApiError::from_store(&e, "listMessages", ApiError::ListFailed))
     }
 
     /// Deletes `recipient`'s messages with these ids; none found is an error.
@@ -174,10 +172,7 @@ impl MessageBox {
         match self.store.acknowledge(recipient.as_str(), &request.message_ids).await {
             Ok(0) => Err(ApiError::MessageNotFound),
             Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e, "acknowledgeMessage failed");
-                Err(ApiError::AcknowledgeFailed)
-            }
+            Err(e) => Err(ApiError::from_store(&e, "acknowledgeMessage", ApiError::AcknowledgeFailed)),
         }
     }
 

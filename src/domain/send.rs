@@ -5,7 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Map, Value};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use super::fees::{self, Quote};
 use super::js;
@@ -124,6 +126,18 @@ fn body_bytes(body: &Value) -> usize {
     }
 }
 
+/// The stored body of an HTTP send, `{"message":…,"payment"?:…}`, serialised straight from
+/// the request's body (no copy of it as a JSON value).
+fn envelope(message: &Value, payment: Option<Value>) -> String {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        message: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        payment: Option<Value>,
+    }
+    serde_json::to_string(&Envelope { message, payment }).expect("JSON values serialise")
+}
+
 fn as_list(v: &Value) -> Vec<&Value> {
     match v {
         Value::Array(a) => a.iter().collect(),
@@ -154,10 +168,9 @@ impl MessageBox {
         payment: Option<&Value>,
     ) -> Result<(), ApiError> {
         let keys = request.recipients.iter().map(|r| &r.key);
-        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), keys).await.map_err(|e| {
-            tracing::error!(error = %e, "sendMessage: fee lookup failed");
-            ApiError::Internal
-        })?;
+        let quote = fees::quote(&self.store, sender, request.message_box.as_str(), keys)
+            .await
+            .map_err(|e| ApiError::from_store(&e, "sendMessage: fee lookup", ApiError::Internal))?;
         let blocked: Vec<String> = quote.blocked().map(|i| request.recipients[i].written.clone()).collect();
         if !blocked.is_empty() {
             return Err(ApiError::DeliveryBlocked(blocked));
@@ -165,35 +178,38 @@ impl MessageBox {
         let outputs_for =
             if quote.requires_payment() { self.take_payment(request, &quote, payment).await? } else { HashMap::new() };
 
+        // One stored body shared by every recipient without payment outputs of its own (D1):
+        // a 1 MiB body to 100 recipients is one 1 MiB envelope, not 100.
+        let shared: Arc<str> = envelope(&request.body, None).into();
         let messages: Vec<NewMessage> = request
             .recipients
             .iter()
             .map(|r| {
-                let mut envelope = Map::new();
-                envelope.insert("message".into(), request.body.clone());
-                if let (Some(outs), Some(Value::Object(p))) = (outputs_for.get(&r.key), payment) {
-                    let mut p = p.clone();
-                    p.insert("outputs".into(), Value::Array(outs.clone()));
-                    envelope.insert("payment".into(), Value::Object(p));
-                }
+                let body = match (outputs_for.get(&r.key), payment) {
+                    (Some(outs), Some(Value::Object(p))) => {
+                        let mut p = p.clone();
+                        p.insert("outputs".into(), Value::Array(outs.clone()));
+                        envelope(&request.body, Some(Value::Object(p))).into()
+                    }
+                    _ => shared.clone(),
+                };
                 NewMessage {
                     message_id: request.message_id(&r.key).as_str().to_string(),
                     recipient: r.key.as_str().to_string(),
                     box_type: request.message_box.as_str().to_string(),
                     sender: sender.as_str().to_string(),
-                    body: Value::Object(envelope).to_string(),
+                    body,
                 }
             })
             .collect();
-        let outcomes = self.store.insert_messages(messages).await.map_err(|e| {
-            tracing::error!(error = %e, "sendMessage: storing failed");
-            ApiError::Internal
+        drop(shared);
+        let outcomes = store_owned(&self.store, messages).await.map_err(|refused| match refused {
+            Refused::Duplicate => ApiError::DuplicateMessage,
+            Refused::Store(e) => ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal),
         })?;
 
-        let live_body = match &request.body {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
+        // Built once, and only if someone listens.
+        let mut live_body: Option<String> = None;
         let room_suffix = format!("-{}", request.message_box);
         let mut delivered = HashSet::new();
         for (r, outcome) in request.recipients.iter().zip(&outcomes) {
@@ -204,7 +220,11 @@ impl MessageBox {
             // A delivery is built only for a recipient someone listens for.
             if *outcome == InsertOutcome::Inserted && self.live.is_listening(r.key.as_str()) && delivered.insert(&r.key)
             {
-                self.live.deliver(Delivery::message(&r.key, &room_suffix, sender.as_str(), id, &live_body));
+                let body = live_body.get_or_insert_with(|| match &request.body {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                });
+                self.live.deliver(Delivery::message(&r.key, &room_suffix, sender.as_str(), id, body));
             }
         }
         Ok(())
@@ -374,16 +394,77 @@ pub async fn store_live(store: &Store, max_body_bytes: Option<usize>, message: L
         recipient: message.recipient.into_string(),
         box_type: message.message_box,
         sender: message.sender.into_string(),
-        body: message.body,
+        body: message.body.into(),
     };
-    match store.insert_messages(vec![row]).await {
+    match store_owned(store, vec![row]).await {
         Ok(o) if o.first() == Some(&InsertOutcome::Duplicate) => LiveOutcome::Duplicate,
         Ok(_) => LiveOutcome::Stored,
-        Err(e) => {
+        // The live channel has no error body: the sender hears that storing failed.
+        Err(Refused::Duplicate) => {
+            tracing::debug!("live sendMessage: the messageId belongs to another sender or recipient");
+            LiveOutcome::Failed
+        }
+        Err(Refused::Store(e)) => {
             tracing::error!(error = %e, "live sendMessage: storing failed");
             LiveOutcome::Failed
         }
     }
+}
+
+/// Why [`store_owned`] stored nothing (or, after a race, not all).
+enum Refused {
+    /// A messageId belongs to another sender or recipient (D8).
+    Duplicate,
+    Store(crate::store::StoreError),
+}
+
+/// How the databases' unique key on `messageId` compares ids: MySQL's default collations and
+/// SQLite's `NOCASE` ignore case, MySQL's PAD SPACE trailing spaces.
+fn id_key(id: &str) -> String {
+    id.trim_end_matches(' ').to_lowercase()
+}
+
+/// Stores `rows` under the messageId rule of both send paths (D8): an id belongs to the
+/// sender and recipient that stored it first. The same sender re-sending the same id to
+/// the same recipient is an idempotent retry (a `Duplicate` outcome, answered as success);
+/// an id already stored — expired or not, in any spelling the unique key equates — for
+/// another sender or recipient, or one request giving one id to two recipients, is refused
+/// before anything is written. A race with another sender between the check and the insert
+/// is caught after it (the insert reports the row duplicate and the owner is read again); the
+/// request is then refused although rows it wrote for other recipients stay.
+async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Refused> {
+    let mut owners_wanted: Vec<(String, String, String)> = Vec::with_capacity(rows.len());
+    let mut by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let wanted = (r.message_id.clone(), r.sender.clone(), r.recipient.clone());
+        match by_key.get(&id_key(&r.message_id)) {
+            Some(&i) if owners_wanted[i] != wanted => return Err(Refused::Duplicate),
+            Some(_) => {}
+            None => {
+                by_key.insert(id_key(&r.message_id), owners_wanted.len());
+                owners_wanted.push(wanted);
+            }
+        }
+    }
+    let ids: Vec<String> = owners_wanted.iter().map(|(id, _, _)| id.clone()).collect();
+    let ours = |o: &crate::store::MessageOwner| {
+        owners_wanted
+            .iter()
+            .any(|(id, sender, recipient)| *id == o.message_id && *sender == o.sender && *recipient == o.recipient)
+    };
+    let before = store.message_owners(&ids).await.map_err(Refused::Store)?;
+    if !before.iter().all(ours) {
+        return Err(Refused::Duplicate);
+    }
+    let outcomes = store.insert_messages(rows).await.map_err(Refused::Store)?;
+    // A duplicate the check did not see: someone stored the id in between.
+    if outcomes.iter().filter(|o| **o == InsertOutcome::Duplicate).count() > before.len() {
+        let after = store.message_owners(&ids).await.map_err(Refused::Store)?;
+        if !after.iter().all(ours) {
+            return Err(Refused::Duplicate);
+        }
+    }
+    Ok(outcomes)
 }
 
 #[cfg(test)]
@@ -415,6 +496,15 @@ mod tests {
         assert_eq!(err.description(), "Expected at least 2 recipient output(s) but received 1");
         let err = map_outputs(&outs[..1], &[&a, &b]).unwrap_err();
         assert_eq!(err.description(), "Expected at least 1 additional recipient output(s) but only 0 remain");
+    }
+
+    #[test]
+    fn envelopes_as_the_original_stores_them() {
+        assert_eq!(envelope(&json!("hi"), None), r#"{"message":"hi"}"#);
+        assert_eq!(
+            envelope(&json!({"b": 1, "a": [2]}), Some(json!({"tx": [1], "outputs": []}))),
+            r#"{"message":{"b":1,"a":[2]},"payment":{"tx":[1],"outputs":[]}}"#
+        );
     }
 
     #[test]

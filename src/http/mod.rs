@@ -282,10 +282,11 @@ async fn answer_probe(app: &App, probe: Probe) -> Response<Body> {
         Probe::Ready => match tokio::time::timeout(READY_TIMEOUT, app.api.store.ping()).await {
             Ok(Ok(())) => response(200, JSON, &br#"{"status":"ready"}"#[..]),
             failed => {
-                // The reason goes to the log only: the probe is public.
+                // The reason goes to the log only: the probe is public. At debug: the store
+                // logs an outage once when it starts and once when it ends.
                 match failed {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "readiness: the database did not answer"),
-                    _ => tracing::warn!(
+                    Ok(Err(e)) => tracing::debug!(error = %e, "readiness: the database did not answer"),
+                    _ => tracing::debug!(
                         timeout_ms = READY_TIMEOUT.as_millis() as u64,
                         "readiness: the database timed out"
                     ),
@@ -507,7 +508,7 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
     let identity_decision = app.edge.identity.check_identity(&verified.session().peer_hex);
     if !identity_decision.allowed {
         metrics.rate_limited(RateScope::Identity);
-        let mut r = signed(app, &verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec() });
+        let mut r = signed(app, &verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec(), retry_after: None });
         rate_headers(&mut r, &app.edge.identity, &identity_decision, true);
         return r;
     }
@@ -557,6 +558,9 @@ fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> R
     };
     let mut r = response(reply.status, JSON, body);
     let h = r.headers_mut();
+    if let Some(secs) = reply.retry_after {
+        h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     for (k, v) in auth.pairs() {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(HeaderName::from_static(k), v);

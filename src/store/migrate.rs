@@ -63,27 +63,37 @@ pub(crate) const MYSQL_ORIGINAL_STEPS: [Step; 5] = [
 ];
 
 /// Our steps on top of the original schema, recorded in `messagebox_migrations`.
-pub(crate) const MYSQL_OWN_STEPS: [Step; 1] = [Step {
-    name: "0001_index_messages_recipient_box_created_at",
-    sql: include_str!("../../migrations/mysql/0001_index_messages_recipient_box_created_at.sql"),
-}];
+pub(crate) const MYSQL_OWN_STEPS: [Step; 2] = [
+    Step {
+        name: "0001_index_messages_recipient_box_created_at",
+        sql: include_str!("../../migrations/mysql/0001_index_messages_recipient_box_created_at.sql"),
+    },
+    Step { name: "0002_messages_expires_at", sql: include_str!("../../migrations/mysql/0002_messages_expires_at.sql") },
+];
 
 const MYSQL_KNEX_TABLES: &str = include_str!("../../migrations/mysql/bookkeeping_knex_tables.sql");
 const MYSQL_OWN_TABLE: &str = include_str!("../../migrations/mysql/bookkeeping_messagebox_migrations.sql");
 
 /// The SQLite steps, recorded in `messagebox_migrations`.
-pub(crate) const SQLITE_STEPS: [Step; 2] = [
+pub(crate) const SQLITE_STEPS: [Step; 3] = [
     Step { name: "0001_create_schema", sql: include_str!("../../migrations/sqlite/0001_create_schema.sql") },
     Step {
         name: "0002_index_messages_recipient_box_created_at",
         sql: include_str!("../../migrations/sqlite/0002_index_messages_recipient_box_created_at.sql"),
+    },
+    Step {
+        name: "0003_messages_expires_at",
+        sql: include_str!("../../migrations/sqlite/0003_messages_expires_at.sql"),
     },
 ];
 
 /// The columns our queries name, per table; anything else in the database is ignored.
 const REQUIRED_COLUMNS: [(&str, &[&str]); 5] = [
     ("messageBox", &["messageBoxId", "created_at", "updated_at", "type", "identityKey"]),
-    ("messages", &["created_at", "updated_at", "messageBoxId", "sender", "recipient", "body", "messageId"]),
+    (
+        "messages",
+        &["created_at", "updated_at", "messageBoxId", "sender", "recipient", "body", "messageId", "expires_at"],
+    ),
     ("message_permissions", &["id", "created_at", "updated_at", "recipient", "sender", "message_box", "recipient_fee"]),
     ("server_fees", &["id", "created_at", "updated_at", "message_box", "delivery_fee"]),
     (
@@ -461,7 +471,10 @@ mod tests {
     fn sqlite_schema_migrates_twice() {
         let mut conn = rusqlite::Connection::open_in_memory().unwrap();
         let first = run_sqlite(&mut conn).unwrap();
-        assert_eq!(first.applied, ["0001_create_schema", "0002_index_messages_recipient_box_created_at"]);
+        assert_eq!(
+            first.applied,
+            ["0001_create_schema", "0002_index_messages_recipient_box_created_at", "0003_messages_expires_at"]
+        );
         let second = run_sqlite(&mut conn).unwrap();
         assert!(second.applied.is_empty());
         let fees: i64 = conn.query_row("select count(*) from server_fees", [], |r| r.get(0)).unwrap();

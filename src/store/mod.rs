@@ -43,8 +43,9 @@ pub struct NewMessage {
     /// The box name (`messageBox.type`); the box row is created if missing.
     pub box_type: String,
     pub sender: String,
-    /// The stored body string (the HTTP envelope or the raw WebSocket body).
-    pub body: String,
+    /// The stored body string (the HTTP envelope or the raw WebSocket body). Shared: the
+    /// rows of one multi-recipient send hold one copy of a body (D1).
+    pub body: Arc<str>,
 }
 
 /// Whether a message row was written or ignored because its `messageId` already existed.
@@ -52,6 +53,15 @@ pub struct NewMessage {
 pub enum InsertOutcome {
     Inserted,
     Duplicate,
+}
+
+/// Who a stored messageId belongs to (the duplicate-id rule, D8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageOwner {
+    /// As stored (the lookup matched it in SQL collation, so its case may differ).
+    pub message_id: String,
+    pub sender: String,
+    pub recipient: String,
 }
 
 /// A message as listed.
@@ -167,8 +177,12 @@ pub trait Backend: Send + Sync + 'static {
     /// future resolves only after its batch committed. A duplicate `messageId` is ignored.
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>>;
 
-    /// Messages of `recipient`'s box `box_type` ordered by `created_at`, then `messageId`;
-    /// `limit`/`offset` page through them. No box → empty (the box is not created).
+    /// The stored rows whose messageId equals one of `message_ids` in SQL collation (MySQL's
+    /// unique key ignores case: `squat-1` and `SQUAT-1` are one id), expired or not.
+    fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>>;
+
+    /// Unexpired messages of `recipient`'s box `box_type` ordered by `created_at`, then
+    /// `messageId`; `limit`/`offset` page through them. No box → empty (the box is not created).
     fn list_messages(
         &self,
         recipient: &str,
@@ -177,7 +191,11 @@ pub trait Backend: Send + Sync + 'static {
         offset: u64,
     ) -> StoreFuture<'_, Vec<StoredMessage>>;
 
-    /// Deletes `recipient`'s messages with these ids (any box); returns how many went.
+    /// Deletes up to `batch` (`None`: all) messages whose `expires_at` is at or before `now`;
+    /// returns how many went (the retention sweeper).
+    fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64>;
+
+    /// Deletes `recipient`'s messages with these ids (any box, expired or not); returns how many went.
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64>;
 
     /// Upsert on `fcm_token`; returns the MySQL-style `insertId` (new id, the existing id
@@ -292,6 +310,12 @@ pub async fn open(url: &str, options: &StoreOptions) -> Result<Store, StoreError
 /// Tuning shared by both backends.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
+    /// Connect, pool-acquire and statement timeouts (`config.resources.database`). MySQL
+    /// bounds every operation by them; SQLite uses the statement timeout as its busy timeout.
+    pub timeouts: crate::limits::DatabaseLimits,
+    /// `MESSAGE_BOX_RETENTION_DAYS`: a stored message's `expires_at` is its `created_at` plus
+    /// this many days (`None`: NULL, never expires).
+    pub retention_days: Option<u64>,
     /// Connections in the MySQL pool.
     pub pool_size: usize,
     /// Most rows in one group-committed insert.
@@ -306,7 +330,39 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { pool_size: 8, max_batch_rows: 512, max_queued_inserts: 65_536, sqlite_readers: 2 }
+        StoreOptions {
+            timeouts: crate::limits::ResourceLimits::default().database,
+            retention_days: crate::limits::ResourceLimits::default().retention.days,
+            pool_size: 8,
+            max_batch_rows: 512,
+            max_queued_inserts: 65_536,
+            sqlite_readers: 2,
+        }
+    }
+}
+
+/// Whether the database is reachable, as the store's operations find it: the first
+/// operation that fails as unavailable logs one warning, the first that succeeds after it
+/// logs one line saying the database is back. Requests in between are answered 503 without
+/// a line each (an outage must not flood the log).
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    /// Notes an operation's result.
+    pub(crate) fn observe<T>(&self, backend: &str, result: &Result<T, StoreError>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Err(e) if e.class() == ErrorClass::Unavailable && !self.down.swap(true, Ordering::AcqRel) => {
+                tracing::warn!(backend, error = %e, "database unavailable: answering 503 until it recovers");
+            }
+            Ok(_) if self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel) => {
+                tracing::info!(backend, "database available again");
+            }
+            _ => {}
+        }
     }
 }
 
@@ -349,6 +405,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `expires_at` of a message created at `created` under `retention_days`.
+pub(crate) fn expiry(created: Timestamp, retention_days: Option<u64>) -> Option<Timestamp> {
+    retention_days.map(|d| created.saturating_add(i64::try_from(d).unwrap_or(i64::MAX).saturating_mul(86_400)))
 }
 
 /// Now, in whole seconds (the schema's precision).

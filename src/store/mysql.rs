@@ -37,10 +37,11 @@ use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
 use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
-    civil_from_timestamp, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
-    ErrorCode, InsertOutcome, MigrationReport, NewMessage, Permission, ServerFee, StoreError, StoreFuture,
-    StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
+    civil_from_timestamp, expiry, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
+    ErrorCode, Health, InsertOutcome, MessageOwner, MigrationReport, NewMessage, Permission, ServerFee, StoreError,
+    StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
+use crate::limits::DatabaseLimits;
 
 /// How long a connection beyond the first may idle in the pool before it is closed.
 const IDLE_CONNECTION_TTL: std::time::Duration = std::time::Duration::from_secs(300);
@@ -49,7 +50,10 @@ const STMT_CACHE_SIZE: usize = 64;
 /// Most values in one `IN (...)` list or `UNION ALL` lookup; longer lists are chunked.
 const MAX_LIST: usize = 512;
 /// Most body bytes in one multi-row INSERT; a bigger batch is split into more statements.
-const MAX_CHUNK_BYTES: usize = 8 << 20;
+/// The driver copies each row's body into the statement's parameters and its packet, so
+/// this bounds what one batch holds beyond its shared bodies (D1: a 1 MiB body to 100
+/// recipients is 100 statements of one row, not 100 MiB of parameters at once).
+const MAX_CHUNK_BYTES: usize = 2 << 20;
 /// Entries per generation of the messageBox id cache (so at most twice this many).
 const BOX_CACHE_GENERATION: usize = 32_768;
 /// Insert batches in flight at once: while one executes in MySQL the next is built and
@@ -65,8 +69,23 @@ const DEFAULT_FEE_RETRIES: u32 = 8;
 const SERVER_FEE_RETRIES: u32 = 8;
 
 const INSERT_MESSAGES_PREFIX: &str = "INSERT IGNORE INTO messages \
-     (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) VALUES ";
-const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?)";
+     (messageId, messageBoxId, sender, recipient, body, created_at, updated_at, expires_at) VALUES ";
+const MESSAGE_ROW: &str = "(?,?,?,?,?,?,?,?)";
+
+/// What mysql_async's process-wide buffer pool keeps of one packet buffer, unless the
+/// operator set `MYSQL_ASYNC_BUFFER_SIZE_CAP`. The driver's default (4 MiB × 128 pooled
+/// buffers) let one multi-recipient send of a 1 MiB body leave ~150 MiB of 1 MiB buffers in
+/// the pool (D1); capped, a large packet's buffer shrinks when it goes back.
+const DRIVER_BUFFER_SIZE_CAP: &str = "65536";
+
+/// Bounds mysql_async's buffer pool (read from the environment when the driver first uses
+/// it). Call at the start of `main`, before any other thread exists: changing the
+/// environment while another thread may read it is not sound.
+pub fn bound_driver_buffers() {
+    if std::env::var_os("MYSQL_ASYNC_BUFFER_SIZE_CAP").is_none() {
+        std::env::set_var("MYSQL_ASYNC_BUFFER_SIZE_CAP", DRIVER_BUFFER_SIZE_CAP);
+    }
+}
 
 /// The MySQL store handle. Dropping it closes the writer queue; the store thread then
 /// commits what is queued, closes the pool and exits.
@@ -81,6 +100,38 @@ struct Shared {
     /// For the migration's own connection (see [`migrate::run_mysql`]).
     opts: Opts,
     max_batch_rows: usize,
+    timeouts: DatabaseLimits,
+    retention_days: Option<u64>,
+    health: Health,
+}
+
+impl Shared {
+    /// A pooled connection, or `Unavailable` once the acquire (or connect) timeout passes:
+    /// mysql_async has no connect timeout of its own, and a stopped server accepts the TCP
+    /// connection and then never greets.
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        let wait = self.timeouts.acquire_timeout.max(self.timeouts.connect_timeout);
+        match tokio::time::timeout(wait, self.pool.get_conn()).await {
+            Ok(conn) => Ok(conn?),
+            Err(_) => Err(StoreError::Unavailable(format!("no MySQL connection within {} ms", wait.as_millis()))),
+        }
+    }
+
+    /// The most one operation may take: waiting for a connection, then its statements.
+    fn deadline(&self) -> std::time::Duration {
+        self.timeouts.acquire_timeout.max(self.timeouts.connect_timeout) + self.timeouts.query_timeout
+    }
+}
+
+/// `f` bounded by `limit`: past it the work is dropped (its connection with it) and the
+/// caller hears `Unavailable`.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    f: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("the MySQL operation did not finish within {} ms", limit.as_millis())))
+    })
 }
 
 impl MysqlStore {
@@ -122,7 +173,14 @@ impl MysqlStore {
             let _entered = handle.enter();
             Pool::new(opts.clone())
         };
-        let shared = Arc::new(Shared { pool: pool.clone(), opts, max_batch_rows: options.max_batch_rows.max(1) });
+        let shared = Arc::new(Shared {
+            pool: pool.clone(),
+            opts,
+            max_batch_rows: options.max_batch_rows.max(1),
+            timeouts: options.timeouts,
+            retention_days: options.retention_days,
+            health: Health::default(),
+        });
         let (queue, intake) =
             batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
         let writer = Writer {
@@ -150,7 +208,7 @@ impl MysqlStore {
         let store = MysqlStore { runtime: handle, shared, writer: queue };
         store
             .spawn(|s| async move {
-                let mut conn = s.pool.get_conn().await?;
+                let mut conn = s.conn().await?;
                 conn.ping().await?;
                 Ok(())
             })
@@ -174,7 +232,14 @@ impl MysqlStore {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let task = self.runtime.spawn(f(self.shared.clone()));
+        let shared = self.shared.clone();
+        let work = f(shared.clone());
+        // The deadline runs on the store runtime, so the work stops there when it passes.
+        let task = self.runtime.spawn(async move {
+            let result = bounded(shared.deadline(), work).await;
+            shared.health.observe("mysql", &result);
+            result
+        });
         Box::pin(async move {
             task.await.map_err(|e| StoreError::Unavailable(format!("MySQL store task did not finish: {e}")))?
         })
@@ -350,6 +415,9 @@ enum Mode {
 
 enum AttemptError {
     Db(mysql_async::Error),
+    /// No connection, or the attempt outlived the store's deadline (dropped, so not committed
+    /// by us; a COMMIT already sent may still land, which the caller's retry finds duplicate).
+    Unavailable(StoreError),
     /// The predicted outcomes disagree with what MySQL did; rolled back.
     Ambiguous,
     /// A cached messageBox id no longer exists; rolled back.
@@ -451,6 +519,7 @@ impl Committer {
                     transient += 1;
                     tracing::warn!(error = %e, attempt = transient, "message insert hit a lock conflict; retrying");
                 }
+                Err(AttemptError::Unavailable(error)) => return Err(WriteFailure { error, statement_level: false }),
                 Err(AttemptError::Db(e)) => {
                     let statement_level = matches!(e, mysql_async::Error::Server(_));
                     return Err(WriteFailure { error: e.into(), statement_level });
@@ -460,12 +529,24 @@ impl Committer {
     }
 
     async fn attempt(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
-        let mut conn = self.shared.pool.get_conn().await?;
-        let ts = date_value(now());
+        match tokio::time::timeout(self.shared.deadline(), self.attempt_unbounded(rows, mode)).await {
+            Ok(result) => result,
+            Err(_) => Err(AttemptError::Unavailable(StoreError::Unavailable(format!(
+                "storing messages did not finish within {} ms",
+                self.shared.deadline().as_millis()
+            )))),
+        }
+    }
+
+    async fn attempt_unbounded(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
+        let mut conn = self.shared.conn().await.map_err(AttemptError::Unavailable)?;
+        let created = now();
+        let ts = date_value(created);
+        let expires = expiry(created, self.shared.retention_days).map_or(Value::NULL, date_value);
         let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
         match mode {
             Mode::Single => {
-                conn.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts)).await?;
+                conn.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts, &expires)).await?;
                 if conn.affected_rows() == 1 {
                     Ok(vec![InsertOutcome::Inserted])
                 } else if conn.get_warnings() > 0 && fk_warning(&mut conn).await? {
@@ -490,7 +571,7 @@ impl Committer {
                     let expected = predicted[range.clone()].iter().filter(|o| **o == InsertOutcome::Inserted).count();
                     let chunk = &rows[range.clone()];
                     let size = insert_bucket(chunk.len(), self.shared.max_batch_rows);
-                    tx.exec_drop(insert_sql(size), chunk_params(chunk, &box_ids[range], size, &ts)).await?;
+                    tx.exec_drop(insert_sql(size), chunk_params(chunk, &box_ids[range], size, &ts, &expires)).await?;
                     if tx.affected_rows() != expected as u64 {
                         let stale = tx.get_warnings() > 0 && fk_warning(&mut tx).await?;
                         tx.rollback().await?;
@@ -504,7 +585,7 @@ impl Committer {
                 let mut tx = conn.start_transaction(TxOpts::default()).await?;
                 let mut out = Vec::with_capacity(rows.len());
                 for (row, box_id) in rows.iter().zip(&box_ids) {
-                    tx.exec_drop(insert_sql(1), row_params(row, *box_id, &ts)).await?;
+                    tx.exec_drop(insert_sql(1), row_params(row, *box_id, &ts, &expires)).await?;
                     if tx.affected_rows() == 1 {
                         out.push(InsertOutcome::Inserted);
                     } else if tx.get_warnings() > 0 && fk_warning(&mut tx).await? {
@@ -588,25 +669,26 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
-fn row_params(row: &NewMessage, box_id: u32, ts: &Value) -> Vec<Value> {
+fn row_params(row: &NewMessage, box_id: u32, ts: &Value, expires: &Value) -> Vec<Value> {
     vec![
         Value::from(row.message_id.as_str()),
         Value::from(box_id),
         Value::from(row.sender.as_str()),
         Value::from(row.recipient.as_str()),
-        Value::from(row.body.as_str()),
+        Value::from(&*row.body),
         ts.clone(),
         ts.clone(),
+        expires.clone(),
     ]
 }
 
 /// Parameters of one chunk padded to `size` rows. A padding row repeats the last real
 /// row's messageId, so the unique key always ignores it (and if it were not ignored, the
 /// affected-row check would catch it and roll back).
-fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value) -> Vec<Value> {
-    let mut params = Vec::with_capacity(size * 7);
+fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value, expires: &Value) -> Vec<Value> {
+    let mut params = Vec::with_capacity(size * 8);
     for (row, box_id) in chunk.iter().zip(box_ids) {
-        params.extend(row_params(row, *box_id, ts));
+        params.extend(row_params(row, *box_id, ts, expires));
     }
     if let (Some(last), Some(box_id)) = (chunk.last(), box_ids.last()) {
         for _ in chunk.len()..size {
@@ -618,6 +700,7 @@ fn chunk_params(chunk: &[&NewMessage], box_ids: &[u32], size: usize, ts: &Value)
                 Value::from(""),
                 ts.clone(),
                 ts.clone(),
+                Value::NULL,
             ]);
         }
     }
@@ -808,7 +891,7 @@ fn device(row: Row) -> Result<Device, StoreError> {
 }
 
 async fn devices(shared: Arc<Shared>, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
-    let mut conn = shared.pool.get_conn().await?;
+    let mut conn = shared.conn().await?;
     let rows: Vec<Row> = conn.exec(sql::devices(only_active), (identity_key, MAX_DEVICES)).await?;
     rows.into_iter().map(device).collect()
 }
@@ -819,21 +902,27 @@ impl Backend for MysqlStore {
     }
 
     fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
-        self.spawn(|s| async move {
+        // Not under the per-operation deadline: building an index on a large table takes
+        // as long as it takes. Connecting is bounded.
+        let s = self.shared.clone();
+        let task = self.runtime.spawn(async move {
             // Its own connection: the migration lock must leave with it.
-            let mut conn = Conn::new(s.opts.clone()).await?;
+            let mut conn = bounded(s.timeouts.connect_timeout, async { Ok(Conn::new(s.opts.clone()).await?) }).await?;
             let report = migrate::run_mysql(&mut conn).await;
             if let Err(e) = conn.disconnect().await {
                 tracing::debug!(error = %e, "closing the migration connection failed");
             }
             report
+        });
+        Box::pin(async move {
+            task.await.map_err(|e| StoreError::Unavailable(format!("MySQL migration task did not finish: {e}")))?
         })
     }
 
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.spawn(|s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let fee: Option<Row> = conn.exec_first(sql::DELIVERY_FEE, (message_box,)).await?;
             Ok(fee.and_then(|r| v_i64(values(r).next()?)))
         })
@@ -841,7 +930,7 @@ impl Backend for MysqlStore {
 
     fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
         self.spawn(|s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let rows: Vec<Row> = conn.exec(sql::SERVER_FEES, ()).await?;
             rows.into_iter().map(server_fee).collect()
         })
@@ -850,7 +939,7 @@ impl Backend for MysqlStore {
     fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             let mut attempt = 0;
             loop {
@@ -884,7 +973,7 @@ impl Backend for MysqlStore {
             if recipients.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let found = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
             let mut rules = Fees { conn: &mut conn, sender: &sender, message_box: &message_box };
             fees::with_defaults(&mut rules, &recipients, found, default_fee).await
@@ -892,7 +981,14 @@ impl Backend for MysqlStore {
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        self.writer.insert(messages)
+        // Queued behind batches that may each wait for their deadline: the caller waits at
+        // most one deadline and then hears `Unavailable` (the rows may still be committed
+        // later; a retry of the same send is then an idempotent duplicate).
+        Box::pin(async move {
+            let result = bounded(self.shared.deadline(), self.writer.insert(messages)).await;
+            self.shared.health.observe("mysql", &result);
+            result
+        })
     }
 
     fn list_messages(
@@ -904,7 +1000,7 @@ impl Backend for MysqlStore {
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let rows: Vec<Row> = conn
                 .exec(
                     sql::LIST_MESSAGES,
@@ -912,6 +1008,7 @@ impl Backend for MysqlStore {
                         Value::from(recipient.as_str()),
                         Value::from(box_type),
                         Value::from(recipient.as_str()),
+                        date_value(now()),
                         Value::from(limit),
                         Value::from(offset),
                     ],
@@ -932,13 +1029,50 @@ impl Backend for MysqlStore {
         })
     }
 
+    fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64> {
+        self.spawn(move |s| async move {
+            let mut conn = s.conn().await?;
+            let sql = "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?";
+            match batch {
+                Some(n) => conn.exec_drop(format!("{sql} LIMIT ?"), (date_value(now), n)).await?,
+                None => conn.exec_drop(sql, (date_value(now),)).await?,
+            }
+            Ok(conn.affected_rows())
+        })
+    }
+
+    fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>> {
+        let ids = message_ids.to_vec();
+        self.spawn(move |s| async move {
+            let mut found = Vec::new();
+            if ids.is_empty() {
+                return Ok(found);
+            }
+            let mut conn = s.conn().await?;
+            for chunk in ids.chunks(MAX_LIST) {
+                let size = bucket(chunk.len(), MAX_LIST);
+                let params: Vec<Value> = padded(chunk, size).map(Value::from).collect();
+                let rows: Vec<Row> = conn.exec(sql::message_owners(size), params).await?;
+                for row in rows {
+                    let mut it = values(row);
+                    found.push(MessageOwner {
+                        message_id: required(v_string(next(&mut it)), "messages.messageId")?,
+                        sender: required(v_string(next(&mut it)), "messages.sender")?,
+                        recipient: required(v_string(next(&mut it)), "messages.recipient")?,
+                    });
+                }
+            }
+            Ok(found)
+        })
+    }
+
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
         self.spawn(move |s| async move {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let mut deleted = 0;
             for chunk in ids.chunks(MAX_LIST) {
                 let size = bucket(chunk.len(), MAX_LIST);
@@ -954,7 +1088,7 @@ impl Backend for MysqlStore {
 
     fn register_device(&self, reg: DeviceRegistration) -> StoreFuture<'_, u64> {
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             let (device_id, platform) = (opt_text(reg.device_id.as_deref()), opt_text(reg.platform.as_deref()));
             conn.exec_drop(
@@ -998,7 +1132,7 @@ impl Backend for MysqlStore {
             if !success && !deactivate {
                 return Ok(());
             }
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             if success {
                 conn.exec_drop(sql::DEVICE_USED, vec![ts.clone(), ts.clone(), Value::from(fcm_token.as_str())]).await?;
@@ -1020,7 +1154,7 @@ impl Backend for MysqlStore {
         let (recipient, sender, message_box) =
             (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let ts = date_value(now());
             if let Some(sender) = sender {
                 conn.exec_drop(
@@ -1065,7 +1199,7 @@ impl Backend for MysqlStore {
         let (recipient, sender, message_box) =
             (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let row: Option<Row> = match sender {
                 Some(sender) => conn.exec_first(sql::SENDER_PERMISSION, (recipient, message_box, sender)).await?,
                 None => conn.exec_first(sql::BOX_WIDE_PERMISSION, (recipient, message_box)).await?,
@@ -1084,7 +1218,7 @@ impl Backend for MysqlStore {
     ) -> StoreFuture<'_, (Vec<Permission>, u64)> {
         let (recipient, message_box) = (recipient.to_string(), message_box.map(str::to_string));
         self.spawn(move |s| async move {
-            let mut conn = s.pool.get_conn().await?;
+            let mut conn = s.conn().await?;
             let filter = if message_box.is_some() { "recipient = ? AND message_box = ?" } else { "recipient = ?" };
             let mut params = vec![Value::from(recipient)];
             params.extend(message_box.map(Value::from));
@@ -1106,18 +1240,12 @@ impl Backend for MysqlStore {
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
-        // Bounded here too: a probe that gave up must not leave this task waiting on a
-        // database host that drops packets.
-        const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+        // Bounded by the store's deadline like every operation: a probe that gave up must
+        // not leave this task waiting on a database host that drops packets.
         self.spawn(|s| async move {
-            let ping = async {
-                let mut conn = s.pool.get_conn().await?;
-                conn.query_drop("SELECT 1").await?;
-                Ok(())
-            };
-            tokio::time::timeout(PING_TIMEOUT, ping)
-                .await
-                .map_err(|_| StoreError::Unavailable("the database did not answer SELECT 1 in time".into()))?
+            let mut conn = s.conn().await?;
+            conn.query_drop("SELECT 1").await?;
+            Ok(())
         })
     }
 }
@@ -1206,7 +1334,7 @@ mod tests {
         let refs: Vec<&NewMessage> = rows.iter().collect();
         assert_eq!(chunk_ranges(&refs, 4), vec![0..4, 4..8, 8..10]);
         let mut big = msg("big");
-        big.body = "x".repeat(MAX_CHUNK_BYTES);
+        big.body = "x".repeat(MAX_CHUNK_BYTES).into();
         let refs = vec![&rows[0], &big, &rows[1]];
         assert_eq!(chunk_ranges(&refs, 512), vec![0..1, 1..2, 2..3]);
     }
@@ -1215,11 +1343,11 @@ mod tests {
     fn padding_repeats_the_last_id() {
         let rows = [msg("a"), msg("b"), msg("c")];
         let refs: Vec<&NewMessage> = rows.iter().collect();
-        let params = chunk_params(&refs, &[1, 2, 3], 4, &date_value(0));
-        assert_eq!(params.len(), 28);
-        assert_eq!(params[21], Value::from("c"));
-        assert_eq!(params[22], Value::from(3u32));
-        assert_eq!(insert_sql(2).matches("(?,?,?,?,?,?,?)").count(), 2);
+        let params = chunk_params(&refs, &[1, 2, 3], 4, &date_value(0), &Value::NULL);
+        assert_eq!(params.len(), 32);
+        assert_eq!(params[24], Value::from("c"));
+        assert_eq!(params[25], Value::from(3u32));
+        assert_eq!(insert_sql(2).matches("(?,?,?,?,?,?,?,?)").count(), 2);
         assert_eq!(padded(&["a", "b", "c"], 4).collect::<Vec<_>>(), ["a", "b", "c", "c"]);
     }
 
@@ -1254,10 +1382,10 @@ mod tests {
             let (zone, prepares) = store
                 .spawn(|s| async move {
                     for _ in 0..3 {
-                        let mut conn = s.pool.get_conn().await?;
+                        let mut conn = s.conn().await?;
                         conn.exec_drop("SELECT ? + 1", (1,)).await?;
                     }
-                    let mut conn = s.pool.get_conn().await?;
+                    let mut conn = s.conn().await?;
                     let zone: Option<String> = conn.query_first("SELECT @@session.time_zone").await?;
                     let prepares: Option<(String, u64)> =
                         conn.query_first("SHOW SESSION STATUS LIKE 'Com_stmt_prepare'").await?;

@@ -68,10 +68,11 @@ pub(crate) const DELIVERY_FEE_FOR_UPDATE: &str = concat!(delivery_fee!(), " FOR 
 pub(crate) const SERVER_FEES: &str =
     "SELECT message_box, delivery_fee, created_at, updated_at FROM server_fees ORDER BY message_box";
 
-/// A page of a box. Parameters: recipient, box type, recipient, limit, offset.
+/// A page of a box's unexpired messages. Parameters: recipient, box type, recipient, now,
+/// limit, offset.
 pub(crate) const LIST_MESSAGES: &str = "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
      FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
-     WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? \
+     WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? AND (m.expires_at IS NULL OR m.expires_at > ?) \
      ORDER BY m.created_at, m.messageId LIMIT ? OFFSET ?";
 
 /// Parameters: identity_key, limit.
@@ -151,6 +152,11 @@ pub(crate) fn list_permissions(filter: &str, created_asc: bool) -> String {
 /// Deletes `recipient`'s messages among `ids` ids. Parameters: recipient, then the ids.
 pub(crate) fn delete_messages(ids: usize) -> String {
     format!("DELETE FROM messages WHERE recipient = ? AND messageId IN ({})", placeholders(ids))
+}
+
+/// The owners of stored ids among `ids` ids. Parameters: the ids.
+pub(crate) fn message_owners(ids: usize) -> String {
+    format!("SELECT messageId, sender, recipient FROM messages WHERE messageId IN ({})", placeholders(ids))
 }
 
 /// `?,?,…`, `n` of them.

@@ -26,12 +26,11 @@ use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::fees::{self, FeeRules};
 use super::sql;
 use super::{
-    migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MigrationReport, NewMessage, Permission,
-    ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, WriterStats, MAX_DEVICES,
+    expiry, migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MessageOwner, MigrationReport,
+    NewMessage, Permission, ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats,
+    MAX_DEVICES,
 };
 
-/// How long a statement waits for another process's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Prepared statements cached per connection.
 const STMT_CACHE_SIZE: usize = 64;
 /// Most ids in one `IN (...)` list.
@@ -55,8 +54,10 @@ fn gone() -> StoreError {
     StoreError::Unavailable(STOPPED.into())
 }
 
-fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+/// `busy`: how long a statement waits for another process's lock before failing (the
+/// store's statement timeout).
+fn configure(conn: &Connection, busy: Duration) -> Result<(), StoreError> {
+    conn.busy_timeout(busy)?;
     conn.set_prepared_statement_cache_capacity(STMT_CACHE_SIZE);
     // Without the query planner stability guarantee, SQLite marks statements whose plan could
     // depend on a bound value (`LIMIT ?`, `OFFSET ?`, STAT4 ranges) and re-prepares them on
@@ -74,7 +75,7 @@ impl SqliteStore {
         let memory = path.is_empty() || path == ":memory:";
         let config = |e: rusqlite::Error| StoreError::Config(format!("cannot open SQLite database {path:?}: {e}"));
         let writer_conn = if memory { Connection::open_in_memory() } else { Connection::open(path) }.map_err(config)?;
-        configure(&writer_conn)?;
+        configure(&writer_conn, options.timeouts.query_timeout)?;
         if !memory {
             // Before any reader opens, so every connection sees WAL.
             let mode: String = writer_conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -96,7 +97,7 @@ impl SqliteStore {
                     OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
                 )
                 .map_err(config)?;
-                configure(&conn)?;
+                configure(&conn, options.timeouts.query_timeout)?;
                 conn.pragma_update(None, "query_only", "ON")?;
                 let rx = rx.clone();
                 std::thread::Builder::new()
@@ -108,13 +109,14 @@ impl SqliteStore {
         };
 
         let (writer, intake) = batch::queue(queue, options.max_batch_rows, STOPPED);
+        let retention_days = options.retention_days;
         // The shared writer is async; this runtime only drives it (it never waits on I/O:
         // every SQLite call blocks this thread, which exists for them). Built on that thread:
         // a runtime must not be dropped from async code, as `open`'s caller is.
         std::thread::Builder::new()
             .name("messagebox-sqlite-w".into())
             .spawn(move || match tokio::runtime::Builder::new_current_thread().build() {
-                Ok(runtime) => runtime.block_on(write_main(writer_conn, intake)),
+                Ok(runtime) => runtime.block_on(write_main(Writer { conn: writer_conn, retention_days }, intake)),
                 // Writes then fail with the store's "stopped" error; this says why.
                 Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer runtime"),
             })
@@ -176,11 +178,11 @@ fn reader_main(conn: Connection, rx: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
 
 /// The writer thread: group-committed inserts and, in queue order between them, every
 /// other write (and reads, for `:memory:`).
-async fn write_main(mut conn: Connection, mut intake: batch::Intake<WriteJob>) {
+async fn write_main(mut writer: Writer, mut intake: batch::Intake<WriteJob>) {
     while let Some(work) = intake.next().await {
         match work {
-            Work::Batch(batch) => batch.commit(&mut conn).await,
-            Work::Job(job) => job(&mut conn),
+            Work::Batch(batch) => batch.commit(&mut writer).await,
+            Work::Job(job) => job(&mut writer.conn),
             Work::Flush(done) => {
                 let _ = done.send(());
             }
@@ -188,17 +190,29 @@ async fn write_main(mut conn: Connection, mut intake: batch::Intake<WriteJob>) {
     }
 }
 
-impl BatchWriter for Connection {
+/// The writer connection with what its inserts need.
+struct Writer {
+    conn: Connection,
+    retention_days: Option<u64>,
+}
+
+impl BatchWriter for Writer {
     /// One transaction: per row, find or create its box, then `INSERT OR IGNORE`, whose
     /// change count is the row's outcome (rows run in order, so a later duplicate within the
     /// batch is seen as one). Any error may be the statement's, so the batch may be split.
     async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
-        insert_rows(self, rows).map_err(|e| WriteFailure { error: e.into(), statement_level: true })
+        insert_rows(&mut self.conn, rows, self.retention_days)
+            .map_err(|e| WriteFailure { error: e.into(), statement_level: true })
     }
 }
 
-fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
+fn insert_rows(
+    conn: &mut Connection,
+    rows: &[&NewMessage],
+    retention_days: Option<u64>,
+) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
     let ts = now();
+    let expires = expiry(ts, retention_days);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(rows.len());
     {
@@ -208,8 +222,9 @@ fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<Insert
             "INSERT INTO messageBox (type, identityKey, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)",
         )?;
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO messages (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+            "INSERT OR IGNORE INTO messages \
+             (messageId, messageBoxId, sender, recipient, body, created_at, updated_at, expires_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)",
         )?;
         for row in rows {
             let key = (row.recipient.as_str(), row.box_type.as_str());
@@ -227,7 +242,8 @@ fn insert_rows(conn: &mut Connection, rows: &[&NewMessage]) -> Result<Vec<Insert
                     id
                 }
             };
-            let changed = insert.execute(params![row.message_id, box_id, row.sender, row.recipient, row.body, ts])?;
+            let changed =
+                insert.execute(params![row.message_id, box_id, row.sender, row.recipient, &*row.body, ts, expires])?;
             out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
         }
     }
@@ -397,7 +413,7 @@ impl Backend for SqliteStore {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES)?;
             let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![recipient, box_type, recipient, limit, offset], |r| {
+            let rows = stmt.query_map(params![recipient, box_type, recipient, now(), limit, offset], |r| {
                 Ok(StoredMessage {
                     message_id: r.get(0)?,
                     body: r.get(1)?,
@@ -407,6 +423,37 @@ impl Backend for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64> {
+        self.write(move |conn| {
+            // SQLite's DELETE has no LIMIT unless compiled with it; -1 is "no limit".
+            let limit = batch.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages \
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
+                )?
+                .execute(params![now, limit])?;
+            Ok(deleted as u64)
+        })
+    }
+
+    fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>> {
+        let ids = message_ids.to_vec();
+        self.read(move |conn| {
+            let mut found = Vec::new();
+            for chunk in ids.chunks(MAX_LIST) {
+                let mut stmt = conn.prepare_cached(&sql::message_owners(chunk.len()))?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |r| {
+                    Ok(MessageOwner { message_id: r.get(0)?, sender: r.get(1)?, recipient: r.get(2)? })
+                })?;
+                for row in rows {
+                    found.push(row?);
+                }
+            }
+            Ok(found)
         })
     }
 
@@ -573,7 +620,7 @@ mod tests {
     #[test]
     fn rebinding_does_not_reprepare() {
         let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn).unwrap();
+        configure(&conn, Duration::from_secs(5)).unwrap();
         super::super::migrate::run_sqlite(&mut conn).unwrap();
         conn.execute(
             "INSERT INTO messageBox (identityKey, type, created_at, updated_at) VALUES ('k', 'inbox', 0, 0)",
@@ -583,7 +630,7 @@ mod tests {
         for i in 0..20i64 {
             let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES).unwrap();
             let rows: Vec<String> = stmt
-                .query_map(params!["k", "inbox", "k", 10 + i, i], |r| r.get(0))
+                .query_map(params!["k", "inbox", "k", 0, 10 + i, i], |r| r.get(0))
                 .unwrap()
                 .map(Result::unwrap)
                 .collect();
