@@ -177,6 +177,8 @@ pub struct Firebase {
     pub service_account_path: Option<PathBuf>,
     /// FCM base URL (default https://fcm.googleapis.com), for proxies and tests.
     pub fcm_endpoint: Option<String>,
+    /// `MESSAGE_BOX_MAX_NOTIFICATION_DEVICES`: newest active devices notified per recipient.
+    pub max_devices: Option<usize>,
 }
 
 /// How log lines are written (`LOG_FORMAT`).
@@ -352,6 +354,7 @@ impl Config {
             service_account_json: get("FIREBASE_SERVICE_ACCOUNT_JSON").map(str::to_string),
             service_account_path: get("FIREBASE_SERVICE_ACCOUNT_PATH").map(PathBuf::from),
             fcm_endpoint: get("FIREBASE_FCM_ENDPOINT").map(str::to_string),
+            max_devices: None,
         };
         if firebase.enabled && firebase.project_id.is_none() {
             return Err(err("FIREBASE_PROJECT_ID", "required when ENABLE_FIREBASE=true"));
@@ -391,6 +394,10 @@ impl Config {
         if observability.metrics_addr.is_some_and(|m| port != 0 && m.port() == port) {
             return Err(err("MESSAGEBOX_METRICS_ADDR", format!("port {port} is the server's own port")));
         }
+        let firebase = Firebase {
+            max_devices: resources.messages.max_notification_devices.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            ..firebase
+        };
         Ok(Config {
             node_env,
             port,
@@ -865,6 +872,14 @@ mod tests {
             let e = cfg(&[("ENABLE_WEBSOCKETS", bad)]).unwrap_err();
             assert_eq!(e.var, "ENABLE_WEBSOCKETS", "{bad}");
         }
+    }
+
+    #[test]
+    fn notification_devices_reach_the_push_settings() {
+        assert_eq!(cfg(&[]).unwrap().firebase.max_devices, Some(100), "standard profile");
+        let c = cfg(&[("MESSAGE_BOX_MAX_NOTIFICATION_DEVICES", "3")]).unwrap();
+        assert_eq!(c.firebase.max_devices, Some(3));
+        assert_eq!(cfg(&[("MESSAGE_BOX_MAX_NOTIFICATION_DEVICES", "-1")]).unwrap().firebase.max_devices, None);
     }
 
     #[test]

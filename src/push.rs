@@ -88,6 +88,9 @@ struct Inner {
     in_flight: Semaphore,
     /// Outcomes per device, for the metrics.
     outcomes: Arc<PushCounters>,
+    /// `MESSAGE_BOX_MAX_NOTIFICATION_DEVICES`: the recipient's newest active devices notified
+    /// (`None`: every active device the store lists).
+    max_devices: Option<usize>,
 }
 
 /// The FCM sender; cheap to clone.
@@ -156,6 +159,7 @@ impl Fcm {
             token: Mutex::new(None),
             in_flight: Semaphore::new(MAX_IN_FLIGHT),
             outcomes,
+            max_devices: cfg.max_devices,
         })))
     }
 
@@ -234,6 +238,11 @@ impl Fcm {
         };
         if devices.is_empty() {
             return;
+        }
+        // Newest first (the store's order): a recipient with many devices gets the cap's worth.
+        let mut devices = devices;
+        if let Some(max) = self.0.max_devices {
+            devices.truncate(max);
         }
         let token = match self.access_token().await {
             Ok(t) => t,

@@ -264,6 +264,12 @@ impl Server {
             ("ENABLE_WEBSOCKETS", "false".into()),
             ("RUST_LOG", "info".into()),
             ("NO_COLOR", "1".into()),
+            // The suites drive one server from one address as fast as the JS clients go,
+            // including 40 parallel requests and a ~1 MB body: the high-throughput profile
+            // (96 requests in flight, 4 MiB bodies) and lifted rates (tested in tests/edge.rs).
+            ("MESSAGE_BOX_RESOURCE_PROFILE", "high-throughput".into()),
+            ("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000".into()),
+            ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "1000000".into()),
         ]);
         cmd.envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         let proc = Proc::spawn("messagebox", cmd);

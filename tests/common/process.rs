@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use super::free_port;
 
+/// Rate limits high enough that a test's own traffic from one loopback address never meets
+/// them (the parser's maxima).
+pub const LIFTED_RATES: [(&str, &str); 2] =
+    [("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000"), ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "1000000")];
+
 /// The server binary of this build.
 pub const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
 
@@ -52,6 +57,13 @@ impl Proc {
 
     pub fn spawn_on(port: u16, env: &[(&str, &str)], dir: &std::path::Path, stdout: Stdio) -> Proc {
         let mut all = vec![("MESSAGEBOX_PORT", port.to_string()), ("MESSAGEBOX_BIND", "127.0.0.1".into())];
+        // Every test client comes from 127.0.0.1: the per-IP and per-identity rates are lifted
+        // unless the test sets them (`tests/edge.rs` tests them).
+        for (k, v) in LIFTED_RATES {
+            if !env.iter().any(|(name, _)| *name == k) {
+                all.push((k, v.to_string()));
+            }
+        }
         all.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
         let all: Vec<(&str, &str)> = all.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut child = command(&all, dir).stdout(stdout).stderr(Stdio::piped()).spawn().expect("the server starts");
