@@ -508,7 +508,8 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
     let identity_decision = app.edge.identity.check_identity(&verified.session().peer_hex);
     if !identity_decision.allowed {
         metrics.rate_limited(RateScope::Identity);
-        let mut r = signed(app, &verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec(), retry_after: None });
+        let mut r =
+            signed(app, &verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec(), retry_after: None });
         rate_headers(&mut r, &app.edge.identity, &identity_decision, true);
         return r;
     }
