@@ -88,6 +88,9 @@ fn js_strict_equal(a: &Value, b: &Value) -> bool {
 /// figure): `{"status":"success","messages":[…],"limit":…,"offset":…,"nextOffset":…,"hasMore":…}`.
 const LIST_ENVELOPE_BYTES: u64 = 256;
 
+/// A batch of at least this many stored bytes reserves the rest of the page's budget.
+const LIST_RESERVE_FROM: u64 = 256 * 1024;
+
 /// How a listing page ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListPage {
@@ -265,6 +268,14 @@ impl MessageBox {
                 .await
                 .map_err(|e| ApiError::from_store(&e, "listMessages", ApiError::ListFailed))?;
             let fetched = rows.len() as u64;
+            // A page of large messages is given its whole budget at once: growing by doubling
+            // would copy it and briefly hold it twice (untouched capacity is not resident).
+            let raw: u64 = rows.iter().map(|m| (m.body.len() + m.message_id.len() + m.sender.len()) as u64).sum();
+            if let Some(budget) =
+                budget.filter(|_| raw >= LIST_RESERVE_FROM && out.capacity() - out.len() < raw as usize)
+            {
+                out.reserve_exact((budget.saturating_sub(used) + LIST_ENVELOPE_BYTES) as usize);
+            }
             for row in rows {
                 if count == limit {
                     return Ok(ListPage { count, has_more: true });
