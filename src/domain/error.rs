@@ -59,10 +59,14 @@ pub enum ApiError {
     // --- listMessages ---------------------------------------------------------------------
     MessageBoxRequired,
     MessageBoxNotString,
+    /// `max`: `None` when `MESSAGE_BOX_LIST_MAX_LIMIT` is disabled.
     InvalidListLimit {
-        max: u32,
+        max: Option<u32>,
     },
-    InvalidListOffset,
+    /// `max`: `None` when `MESSAGE_BOX_LIST_MAX_OFFSET` is disabled.
+    InvalidListOffset {
+        max: Option<u64>,
+    },
     ListFailed,
     // --- acknowledgeMessage ---------------------------------------------------------------
     MessageIdsRequired,
@@ -119,6 +123,17 @@ pub enum ApiError {
     /// A messageId stored for another sender or recipient (D8; 1.1.5 answered 200 and
     /// dropped the message).
     DuplicateMessage,
+    // --- resource safety (track C3): listMessages paging (1.1.5 ignored limit and offset) --
+    /// `offset` and its alias `skip` both given, with different values.
+    ListOffsetSkipMismatch,
+    /// The first message of a page alone exceeds `MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`.
+    MessageResponseTooLarge,
+}
+
+/// The bound a paging error names: the configured number, or the newer upstream's words for
+/// a disabled (`-1`) bound.
+fn js_max(max: Option<u64>) -> String {
+    max.map_or_else(|| "the JavaScript safe-integer maximum".to_string(), |n| n.to_string())
 }
 
 /// `Retry-After` seconds of a [`ApiError::DatabaseUnavailable`] answer: about one
@@ -131,7 +146,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             DeliveryBlocked(_) => 403,
-            MessageBodyTooLarge { .. } => 413,
+            MessageBodyTooLarge { .. } | MessageResponseTooLarge => 413,
             RouteNotFound { .. } => 404,
             DatabaseUnavailable => 503,
             InternalizeFailed(_)
@@ -167,7 +182,8 @@ impl ApiError {
             InsufficientOutputs { .. } | InsufficientAdditionalOutputs { .. } => "ERR_INSUFFICIENT_OUTPUTS",
             MessageBoxRequired => "ERR_MESSAGEBOX_REQUIRED",
             InvalidListLimit { .. } | InvalidPermissionsLimit => "ERR_INVALID_LIMIT",
-            InvalidListOffset | InvalidPermissionsOffset => "ERR_INVALID_OFFSET",
+            InvalidListOffset { .. } | ListOffsetSkipMismatch | InvalidPermissionsOffset => "ERR_INVALID_OFFSET",
+            MessageResponseTooLarge => "ERR_MESSAGE_RESPONSE_TOO_LARGE",
             ListFailed | AcknowledgeFailed => "ERR_INTERNAL_ERROR",
             MessageIdsRequired => "ERR_MESSAGE_ID_REQUIRED",
             MessageIdsNotStrings | TooManyAcknowledgeIds { .. } => "ERR_INVALID_MESSAGE_ID",
@@ -232,8 +248,14 @@ impl ApiError {
             }
             MessageBoxRequired => "Please provide the name of a valid MessageBox!",
             MessageBoxNotString => "MessageBox name must be a string!",
-            InvalidListLimit { max } => return format!("limit must be an integer between 1 and {max}.").into(),
-            InvalidListOffset => "offset must be a non-negative integer.",
+            InvalidListLimit { max } => {
+                return format!("limit must be an integer between 1 and {}.", js_max(max.map(u64::from))).into()
+            }
+            InvalidListOffset { max } => {
+                return format!("offset must be an integer between 0 and {}.", js_max(*max)).into()
+            }
+            ListOffsetSkipMismatch => "offset and skip must match when both are provided.",
+            MessageResponseTooLarge => "The oldest message exceeds the configured listing response budget.",
             ListFailed => "An internal error has occurred while listing messages.",
             MessageIdsRequired => "Please provide the ID of the message(s) to acknowledge!",
             MessageIdsNotStrings => "Message IDs must be formatted as an array of strings!",

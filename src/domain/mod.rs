@@ -46,8 +46,17 @@ pub struct Limits {
     pub max_acknowledge: Option<usize>,
     /// `/listMessages` page size when the request names none.
     pub list_default: u32,
-    /// The largest `/listMessages` page a request may ask for.
+    /// The largest `/listMessages` page a request may ask for (`u32::MAX` when disabled).
     pub list_max: u32,
+    /// Whether `MESSAGE_BOX_LIST_MAX_LIMIT` is `-1` (the error text then names no number).
+    pub list_max_disabled: bool,
+    /// The largest `/listMessages` offset (`MESSAGE_BOX_LIST_MAX_OFFSET`).
+    pub list_max_offset: Option<u64>,
+    /// The byte budget of one `/listMessages` page (`MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`).
+    pub list_max_response_bytes: Option<u64>,
+    /// Rows one listing query fetches (the newer upstream's `listQueryBatchSize`): at most
+    /// this many stored bodies are held beside the page being built.
+    pub list_batch: u32,
 }
 
 impl Limits {
@@ -64,12 +73,25 @@ impl Limits {
             max_acknowledge: size(m.max_acknowledgment_ids),
             list_default: page(m.list_default_limit),
             list_max: page(m.list_max_limit),
+            list_max_disabled: m.list_max_limit.is_none(),
+            list_max_offset: m.list_max_offset,
+            list_max_response_bytes: m.list_max_response_bytes,
+            list_batch: list_batch(m.list_max_response_bytes, m.max_message_body_bytes),
         }
     }
 
     /// The body cap of a send: 413 `ERR_MESSAGE_BODY_TOO_LARGE`.
     pub fn check_message_body(&self, bytes: usize) -> Result<(), ApiError> {
         check_message_body(self.max_message_body_bytes, bytes)
+    }
+}
+
+/// `listQueryBatchSize`: `max(1, min(100, floor(budget / largest body)))`, or 1 when either
+/// is disabled — a batch of the largest bodies fits the page's budget (standard: 8).
+pub fn list_batch(budget: crate::limits::Limit, max_body: crate::limits::Limit) -> u32 {
+    match (budget, max_body) {
+        (Some(budget), Some(body)) if body > 0 => (budget / body).clamp(1, 100) as u32,
+        _ => 1,
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::js;
 use super::{ApiError, IdentityKey, Limits, MessageBox};
-use crate::store::{Device, DeviceRegistration, Permission, StoredMessage};
+use crate::store::{iso8601, Device, DeviceRegistration, Permission, StoredMessage};
 
 /// A `/listMessages` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,9 +15,16 @@ pub struct ListRequest {
     pub message_box: String,
     pub limit: u32,
     pub offset: u64,
+    /// `limit`, `offset` or `skip` was given: the answer carries the paging fields.
+    pub paged: bool,
 }
 
+/// `Number.MAX_SAFE_INTEGER`: the largest limit or offset when its bound is disabled.
+const JS_MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
 impl ListRequest {
+    /// Validates in the newer upstream's order. 1.1.5 read only `messageBox`, so its two
+    /// errors come first and keep their texts; the paging checks are the newer server's.
     pub fn from_json(body: &Value, limits: &Limits) -> Result<ListRequest, ApiError> {
         let message_box = match body.get("messageBox") {
             None | Some(Value::Null) => return Err(ApiError::MessageBoxRequired),
@@ -25,23 +32,97 @@ impl ListRequest {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(ApiError::MessageBoxNotString),
         };
-        let max = limits.list_max;
-        let limit = match body.get("limit") {
-            None | Some(Value::Null) => limits.list_default,
-            Some(v) => match v.as_u64() {
-                Some(n) if js::is_integer(v) && (1..=u64::from(max)).contains(&n) => n as u32,
-                _ => return Err(ApiError::InvalidListLimit { max }),
+        let given = |name: &str| body.get(name).filter(|v| !v.is_null());
+        let (limit, offset, skip) = (given("limit"), given("offset"), given("skip"));
+        let paged = limit.is_some() || offset.is_some() || skip.is_some();
+        if let (Some(o), Some(s)) = (offset, skip) {
+            if !js_strict_equal(o, s) {
+                return Err(ApiError::ListOffsetSkipMismatch);
+            }
+        }
+        let max_limit = (!limits.list_max_disabled).then_some(limits.list_max);
+        let limit = match limit {
+            None => limits.list_default,
+            Some(v) => match safe_integer(v) {
+                Some(n) if n >= 1 && n <= max_limit.map_or(JS_MAX_SAFE_INTEGER, u64::from) => {
+                    u32::try_from(n).unwrap_or(u32::MAX)
+                }
+                _ => return Err(ApiError::InvalidListLimit { max: max_limit }),
             },
         };
-        let offset = match body.get("offset") {
-            None | Some(Value::Null) => 0,
-            Some(v) => match v.as_u64() {
-                Some(n) if js::is_integer(v) => n,
-                _ => return Err(ApiError::InvalidListOffset),
+        let max_offset = limits.list_max_offset;
+        let offset = match offset.or(skip) {
+            None => 0,
+            Some(v) => match safe_integer(v) {
+                Some(n) if n <= max_offset.unwrap_or(JS_MAX_SAFE_INTEGER) => n,
+                _ => return Err(ApiError::InvalidListOffset { max: max_offset }),
             },
         };
-        Ok(ListRequest { message_box, limit, offset })
+        Ok(ListRequest { message_box, limit, offset, paged })
     }
+}
+
+/// `Number.isSafeInteger(v) && v >= 0`: a JSON number (never a string) that is a whole,
+/// non-negative safe integer.
+fn safe_integer(v: &Value) -> Option<u64> {
+    if !js::is_integer(v) {
+        return None;
+    }
+    let n = v
+        .as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0 && *f <= JS_MAX_SAFE_INTEGER as f64).map(|f| f as u64))?;
+    (n <= JS_MAX_SAFE_INTEGER).then_some(n)
+}
+
+/// `a !== b` negated for two JSON values as JavaScript holds them: numbers by value (`1` and
+/// `1.0` are one number), objects and arrays never (each is its own reference).
+fn js_strict_equal(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Object(_) | Value::Array(_), _) => false,
+        _ => a == b,
+    }
+}
+
+/// What the listing budget counts for the answer around the items (the newer upstream's
+/// figure): `{"status":"success","messages":[…],"limit":…,"offset":…,"nextOffset":…,"hasMore":…}`.
+const LIST_ENVELOPE_BYTES: u64 = 256;
+
+/// A batch of at least this many stored bytes reserves the rest of the page's budget.
+const LIST_RESERVE_FROM: u64 = 256 * 1024;
+
+/// How a listing page ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListPage {
+    /// Messages on the page.
+    pub count: u64,
+    /// More messages follow: the limit or the byte budget cut the page.
+    pub has_more: bool,
+}
+
+/// A listed message as the answer has it: `{"messageId","body","sender","createdAt","updatedAt"}`
+/// (1.1.5's keys and order). The domain writes it because the page's byte budget counts it.
+#[derive(serde::Serialize)]
+struct ListItem<'a> {
+    #[serde(rename = "messageId")]
+    message_id: &'a str,
+    body: &'a str,
+    sender: &'a str,
+    #[serde(rename = "createdAt")]
+    created_at: String,
+    #[serde(rename = "updatedAt")]
+    updated_at: String,
+}
+
+fn write_item(out: &mut Vec<u8>, m: &StoredMessage) {
+    let item = ListItem {
+        message_id: &m.message_id,
+        body: &m.body,
+        sender: &m.sender,
+        created_at: iso8601(m.created_at),
+        updated_at: iso8601(m.updated_at),
+    };
+    serde_json::to_writer(out, &item).expect("strings serialise");
 }
 
 /// A `/acknowledgeMessage` request: ids of the caller's messages, in any box.
@@ -159,12 +240,68 @@ pub fn device_registration(identity: &IdentityKey, body: &Value) -> Result<Devic
 }
 
 impl MessageBox {
-    /// A page of `recipient`'s messages in one box, in arrival order.
-    pub async fn list(&self, recipient: &IdentityKey, request: &ListRequest) -> Result<Vec<StoredMessage>, ApiError> {
-        self.store
-            .list_messages(recipient.as_str(), &request.message_box, request.limit, request.offset)
-            .await
-            .map_err(|e| ApiError::from_store(&e, "listMessages", ApiError::ListFailed))
+    /// A page of `recipient`'s unexpired messages in one box, in arrival order (`created_at`,
+    /// then `messageId`), each item's JSON appended to `out`, comma-separated.
+    ///
+    /// The page stops at `request.limit` messages or at the byte budget
+    /// (`MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`), whichever comes first: the budget starts at
+    /// 256 (the answer's envelope) and each item adds its JSON length + 1 (its comma). Rows are
+    /// read [`Limits::list_batch`] at a time, so the server holds at most the page and one
+    /// batch of stored bodies, however full the box. A first message that alone exceeds the
+    /// budget is 413 `ERR_MESSAGE_RESPONSE_TOO_LARGE` (the client could never read past it).
+    pub async fn list_into(
+        &self,
+        recipient: &IdentityKey,
+        request: &ListRequest,
+        out: &mut Vec<u8>,
+    ) -> Result<ListPage, ApiError> {
+        let budget = self.limits.list_max_response_bytes;
+        let limit = u64::from(request.limit);
+        let batch = u64::from(self.limits.list_batch.max(1));
+        let (start, mut count, mut used) = (out.len(), 0u64, LIST_ENVELOPE_BYTES);
+        loop {
+            // One row past the limit tells whether there is more.
+            let want = batch.min(limit - count + 1);
+            let rows = self
+                .store
+                .list_messages(recipient.as_str(), &request.message_box, want as u32, request.offset + count)
+                .await
+                .map_err(|e| ApiError::from_store(&e, "listMessages", ApiError::ListFailed))?;
+            let fetched = rows.len() as u64;
+            // A page of large messages is given its whole budget at once: growing by doubling
+            // would copy it and briefly hold it twice (untouched capacity is not resident).
+            let raw: u64 = rows.iter().map(|m| (m.body.len() + m.message_id.len() + m.sender.len()) as u64).sum();
+            if let Some(budget) =
+                budget.filter(|_| raw >= LIST_RESERVE_FROM && out.capacity() - out.len() < raw as usize)
+            {
+                out.reserve_exact((budget.saturating_sub(used) + LIST_ENVELOPE_BYTES) as usize);
+            }
+            for row in rows {
+                if count == limit {
+                    return Ok(ListPage { count, has_more: true });
+                }
+                let before = out.len();
+                if count > 0 {
+                    out.push(b',');
+                }
+                write_item(out, &row);
+                drop(row);
+                let item = (out.len() - before - usize::from(count > 0)) as u64;
+                if budget.is_some_and(|budget| used + item + 1 > budget) {
+                    if count == 0 {
+                        out.truncate(start);
+                        return Err(ApiError::MessageResponseTooLarge);
+                    }
+                    out.truncate(before);
+                    return Ok(ListPage { count, has_more: true });
+                }
+                used += item + 1;
+                count += 1;
+            }
+            if fetched < want {
+                return Ok(ListPage { count, has_more: false });
+            }
+        }
     }
 
     /// Deletes `recipient`'s messages with these ids; none found is an error.
@@ -222,18 +359,85 @@ mod tests {
     #[test]
     fn list_paging_rules() {
         let l = Limits::default();
-        assert_eq!(ListRequest::from_json(&json!({}), &l), Err(ApiError::MessageBoxRequired));
-        assert_eq!(ListRequest::from_json(&json!({"messageBox": 1}), &l), Err(ApiError::MessageBoxNotString));
-        let r = ListRequest::from_json(&json!({"messageBox": "inbox"}), &l).unwrap();
-        assert_eq!((r.limit, r.offset), (l.list_default, 0));
+        let list = |body: Value| ListRequest::from_json(&body, &l);
+        assert_eq!(list(json!({})), Err(ApiError::MessageBoxRequired));
+        assert_eq!(list(json!({"messageBox": 1})), Err(ApiError::MessageBoxNotString));
+        // 1.1.5's errors come before the paging checks.
+        assert_eq!(list(json!({"messageBox": 1, "limit": 0})), Err(ApiError::MessageBoxNotString));
+        let r = list(json!({"messageBox": "inbox"})).unwrap();
+        assert_eq!((r.limit, r.offset, r.paged), (l.list_default, 0, false));
+        let r = list(json!({"messageBox": "inbox", "limit": null, "offset": null})).unwrap();
+        assert!(!r.paged, "null is not given");
+        let r = list(json!({"messageBox": "inbox", "skip": 7})).unwrap();
+        assert_eq!((r.limit, r.offset, r.paged), (l.list_default, 7, true));
+        let r = list(json!({"messageBox": "inbox", "offset": 3, "skip": 3.0, "limit": 2.0})).unwrap();
+        assert_eq!((r.limit, r.offset, r.paged), (2, 3, true));
+        let max_limit = Some(l.list_max);
+        for bad in [json!(0), json!(1001), json!(1.5), json!("5"), json!(-1), json!(true)] {
+            assert_eq!(
+                list(json!({"messageBox": "inbox", "limit": bad})),
+                Err(ApiError::InvalidListLimit { max: max_limit }),
+                "{bad}"
+            );
+        }
+        let max_offset = Some(100_000);
+        for bad in [json!(-1), json!(100_001), json!(0.5), json!("0"), json!([])] {
+            assert_eq!(
+                list(json!({"messageBox": "inbox", "offset": bad})),
+                Err(ApiError::InvalidListOffset { max: max_offset }),
+                "{bad}"
+            );
+        }
+        assert_eq!(list(json!({"messageBox": "inbox", "offset": 100_000})).unwrap().offset, 100_000);
+        assert_eq!(list(json!({"messageBox": "inbox", "offset": 1, "skip": 2})), Err(ApiError::ListOffsetSkipMismatch));
         assert_eq!(
-            ListRequest::from_json(&json!({"messageBox": "inbox", "limit": 0}), &l),
-            Err(ApiError::InvalidListLimit { max: l.list_max })
+            list(json!({"messageBox": "inbox", "offset": {}, "skip": {}})),
+            Err(ApiError::ListOffsetSkipMismatch)
+        );
+        // The mismatch is checked before the limit.
+        assert_eq!(
+            list(json!({"messageBox": "inbox", "offset": 1, "skip": 2, "limit": 0})),
+            Err(ApiError::ListOffsetSkipMismatch)
         );
         assert_eq!(
-            ListRequest::from_json(&json!({"messageBox": "inbox", "offset": -1}), &l),
-            Err(ApiError::InvalidListOffset)
+            ApiError::InvalidListLimit { max: None }.description(),
+            "limit must be an integer between 1 and the JavaScript safe-integer maximum."
         );
+        assert_eq!(
+            ApiError::InvalidListOffset { max: Some(5) }.description(),
+            "offset must be an integer between 0 and 5."
+        );
+        assert_eq!(
+            (ApiError::MessageResponseTooLarge.status(), ApiError::MessageResponseTooLarge.code()),
+            (413, "ERR_MESSAGE_RESPONSE_TOO_LARGE")
+        );
+
+        // -1 lifts the bounds (up to the JavaScript safe-integer maximum).
+        let mut resources = crate::limits::ResourceLimits::default();
+        resources.messages.list_max_limit = None;
+        resources.messages.list_max_offset = None;
+        let open = Limits::from_resources(&resources);
+        let r = ListRequest::from_json(
+            &json!({"messageBox": "b", "limit": 9_007_199_254_740_991u64, "offset": 9_007_199_254_740_991u64}),
+            &open,
+        )
+        .unwrap();
+        assert_eq!((r.limit, r.offset), (u32::MAX, 9_007_199_254_740_991));
+        assert_eq!(
+            ListRequest::from_json(&json!({"messageBox": "b", "limit": 9_007_199_254_740_992u64}), &open),
+            Err(ApiError::InvalidListLimit { max: None })
+        );
+    }
+
+    #[test]
+    fn list_batch_size() {
+        use crate::domain::list_batch;
+        assert_eq!(list_batch(Some(8 << 20), Some(1 << 20)), 8, "standard");
+        assert_eq!(list_batch(Some(4 << 20), Some(256 << 10)), 16, "small");
+        assert_eq!(list_batch(Some(1 << 20), Some(4 << 20)), 1);
+        assert_eq!(list_batch(Some(1 << 30), Some(1)), 100);
+        assert_eq!((list_batch(None, Some(1)), list_batch(Some(1), None)), (1, 1));
+        assert_eq!(Limits::default().list_batch, 8);
     }
 
     #[test]

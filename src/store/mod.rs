@@ -183,6 +183,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Unexpired messages of `recipient`'s box `box_type` ordered by `created_at`, then
     /// `messageId`; `limit`/`offset` page through them. No box → empty (the box is not created).
+    /// `/listMessages` reads its page through this a batch (`listQueryBatchSize` rows) at a
+    /// time and stops at its byte budget (`domain::MessageBox::list_into`), so `limit` here is
+    /// what the caller is ready to hold in memory.
     fn list_messages(
         &self,
         recipient: &str,
