@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 
 /// What load to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// New BRC-103 sessions: `POST /.well-known/auth`, response verified.
     Handshake,
