@@ -10,7 +10,12 @@ use messagebox::config::Config;
 use messagebox::startup::{self, Parts};
 
 fn start_server(db: &std::path::Path) -> messagebox::server::Running {
-    let map: HashMap<String, String> = [
+    start_server_with(db, &[])
+}
+
+/// With `extra` settings over the defaults.
+fn start_server_with(db: &std::path::Path, extra: &[(&str, &str)]) -> messagebox::server::Running {
+    let mut map: HashMap<String, String> = [
         ("MESSAGEBOX_PORT", "0".to_string()),
         ("MESSAGEBOX_BIND", "127.0.0.1".into()),
         ("MESSAGEBOX_THREADS", "2".into()),
@@ -22,6 +27,7 @@ fn start_server(db: &std::path::Path) -> messagebox::server::Running {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    map.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let config = Config::from_map(&map).expect("config");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let store = rt.block_on(startup::open_store(&config, Duration::from_secs(10))).expect("store");
@@ -33,7 +39,11 @@ fn start_server(db: &std::path::Path) -> messagebox::server::Running {
 #[test]
 fn every_scenario_runs_against_our_server() {
     let dir = tempfile::tempdir().unwrap();
-    let server = start_server(&dir.path().join("smoke.sqlite3"));
+    // The scenarios run back to back from one address: the per-IP and per-identity request
+    // limits (300 and 1000 a minute by default) would refuse most of them.
+    let lifted =
+        [("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000"), ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "1000000")];
+    let server = start_server_with(&dir.path().join("smoke.sqlite3"), &lifted);
     let url = format!("http://{}", server.addr);
     let pid = std::process::id().to_string();
     let common = ["--url", &url, "-d", "1s", "-w", "200ms", "-c", "2", "-t", "2", "-q", "--server-pid", &pid];
