@@ -4,7 +4,7 @@
 //! spends its CPU on the BRC-104 crypto, not on HTTP machinery.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -51,6 +51,15 @@ impl Target {
     }
 }
 
+/// A TCP connection to `addr`, from `source` when given (the `abuse` scenarios' legitimate
+/// client comes from another loopback address than the attack, as a real one would).
+pub async fn connect_from(addr: SocketAddr, source: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = source else { return TcpStream::connect(addr).await };
+    let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("connect: {0}")]
@@ -81,6 +90,8 @@ impl Response {
 pub struct Conn {
     target: Target,
     stream: Option<TcpStream>,
+    /// Local address to connect from (`None`: the OS's choice).
+    source: Option<IpAddr>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     /// Connections opened (the first one included).
@@ -92,7 +103,19 @@ const MAX_HEAD: usize = 64 * 1024;
 
 impl Conn {
     pub fn new(target: Target) -> Conn {
-        Conn { target, stream: None, rbuf: Vec::with_capacity(8192), wbuf: Vec::with_capacity(4096), connects: 0 }
+        Conn::from_source(target, None)
+    }
+
+    /// A connection whose sockets are bound to `source` before connecting.
+    pub fn from_source(target: Target, source: Option<IpAddr>) -> Conn {
+        Conn {
+            target,
+            stream: None,
+            source,
+            rbuf: Vec::with_capacity(8192),
+            wbuf: Vec::with_capacity(4096),
+            connects: 0,
+        }
     }
 
     pub fn target(&self) -> &Target {
@@ -106,7 +129,7 @@ impl Conn {
     }
 
     async fn connect(&mut self) -> Result<(), HttpError> {
-        let s = TcpStream::connect(self.target.addr).await.map_err(HttpError::Connect)?;
+        let s = connect_from(self.target.addr, self.source).await.map_err(HttpError::Connect)?;
         let _ = s.set_nodelay(true);
         self.stream = Some(s);
         self.rbuf.clear();

@@ -160,7 +160,7 @@ impl Worker {
                     MixOp::List | MixOp::Ack => ("list", self.list(ctx, None).await),
                 }
             }
-            Scenario::Live | Scenario::Idle => unreachable!("live scenarios run elsewhere"),
+            _ => unreachable!("live and abuse scenarios run elsewhere"),
         })
     }
 }

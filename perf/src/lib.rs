@@ -16,8 +16,10 @@
 //! - [`runner`]: the generator threads, the phase barrier, the main thread's watch (progress
 //!   line, samples).
 //! - [`httpload`], [`liveload`]: the scenarios.
+//! - [`abuse`]: the `abuse-*` scenarios (an attack beside a legitimate client).
 //! - [`report`]: the final report, for people or as JSON.
 
+pub mod abuse;
 pub mod http;
 pub mod httpload;
 pub mod ident;
@@ -42,7 +44,9 @@ pub fn run(opts: Options) -> Result<Report, String> {
     let server = opts.server_pid.map(|p| procfs::Watch::new(Some(p), hz)).transpose()?;
     let me = procfs::Watch::new(None, hz)?;
     let meter = runner::Meter { server, me };
-    if opts.scenario.is_live() {
+    if opts.scenario.is_abuse() {
+        abuse::run(opts, target, meter)
+    } else if opts.scenario.is_live() {
         liveload::run(opts, target, meter)
     } else {
         httpload::run(opts, target, meter)

@@ -30,14 +30,14 @@ use crate::http::{Conn, Target};
 use crate::options::Transport;
 use crate::stats::{OpError, Stats};
 
-type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 fn ws_config() -> WebSocketConfig {
     // Small buffers: `idle` holds thousands of these.
     WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
 }
 
-fn ws_err(e: tokio_tungstenite::tungstenite::Error) -> OpError {
+pub(crate) fn ws_err(e: tokio_tungstenite::tungstenite::Error) -> OpError {
     OpError::connect(format!("websocket: {e}"))
 }
 
@@ -50,7 +50,7 @@ pub struct LiveClient {
 }
 
 /// Reads the `open` packet's sid.
-fn open_sid(packet: &str) -> Result<String, OpError> {
+pub(crate) fn open_sid(packet: &str) -> Result<String, OpError> {
     let json =
         packet.strip_prefix('0').ok_or_else(|| OpError::protocol(format!("expected an open packet: {packet:.80}")))?;
     let v: Value = serde_json::from_str(json).map_err(|e| OpError::protocol(format!("open packet: {e}")))?;
@@ -64,7 +64,7 @@ fn polling_packets(body: &[u8]) -> Result<Vec<EioPacket>, OpError> {
 }
 
 /// A Socket.IO CONNECT reply (`0{"sid":…}`) or an error.
-fn check_connect_reply(sio: &str) -> Result<(), OpError> {
+pub(crate) fn check_connect_reply(sio: &str) -> Result<(), OpError> {
     match SioPacket::decode(sio) {
         Ok(SioPacket::Connect { .. }) => Ok(()),
         Ok(other) => Err(OpError::protocol(format!("expected the CONNECT reply, got {other:?}"))),
@@ -285,7 +285,7 @@ async fn ws_connect(target: &Target, path: &str) -> Result<Ws, OpError> {
 }
 
 /// The real client's way: polling handshake, CONNECT over polling, then upgrade.
-async fn upgrade(target: &Target) -> Result<Ws, OpError> {
+pub(crate) async fn upgrade(target: &Target) -> Result<Ws, OpError> {
     let mut http = Conn::new(target.clone());
     let get = |r: &crate::http::Response| -> Result<Vec<EioPacket>, OpError> {
         if r.status != 200 {
@@ -326,7 +326,7 @@ async fn upgrade(target: &Target) -> Result<Ws, OpError> {
 const OPEN_WAIT: Duration = Duration::from_secs(5);
 
 /// `transport=websocket` from the start: the open packet is the first frame.
-async fn direct(target: &Target) -> Result<Ws, OpError> {
+pub(crate) async fn direct(target: &Target) -> Result<Ws, OpError> {
     let mut ws = ws_connect(target, &query(None, "websocket")).await?;
     match tokio::time::timeout(OPEN_WAIT, ws.next()).await {
         Ok(Some(Ok(Message::Text(t)))) => {
@@ -349,7 +349,7 @@ async fn direct(target: &Target) -> Result<Ws, OpError> {
     }
 }
 
-async fn next_raw(ws: &mut Ws) -> Result<EioPacket, OpError> {
+pub(crate) async fn next_raw(ws: &mut Ws) -> Result<EioPacket, OpError> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => {

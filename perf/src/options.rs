@@ -9,7 +9,7 @@ use clap::{Parser, ValueEnum};
 
 /// What load to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Scenario {
     /// New BRC-103 sessions: `POST /.well-known/auth`, response verified.
     Handshake,
@@ -25,6 +25,16 @@ pub enum Scenario {
     Live,
     /// Hold `--clients` authenticated socket connections for `--duration`; report server memory.
     Idle,
+    /// Abuse: anonymous `/.well-known/auth` initialRequests from fresh identities, as fast as
+    /// `--attack-connections` connections go (a legitimate client is served meanwhile).
+    AbuseHandshake,
+    /// Abuse (slowloris): connections that send a request head one byte per
+    /// `--slow-interval` and never finish it.
+    AbuseSlowHeaders,
+    /// Abuse: signed sends of the largest accepted body to the most recipients allowed.
+    AbuseFanout,
+    /// Abuse: Engine.IO sessions that send `40`, answer pings and never authenticate.
+    AbuseSockets,
 }
 
 impl Scenario {
@@ -37,11 +47,36 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Live => "live",
             Scenario::Idle => "idle",
+            Scenario::AbuseHandshake => "abuse-handshake",
+            Scenario::AbuseSlowHeaders => "abuse-slow-headers",
+            Scenario::AbuseFanout => "abuse-fanout",
+            Scenario::AbuseSockets => "abuse-sockets",
         }
     }
 
     pub fn is_live(self) -> bool {
         matches!(self, Scenario::Live | Scenario::Idle)
+    }
+
+    /// The `abuse-*` family: an attack plus a legitimate client.
+    pub fn is_abuse(self) -> bool {
+        matches!(
+            self,
+            Scenario::AbuseHandshake | Scenario::AbuseSlowHeaders | Scenario::AbuseFanout | Scenario::AbuseSockets
+        )
+    }
+
+    /// abuse: attacking connections (or sockets, or senders) when `--attack-connections` is
+    /// not given: enough to meet the standard profile's caps (256 connections per IP, 1000
+    /// live sessions), a few senders for the fan-out (each send is megabytes).
+    pub fn default_attack_connections(self) -> usize {
+        match self {
+            Scenario::AbuseHandshake => 64,
+            Scenario::AbuseSlowHeaders => 1000,
+            Scenario::AbuseFanout => 4,
+            Scenario::AbuseSockets => 1200,
+            _ => 0,
+        }
     }
 }
 
@@ -267,6 +302,35 @@ pub struct Options {
     /// (the memory-flatness check).
     #[arg(long)]
     pub rss_every: Option<u64>,
+
+    /// abuse: attacking connections, sockets or senders (default per kind: handshake 64,
+    /// slow-headers 1000, fanout 4, sockets 1200).
+    #[arg(long)]
+    pub attack_connections: Option<usize>,
+
+    /// abuse: local address of the legitimate client's connections (default 127.0.0.2 when
+    /// the target is loopback IPv4, so per-IP limits tell it from the attack; otherwise the
+    /// OS's choice).
+    #[arg(long)]
+    pub legit_source: Option<std::net::IpAddr>,
+
+    /// abuse: the legitimate client's signed listMessages start this often (open loop).
+    #[arg(long, value_parser = parse_duration, default_value = "100ms")]
+    pub legit_interval: Duration,
+
+    /// abuse-slow-headers: one byte of the request head per connection this often.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub slow_interval: Duration,
+
+    /// abuse-fanout: body characters (default: the standard profile's
+    /// MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES, the largest a default server accepts).
+    #[arg(long)]
+    pub fanout_body_bytes: Option<usize>,
+
+    /// abuse-fanout: recipients per send (default: the standard profile's
+    /// MESSAGE_BOX_MAX_RECIPIENTS).
+    #[arg(long)]
+    pub fanout_recipients: Option<usize>,
 }
 
 impl Options {
@@ -305,6 +369,17 @@ impl Options {
         }
         if self.scenario == Scenario::Ack && self.identities.is_some_and(|i| i < self.concurrency) {
             return Err("ack needs an identity per worker: --identities >= --concurrency".into());
+        }
+        if self.scenario.is_abuse() {
+            if self.attack_connections == Some(0) {
+                return Err("--attack-connections must be at least 1".into());
+            }
+            if self.legit_interval.is_zero() || self.slow_interval.is_zero() {
+                return Err("--legit-interval and --slow-interval must be above 0".into());
+            }
+            if self.fanout_body_bytes == Some(0) || self.fanout_recipients == Some(0) {
+                return Err("--fanout-body-bytes and --fanout-recipients must be at least 1".into());
+            }
         }
         if self.rss_every.is_some() && self.server_pid.is_none() {
             return Err("--rss-every needs --server-pid".into());
@@ -356,5 +431,41 @@ mod tests {
         let o = Options::try_parse_from(["mbload", "list", "-n", "1000"]).unwrap();
         assert_eq!(o.duration_or_default(), None);
         assert!(Options::try_parse_from(["mbload", "send", "--rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn abuse_options() {
+        let o = Options::try_parse_from([
+            "mbload",
+            "abuse-slow-headers",
+            "--attack-connections",
+            "300",
+            "--slow-interval",
+            "500ms",
+            "--legit-source",
+            "127.0.0.3",
+        ])
+        .unwrap();
+        assert_eq!(o.scenario, Scenario::AbuseSlowHeaders);
+        assert!(o.scenario.is_abuse() && !o.scenario.is_live());
+        assert_eq!(o.attack_connections, Some(300));
+        assert_eq!(o.slow_interval, Duration::from_millis(500));
+        assert_eq!(o.legit_interval, Duration::from_millis(100));
+        assert_eq!(o.legit_source, Some("127.0.0.3".parse().unwrap()));
+        o.validate().unwrap();
+        for (name, s) in [
+            ("abuse-handshake", Scenario::AbuseHandshake),
+            ("abuse-fanout", Scenario::AbuseFanout),
+            ("abuse-sockets", Scenario::AbuseSockets),
+        ] {
+            let o = Options::try_parse_from(["mbload", name]).unwrap();
+            assert_eq!((o.scenario, o.scenario.name()), (s, name));
+            assert!(o.scenario.default_attack_connections() > 0);
+        }
+        let o = Options::try_parse_from(["mbload", "abuse-fanout", "--fanout-recipients", "0"]).unwrap();
+        assert!(o.validate().is_err());
+        let o = Options::try_parse_from(["mbload", "abuse-sockets", "--legit-interval", "0s"]).unwrap();
+        assert!(o.validate().is_err());
+        assert!(Options::try_parse_from(["mbload", "abuse-sockets", "--legit-source", "nowhere"]).is_err());
     }
 }

@@ -31,7 +31,24 @@ const JSON: (&str, &str) = ("content-type", "application/json");
 
 impl Peer {
     pub fn new(identity: ClientIdentity, target: Target, verify: bool) -> Peer {
-        Peer { identity, session: None, conn: Conn::new(target), verify, handshakes: 0, rehandshakes: 0 }
+        Peer::from_source(identity, target, verify, None)
+    }
+
+    /// A peer whose connections come from the local address `source`.
+    pub fn from_source(
+        identity: ClientIdentity,
+        target: Target,
+        verify: bool,
+        source: Option<std::net::IpAddr>,
+    ) -> Peer {
+        Peer {
+            identity,
+            session: None,
+            conn: Conn::from_source(target, source),
+            verify,
+            handshakes: 0,
+            rehandshakes: 0,
+        }
     }
 
     pub fn identity(&self) -> &ClientIdentity {
@@ -104,6 +121,25 @@ impl Peer {
             }
             return Ok(resp);
         }
+    }
+
+    /// A signed request whose answer is returned whatever it is (signed or not, any status),
+    /// unverified: what an attacker needs, who only reads the status and code.
+    pub async fn call_raw(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response, OpError> {
+        if self.session.is_none() {
+            self.handshake().await?;
+        }
+        let session = self.session.as_ref().expect("handshaken");
+        let signed = session
+            .sign_request(&self.identity, method, path, &[JSON], Some(body))
+            .map_err(|e| OpError::auth(format!("signing: {e}")))?;
+        let resp = self.conn.request(method, path, &signed.headers, signed.body.as_deref().unwrap_or(&[])).await?;
+        if resp.status == 401 && resp.header("x-bsv-auth-signature").is_none() {
+            // The server forgot the session: the next call handshakes again.
+            self.session = None;
+            self.rehandshakes += 1;
+        }
+        Ok(resp)
     }
 
     /// POST a JSON body to a business route; anything but 200 is an error of that status.

@@ -26,6 +26,26 @@ pub struct ServerCost {
     pub hwm_kib: u64,
 }
 
+/// What an `abuse-*` run did and what the legitimate client got meanwhile.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct AbuseSummary {
+    /// Where the legitimate client's connections came from.
+    pub legit_source: Option<String>,
+    pub legit_interval_ms: f64,
+    /// The legitimate client's measured requests: answered 200 + success, failed.
+    pub legit_ok: u64,
+    pub legit_failed: u64,
+    pub legit_success_rate: f64,
+    pub legit_p50_ms: Option<f64>,
+    pub legit_p99_ms: Option<f64>,
+    /// The attack's counters over the whole run (warm-up included): attempts, accepted,
+    /// refused by status and code, closed by the server, ...
+    pub attack: BTreeMap<String, u64>,
+    /// How long the server kept an attacking connection it closed (slow headers, sockets).
+    pub held_p50_s: Option<f64>,
+    pub held_max_s: Option<f64>,
+}
+
 /// A phase before or after the measured run (e.g. the live connects).
 #[derive(Debug, Clone, Serialize)]
 pub struct Phase {
@@ -98,6 +118,8 @@ pub struct Report {
     pub phases: Vec<Phase>,
     pub rss_marks: Vec<RssMark>,
     pub notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abuse: Option<AbuseSummary>,
 }
 
 impl Report {
@@ -131,6 +153,7 @@ impl Report {
             phases: Vec::new(),
             rss_marks: Vec::new(),
             notes: Vec::new(),
+            abuse: None,
         }
     }
 
@@ -254,6 +277,28 @@ impl Report {
         if !self.counters.is_empty() {
             let c: Vec<String> = self.counters.iter().map(|(k, v)| format!("{k} {v}")).collect();
             let _ = writeln!(s, "  counters     {}", c.join(", "));
+        }
+        if let Some(a) = &self.abuse {
+            let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+            let _ = writeln!(
+                s,
+                "  legitimate   from {}, every {} ms: {} ok, {} failed ({:.1} % served), p50 {} ms, p99 {} ms",
+                a.legit_source.as_deref().unwrap_or("the OS's choice"),
+                a.legit_interval_ms,
+                a.legit_ok,
+                a.legit_failed,
+                a.legit_success_rate * 100.0,
+                ms(a.legit_p50_ms),
+                ms(a.legit_p99_ms)
+            );
+            let c: Vec<String> = a.attack.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            let _ = writeln!(s, "  attack       {}", c.join(", "));
+            if let (Some(p50), Some(max)) = (a.held_p50_s, a.held_max_s) {
+                let _ = writeln!(
+                    s,
+                    "  held         the server closed attacking connections after p50 {p50:.1} s, max {max:.1} s"
+                );
+            }
         }
         for n in &self.notes {
             let _ = writeln!(s, "  note         {n}");
