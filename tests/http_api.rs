@@ -3,28 +3,9 @@
 
 mod common;
 
-use common::{assert_error, key, TestServer};
+use common::{assert_error, key, on_both_stores, TestServer};
 use messagebox::payments::PaymentError;
 use serde_json::{json, Value};
-
-/// Runs `$body` (an async fn taking the database URL) once per backend.
-macro_rules! on_both_stores {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
-                super::$body(&db.url).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
-                super::$body(&db.url).await;
-            }
-        }
-    };
-}
 
 on_both_stores!(public_surface, public_surface);
 on_both_stores!(send_validation, send_validation);

@@ -10,7 +10,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{assert_error, key, TestServer};
+use common::{assert_error, key, on_both_stores, TestServer};
 use messagebox::config::{Config, ConfigError};
 use messagebox::domain::send::{store_live, LiveMessage, LiveOutcome};
 use messagebox::domain::IdentityKey;
@@ -332,25 +332,6 @@ fn env_example_shows_the_defaults() {
 }
 
 // --- the caps over HTTP -----------------------------------------------------------------------
-
-/// Runs `$body` (an async fn taking the database URL) once per backend.
-macro_rules! on_both_stores {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
-                super::$body(&db.url).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
-                super::$body(&db.url).await;
-            }
-        }
-    };
-}
 
 on_both_stores!(send_caps, send_caps);
 on_both_stores!(unlimited_caps, unlimited_caps);

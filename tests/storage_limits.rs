@@ -8,8 +8,8 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::process::{get, signal, PrivateMariaDb, Proc};
-use common::{assert_error, TestServer};
+use common::process::{get, signal, vm_hwm, PrivateMariaDb, Proc};
+use common::{assert_error, on_both_stores, TestServer};
 use messagebox::auth::{ClientIdentity, PrivateKey};
 use messagebox::client::AuthClient;
 use serde_json::{json, Value};
@@ -20,25 +20,6 @@ const OUTAGE_ANSWER_BOUND: Duration = Duration::from_secs(17);
 
 fn send_body(to: &str, id: &str, body: &str) -> Value {
     json!({"message": {"recipient": to, "messageBox": "inbox", "body": body, "messageId": id}})
-}
-
-/// Runs `$body` (an async fn taking the database URL) once per backend.
-macro_rules! on_both_stores {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
-                super::$body(&db.url).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
-                super::$body(&db.url).await;
-            }
-        }
-    };
 }
 
 on_both_stores!(d8_message_ids_belong_to_their_sender_and_recipient, d8_message_ids);
@@ -85,13 +66,6 @@ async fn d8_message_ids(url: &str) {
     s.stop();
 }
 
-/// `VmHWM` (peak resident set) of a process, in bytes.
-fn vm_hwm(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 /// The server binary on `url` (a private key, JSON logs on a pipe).
 fn spawn_server(url: &str, dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> Proc {
     let key = PrivateKey::random().to_hex();
@@ -100,26 +74,7 @@ fn spawn_server(url: &str, dir: &tempfile::TempDir, extra: &[(&str, &str)]) -> P
     Proc::spawn(&env, dir.path(), Stdio::piped())
 }
 
-/// Runs `$body` (an async fn taking the database URL) once per backend, on the binary.
-macro_rules! on_both_stores_sync {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
-                super::$body(db.url.clone()).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
-                super::$body(db.url.clone()).await;
-            }
-        }
-    };
-}
-
-on_both_stores_sync!(d1_one_body_per_multi_recipient_send, d1_one_body);
+on_both_stores!(d1_one_body_per_multi_recipient_send, d1_one_body);
 
 /// D1: one signed send of a 1 MiB body to 100 recipients. The server's peak RSS (VmHWM)
 /// grows by less than 32 × the body (measured 14–20 MiB on MySQL, 14.5 MiB on SQLite; the
@@ -127,11 +82,11 @@ on_both_stores_sync!(d1_one_body_per_multi_recipient_send, d1_one_body);
 /// (a copy of the body as a JSON value and as text), MySQL's statements held 8 MiB of
 /// parameters and mysql_async's buffer pool kept the packets: 1 MiB × 100 grew VmHWM by
 /// 159 MiB with the pool alone (1 MiB × 1000: 2.4 GB in the issue); now about 15 MiB.
-async fn d1_one_body(url: String) {
+async fn d1_one_body(url: &str) {
     const BODY: usize = 1 << 20;
     const RECIPIENTS: usize = 100;
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn_server(&url, &dir, &[]);
+    let server = spawn_server(url, &dir, &[]);
     let pid = server.child.as_ref().unwrap().id();
     let mut sender = AuthClient::new(ClientIdentity::random(), server.addr);
     let recipients: Vec<String> =

@@ -25,7 +25,7 @@
 //! ```
 
 // Each test binary uses a different part of this module (and of its re-exports).
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod db;
 pub mod original;
@@ -35,3 +35,41 @@ pub mod server;
 pub use db::{mysql_server_url, run_isolated, with_store, Kind, TestDb, MYSQL_URL_ENV, REQUIRE_ALL_ENV};
 pub use original::{create_original, KNEX_NAMES, ORIGINAL_DDL};
 pub use server::{assert_error, free_port, key, TestServer};
+
+/// Runs `$body` once per backend, as the tests `$name::sqlite` and `$name::mysql` (skipped,
+/// or failed under `MESSAGEBOX_REQUIRE_ALL=1`, without MySQL). `$body` is an async fn taking
+/// the database URL as `&str`, or with `db` after it, the [`TestDb`] itself. Use with
+/// `use common::on_both_stores;`.
+macro_rules! on_both_stores {
+    ($name:ident, $body:ident, db) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
+                super::$body(&db).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
+                super::$body(&db).await;
+            }
+        }
+    };
+    ($name:ident, $body:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
+                super::$body(&db.url).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn mysql() {
+                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
+                super::$body(&db.url).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;

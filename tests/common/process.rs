@@ -14,6 +14,13 @@ use super::free_port;
 pub const LIFTED_RATES: [(&str, &str); 2] =
     [("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000"), ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "1000000")];
 
+/// `VmHWM` (peak resident set) of a process, in bytes.
+pub fn vm_hwm(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
 /// The server binary of this build.
 pub const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
 
