@@ -31,7 +31,7 @@ for kind in "${kinds[@]}"; do
     sockets-ws) scenario=abuse-sockets; args=(--transport websocket) ;;
     *) echo "unknown kind $kind" >&2; exit 2 ;;
   esac
-  pid=$(env "${env[@]}" perf/scripts/server.sh sqlite "$port")
+  pid=$(env BENCH_LIMITS=default "${env[@]}" perf/scripts/server.sh sqlite "$port")
   echo "== $kind (server $pid${env:+, ${env[*]}})" >&2
   target/release/mbload "$scenario" -u "http://127.0.0.1:$port" -d 20s --server-pid "$pid" -q \
     --label "$kind${env:+, ${env[*]}}" "${args[@]}" ${MBLOAD_ARGS:-} \
