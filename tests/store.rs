@@ -834,6 +834,7 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
         let mut expected: Vec<String> = KNEX_NAMES.iter().map(|n| format!("{n}.js")).collect();
         expected.push("0001_index_messages_recipient_box_created_at".into());
         expected.push("0002_messages_expires_at".into());
+        expected.push("0003_index_messages_sender_expires_at".into());
         assert_eq!(report.applied, expected);
 
         let messages = show_create(&db, "messages").await;
@@ -870,7 +871,8 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
             own,
             vec![
                 vec![Some("0001_index_messages_recipient_box_created_at".into())],
-                vec![Some("0002_messages_expires_at".into())]
+                vec![Some("0002_messages_expires_at".into())],
+                vec![Some("0003_index_messages_sender_expires_at".into())]
             ]
         );
 
@@ -891,14 +893,21 @@ fn mysql_adopts_a_database_created_by_the_original() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing);
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at"]);
+        assert_eq!(
+            report.applied,
+            [
+                "0001_index_messages_recipient_box_created_at",
+                "0002_messages_expires_at",
+                "0003_index_messages_sender_expires_at"
+            ]
+        );
         assert_eq!(knex_names(&db).await.len(), 5, "nothing recorded in knex_migrations");
-        // The table is as it was, plus our index, `expires_at` and its index.
+        // The table is as it was, plus our two indexes, `expires_at` and its index.
         let after = show_create(&db, "messages").await;
         for line in tables_before.lines().filter(|l| l.starts_with("  ")) {
             assert!(after.contains(line.trim_end_matches(',')), "{line} missing from {after}");
         }
-        assert_eq!(after.lines().count(), tables_before.lines().count() + 3, "{after}");
+        assert_eq!(after.lines().count(), tables_before.lines().count() + 4, "{after}");
         check_works_on_original_data(&db, &store).await;
         assert!(store.migrate().await.unwrap().applied.is_empty());
     });
@@ -921,7 +930,7 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing, ".ts names count as recorded");
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at"]);
+        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at", "0003_index_messages_sender_expires_at"]);
         check_works_on_original_data(&db, &store).await;
         let knex = knex_names(&db).await;
         assert_eq!(knex.len(), 6);
@@ -955,7 +964,8 @@ fn mysql_completes_a_partially_migrated_original_database() {
                 "2025-01-31-001-notification-permissions.js",
                 "2025-01-31-002-device-registrations.js",
                 "0001_index_messages_recipient_box_created_at",
-                "0002_messages_expires_at"
+                "0002_messages_expires_at",
+                "0003_index_messages_sender_expires_at"
             ]
         );
         let knex = knex_names(&db).await;
