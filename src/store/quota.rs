@@ -42,6 +42,9 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// the database again when next seen). Bounds its memory at ~200 bytes an entry.
 pub const MAX_TRACKED_IDENTITIES: usize = 100_000;
 
+/// Longest a read of an identity's usage waits for its sends in flight to finish.
+const DRAIN_WAIT: Duration = Duration::from_millis(250);
+
 /// Passes of [`Ledger::reserve`] before it decides on what it has.
 const LAST_PASS: u32 = 5;
 
@@ -192,10 +195,15 @@ impl State {
     /// The identity's entry, created empty; an idle entry is forgotten first when the map is full.
     fn entry(&mut self, scope: Scope, key: &str) -> &mut Entry {
         let map = self.map(scope);
-        if !map.contains_key(key) && map.len() >= MAX_TRACKED_IDENTITIES {
-            map.retain(|_, e| e.inflight != Usage::default());
+        // Looked up before inserting: the key is copied only for a new entry (this runs on
+        // every send).
+        if !map.contains_key(key) {
+            if map.len() >= MAX_TRACKED_IDENTITIES {
+                map.retain(|_, e| e.inflight != Usage::default());
+            }
+            map.insert(key.to_string(), Entry::default());
         }
-        map.entry(key.to_string()).or_default()
+        map.get_mut(key).expect("present")
     }
 }
 
@@ -265,16 +273,16 @@ impl Ledger {
     }
 
     /// Per identity (in check order) what the charges add.
-    fn demand(&self, charges: &[Charge]) -> Vec<(Scope, String, Usage)> {
-        let mut out: Vec<(Scope, String, Usage)> = Vec::new();
-        let mut add = |scope: Scope, key: &str, bytes: u64| {
+    fn demand<'a>(&self, charges: &'a [Charge]) -> Vec<(Scope, &'a str, Usage)> {
+        let mut out: Vec<(Scope, &'a str, Usage)> = Vec::new();
+        let mut add = |scope: Scope, key: &'a str, bytes: u64| {
             if !self.limits.enabled(scope) {
                 return;
             }
             let one = Usage { messages: 1, bytes };
-            match out.iter_mut().find(|(s, k, _)| *s == scope && k == key) {
+            match out.iter_mut().find(|(s, k, _)| *s == scope && *k == key) {
                 Some((_, _, u)) => u.add(one),
-                None => out.push((scope, key.to_string(), one)),
+                None => out.push((scope, key, one)),
             }
         };
         for c in charges {
@@ -293,8 +301,8 @@ impl Ledger {
         let mut state = self.lock();
         let missing: Vec<(Scope, String)> = demand
             .iter()
-            .filter(|(scope, key, _)| state.map(*scope).get(key).is_none_or(|e| e.base.is_none()))
-            .map(|(scope, key, _)| (*scope, key.clone()))
+            .filter(|(scope, key, _)| state.map(*scope).get(*key).is_none_or(|e| e.base.is_none()))
+            .map(|(scope, key, _)| (*scope, key.to_string()))
             .collect();
         if !missing.is_empty() && !last {
             return Check::Load(missing);
@@ -312,11 +320,11 @@ impl Ledger {
                     return Check::Refused(QuotaExceeded { scope: *scope, resource, limit });
                 }
                 // An upper bound says no: the database decides (and starts the recheck interval).
-                return Check::Load(vec![(*scope, key.clone())]);
+                return Check::Load(vec![(*scope, key.to_string())]);
             }
         }
         for (scope, key, new) in demand {
-            state.entry(scope, &key).inflight.add(new);
+            state.entry(scope, key).inflight.add(new);
         }
         Check::Fits
     }
@@ -325,27 +333,36 @@ impl Ledger {
     /// in flight may or may not be in what the read sees, and counting it twice could refuse
     /// a send that fits. (Its other sends meanwhile find the quota full and wait here too, so
     /// the in-flight ones drain.) Rows whose insert finished while the read ran anyway are
-    /// added to it, keeping the figure an upper bound; the read then confirms no refusal.
+    /// added to it, keeping the figure an upper bound; such a read confirms no refusal.
     async fn load(&self, store: &dyn Backend, scope: Scope, key: &str, now: Timestamp) -> Result<(), StoreError> {
-        let mark = loop {
-            let drained = self.drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            {
-                let mut state = self.lock();
-                let entry = state.entry(scope, key);
-                if entry.inflight == Usage::default() {
-                    break entry.added;
+        let waiting = async {
+            loop {
+                let drained = self.drained.notified();
+                tokio::pin!(drained);
+                drained.as_mut().enable();
+                if self.lock().entry(scope, key).inflight == Usage::default() {
+                    return;
                 }
+                drained.await;
             }
-            drained.await;
+        };
+        // Sends that still fit keep going meanwhile (a smaller body under a byte quota), so
+        // the wait is bounded; a read with sends in flight confirms nothing (see below).
+        let _ = tokio::time::timeout(DRAIN_WAIT, waiting).await;
+        let (mark, idle_before) = {
+            let mut state = self.lock();
+            let e = state.entry(scope, key);
+            (e.added, e.inflight == Usage::default())
         };
         let read = store.quota_usage(scope, key, now).await?;
         let mut state = self.lock();
         let entry = state.entry(scope, key);
         let since = entry.added.minus(mark);
         entry.base = Some(read.plus(since));
-        entry.read_at = (since == Usage::default()).then(Instant::now);
+        // Exact only if no send of the identity was in flight at any point of the read;
+        // otherwise an upper bound that a refusal must not rely on.
+        let exact = idle_before && since == Usage::default() && entry.inflight == Usage::default();
+        entry.read_at = exact.then(Instant::now);
         Ok(())
     }
 
