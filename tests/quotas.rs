@@ -312,3 +312,37 @@ async fn live_path(db: &TestDb) {
     assert_eq!(store_live(&store, None, live("l-2")).await, LiveOutcome::QuotaExceeded(refused));
     store.flush().await.unwrap();
 }
+
+on_both_stores!(concurrent_sends_never_overshoot_a_byte_quota, concurrent_bytes);
+
+/// 8 senders with bodies of different sizes against one inbox's byte quota (2000): the
+/// stored envelopes never add up to more (bound: 0 bytes), and the inbox ends within one
+/// largest message of the quota (no send was refused while it would still have fit).
+async fn concurrent_bytes(db: &TestDb) {
+    const QUOTA: u64 = 2000;
+    let s = TestServer::start(&db.url, &[("MESSAGE_BOX_MAX_INBOX_BYTES", "2000")]).await;
+    let bk = ClientIdentity::random().identity_hex().to_string();
+    let tasks: Vec<_> = (0..8)
+        .map(|c| {
+            let mut client = s.client();
+            let bk = bk.clone();
+            tokio::spawn(async move {
+                for i in 0..10 {
+                    let body = "b".repeat(10 + 37 * ((c + i) % 5));
+                    let got = send(&mut client, &bk, &format!("y-{c}-{i}"), &body).await;
+                    if got.0 != 200 {
+                        assert_quota(&got, Scope::Inbox, "bytes", QUOTA);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let sql = format!("SELECT COALESCE(SUM(OCTET_LENGTH(body)), 0) FROM messages WHERE recipient = '{bk}'");
+    let stored: u64 = db.scalar(&sql).await.unwrap().parse().unwrap();
+    assert!(stored <= QUOTA, "{stored} bytes stored over a quota of {QUOTA}");
+    assert!(stored > QUOTA - envelope_bytes(&"b".repeat(10 + 37 * 4)), "{stored}");
+    s.stop();
+}
