@@ -439,6 +439,9 @@ fn id_key(id: &str) -> String {
 /// before anything is written. A race with another sender between the check and the insert
 /// is caught after it (the insert reports the row duplicate and the owner is read again); the
 /// request is then refused although rows it wrote for other recipients stay.
+///
+/// Between the id rule and the insert, the storage quotas ([`crate::store::quota`]) reserve
+/// what the send newly stores (not its idempotent re-sends) or refuse it whole (429).
 async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Refused> {
     let mut owners_wanted: Vec<(String, String, String)> = Vec::with_capacity(rows.len());
     let mut by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
