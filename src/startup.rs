@@ -157,6 +157,7 @@ pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, St
         pool_size: config.db_pool,
         timeouts: config.resources.database,
         retention_days: config.resources.retention.days,
+        quotas: crate::store::quota::QuotaLimits::from_resources(&config.resources),
         ..StoreOptions::default()
     };
     let url = config.database.url();

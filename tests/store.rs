@@ -834,6 +834,7 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
         let mut expected: Vec<String> = KNEX_NAMES.iter().map(|n| format!("{n}.js")).collect();
         expected.push("0001_index_messages_recipient_box_created_at".into());
         expected.push("0002_messages_expires_at".into());
+        expected.push("0003_index_messages_sender_expires_at".into());
         assert_eq!(report.applied, expected);
 
         let messages = show_create(&db, "messages").await;
@@ -870,7 +871,8 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
             own,
             vec![
                 vec![Some("0001_index_messages_recipient_box_created_at".into())],
-                vec![Some("0002_messages_expires_at".into())]
+                vec![Some("0002_messages_expires_at".into())],
+                vec![Some("0003_index_messages_sender_expires_at".into())]
             ]
         );
 
@@ -891,14 +893,21 @@ fn mysql_adopts_a_database_created_by_the_original() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing);
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at"]);
+        assert_eq!(
+            report.applied,
+            [
+                "0001_index_messages_recipient_box_created_at",
+                "0002_messages_expires_at",
+                "0003_index_messages_sender_expires_at"
+            ]
+        );
         assert_eq!(knex_names(&db).await.len(), 5, "nothing recorded in knex_migrations");
-        // The table is as it was, plus our index, `expires_at` and its index.
+        // The table is as it was, plus our two indexes, `expires_at` and its index.
         let after = show_create(&db, "messages").await;
         for line in tables_before.lines().filter(|l| l.starts_with("  ")) {
             assert!(after.contains(line.trim_end_matches(',')), "{line} missing from {after}");
         }
-        assert_eq!(after.lines().count(), tables_before.lines().count() + 3, "{after}");
+        assert_eq!(after.lines().count(), tables_before.lines().count() + 4, "{after}");
         check_works_on_original_data(&db, &store).await;
         assert!(store.migrate().await.unwrap().applied.is_empty());
     });
@@ -921,7 +930,7 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing, ".ts names count as recorded");
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at"]);
+        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at", "0003_index_messages_sender_expires_at"]);
         check_works_on_original_data(&db, &store).await;
         let knex = knex_names(&db).await;
         assert_eq!(knex.len(), 6);
@@ -955,7 +964,8 @@ fn mysql_completes_a_partially_migrated_original_database() {
                 "2025-01-31-001-notification-permissions.js",
                 "2025-01-31-002-device-registrations.js",
                 "0001_index_messages_recipient_box_created_at",
-                "0002_messages_expires_at"
+                "0002_messages_expires_at",
+                "0003_index_messages_sender_expires_at"
             ]
         );
         let knex = knex_names(&db).await;
@@ -991,12 +1001,12 @@ fn mysql_concurrent_migrations_do_not_race() {
         .collect();
     let reports: Vec<_> = runs.into_iter().map(|h| h.join().unwrap()).collect();
     let applied: Vec<usize> = reports.iter().map(|r| r.applied.len()).collect();
-    assert!(applied.contains(&7) && applied.contains(&0), "{reports:?}");
+    assert!(applied.contains(&8) && applied.contains(&0), "{reports:?}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         assert_eq!(knex_names(&db).await.len(), 5);
         assert_eq!(db.scalar("SELECT COUNT(*) FROM server_fees").await.as_deref(), Some("3"));
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM messagebox_migrations").await.as_deref(), Some("2"));
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM messagebox_migrations").await.as_deref(), Some("3"));
     });
 }
 
@@ -1138,6 +1148,56 @@ mod retention {
             store.insert_messages(vec![msg("f-1", BOB, "inbox")]).await.unwrap();
             assert_eq!(store.delete_expired(now() + 3650 * 86_400, None).await.unwrap(), 0);
             assert_eq!(ids(&store, BOB, "inbox").await, ["f-1"]);
+        });
+    }
+
+    #[test]
+    fn sqlite_memory() {
+        case(Kind::SqliteMemory);
+    }
+
+    #[test]
+    fn sqlite_file() {
+        case(Kind::SqliteFile);
+    }
+
+    #[test]
+    fn mysql() {
+        case(Kind::Mysql);
+    }
+}
+
+/// What the storage quotas read (`quota_usage`) on every backend: a sender's rows across
+/// recipients and a recipient's across boxes, unexpired only, bytes as stored (UTF-8, so a
+/// multi-byte character counts its bytes), identities compared in SQL collation.
+mod quota_usage {
+    use super::*;
+    use messagebox::store::quota::{Scope, Usage};
+
+    fn case(kind: Kind) {
+        with_store(kind, StoreOptions::default(), |_db, store| async move {
+            let mut rows = vec![msg("q-1", BOB, "inbox"), msg("q-2", BOB, "other"), msg("q-3", ALICE, "inbox")];
+            rows[2].body = "é€".into(); // 2 + 3 bytes
+            store.insert_messages(rows).await.unwrap();
+            let body = |id: &str| format!("{{\"message\":\"body of {id}\"}}").len() as u64;
+            let usage = |scope, key: &'static str, at| {
+                let store = store.clone();
+                async move { store.quota_usage(scope, key, at).await.unwrap() }
+            };
+            let t = now();
+            assert_eq!(usage(Scope::Inbox, BOB, t).await, Usage { messages: 2, bytes: body("q-1") + body("q-2") });
+            assert_eq!(usage(Scope::Inbox, ALICE, t).await, Usage { messages: 1, bytes: 5 });
+            assert_eq!(
+                usage(Scope::Sender, CAROL, t).await,
+                Usage { messages: 3, bytes: body("q-1") + body("q-2") + 5 }
+            );
+            let upper = "02CCCC000000000000000000000000000000000000000000000000000000000003";
+            assert_eq!(usage(Scope::Sender, upper, t).await.messages, 3, "the collation compares");
+            assert_eq!(usage(Scope::Sender, BOB, t).await, Usage::default());
+            // 31 days on (retention is 30 by default), every row has expired.
+            assert_eq!(usage(Scope::Sender, CAROL, t + 31 * 86_400).await, Usage::default());
+            store.acknowledge(BOB, &strings(&["q-1"])).await.unwrap();
+            assert_eq!(usage(Scope::Inbox, BOB, t).await, Usage { messages: 1, bytes: body("q-2") });
         });
     }
 

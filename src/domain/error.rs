@@ -6,6 +6,8 @@ use std::borrow::Cow;
 
 use serde_json::{json, Value};
 
+use crate::store::quota::Scope;
+
 /// An error answer of a MessageBox route.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{} {}: {}", self.status(), self.code(), self.description())]
@@ -128,6 +130,9 @@ pub enum ApiError {
     ListOffsetSkipMismatch,
     /// The first message of a page alone exceeds `MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`.
     MessageResponseTooLarge,
+    // --- storage quotas (track C2; 1.1.5 had none) ----------------------------------------
+    /// 429 `ERR_SENDER_QUOTA_EXCEEDED` / `ERR_INBOX_QUOTA_EXCEEDED` with `resource` and `limit`.
+    QuotaExceeded(crate::store::quota::QuotaExceeded),
 }
 
 /// The bound a paging error names: the configured number, or the newer upstream's words for
@@ -149,6 +154,7 @@ impl ApiError {
             MessageBodyTooLarge { .. } | MessageResponseTooLarge => 413,
             RouteNotFound { .. } => 404,
             DatabaseUnavailable => 503,
+            QuotaExceeded(_) => 429,
             InternalizeFailed(_)
             | ListFailed
             | AcknowledgeFailed
@@ -203,6 +209,10 @@ impl ApiError {
             Internal => "ERR_INTERNAL",
             DatabaseUnavailable => "ERR_DATABASE_UNAVAILABLE",
             DuplicateMessage => "ERR_DUPLICATE_MESSAGE",
+            QuotaExceeded(q) => match q.scope {
+                Scope::Sender => "ERR_SENDER_QUOTA_EXCEEDED",
+                Scope::Inbox => "ERR_INBOX_QUOTA_EXCEEDED",
+            },
         }
     }
 
@@ -298,6 +308,12 @@ impl ApiError {
             Internal => "An internal error has occurred.",
             DatabaseUnavailable => "The database is temporarily unavailable. Please retry later.",
             DuplicateMessage => "Duplicate message.",
+            QuotaExceeded(q) => match q.scope {
+                Scope::Sender => "The sender storage quota has been reached. Retry after messages expire.",
+                Scope::Inbox => {
+                    "The recipient inbox storage quota has been reached. Retry after messages are acknowledged or expire."
+                }
+            },
         };
         Cow::Borrowed(text)
     }
@@ -327,8 +343,13 @@ impl ApiError {
     /// a blocked delivery.
     pub fn to_json(&self) -> Value {
         let mut body = json!({"status": "error", "code": self.code(), "description": self.description()});
-        if let ApiError::DeliveryBlocked(keys) = self {
-            body["blockedRecipients"] = json!(keys);
+        match self {
+            ApiError::DeliveryBlocked(keys) => body["blockedRecipients"] = json!(keys),
+            ApiError::QuotaExceeded(q) => {
+                body["resource"] = json!(q.resource.as_str());
+                body["limit"] = json!(q.limit);
+            }
+            _ => {}
         }
         body
     }
@@ -350,5 +371,22 @@ mod tests {
         assert_eq!(e.description(), "Invalid recipient public key at index(es): 0, 2.");
         assert_eq!(ApiError::Internal.status(), 500);
         assert_eq!(ApiError::MessageNotFound.to_string(), "400 ERR_INVALID_ACKNOWLEDGMENT: Message not found!");
+    }
+
+    #[test]
+    fn quota_bodies_as_the_newer_server_answers() {
+        use crate::store::quota::{QuotaExceeded, Resource};
+        let e = ApiError::QuotaExceeded(QuotaExceeded { scope: Scope::Sender, resource: Resource::Bytes, limit: 7 });
+        assert_eq!(e.status(), 429);
+        assert_eq!(e.retry_after(), None);
+        assert_eq!(
+            serde_json::to_string(&e.to_json()).unwrap(),
+            r#"{"status":"error","code":"ERR_SENDER_QUOTA_EXCEEDED","description":"The sender storage quota has been reached. Retry after messages expire.","resource":"bytes","limit":7}"#
+        );
+        let e = ApiError::QuotaExceeded(QuotaExceeded { scope: Scope::Inbox, resource: Resource::Messages, limit: 3 });
+        assert_eq!(
+            serde_json::to_string(&e.to_json()).unwrap(),
+            r#"{"status":"error","code":"ERR_INBOX_QUOTA_EXCEEDED","description":"The recipient inbox storage quota has been reached. Retry after messages are acknowledged or expire.","resource":"messages","limit":3}"#
+        );
     }
 }

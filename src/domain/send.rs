@@ -13,6 +13,7 @@ use super::fees::{self, Quote};
 use super::js;
 use super::{ApiError, BoxName, Delivery, IdentityKey, Limits, MessageBox, MessageId};
 use crate::payments::Internalize;
+use crate::store::quota::{Charge, QuotaExceeded, ReserveError};
 use crate::store::{InsertOutcome, NewMessage, Store};
 
 /// A recipient as the client wrote it (trimmed; echoed in answers) and as it is stored.
@@ -205,6 +206,7 @@ impl MessageBox {
         drop(shared);
         let outcomes = store_owned(&self.store, messages).await.map_err(|refused| match refused {
             Refused::Duplicate => ApiError::DuplicateMessage,
+            Refused::Quota(q) => ApiError::QuotaExceeded(q),
             Refused::Store(e) => ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal),
         })?;
 
@@ -366,6 +368,8 @@ pub enum LiveOutcome {
     PaymentRequired,
     /// The body exceeds `MESSAGE_BOX_MAX_MESSAGE_BODY_BYTES` (this many bytes), as HTTP refuses it.
     BodyTooLarge { max: usize },
+    /// A storage quota refuses it, as HTTP would (429).
+    QuotaExceeded(QuotaExceeded),
     /// The store failed.
     Failed,
 }
@@ -404,6 +408,7 @@ pub async fn store_live(store: &Store, max_body_bytes: Option<usize>, message: L
             tracing::debug!("live sendMessage: the messageId belongs to another sender or recipient");
             LiveOutcome::Failed
         }
+        Err(Refused::Quota(q)) => LiveOutcome::QuotaExceeded(q),
         Err(Refused::Store(e)) => {
             tracing::error!(error = %e, "live sendMessage: storing failed");
             LiveOutcome::Failed
@@ -415,6 +420,8 @@ pub async fn store_live(store: &Store, max_body_bytes: Option<usize>, message: L
 enum Refused {
     /// A messageId belongs to another sender or recipient (D8).
     Duplicate,
+    /// A storage quota (checked after the id rule, before anything is written).
+    Quota(QuotaExceeded),
     Store(crate::store::StoreError),
 }
 
@@ -432,6 +439,9 @@ fn id_key(id: &str) -> String {
 /// before anything is written. A race with another sender between the check and the insert
 /// is caught after it (the insert reports the row duplicate and the owner is read again); the
 /// request is then refused although rows it wrote for other recipients stay.
+///
+/// Between the id rule and the insert, the storage quotas ([`crate::store::quota`]) reserve
+/// what the send newly stores (not its idempotent re-sends) or refuse it whole (429).
 async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Refused> {
     let mut owners_wanted: Vec<(String, String, String)> = Vec::with_capacity(rows.len());
     let mut by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
@@ -456,7 +466,32 @@ async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertO
     if !before.iter().all(ours) {
         return Err(Refused::Duplicate);
     }
+    // The quotas count what this send would newly store: a row whose id we already own is an
+    // idempotent re-send (it stores nothing, so a quota the original fit in cannot refuse
+    // it), and an id repeated in the request is one row.
+    let stored_ids: HashSet<String> = before.iter().map(|o| id_key(&o.message_id)).collect();
+    let mut counted: HashSet<String> = HashSet::with_capacity(rows.len());
+    let mut charged_rows = Vec::with_capacity(rows.len());
+    let mut charges = Vec::with_capacity(rows.len());
+    for (i, r) in rows.iter().enumerate() {
+        let key = id_key(&r.message_id);
+        if !stored_ids.contains(&key) && counted.insert(key) {
+            charged_rows.push(i);
+            charges.push(Charge {
+                sender: r.sender.clone(),
+                recipient: r.recipient.clone(),
+                bytes: r.body.len() as u64,
+            });
+        }
+    }
+    let reservation =
+        store.quotas().reserve(store.as_ref(), charges, crate::store::now()).await.map_err(|e| match e {
+            ReserveError::Exceeded(q) => Refused::Quota(q),
+            ReserveError::Store(e) => Refused::Store(e),
+        })?;
+    // Dropped unfinished on an error: the rows count as stored (they may be).
     let outcomes = store.insert_messages(rows).await.map_err(Refused::Store)?;
+    reservation.stored(|i| outcomes[charged_rows[i]]);
     // A duplicate the check did not see: someone stored the id in between.
     if outcomes.iter().filter(|o| **o == InsertOutcome::Duplicate).count() > before.len() {
         let after = store.message_owners(&ids).await.map_err(Refused::Store)?;

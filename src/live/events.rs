@@ -435,6 +435,7 @@ impl MessageBoxEvents {
             StoreOutcome::BodyTooLarge { max } => {
                 crate::domain::ApiError::MessageBodyTooLarge { max }.description().into_owned()
             }
+            StoreOutcome::QuotaExceeded(q) => crate::domain::ApiError::QuotaExceeded(q).description().into_owned(),
             StoreOutcome::Failed => ACK_STORE_FAILED.to_string(),
         };
         let id = Value::String(p.message_id.clone());

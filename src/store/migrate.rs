@@ -63,19 +63,23 @@ pub(crate) const MYSQL_ORIGINAL_STEPS: [Step; 5] = [
 ];
 
 /// Our steps on top of the original schema, recorded in `messagebox_migrations`.
-pub(crate) const MYSQL_OWN_STEPS: [Step; 2] = [
+pub(crate) const MYSQL_OWN_STEPS: [Step; 3] = [
     Step {
         name: "0001_index_messages_recipient_box_created_at",
         sql: include_str!("../../migrations/mysql/0001_index_messages_recipient_box_created_at.sql"),
     },
     Step { name: "0002_messages_expires_at", sql: include_str!("../../migrations/mysql/0002_messages_expires_at.sql") },
+    Step {
+        name: "0003_index_messages_sender_expires_at",
+        sql: include_str!("../../migrations/mysql/0003_index_messages_sender_expires_at.sql"),
+    },
 ];
 
 const MYSQL_KNEX_TABLES: &str = include_str!("../../migrations/mysql/bookkeeping_knex_tables.sql");
 const MYSQL_OWN_TABLE: &str = include_str!("../../migrations/mysql/bookkeeping_messagebox_migrations.sql");
 
 /// The SQLite steps, recorded in `messagebox_migrations`.
-pub(crate) const SQLITE_STEPS: [Step; 3] = [
+pub(crate) const SQLITE_STEPS: [Step; 4] = [
     Step { name: "0001_create_schema", sql: include_str!("../../migrations/sqlite/0001_create_schema.sql") },
     Step {
         name: "0002_index_messages_recipient_box_created_at",
@@ -84,6 +88,10 @@ pub(crate) const SQLITE_STEPS: [Step; 3] = [
     Step {
         name: "0003_messages_expires_at",
         sql: include_str!("../../migrations/sqlite/0003_messages_expires_at.sql"),
+    },
+    Step {
+        name: "0004_index_messages_sender_expires_at",
+        sql: include_str!("../../migrations/sqlite/0004_index_messages_sender_expires_at.sql"),
     },
 ];
 
@@ -473,7 +481,12 @@ mod tests {
         let first = run_sqlite(&mut conn).unwrap();
         assert_eq!(
             first.applied,
-            ["0001_create_schema", "0002_index_messages_recipient_box_created_at", "0003_messages_expires_at"]
+            [
+                "0001_create_schema",
+                "0002_index_messages_recipient_box_created_at",
+                "0003_messages_expires_at",
+                "0004_index_messages_sender_expires_at"
+            ]
         );
         let second = run_sqlite(&mut conn).unwrap();
         assert!(second.applied.is_empty());

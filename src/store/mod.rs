@@ -22,6 +22,7 @@ mod error;
 mod fees;
 pub mod migrate;
 pub mod mysql;
+pub mod quota;
 mod sql;
 pub mod sqlite;
 
@@ -198,6 +199,15 @@ pub trait Backend: Send + Sync + 'static {
     /// returns how many went (the retention sweeper).
     fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64>;
 
+    /// `scope`'s unexpired rows of `identity` at `now` (`messages.sender` or
+    /// `messages.recipient` equal to it in SQL collation) and the UTF-8 bytes of their bodies:
+    /// what the storage quotas count ([`quota`]).
+    fn quota_usage(&self, scope: quota::Scope, identity: &str, now: Timestamp) -> StoreFuture<'_, quota::Usage>;
+
+    /// The storage quotas and this process's ledger of what each identity stored
+    /// ([`quota::Ledger`]); every send reserves in it before inserting.
+    fn quotas(&self) -> &Arc<quota::Ledger>;
+
     /// Deletes `recipient`'s messages with these ids (any box, expired or not); returns how many went.
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64>;
 
@@ -319,6 +329,8 @@ pub struct StoreOptions {
     /// `MESSAGE_BOX_RETENTION_DAYS`: a stored message's `expires_at` is its `created_at` plus
     /// this many days (`None`: NULL, never expires).
     pub retention_days: Option<u64>,
+    /// The storage quotas sends are held to (`config.resources.messages`).
+    pub quotas: quota::QuotaLimits,
     /// Connections in the MySQL pool.
     pub pool_size: usize,
     /// Most rows in one group-committed insert.
@@ -336,6 +348,7 @@ impl Default for StoreOptions {
         StoreOptions {
             timeouts: crate::limits::ResourceLimits::default().database,
             retention_days: crate::limits::ResourceLimits::default().retention.days,
+            quotas: quota::QuotaLimits::default(),
             pool_size: 8,
             max_batch_rows: 512,
             max_queued_inserts: 65_536,

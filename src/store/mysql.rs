@@ -93,6 +93,7 @@ pub struct MysqlStore {
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     writer: batch::Queue<Infallible>,
+    quotas: Arc<super::quota::Ledger>,
 }
 
 struct Shared {
@@ -205,7 +206,8 @@ impl MysqlStore {
             })
             .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
 
-        let store = MysqlStore { runtime: handle, shared, writer: queue };
+        let store =
+            MysqlStore { runtime: handle, shared, writer: queue, quotas: super::quota::Ledger::new(options.quotas) };
         store
             .spawn(|s| async move {
                 let mut conn = s.conn().await?;
@@ -1066,8 +1068,30 @@ impl Backend for MysqlStore {
         })
     }
 
+    fn quota_usage(
+        &self,
+        scope: super::quota::Scope,
+        identity: &str,
+        now: Timestamp,
+    ) -> StoreFuture<'_, super::quota::Usage> {
+        let identity = identity.to_string();
+        self.spawn(move |s| async move {
+            let mut conn = s.conn().await?;
+            let row: Option<Row> = conn.exec_first(sql::usage(scope), (identity, date_value(now))).await?;
+            let mut it = values(row.ok_or_else(|| StoreError::database("an aggregate returned no row"))?);
+            let messages = required(v_i64(next(&mut it)), "COUNT(*)")?;
+            let bytes = required(v_i64(next(&mut it)), "SUM(OCTET_LENGTH(body))")?;
+            Ok(super::quota::Usage { messages: messages.max(0) as u64, bytes: bytes.max(0) as u64 })
+        })
+    }
+
+    fn quotas(&self) -> &Arc<super::quota::Ledger> {
+        &self.quotas
+    }
+
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
+        let quotas = self.quotas.clone();
         self.spawn(move |s| async move {
             if ids.is_empty() {
                 return Ok(0);
@@ -1082,6 +1106,8 @@ impl Backend for MysqlStore {
                 conn.exec_drop(sql::delete_messages(size), params).await?;
                 deleted += conn.affected_rows();
             }
+            // The inbox shrank: a quota refusal must ask the database again.
+            quotas.acknowledged(&recipient);
             Ok(deleted)
         })
     }

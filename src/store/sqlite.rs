@@ -43,6 +43,7 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// queued and close their connections.
 pub struct SqliteStore {
     writer: batch::Queue<WriteJob>,
+    quotas: Arc<super::quota::Ledger>,
     /// `None` for `:memory:` (reads go to the writer).
     readers: Option<mpsc::Sender<ReadJob>>,
 }
@@ -123,7 +124,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
         let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
         tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore { writer, readers, quotas: super::quota::Ledger::new(options.quotas) })
     }
 
     /// Runs `f` on a reader connection (the writer's for `:memory:`).
@@ -457,8 +458,28 @@ impl Backend for SqliteStore {
         })
     }
 
+    fn quota_usage(
+        &self,
+        scope: super::quota::Scope,
+        identity: &str,
+        now: Timestamp,
+    ) -> StoreFuture<'_, super::quota::Usage> {
+        let identity = identity.to_string();
+        self.read(move |conn| {
+            let (messages, bytes): (i64, i64) = conn
+                .prepare_cached(sql::usage(scope))?
+                .query_row(params![identity, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(super::quota::Usage { messages: messages.max(0) as u64, bytes: bytes.max(0) as u64 })
+        })
+    }
+
+    fn quotas(&self) -> &Arc<super::quota::Ledger> {
+        &self.quotas
+    }
+
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
+        let quotas = self.quotas.clone();
         self.write(move |conn| {
             if ids.is_empty() {
                 return Ok(0);
@@ -471,6 +492,8 @@ impl Backend for SqliteStore {
                 deleted += tx.prepare_cached(&delete)?.execute(rusqlite::params_from_iter(params))? as u64;
             }
             tx.commit()?;
+            // The inbox shrank: a quota refusal must ask the database again.
+            quotas.acknowledged(&recipient);
             Ok(deleted)
         })
     }
