@@ -443,6 +443,11 @@ fn id_key(id: &str) -> String {
 /// Between the id rule and the insert, the storage quotas ([`crate::store::quota`]) reserve
 /// what the send newly stores (not its idempotent re-sends) or refuse it whole (429).
 async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Refused> {
+    let rows = match store_one(store, rows).await {
+        Ok(outcomes) => return Ok(outcomes),
+        Err(Fallback::Refused(r)) => return Err(r),
+        Err(Fallback::Checked(rows)) => rows,
+    };
     let mut owners_wanted: Vec<(String, String, String)> = Vec::with_capacity(rows.len());
     let mut by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
     for r in &rows {
@@ -497,6 +502,41 @@ async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertO
         let after = store.message_owners(&ids).await.map_err(Refused::Store)?;
         if !after.iter().all(ours) {
             return Err(Refused::Duplicate);
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Why [`store_one`] left a send to the checked path of [`store_owned`].
+enum Fallback {
+    Refused(Refused),
+    /// Not a single row, or a full quota that an idempotent re-send may still pass: the rows,
+    /// untouched.
+    Checked(Vec<NewMessage>),
+}
+
+/// The common send, one row, under the same rules as [`store_owned`] at one store round trip
+/// fewer: the row is charged and inserted at once, and its owner is read only when the insert
+/// finds the id taken (an idempotent re-send, or D8's refusal — with one row nothing else was
+/// written). A quota that refuses goes to the checked path, which knows a re-send from a new
+/// row before charging.
+async fn store_one(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Fallback> {
+    let [row] = &rows[..] else { return Err(Fallback::Checked(rows)) };
+    let charge = Charge { sender: row.sender.clone(), recipient: row.recipient.clone(), bytes: row.body.len() as u64 };
+    let reservation = match store.quotas().reserve(store.as_ref(), vec![charge], crate::store::now()).await {
+        Ok(r) => r,
+        Err(ReserveError::Exceeded(_)) => return Err(Fallback::Checked(rows)),
+        Err(ReserveError::Store(e)) => return Err(Fallback::Refused(Refused::Store(e))),
+    };
+    let (id, sender, recipient) = (row.message_id.clone(), row.sender.clone(), row.recipient.clone());
+    // Dropped unfinished on an error: the row counts as stored (it may be).
+    let outcomes = store.insert_messages(rows).await.map_err(|e| Fallback::Refused(Refused::Store(e)))?;
+    reservation.stored(|i| outcomes[i]);
+    if outcomes.first() == Some(&InsertOutcome::Duplicate) {
+        let owners = store.message_owners(std::slice::from_ref(&id)).await;
+        let owners = owners.map_err(|e| Fallback::Refused(Refused::Store(e)))?;
+        if !owners.iter().all(|o| o.message_id == id && o.sender == sender && o.recipient == recipient) {
+            return Err(Fallback::Refused(Refused::Duplicate));
         }
     }
     Ok(outcomes)
