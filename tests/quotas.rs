@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error, TestDb, TestServer};
+use common::{assert_error, on_both_stores, TestDb, TestServer};
 use messagebox::auth::ClientIdentity;
 use messagebox::client::AuthClient;
 use messagebox::store::quota::{QuotaExceeded, QuotaLimits, Resource, Scope, RECHECK_AFTER};
@@ -56,33 +56,14 @@ async fn count(db: &TestDb, column: &str, key: &str) -> u64 {
     db.scalar(&format!("SELECT COUNT(*) FROM messages WHERE {column} = '{key}'")).await.unwrap().parse().unwrap()
 }
 
-/// Runs `$body` (an async fn taking the [`TestDb`]) once per backend.
-macro_rules! on_both_stores {
-    ($name:ident, $body:ident) => {
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let db = super::common::TestDb::new(super::common::Kind::SqliteFile).unwrap();
-                super::$body(&db).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn mysql() {
-                let Some(db) = super::common::TestDb::new(super::common::Kind::Mysql) else { return };
-                super::$body(&db).await;
-            }
-        }
-    };
-}
-
-on_both_stores!(message_quotas_answer_429_sender_first, message_quotas);
-on_both_stores!(byte_quotas_count_the_stored_envelope, byte_quotas);
-on_both_stores!(minus_one_disables_each_quota, disabled_quotas);
-on_both_stores!(expired_messages_do_not_count, expired_rows);
-on_both_stores!(acknowledging_frees_the_inbox_quota, acknowledge_frees);
-on_both_stores!(an_idempotent_resend_stays_200_and_counts_once, idempotent_resend);
-on_both_stores!(concurrent_sends_never_overshoot, concurrent_sends);
-on_both_stores!(the_live_path_is_held_to_the_quotas, live_path);
+on_both_stores!(message_quotas_answer_429_sender_first, message_quotas, db);
+on_both_stores!(byte_quotas_count_the_stored_envelope, byte_quotas, db);
+on_both_stores!(minus_one_disables_each_quota, disabled_quotas, db);
+on_both_stores!(expired_messages_do_not_count, expired_rows, db);
+on_both_stores!(acknowledging_frees_the_inbox_quota, acknowledge_frees, db);
+on_both_stores!(an_idempotent_resend_stays_200_and_counts_once, idempotent_resend, db);
+on_both_stores!(concurrent_sends_never_overshoot, concurrent_sends, db);
+on_both_stores!(the_live_path_is_held_to_the_quotas, live_path, db);
 
 /// Message counts: A fills its sender quota (2) and B's inbox (2) at once; A's third send is
 /// refused by the sender quota (checked first although B's inbox is full too), C's by B's inbox.
@@ -313,7 +294,7 @@ async fn live_path(db: &TestDb) {
     store.flush().await.unwrap();
 }
 
-on_both_stores!(concurrent_sends_never_overshoot_a_byte_quota, concurrent_bytes);
+on_both_stores!(concurrent_sends_never_overshoot_a_byte_quota, concurrent_bytes, db);
 
 /// 8 senders with bodies of different sizes against one inbox's byte quota (2000): the
 /// stored envelopes never add up to more (bound: 0 bytes), and the inbox ends within one
