@@ -139,6 +139,8 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MESSAGE_BOX_DB_ACQUIRE_TIMEOUT_MS", "ours: waiting for a pooled connection, positive, at most 3600000 (5000)"),
     ("MESSAGE_BOX_DB_QUERY_TIMEOUT_MS", "ours: one statement or transaction, positive, at most 3600000 (10000)"),
     ("MESSAGEBOX_KEY_FILE", "where the development key is kept (default: beside the database)"),
+    ("REDIS_URL", "redis://host:port[/db] or rediss://…: run as one node of a fleet (requires MySQL; every node shares SERVER_PRIVATE_KEY, the database and REDIS_URL); unset (default): a single node"),
+    ("MESSAGEBOX_NODE_URL", "with REDIS_URL: the http(s) origin other nodes reach this node at (default http://<bind address>:<port>, 127.0.0.1 for 0.0.0.0)"),
 ];
 
 /// The database to use.
@@ -243,6 +245,8 @@ pub struct Config {
     /// `BSV_NETWORK` as given (default `mainnet`), reported by `/health` as TS-next does.
     pub network: String,
     pub payment_wallet_url: Option<String>,
+    /// `REDIS_URL` set: this process is one node of a fleet.
+    pub fleet: Option<crate::fleet::FleetConfig>,
     pub firebase: Firebase,
     pub max_body: usize,
     pub sessions: SessionConfig,
@@ -348,6 +352,23 @@ impl Config {
         if let Some(u) = &payment_wallet_url {
             crate::payments::HttpJsonWallet::new(u, "x").map_err(|m| err("PAYMENT_WALLET_URL", m.to_string()))?;
         }
+        let fleet = match get("REDIS_URL").filter(|u| !u.is_empty()) {
+            None => None,
+            Some(url) => {
+                crate::fleet::check_redis_url(url).map_err(|m| err("REDIS_URL", m))?;
+                if matches!(database, Database::Sqlite { .. }) {
+                    return Err(err(
+                        "REDIS_URL",
+                        "a fleet needs MySQL: every node must share one database (set DATABASE_URL=mysql://…, or unset REDIS_URL)",
+                    ));
+                }
+                let node_url = match get("MESSAGEBOX_NODE_URL").filter(|u| !u.is_empty()) {
+                    Some(u) => Some(crate::fleet::check_node_url(u).map_err(|m| err("MESSAGEBOX_NODE_URL", m))?),
+                    None => None,
+                };
+                Some(crate::fleet::FleetConfig { redis_url: url.to_string(), node_url })
+            }
+        };
         let firebase = Firebase {
             enabled: get("ENABLE_FIREBASE") == Some("true"),
             project_id: get("FIREBASE_PROJECT_ID").map(str::to_string),
@@ -413,6 +434,7 @@ impl Config {
             testnet,
             network,
             payment_wallet_url,
+            fleet,
             firebase,
             max_body,
             sessions,

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod domain;
+pub mod fleet;
 pub mod http;
 pub mod limits;
 pub mod live;

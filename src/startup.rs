@@ -282,6 +282,10 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         health: crate::http::health_body(&config.network, config.enable_websockets),
         observability: config.observability.clone(),
         metrics: parts.metrics,
+        fleet: config
+            .fleet
+            .clone()
+            .map(|f| Arc::new(crate::fleet::Fleet::new(f).expect("REDIS_URL was checked by the configuration"))),
     })
 }
 
@@ -295,6 +299,10 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
     let listen = |source| StartupError::Listen { bind: config.bind, port: config.port, source };
     let mut running =
         crate::server::start(app.clone(), addr, config.threads, ParserLimits::default()).map_err(listen)?;
+    if let Some(fleet) = &app.fleet {
+        fleet.set_listening(running.addr);
+        tracing::info!(node_id = fleet.node_id(), node_url = fleet.node_url(), "fleet mode (REDIS_URL)");
+    }
     if let Some(listener) = metrics {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);
         crate::metrics::serve(listener, app.clone(), running.shutdown_signal()).map_err(listen)?;

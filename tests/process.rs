@@ -197,6 +197,17 @@ fn bad_configuration_exits_2_naming_the_variable() {
         (vec![("DATABASE_URL", "postgres://x")], "DATABASE_URL"),
         (vec![("MESSAGEBOX_THREADS", "0")], "MESSAGEBOX_THREADS"),
         (vec![("ENABLE_FIREBASE", "true")], "FIREBASE_PROJECT_ID"),
+        // A fleet shares one database: SQLite (the default) with REDIS_URL is refused.
+        (vec![("REDIS_URL", "redis://127.0.0.1:6379/0")], "REDIS_URL"),
+        (vec![("REDIS_URL", "http://127.0.0.1:6379"), ("DATABASE_URL", "mysql://u@127.0.0.1/db")], "REDIS_URL"),
+        (
+            vec![
+                ("REDIS_URL", "redis://127.0.0.1:6379/0"),
+                ("DATABASE_URL", "mysql://u@127.0.0.1/db"),
+                ("MESSAGEBOX_NODE_URL", "http://n1/api"),
+            ],
+            "MESSAGEBOX_NODE_URL",
+        ),
     ] {
         let out = run(&env, &[]);
         assert_eq!(out.status.code(), Some(2), "{env:?}");

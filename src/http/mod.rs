@@ -51,6 +51,8 @@ pub struct App {
     pub observability: crate::config::Observability,
     /// The per-core shards and their exposition (records nothing when metrics are off).
     pub metrics: Arc<Metrics>,
+    /// `Some` when `REDIS_URL` is set: this process is one node of a fleet.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// The liveness body of TS-next's `/health` and `/healthz`.
