@@ -4,7 +4,8 @@
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
-//!   can stop ([`process::PrivateMariaDb`]), a plain GET ([`process::get`]).
+//!   can stop ([`process::PrivateMariaDb`]), a private Redis ([`process::PrivateRedis`]), a
+//!   plain GET ([`process::get`]).
 //! * [`server`]: a real server in-process on loopback and clients for it ([`TestServer`]),
 //!   plus [`assert_error`], [`key`] and [`free_port`].
 //!

@@ -175,3 +175,66 @@ impl Drop for PrivateMariaDb {
         let _ = self.child.wait();
     }
 }
+
+/// A Redis server of the test's own on a free port (no persistence), for fleet tests: each
+/// test gets its own key space, and may stop, pause or restart the broker.
+pub struct PrivateRedis {
+    pub child: Option<Child>,
+    pub port: u16,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Option<PrivateRedis> {
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            assert!(std::env::var(super::REQUIRE_ALL_ENV).as_deref() != Ok("1"), "redis-server is not installed");
+            eprintln!("SKIPPED: redis-server is not installed");
+            return None;
+        }
+        let mut r = PrivateRedis { child: None, port: free_port() };
+        r.restart();
+        Some(r)
+    }
+
+    /// Starts it (again, on the same port, empty) and waits until it answers PING.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut buf = [0u8; 7];
+                if s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    return;
+                }
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the private Redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it (the port then refuses connections until [`PrivateRedis::restart`]).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), "CONT");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
