@@ -313,7 +313,10 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
     }
     if let Some(forward) = &app.forward {
         // Registered (a bounded wait) before start-up is reported done.
-        forward.nodes().start(running.shutdown_signal()).map_err(listen)?;
+        if let Some(registry) = forward.nodes().start(running.shutdown_signal()).map_err(listen)? {
+            // Shutdown waits for it to delete this node's registration.
+            running.join_on_shutdown(registry);
+        }
     }
     if let Some(listener) = metrics {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);

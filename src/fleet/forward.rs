@@ -284,10 +284,16 @@ impl Forwarder {
         } else {
             self.exchange(io, &target, peer, req).await
         };
-        Ok(answer.unwrap_or_else(|e| {
-            tracing::debug!(node, error = %e, "forwarding an Engine.IO request failed");
-            crate::live::driver::http::unknown_session(upgrade)
-        }))
+        Ok(match answer {
+            Ok(r) => {
+                tracing::debug!(node, upgrade, status = r.status().as_u16(), "Engine.IO request forwarded");
+                r
+            }
+            Err(e) => {
+                tracing::debug!(node, error = %e, "forwarding an Engine.IO request failed");
+                crate::live::driver::http::unknown_session(upgrade)
+            }
+        })
     }
 
     /// A polling GET or POST: the request (its body streamed) and the owner's answer.

@@ -164,14 +164,18 @@ impl Nodes {
     /// [`Fleet::set_listening`]) and waits, up to 3 s, for the first registration, so sids
     /// handed out from now on can be found by the other nodes. Redis being down is logged
     /// and retried; only a failure to start the thread is an error. The registration is
-    /// deleted when `shutdown` flips.
-    pub fn start(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+    /// deleted when `shutdown` flips, and then the thread ends (join the handle to wait for
+    /// the deletion; `None` when the registry was started already).
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: watch::Receiver<bool>,
+    ) -> std::io::Result<Option<std::thread::JoinHandle<()>>> {
         let Some(rx) = self.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return Ok(());
+            return Ok(None);
         };
         let (first_tx, first_rx) = std::sync::mpsc::channel();
         let nodes = self.clone();
-        std::thread::Builder::new().name("messagebox-fleet-nodes".into()).spawn(move || {
+        let thread = std::thread::Builder::new().name("messagebox-fleet-nodes".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -182,7 +186,7 @@ impl Nodes {
             rt.block_on(nodes.run(rx, shutdown, first_tx));
         })?;
         let _ = first_rx.recv_timeout(FIRST_REGISTRATION);
-        Ok(())
+        Ok(Some(thread))
     }
 
     /// The URL of node `node_id` (12 hex digits), or `None` when it is not registered (dead,
