@@ -14,7 +14,7 @@
 // the node registry in Redis). Every wait is bounded; every socket is closed at the end.
 
 import { format } from 'node:util'
-import { Checks, expect, expectEqual, installNetworkTripwire, parseArgs, withTimeout } from './lib.mjs'
+import { Checks, expect, expectEqual, Inbox, installNetworkTripwire, parseArgs } from './lib.mjs'
 
 const args = parseArgs({
   url: { env: 'MB_URL', required: true },
@@ -40,26 +40,6 @@ const t = new Checks('fleet_forward', { totalTimeoutMs: 200_000 })
 const lookups = []
 const closers = []
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** A queue per event name; `next` waits (bounded) for the oldest value. */
-class Inbox {
-  constructor () { this.queues = new Map(); this.waiters = new Map() }
-  push (key, value) {
-    const w = this.waiters.get(key)?.shift()
-    if (w != null) return w(value)
-    if (!this.queues.has(key)) this.queues.set(key, [])
-    this.queues.get(key).push(value)
-  }
-
-  next (key, ms = 10_000) {
-    const q = this.queues.get(key)
-    if (q != null && q.length > 0) return Promise.resolve(q.shift())
-    return withTimeout(new Promise((resolve) => {
-      if (!this.waiters.has(key)) this.waiters.set(key, [])
-      this.waiters.get(key).push(resolve)
-    }), ms, `event "${key}"`)
-  }
-}
 
 /** An identity, with a MessageBoxClient that sends over HTTP to `host`. */
 async function party (name, host) {
