@@ -221,6 +221,34 @@ fn polling_requests_follow_the_session_to_its_node() {
     assert_eq!(fleet.registry(), vec![], "deleted on SIGTERM");
 }
 
+/// Redis going away does not stop forwarding (each node uses the address it last saw), and
+/// after Redis restarts empty every node registers again within one refresh period.
+#[test]
+fn forwarding_rides_out_a_redis_restart() {
+    let Some(mut fleet) = Fleet::start(2) else { return };
+    let (a, b) = (fleet.addr(0), fleet.addr(1));
+    let sid = open_polling(a);
+    let post = |via, body: &[u8]| request(via, "POST", &poll_path(&sid), &[], body);
+    assert_eq!(post(b, b"40").0, 200, "forwarded, and node 1 now knows node 0's address");
+    fleet.redis.stop();
+    // The cached address serves for a while (5 s fresh, then up to 5 minutes while Redis
+    // fails); a poll through node 1 gets node 0's CONNECT answer.
+    std::thread::sleep(Duration::from_secs(6));
+    let (status, _, body) = request(b, "GET", &poll_path(&sid), &[], b"");
+    assert_eq!(status, 200, "{body}\n{}", fleet.logs());
+    assert!(body.starts_with("40{"), "{body}");
+    fleet.redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(12);
+    while fleet.registry().len() < 2 {
+        assert!(Instant::now() < deadline, "nodes did not register again: {:?}\n{}", fleet.registry(), fleet.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A new session on node 0, found by node 1 through the new registry.
+    let sid2 = open_polling(a);
+    let (status, _, body) = request(b, "POST", &poll_path(&sid2), &[], b"40");
+    assert_eq!((status, body.as_str()), (200, "ok"), "{}", fleet.logs());
+}
+
 /// A WebSocket upgrade for node 0's session, sent to node 1, becomes a tunnel to node 0: the
 /// 101, the probe, the upgrade, and then node 0's own packets (the server-initiated BRC-103
 /// handshake of a socket that did not authenticate) arrive through it.

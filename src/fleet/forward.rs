@@ -225,7 +225,9 @@ impl Forwarder {
     fn hop_headers(&self, from: &HeaderMap, peer: IpAddr, authority: &str, upgrade: bool) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(from.len() + 4);
         for (k, v) in from {
-            if !HOP_BY_HOP.contains(&k.as_str()) && k != FORWARDED && k != "x-forwarded-for" {
+            // `Expect: 100-continue` was this node's to answer (hyper does, as the body is read).
+            let ours = [FORWARDED, "x-forwarded-for", "expect"];
+            if !HOP_BY_HOP.contains(&k.as_str()) && !ours.contains(&k.as_str()) {
                 h.append(k.clone(), v.clone());
             }
         }
@@ -571,6 +573,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
             ("x-forwarded-for", "10.0.0.1"),
             ("accept", "*/*"),
+            ("expect", "100-continue"),
         ] {
             from.append(k, HeaderValue::from_static(v));
         }
@@ -584,7 +587,9 @@ mod tests {
         assert_eq!(get("content-type"), ["text/plain;charset=UTF-8"]);
         assert_eq!(get("content-length"), ["12"], "the body is streamed as it came");
         assert_eq!(get("accept"), ["*/*"]);
-        assert!(get("keep-alive").is_empty() && get("transfer-encoding").is_empty() && get("upgrade").is_empty());
+        for gone in ["keep-alive", "transfer-encoding", "upgrade", "expect"] {
+            assert!(get(gone).is_empty(), "{gone}");
+        }
         assert!(f.is_fleet_hop(&h));
         // The node behind it computes the client address the first node saw.
         let owner = f.client_hops(&h, 1);

@@ -9,7 +9,9 @@
 //! (`fleet::forward`). Answers are cached briefly per node id; a miss is one `GET` on the
 //! registry thread. While Redis does not answer, the last address a node was seen at is
 //! used (up to [`NodeTiming::stale`]): a node that died meanwhile refuses the connection and
-//! its clients reconnect, so a stale address costs nothing but that attempt.
+//! its clients reconnect, so a stale address costs nothing but that attempt. After a failed
+//! lookup, Redis is not asked again for [`NodeTiming::negative_cache`], so an outage delays
+//! one lookup per interval by the Redis timeout, not every request.
 //!
 //! Node ids come from session ids, which clients send: the cache is bounded, and a flood of
 //! made-up ids costs one Redis `GET` each, never memory.
@@ -77,22 +79,40 @@ enum Answer {
 #[derive(Debug, Default)]
 struct Cache {
     entries: HashMap<String, (Option<String>, Instant)>,
+    /// When Redis last failed a lookup: for `negative_cache` after it, lookups do not wait
+    /// for Redis again (one request per interval pays the timeout, not every request).
+    failed_at: Option<Instant>,
 }
 
 impl Cache {
     /// A fresh answer: `Some(Some(url))`, `Some(None)` (known absent), or `None` (ask Redis).
-    fn fresh(&self, node: &str, now: Instant, t: &NodeTiming) -> Option<Option<String>> {
-        let (url, at) = self.entries.get(node)?;
-        let max_age = if url.is_some() { t.cache } else { t.negative_cache };
-        (now.saturating_duration_since(*at) < max_age).then(|| url.clone())
+    /// Just after Redis failed, what [`Cache::record`] makes of a failure, without asking.
+    fn fresh(&mut self, node: &str, now: Instant, t: &NodeTiming) -> Option<Option<String>> {
+        if let Some((url, at)) = self.entries.get(node) {
+            let max_age = if url.is_some() { t.cache } else { t.negative_cache };
+            if now.saturating_duration_since(*at) < max_age {
+                return Some(url.clone());
+            }
+        }
+        let failing = self.failed_at.is_some_and(|f| now.saturating_duration_since(f) < t.negative_cache);
+        failing.then(|| self.record(node, Answer::Failed, now, t))
     }
 
     /// Records `answer` and returns the address to use.
     fn record(&mut self, node: &str, answer: Answer, now: Instant, t: &NodeTiming) -> Option<String> {
         let url = match answer {
-            Answer::At(url) => Some(url),
-            Answer::Absent => None,
+            Answer::At(url) => {
+                self.failed_at = None;
+                Some(url)
+            }
+            Answer::Absent => {
+                self.failed_at = None;
+                None
+            }
             Answer::Failed => {
+                if self.failed_at.is_none_or(|f| now.saturating_duration_since(f) >= t.negative_cache) {
+                    self.failed_at = Some(now);
+                }
                 // Redis is away: the last address seen, if recent enough (not re-stamped, so
                 // it ages out).
                 return match self.entries.get(node) {
@@ -193,7 +213,8 @@ impl Nodes {
     /// never existed) or cannot be found out now.
     pub async fn lookup(&self, node_id: &str) -> Option<String> {
         let now = Instant::now();
-        if let Some(cached) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).fresh(node_id, now, &self.timing) {
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).fresh(node_id, now, &self.timing);
+        if let Some(cached) = cached {
             return cached;
         }
         let (tx, rx) = oneshot::channel();
@@ -310,6 +331,24 @@ mod tests {
         // A node that expired is forgotten.
         assert_eq!(c.record("a", Answer::Absent, later, &t), None);
         assert_eq!(c.record("a", Answer::Failed, later, &t), None);
+    }
+
+    #[test]
+    fn after_a_failure_lookups_do_not_wait_for_redis() {
+        let t = NodeTiming::default();
+        let t0 = Instant::now();
+        let mut c = Cache::default();
+        c.record("a", Answer::At("http://a:1".into()), t0, &t);
+        let t1 = t0 + t.cache;
+        assert_eq!(c.fresh("a", t1, &t), None, "stale: ask Redis");
+        assert_eq!(c.record("a", Answer::Failed, t1, &t), Some("http://a:1".into()));
+        // Within a second of the failure: the stale address at once, and nothing for others.
+        assert_eq!(c.fresh("a", t1 + t.negative_cache / 2, &t), Some(Some("http://a:1".into())));
+        assert_eq!(c.fresh("z", t1 + t.negative_cache / 2, &t), Some(None));
+        // Later, Redis is asked again; an answer ends the episode.
+        assert_eq!(c.fresh("a", t1 + t.negative_cache, &t), None);
+        c.record("a", Answer::At("http://a:2".into()), t1 + t.negative_cache, &t);
+        assert_eq!(c.fresh("z", t1 + t.negative_cache, &t), None, "Redis answers again: ask it");
     }
 
     #[test]
