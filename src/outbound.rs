@@ -71,7 +71,8 @@ impl Reply {
     }
 }
 
-fn tls() -> Arc<rustls::ClientConfig> {
+/// TLS with the Mozilla roots (also the fleet's hops to `https://` node URLs).
+pub(crate) fn tls() -> Arc<rustls::ClientConfig> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     CONFIG
         .get_or_init(|| {

@@ -260,9 +260,19 @@ impl Parts {
 /// Builds the shared application state.
 pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
     let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
+    let fleet = config
+        .fleet
+        .clone()
+        .map(|f| Arc::new(crate::fleet::Fleet::new(f).expect("REDIS_URL was checked by the configuration")));
+    let mut live_config = LiveConfig::from_limits(&config.resources.websocket);
+    // In a fleet every sid names this node, so the others can forward its requests here.
+    live_config.engine.sid_node = fleet.as_ref().and_then(|f| crate::fleet::forward::node_id_bytes(f.node_id()));
+    let forward = fleet.as_ref().filter(|_| config.enable_websockets).map(|f| {
+        let nodes = crate::fleet::nodes::Nodes::new(f.clone(), Default::default());
+        Arc::new(crate::fleet::forward::Forwarder::new(nodes, &key, &live_config.engine))
+    });
     let hub = config.enable_websockets.then(|| {
-        LiveHub::new(auth.clone(), store.clone(), LiveConfig::from_limits(&config.resources.websocket), config.threads)
-            .with_message_limits(&config.limits)
+        LiveHub::new(auth.clone(), store.clone(), live_config, config.threads).with_message_limits(&config.limits)
     });
     let live: Arc<dyn LiveDelivery> = match &hub {
         Some(h) => h.clone(),
@@ -282,10 +292,8 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         health: crate::http::health_body(&config.network, config.enable_websockets),
         observability: config.observability.clone(),
         metrics: parts.metrics,
-        fleet: config
-            .fleet
-            .clone()
-            .map(|f| Arc::new(crate::fleet::Fleet::new(f).expect("REDIS_URL was checked by the configuration"))),
+        fleet,
+        forward,
     })
 }
 
@@ -302,6 +310,13 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
     if let Some(fleet) = &app.fleet {
         fleet.set_listening(running.addr);
         tracing::info!(node_id = fleet.node_id(), node_url = fleet.node_url(), "fleet mode (REDIS_URL)");
+    }
+    if let Some(forward) = &app.forward {
+        // Registered (a bounded wait) before start-up is reported done.
+        if let Some(registry) = forward.nodes().start(running.shutdown_signal()).map_err(listen)? {
+            // Shutdown waits for it to delete this node's registration.
+            running.join_on_shutdown(registry);
+        }
     }
     if let Some(listener) = metrics {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);

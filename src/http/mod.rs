@@ -53,6 +53,9 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// `Some` when `REDIS_URL` is set: this process is one node of a fleet.
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// In a fleet with the live channel on: Engine.IO requests for sessions of other nodes go
+    /// there (`fleet::forward`).
+    pub forward: Option<Arc<crate::fleet::forward::Forwarder>>,
 }
 
 /// The liveness body of TS-next's `/health` and `/healthz`.
@@ -185,7 +188,11 @@ pub async fn handle(
         return Ok(resp);
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let client_ip = client_ip(peer.ip(), req.headers(), app.observability.trust_proxy_hops);
+    let mut hops = app.observability.trust_proxy_hops;
+    if let Some(forward) = &app.forward {
+        hops = forward.client_hops(req.headers(), hops);
+    }
+    let client_ip = client_ip(peer.ip(), req.headers(), hops);
     let mut resp = route(app, live, &metrics, peer, req).await;
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
@@ -323,7 +330,17 @@ async fn route(
     let path = req.uri().path();
     if path.starts_with("/socket.io/") {
         return match &app.live {
-            Some(_) => crate::live::driver::handle(live.as_ref(), req).await,
+            Some(_) => {
+                // In a fleet, a request for another node's session is answered by that node.
+                let req = match &app.forward {
+                    Some(forward) => match forward.handle(peer, req).await {
+                        Ok(answered) => return answered,
+                        Err(local) => local,
+                    },
+                    None => req,
+                };
+                crate::live::driver::handle(live.as_ref(), req).await
+            }
             None => error_response(404, "ERR_NOT_FOUND", "The live channel is disabled on this server."),
         };
     }

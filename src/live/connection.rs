@@ -189,7 +189,7 @@ impl ConnectionCore {
         shared: &Arc<ConnectionShared>,
         config: &LiveConfig,
     ) -> (ConnectionCore, HttpReply) {
-        let sid = new_sid(core, &mut *shared.ids());
+        let sid = new_sid(core, config.engine.sid_node.as_ref(), &mut *shared.ids());
         let (engine, reply) = EngineSession::new_polling(now, sid, config.engine);
         (Self::with_engine(now, engine, shared, config), reply)
     }
@@ -203,7 +203,7 @@ impl ConnectionCore {
         shared: &Arc<ConnectionShared>,
         config: &LiveConfig,
     ) -> (ConnectionCore, WsId) {
-        let sid = new_sid(core, &mut *shared.ids());
+        let sid = new_sid(core, config.engine.sid_node.as_ref(), &mut *shared.ids());
         let (engine, ws) = EngineSession::new_websocket(now, sid, config.engine);
         (Self::with_engine(now, engine, shared, config), ws)
     }

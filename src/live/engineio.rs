@@ -2,8 +2,9 @@
 //!
 //! This module owns everything below Socket.IO: the packet and polling-payload codecs, the
 //! open packet, the handshake query rules and their error replies (spec §2.10), session ids
-//! that name the core owning the session, and [`EngineSession`], the per-session state machine
-//! (polling GET/POST, the WebSocket upgrade with its `noop` nudges, heartbeat, close).
+//! that name the core owning the session (and, in a fleet, the node owning it), and
+//! [`EngineSession`], the per-session state machine (polling GET/POST, the WebSocket upgrade
+//! with its `noop` nudges, heartbeat, close).
 //!
 //! The session never touches a socket or a clock. The caller feeds it what happened (a GET
 //! arrived, a POST body, a WebSocket text frame, "it is now `t`") and pulls what to write with
@@ -151,25 +152,56 @@ pub(crate) fn json_string(s: &str) -> String {
 
 /// Cores a session id can name (the first byte of the id).
 pub const MAX_CORES: usize = 256;
+/// Bytes of a fleet node id carried by a fleet sid ([`new_sid`]).
+pub const NODE_ID_LEN: usize = 6;
+/// Length of a session id that carries a fleet node id: 21 bytes as base64url.
+pub const FLEET_SID_LEN: usize = 28;
+/// Random bytes of every session id: 112 bits, the session's only credential.
+const SID_RANDOM: usize = 14;
 
-/// A fresh session id owned by `core`: 15 bytes, the core index then 14 random bytes, as
-/// URL-safe base64 (20 characters, the same shape as engine.io's `base64id`). Any core can read
-/// the owner back with [`sid_core`] and hand the request there. `rng` must be a CSPRNG in
-/// production (a sid is the session's only credential); tests seed it.
-pub fn new_sid(core: u8, rng: &mut impl rand::RngCore) -> String {
-    let mut bytes = [0u8; 15];
+/// A fresh session id owned by `core` (and, in a fleet, by `node`), as URL-safe base64
+/// without padding (the alphabet of engine.io's `base64id`, which the clients treat as opaque
+/// and send back as `sid=`):
+/// * single node: 15 bytes, the core index then 14 random bytes, 20 characters — the same
+///   shape as engine.io's ids;
+/// * fleet (`node` set): 21 bytes, the core index, the 6-byte node id, 14 random bytes, 28
+///   characters.
+///
+/// Any core reads the owner back with [`sid_core`] (and any node with [`sid_node`]) and hands
+/// the request there. `rng` must be a CSPRNG in production; tests seed it.
+pub fn new_sid(core: u8, node: Option<&[u8; NODE_ID_LEN]>, rng: &mut impl rand::RngCore) -> String {
+    let mut bytes = [0u8; 1 + NODE_ID_LEN + SID_RANDOM];
     bytes[0] = core;
-    rng.fill_bytes(&mut bytes[1..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    let random_from = match node {
+        Some(n) => {
+            bytes[1..=NODE_ID_LEN].copy_from_slice(n);
+            1 + NODE_ID_LEN
+        }
+        None => 1,
+    };
+    let len = random_from + SID_RANDOM;
+    rng.fill_bytes(&mut bytes[random_from..len]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes[..len])
+}
+
+/// The bytes of a session id in either format of [`new_sid`]; `None` for anything else.
+fn sid_bytes(sid: &str) -> Option<Vec<u8>> {
+    if sid.len() != SID_LEN && sid.len() != FLEET_SID_LEN {
+        return None;
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sid).ok()
 }
 
 /// The core that owns a session id from [`new_sid`]; `None` for anything else.
 pub fn sid_core(sid: &str) -> Option<u8> {
-    if sid.len() != SID_LEN {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sid).ok()?;
-    (bytes.len() == 15).then(|| bytes[0])
+    sid_bytes(sid).map(|b| b[0])
+}
+
+/// The fleet node that owns a session id from [`new_sid`]; `None` for a single-node id (or
+/// anything else).
+pub fn sid_node(sid: &str) -> Option<[u8; NODE_ID_LEN]> {
+    let b = sid_bytes(sid)?;
+    (b.len() == 1 + NODE_ID_LEN + SID_RANDOM).then(|| b[1..=NODE_ID_LEN].try_into().expect("six bytes"))
 }
 
 /// A Socket.IO socket id (`40{"sid":…}`): 20 random URL-safe characters, never sent back by
@@ -476,6 +508,9 @@ pub struct EngineConfig {
     pub max_payload: usize,
     /// Bytes of unsent packets a session may hold before it is dropped as too slow.
     pub max_write_buffer: usize,
+    /// In a fleet (`REDIS_URL`), this node's id, carried by every session id it hands out
+    /// ([`new_sid`]) so any node can forward a request to the owner.
+    pub sid_node: Option<[u8; NODE_ID_LEN]>,
 }
 
 impl Default for EngineConfig {
@@ -489,6 +524,7 @@ impl Default for EngineConfig {
             connect_timeout: Duration::from_millis(45_000),
             max_payload: 1_000_000,
             max_write_buffer: 4 << 20,
+            sid_node: None,
         }
     }
 }
@@ -1145,7 +1181,7 @@ mod tests {
     }
 
     fn polling(now: Instant) -> EngineSession {
-        let (s, reply) = EngineSession::new_polling(now, new_sid(1, &mut rand::rng()), EngineConfig::default());
+        let (s, reply) = EngineSession::new_polling(now, new_sid(1, None, &mut rand::rng()), EngineConfig::default());
         assert!(reply.body.starts_with("0{"));
         s
     }
@@ -1259,16 +1295,16 @@ mod tests {
     #[test]
     fn sids_name_their_core() {
         for core in 0..=255u8 {
-            let sid = new_sid(core, &mut rand::rng());
+            let sid = new_sid(core, None, &mut rand::rng());
             assert_eq!(sid.len(), SID_LEN);
             assert!(sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{sid}");
             assert_eq!(sid_core(&sid), Some(core));
         }
-        assert_ne!(new_sid(0, &mut rand::rng()), new_sid(0, &mut rand::rng()));
+        assert_ne!(new_sid(0, None, &mut rand::rng()), new_sid(0, None, &mut rand::rng()));
         // Seeded, the ids are reproducible (the driver's tests rely on it).
         use rand::SeedableRng;
         let seeded = || rand::rngs::StdRng::seed_from_u64(7);
-        assert_eq!(new_sid(3, &mut seeded()), new_sid(3, &mut seeded()));
+        assert_eq!(new_sid(3, None, &mut seeded()), new_sid(3, None, &mut seeded()));
         assert_eq!(new_socket_id(&mut seeded()), new_socket_id(&mut seeded()));
         for bad in [
             "",
@@ -1286,6 +1322,31 @@ mod tests {
         assert!(sid_core("BluSmGmBecFyUVGFAAAA").is_some());
         let id = new_socket_id(&mut rand::rng());
         assert_eq!(id.len(), SID_LEN);
+        assert_eq!(sid_node("BluSmGmBecFyUVGFAAAA"), None, "a single-node id names no node");
+    }
+
+    #[test]
+    fn fleet_sids_name_their_node_and_core() {
+        let node = [0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6];
+        for core in [0u8, 1, 7, 255] {
+            let sid = new_sid(core, Some(&node), &mut rand::rng());
+            assert_eq!(sid.len(), FLEET_SID_LEN, "{sid}");
+            assert!(sid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{sid}");
+            assert_eq!(sid_core(&sid), Some(core));
+            assert_eq!(sid_node(&sid), Some(node));
+        }
+        // Still 112 random bits: two ids of one node and core differ beyond the prefix.
+        let (a, b) = (new_sid(3, Some(&node), &mut rand::rng()), new_sid(3, Some(&node), &mut rand::rng()));
+        assert_ne!(a, b);
+        assert_eq!(a[..9], b[..9], "core and node id are the first 7 bytes");
+        // The bytes are what the format says: core, node, random.
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&a).unwrap();
+        assert_eq!((raw.len(), raw[0], &raw[1..7]), (21, 3, &node[..]));
+        for bad in ["", "BluSmGmBecFyUVGFAAAAAAAAAAA", "BluSmGmBecFyUVGFAAAAAAAAAAAAA", "BluSmGmBecFyUVGFAAAAAAAAAA+/"]
+        {
+            assert_eq!((sid_node(bad), sid_core(bad)), (None, None), "{bad}");
+        }
     }
 
     // --- routing and error replies (§2.10) ---
@@ -1440,7 +1501,7 @@ mod tests {
     fn payload_limits() {
         let now = t0();
         let config = EngineConfig { max_payload: 10, ..Default::default() };
-        let (mut s, _) = EngineSession::new_polling(now, new_sid(0, &mut rand::rng()), config);
+        let (mut s, _) = EngineSession::new_polling(now, new_sid(0, None, &mut rand::rng()), config);
         assert_eq!(s.begin_post(now, Some(11), None), Err(HttpReply::status_only(413)));
         assert!(s.is_open(), "413 leaves the session alone");
         s.begin_post(now, None, None).unwrap();
@@ -1761,7 +1822,7 @@ mod tests {
     #[test]
     fn websocket_close_paths() {
         let start = t0();
-        let new = || EngineSession::new_websocket(start, new_sid(2, &mut rand::rng()), EngineConfig::default());
+        let new = || EngineSession::new_websocket(start, new_sid(2, None, &mut rand::rng()), EngineConfig::default());
         let (mut s, ws) = new();
         s.ws_closed(start, ws);
         assert_eq!(closed_with(&mut s), Some(CloseReason::TransportClose));
@@ -1792,7 +1853,7 @@ mod tests {
     fn slow_clients_are_dropped_at_the_buffer_cap() {
         let now = t0();
         let config = EngineConfig { max_write_buffer: 100, ..Default::default() };
-        let (mut s, _) = EngineSession::new_polling(now, new_sid(0, &mut rand::rng()), config);
+        let (mut s, _) = EngineSession::new_polling(now, new_sid(0, None, &mut rand::rng()), config);
         let msg = "x".repeat(40);
         assert!(s.send_message(&msg));
         assert!(s.send_message(&msg));
@@ -1801,7 +1862,7 @@ mod tests {
         assert_eq!(s.buffered_bytes(), 0);
 
         // Over WebSocket the frames stay in the session until the driver pulls them.
-        let (mut s, ws) = EngineSession::new_websocket(now, new_sid(0, &mut rand::rng()), config);
+        let (mut s, ws) = EngineSession::new_websocket(now, new_sid(0, None, &mut rand::rng()), config);
         transmits(&mut s);
         assert!(s.send_message(&msg) && s.send_message(&msg));
         assert_eq!(s.poll_transmit(), Some(Transmit::WsText { ws, text: format!("4{msg}") }));

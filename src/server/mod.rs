@@ -66,6 +66,12 @@ impl Running {
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
+
+    /// A thread of another subsystem that [`Running::shutdown`] waits for too (it must end
+    /// soon after [`Running::shutdown_signal`] flips).
+    pub fn join_on_shutdown(&mut self, thread: std::thread::JoinHandle<()>) {
+        self.threads.push(thread);
+    }
 }
 
 fn listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {

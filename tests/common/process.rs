@@ -1,6 +1,6 @@
 //! Servers as operators run them: the `messagebox` binary in a child process ([`Proc`], with
 //! its pid for `/proc` measurements), a private MariaDB that a test may stop and resume
-//! ([`PrivateMariaDb`]), and a plain unauthenticated HTTP GET ([`get`]).
+//! ([`PrivateMariaDb`]), and plain unauthenticated HTTP requests ([`get`], [`request`]).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -26,14 +26,30 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_messagebox");
 
 /// A plain HTTP/1.1 GET (no authentication): status, lower-cased head, body.
 pub fn get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> (u16, String, String) {
+    request(addr, "GET", path, extra, b"")
+}
+
+/// A plain HTTP/1.1 request on a connection of its own (`Connection: close`, as the Node
+/// Engine.IO client sends its polls): status, lower-cased head, body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).expect("read the answer");
     let (head, body) = text.split_once("\r\n\r\n").expect("a complete answer");

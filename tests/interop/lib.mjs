@@ -73,6 +73,34 @@ export async function expectRejects (promise, ms, what) {
 }
 
 /**
+ * A queue per key: `push(key, value)` from event handlers, `next(key, ms)` takes the oldest
+ * value or waits for one (bounded), `all(key)` is everything received so far.
+ */
+export class Inbox {
+  constructor () { this.queues = new Map(); this.waiters = new Map(); this.seen = new Map() }
+  push (key, value) {
+    if (!this.seen.has(key)) this.seen.set(key, [])
+    this.seen.get(key).push(value)
+    const w = this.waiters.get(key)?.shift()
+    if (w != null) return w(value)
+    if (!this.queues.has(key)) this.queues.set(key, [])
+    this.queues.get(key).push(value)
+  }
+
+  next (key, ms = 10_000) {
+    const q = this.queues.get(key)
+    if (q != null && q.length > 0) return Promise.resolve(q.shift())
+    return withTimeout(new Promise((resolve) => {
+      if (!this.waiters.has(key)) this.waiters.set(key, [])
+      this.waiters.get(key).push(resolve)
+    }), ms, `event "${key}"`)
+  }
+
+  all (key) { return this.seen.get(key) ?? [] }
+  pending (key) { return this.queues.get(key)?.length ?? 0 }
+}
+
+/**
  * Runs checks one after another. Each check gets its own time limit; a check that throws or
  * times out is a FAIL and the run goes on. A watchdog ends the process if the whole run
  * overstays, so CI can never sit on a stuck promise.
@@ -125,19 +153,21 @@ export class Checks {
 }
 
 /**
- * Wraps globalThis.fetch so that any request to an origin other than `allowedOrigin` fails
- * at once and is recorded (the machine has no internet; an overlay lookup must never be
- * attempted), and counts what goes to the server. Must run BEFORE @bsv/sdk is imported:
+ * Wraps globalThis.fetch so that any request to an origin other than `allowedOrigin` (one
+ * origin, or an array of them, e.g. the nodes of a fleet) fails at once and is recorded (the
+ * machine has no internet; an overlay lookup must never be attempted), and counts what goes
+ * to the server. Must run BEFORE @bsv/sdk is imported:
  * its fetch transport binds globalThis.fetch when the module loads.
  * Returns { refused: [url], handshakes: () => number of POSTs to /.well-known/auth }.
  */
 export function installNetworkTripwire (allowedOrigin) {
+  const allowed = new Set([allowedOrigin].flat())
   const refused = []
   let handshakes = 0
   const realFetch = globalThis.fetch.bind(globalThis)
   globalThis.fetch = async (input, init) => {
     const url = new URL(typeof input === 'string' ? input : (input?.url ?? String(input)))
-    if (url.origin !== allowedOrigin) {
+    if (!allowed.has(url.origin)) {
       refused.push(url.href)
       throw new Error(`interop tripwire: refused a request outside the server under test: ${url.href}`)
     }

@@ -36,7 +36,18 @@ fn upgrade_refused(code: ErrorCode) -> Response<Body> {
     resp
 }
 
-fn is_websocket_upgrade(req: &http::Request<Incoming>) -> bool {
+/// The answer to a request for a session no one here has (the client reconnects): `400`
+/// "Session ID unknown" for a polling request, the refused upgrade for a WebSocket one. Also
+/// what a forwarded request gets when its owner fails mid-way (`fleet::forward`).
+pub(crate) fn unknown_session(upgrade: bool) -> Response<Body> {
+    if upgrade {
+        upgrade_refused(ErrorCode::UnknownSid)
+    } else {
+        to_response(ErrorCode::UnknownSid.http_reply())
+    }
+}
+
+pub(crate) fn is_websocket_upgrade(req: &http::Request<Incoming>) -> bool {
     let h = req.headers();
     req.method() == http::Method::GET
         && h.get(http::header::UPGRADE)
