@@ -9,6 +9,9 @@
 //! A failure is a [`PaymentError`]; its text is part of the `ERR_INTERNALIZE_FAILED`
 //! description clients see, so the texts are fixed.
 
+pub mod beef;
+pub mod check;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
