@@ -32,6 +32,16 @@ pub const BRC29_PROTOCOL: Protocol<'static> = Protocol::new(2, "3241645161d8");
 /// What the original's server passes as `description` when the client gives none.
 pub const DEFAULT_DESCRIPTION: &str = "MessageBox delivery payment (batch)";
 
+/// The `description` the server passes the wallet: the client's (`String(…)` of a
+/// non-string), else [`DEFAULT_DESCRIPTION`].
+pub fn description(payment: &Value) -> String {
+    match payment.get("description") {
+        None | Some(Value::Null) => DEFAULT_DESCRIPTION.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => crate::domain::js::string(other),
+    }
+}
+
 /// A delivery payment that passed every local check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedPayment {
@@ -49,7 +59,7 @@ pub enum Refusal {
     #[error("{0}")]
     Invalid(String),
     /// `ERR_INSUFFICIENT_PAYMENT`: the output carries fewer satoshis than the fee.
-    #[error("The server delivery output does not pay the required amount.")]
+    #[error("{}", UNDERPAID)]
     Insufficient { paid: u64, required: u64 },
 }
 
@@ -61,6 +71,7 @@ fn invalid(parameter: &str, must_be: &str) -> Refusal {
 const TX_UNPARSABLE: &str = "valid with at least one transaction to internalize an output from";
 pub const NOT_WALLET_PAYMENT: &str =
     "The delivery output must be a 'wallet payment' to the server (protocol 'basket insertion' is not accepted).";
+pub const UNDERPAID: &str = "The server delivery output does not pay the required amount.";
 pub const WRONG_SENDER: &str = "The delivery payment remittance is invalid for the authenticated sender.";
 
 /// Checks delivery payments against the server's key.
@@ -147,12 +158,7 @@ fn validate_args(payment: &Value) -> Result<(OutputArgs, Beef), Refusal> {
         .and_then(|o| o.get(0))
         .ok_or_else(|| invalid("outputs", "at least one output to internalize from the transaction"))?;
     let args = validate_output(output)?;
-    let description = match payment.get("description") {
-        None | Some(Value::Null) => DEFAULT_DESCRIPTION.to_string(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => crate::domain::js::string(other),
-    };
-    validate_length(&description, "description", 5, 2000)?;
+    validate_length(&description(payment), "description", 5, 2000)?;
     let bytes = tx_bytes(payment.get("tx")).ok_or_else(|| invalid("tx", TX_UNPARSABLE))?;
     let beef = Beef::from_bytes(&bytes).map_err(|_| invalid("tx", TX_UNPARSABLE))?;
     if beef.txs.is_empty() {
