@@ -252,7 +252,21 @@ enum Node {
     Duplicate,
 }
 
+/// `n >> by`, 0 once every bit is shifted out (a BUMP declares up to 255 levels; the SDK's
+/// 32-bit shifts wrap there instead, which no real block reaches).
+fn shr(n: u64, by: usize) -> u64 {
+    u32::try_from(by).ok().and_then(|by| n.checked_shr(by)).unwrap_or(0)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Merkle node hashes computed on this thread (the tests bound the work of a check).
+    static NODE_HASHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn parent(left: &Hash, right: &Hash) -> Hash {
+    #[cfg(test)]
+    NODE_HASHES.with(|n| n.set(n.get() + 1));
     let mut both = [0u8; 64];
     both[..32].copy_from_slice(left);
     both[32..].copy_from_slice(right);
@@ -275,11 +289,12 @@ impl MerklePath {
                 return Err(ParseError::DuplicateOffset { height, offset });
             }
         }
-        let mut nodes = Nodes::default();
+        let mut nodes = Nodes::new(&path);
         let mut root = None;
+        // A duplicate marker stands for the first leaf that has a hash, as in the SDK.
+        let first_hash = path.levels[0].iter().find_map(|l| l.hash);
         for leaf in &path.levels[0] {
-            // A duplicate marker stands for the first leaf that has a hash, as in the SDK.
-            let Some(hash) = leaf.hash.or_else(|| path.levels[0].iter().find_map(|l| l.hash)) else {
+            let Some(hash) = leaf.hash.or(first_hash) else {
                 return Err(ParseError::Root(RootError::NotInPath));
             };
             let r = path.root_with(&hash, &mut nodes)?;
@@ -352,25 +367,33 @@ impl MerklePath {
     /// The block's merkle root computed from `txid`, a level-0 hash of this path
     /// (`MerklePath.computeRoot`).
     pub fn compute_root(&self, txid: &Hash) -> Result<Hash, RootError> {
-        self.root_with(txid, &mut Nodes::default())
-    }
-
-    fn max_offset0(&self) -> u64 {
-        self.levels[0].iter().map(|l| l.offset).max().unwrap_or(0)
+        self.root_with(txid, &mut Nodes::new(self))
     }
 
     fn root_with(&self, txid: &Hash, nodes: &mut Nodes) -> Result<Hash, RootError> {
-        let index = self.levels[0].iter().find(|l| l.hash.as_ref() == Some(txid)).ok_or(RootError::NotInPath)?.offset;
+        let index = *nodes.first.get(txid).ok_or(RootError::NotInPath)?;
         if self.levels.len() == 1 && self.levels[0].len() == 1 {
             return Ok(*txid);
         }
-        let max_offset = self.max_offset0();
+        let max_offset = nodes.max_offset0;
         let tree_height = self.levels.len().max((64 - max_offset.leading_zeros()) as usize);
         let mut working = *txid;
+        // The climb from (height, position) on depends only on those and the working hash, so
+        // a climb that meets an earlier one with the same working hash ends as that one did.
+        let mut climbed = Vec::new();
         for height in 0..tree_height {
-            let offset = (index >> height) ^ 1;
+            let at = (height, shr(index, height));
+            if let Some((w, root)) = nodes.climbs.get(&at) {
+                if *w == working {
+                    let root = *root;
+                    nodes.record(climbed, root);
+                    return Ok(root);
+                }
+            }
+            climbed.push((at, working));
+            let offset = shr(index, height) ^ 1;
             working = match self.find_or_compute(height, offset, nodes) {
-                None if self.levels.len() == 1 && index >> height == max_offset >> height => {
+                None if self.levels.len() == 1 && shr(index, height) == shr(max_offset, height) => {
                     // The last node of its level in a single-level path: Bitcoin duplicates it.
                     parent(&working, &working)
                 }
@@ -380,23 +403,27 @@ impl MerklePath {
                 Some(Node::Hash(h)) => parent(&h, &working),
             };
         }
+        nodes.record(climbed, working);
         Ok(working)
     }
 
     /// `findOrComputeLeaf`: the node at (`height`, `offset`), given or computed from the level
-    /// below. Memoised in `nodes`, so checking every leaf of a large path stays linear (the
-    /// SDK recomputes, which is quadratic).
+    /// below, memoised in `nodes`.
     fn find_or_compute(&self, height: usize, offset: u64, nodes: &mut Nodes) -> Option<Node> {
-        if let Some(found) = nodes.0.get(&(height, offset)) {
+        if let Some(found) = nodes.known.get(&(height, offset)) {
             return *found;
         }
         let node = self.compute_node(height, offset, nodes);
-        nodes.0.insert((height, offset), node);
+        nodes.known.insert((height, offset), node);
         node
     }
 
     fn compute_node(&self, height: usize, offset: u64, nodes: &mut Nodes) -> Option<Node> {
-        if let Some(leaf) = self.levels.get(height).and_then(|level| level.iter().find(|l| l.offset == offset)) {
+        let given = self
+            .levels
+            .get(height)
+            .and_then(|level| level.binary_search_by_key(&offset, |l| l.offset).ok().map(|i| &level[i]));
+        if let Some(leaf) = given {
             return Some(leaf.hash.map_or(Node::Duplicate, Node::Hash));
         }
         if height == 0 {
@@ -408,15 +435,45 @@ impl MerklePath {
         match self.find_or_compute(h, l + 1, nodes) {
             Some(Node::Hash(right)) => Some(Node::Hash(parent(&left, &right))),
             Some(Node::Duplicate) => Some(Node::Hash(parent(&left, &left))),
-            None if self.levels.len() == 1 && l == self.max_offset0() >> h => Some(Node::Hash(parent(&left, &left))),
+            None if self.levels.len() == 1 && l == shr(nodes.max_offset0, h) => Some(Node::Hash(parent(&left, &left))),
             None => None,
         }
     }
 }
 
-/// Nodes of one path already found or computed, by (height, offset).
-#[derive(Default)]
-struct Nodes(HashMap<(usize, u64), Option<Node>>);
+/// What root computations on one path share, so checking every leaf of a large path stays
+/// near linear (the SDK scans, recomputes and climbs every level from every leaf, which is
+/// quadratic and, with 255 declared levels, seconds of hashing for a megabyte of BUMP): the
+/// level-0 offset of each hash (its first leaf, as the SDK's `indexOf` finds it), the largest
+/// level-0 offset, the nodes already found or computed by (height, offset), and the climbs
+/// already made: the working hash at each (height, position) and the root it led to.
+struct Nodes {
+    first: HashMap<Hash, u64>,
+    max_offset0: u64,
+    known: HashMap<(usize, u64), Option<Node>>,
+    climbs: HashMap<(usize, u64), (Hash, Hash)>,
+}
+
+impl Nodes {
+    fn new(path: &MerklePath) -> Nodes {
+        let mut first = HashMap::new();
+        for leaf in &path.levels[0] {
+            if let Some(h) = leaf.hash {
+                first.entry(h).or_insert(leaf.offset);
+            }
+        }
+        let max_offset0 = path.levels[0].iter().map(|l| l.offset).max().unwrap_or(0);
+        Nodes { first, max_offset0, known: HashMap::new(), climbs: HashMap::new() }
+    }
+
+    /// Remembers a climb's steps and its root (a step already known keeps its first climb,
+    /// which is the one a later climb with the same working hash repeats).
+    fn record(&mut self, steps: Vec<((usize, u64), Hash)>, root: Hash) {
+        for (at, working) in steps {
+            self.climbs.entry(at).or_insert((working, root));
+        }
+    }
+}
 
 /// One transaction of a BEEF.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -561,11 +618,11 @@ impl Beef {
         if !self.dependencies_resolve(&txids) {
             return verdict;
         }
-        for bump in &self.bumps {
-            let mut nodes = Nodes::default();
+        let mut shared: Vec<Nodes> = self.bumps.iter().map(Nodes::new).collect();
+        for (bump, nodes) in self.bumps.iter().zip(&mut shared) {
             for leaf in bump.levels[0].iter().filter(|l| l.txid) {
                 let Some(hash) = leaf.hash else { continue };
-                let Ok(root) = bump.root_with(&hash, &mut nodes) else { return verdict };
+                let Ok(root) = bump.root_with(&hash, nodes) else { return verdict };
                 if *verdict.roots.entry(bump.block_height).or_insert(root) != root {
                     return verdict;
                 }
@@ -573,8 +630,8 @@ impl Beef {
         }
         for (t, txid) in self.txs.iter().zip(&txids) {
             if let BeefTx::Raw { bump: Some(i), .. } = t {
-                let Some(bump) = self.bumps.get(*i) else { return verdict };
-                if !bump.levels[0].iter().any(|l| l.hash.as_ref() == Some(txid)) {
+                let Some(nodes) = shared.get(*i) else { return verdict };
+                if !nodes.first.contains_key(txid) {
                     return verdict;
                 }
             }
@@ -836,6 +893,40 @@ mod tests {
         let v = two.verify_valid();
         assert!(v.valid);
         assert_eq!(v.roots.len(), 2);
+    }
+
+    /// A large BUMP (4096 level-0 leaves, every one a proven txid, and 240 more declared
+    /// levels with one sibling each): parsing it checks every leaf's root, the verdict checks
+    /// them again. The merkle hashing stays linear in the leaves; the SDK's way (every leaf
+    /// climbs all 255 levels, and scans for its hash) is over a million hashes here, seconds
+    /// of CPU for a request body's worth of BUMP.
+    #[test]
+    fn large_paths_stay_linear() {
+        let n: u64 = 1 << 12;
+        let mut levels =
+            vec![(0..n).map(|i| Leaf { offset: i, hash: Some(sha256d(&i.to_le_bytes())), txid: true }).collect()];
+        levels.extend(vec![vec![]; 11]);
+        levels.extend((12..255).map(|_| vec![Leaf { offset: 1, hash: Some(h(7)), txid: false }]));
+        let bytes = Beef {
+            version: BEEF_V2,
+            atomic_txid: None,
+            bumps: vec![MerklePath { block_height: 1, levels }],
+            txs: vec![],
+        }
+        .to_bytes();
+        let hashes = || NODE_HASHES.with(|c| c.get());
+        let before = hashes();
+        let parsed = Beef::from_bytes(&bytes).unwrap();
+        let parsing = hashes() - before;
+        let verdict = parsed.verify_valid();
+        let verifying = hashes() - before - parsing;
+        assert!(verdict.valid);
+        assert_eq!(verdict.roots.len(), 1);
+        // Each pass: the n - 1 inner nodes below level 12, about 2n climb steps (a climb
+        // stops where an earlier one passed), and one climb to the top.
+        for (what, count) in [("parsing", parsing), ("verifying", verifying)] {
+            assert!(count < 4 * n, "{what}: {count} hashes for {n} leaves");
+        }
     }
 
     #[test]
