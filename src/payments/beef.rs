@@ -122,6 +122,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Reads one value with `read`; bytes left over are an error.
+fn read_all<T>(bytes: &[u8], read: impl FnOnce(&mut Reader<'_>) -> Result<T, ParseError>) -> Result<T, ParseError> {
+    let mut r = Reader { bytes, pos: 0 };
+    let value = read(&mut r)?;
+    match bytes.len() - r.pos {
+        0 => Ok(value),
+        n => Err(ParseError::TrailingBytes(n)),
+    }
+}
+
 fn write_varint(out: &mut Vec<u8>, n: u64) {
     match n {
         0..=0xfc => out.push(n as u8),
@@ -193,12 +203,7 @@ impl Transaction {
 
     /// Parses one raw transaction (no bytes may follow).
     pub fn from_bytes(bytes: &[u8]) -> Result<Transaction, ParseError> {
-        let mut r = Reader { bytes, pos: 0 };
-        let tx = Transaction::read(&mut r)?;
-        match bytes.len() - r.pos {
-            0 => Ok(tx),
-            n => Err(ParseError::TrailingBytes(n)),
-        }
+        read_all(bytes, Transaction::read)
     }
 
     /// The canonical serialisation.
@@ -332,12 +337,7 @@ impl MerklePath {
 
     /// Parses one BUMP (no bytes may follow).
     pub fn from_bytes(bytes: &[u8]) -> Result<MerklePath, ParseError> {
-        let mut r = Reader { bytes, pos: 0 };
-        let path = MerklePath::read(&mut r)?;
-        match bytes.len() - r.pos {
-            0 => Ok(path),
-            n => Err(ParseError::TrailingBytes(n)),
-        }
+        read_all(bytes, MerklePath::read)
     }
 
     pub fn write(&self, out: &mut Vec<u8>) {
@@ -513,9 +513,12 @@ pub struct Verdict {
 }
 
 impl Beef {
-    /// Parses AtomicBEEF, BEEF V1 or BEEF V2 (`Beef.fromBinary`).
+    /// Parses AtomicBEEF, BEEF V1 or BEEF V2 (`Beef.fromBinary`; no bytes may follow).
     pub fn from_bytes(bytes: &[u8]) -> Result<Beef, ParseError> {
-        let mut r = Reader { bytes, pos: 0 };
+        read_all(bytes, Beef::read)
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Beef, ParseError> {
         let mut version = r.u32()?;
         let mut atomic_txid = None;
         if version == ATOMIC_BEEF {
@@ -527,31 +530,28 @@ impl Beef {
         }
         let mut bumps = Vec::new();
         for _ in 0..r.size()? {
-            bumps.push(MerklePath::read(&mut r)?);
+            bumps.push(MerklePath::read(r)?);
         }
         let mut txs = Vec::new();
         for _ in 0..r.size()? {
             let tx = if version == BEEF_V2 {
                 match r.u8()? {
-                    0 => BeefTx::Raw { tx: Transaction::read(&mut r)?, bump: None },
+                    0 => BeefTx::Raw { tx: Transaction::read(r)?, bump: None },
                     1 => {
                         let bump = Some(r.size()?);
-                        BeefTx::Raw { tx: Transaction::read(&mut r)?, bump }
+                        BeefTx::Raw { tx: Transaction::read(r)?, bump }
                     }
                     2 => BeefTx::TxidOnly(r.hash()?),
                     other => return Err(ParseError::TxFormat(other)),
                 }
             } else {
-                let tx = Transaction::read(&mut r)?;
+                let tx = Transaction::read(r)?;
                 let bump = if r.u8()? != 0 { Some(r.size()?) } else { None };
                 BeefTx::Raw { tx, bump }
             };
             txs.push(tx);
         }
-        match bytes.len() - r.pos {
-            0 => Ok(Beef { version, atomic_txid, bumps, txs }),
-            n => Err(ParseError::TrailingBytes(n)),
-        }
+        Ok(Beef { version, atomic_txid, bumps, txs })
     }
 
     /// Writes the BEEF in its version, with the AtomicBEEF prefix when it has a subject txid.

@@ -117,25 +117,26 @@ await t.check('the same payment for another message: 409 ERR_PAYMENT_REPLAYED, t
   expectEqual(internalized.length, 1, 'wallet calls')
 })
 
-await t.check('an underpaid delivery (9 of 10): 400 ERR_INSUFFICIENT_PAYMENT, the wallet not asked', async () => {
-  const payment = await A.client.createMessagePayment(B.key, { deliveryFee: 9, recipientFee: 10, deliveryAgentIdentityKey: serverKey })
+/** A payment the client builds for `quote`, sent as message `id`: refused as `expected`, and the wallet is not asked. */
+async function refusedLocally (quote, id, expected) {
+  const payment = await A.client.createMessagePayment(B.key, { recipientFee: 10, ...quote })
   const { res, json } = await postJson(A.client.authFetch, `${url}/sendMessage`, {
-    message: { recipient: B.key, messageBox: 'notifications', body: 'cheap', messageId: 'cheap-1' },
+    message: { recipient: B.key, messageBox: 'notifications', body: id, messageId: id },
     payment
   })
-  expectEqual([res.status, json.code, json.description], [400, 'ERR_INSUFFICIENT_PAYMENT', 'The server delivery output does not pay the required amount.'], 'answer')
+  expectEqual([res.status, json.code, json.description], expected, 'answer')
   expectEqual(internalized.length, 1, 'wallet calls')
+}
+
+await t.check('an underpaid delivery (9 of 10): 400 ERR_INSUFFICIENT_PAYMENT, the wallet not asked', async () => {
+  await refusedLocally({ deliveryFee: 9, deliveryAgentIdentityKey: serverKey }, 'cheap-1',
+    [400, 'ERR_INSUFFICIENT_PAYMENT', 'The server delivery output does not pay the required amount.'])
 })
 
 await t.check('a payment derived for another server key: 400 ERR_INVALID_PAYMENT, the wallet not asked', async () => {
   const elsewhere = PrivateKey.fromRandom().toPublicKey().toString()
-  const payment = await A.client.createMessagePayment(B.key, { deliveryFee: 10, recipientFee: 10, deliveryAgentIdentityKey: elsewhere })
-  const { res, json } = await postJson(A.client.authFetch, `${url}/sendMessage`, {
-    message: { recipient: B.key, messageBox: 'notifications', body: 'lost', messageId: 'lost-1' },
-    payment
-  })
-  expectEqual([res.status, json.code, json.description], [400, 'ERR_INVALID_PAYMENT', 'The paymentRemittance parameter must be locked by script conforming to BRC-29'], 'answer')
-  expectEqual(internalized.length, 1, 'wallet calls')
+  await refusedLocally({ deliveryFee: 10, deliveryAgentIdentityKey: elsewhere }, 'lost-1',
+    [400, 'ERR_INVALID_PAYMENT', 'The paymentRemittance parameter must be locked by script conforming to BRC-29'])
 })
 
 await t.check('multi-recipient send to notifications: the delivery fee once, as the client pays it', async () => {
