@@ -8,6 +8,13 @@
 //!
 //! A failure is a [`PaymentError`]; its text is part of the `ERR_INTERNALIZE_FAILED`
 //! description clients see, so the texts are fixed.
+//!
+//! No acceptor is asked before the payment passed the server's own checks ([`check`], on the
+//! AtomicBEEF / BEEF / BUMP codec of [`beef`]) and its transaction was claimed in
+//! `payment_replays` (`domain::send`), whichever wallet stands behind it.
+
+pub mod beef;
+pub mod check;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -278,7 +278,14 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         Some(h) => h.clone(),
         None => parts.live,
     };
-    let api = Api { store, payments: parts.payments, push: parts.push, live, limits: config.limits.clone() };
+    let api = Api {
+        store,
+        payments: parts.payments,
+        payment_checks: crate::payments::check::PaymentChecker::new(key),
+        push: parts.push,
+        live,
+        limits: config.limits.clone(),
+    };
     let openapi = serde_json::to_vec(&crate::http::docs::openapi(&config.routing_prefix)).expect("serialises");
     Arc::new(App {
         auth,

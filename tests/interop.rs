@@ -4,6 +4,9 @@
 //!   with a server restart in the middle) and `tests/interop/messagebox_client.mjs`
 //!   (`@bsv/message-box-client`) run against the `messagebox` binary, once per store
 //!   (SQLite file, MySQL), and once more behind `ROUTING_PREFIX=/api`;
+//! * paid delivery: `tests/interop/paid_delivery.mjs` (`MessageBoxClient`'s own payments to
+//!   `notifications`, checked by our server before the wallet the script serves for
+//!   `PAYMENT_WALLET_URL`), once per store;
 //! * the live channel: `tests/interop/live.mjs` (`MessageBoxClient` live methods and the raw
 //!   `@bsv/authsocket-client`, over polling-then-upgrade, WebSocket only and polling only)
 //!   against the binary with `ENABLE_WEBSOCKETS=true`, on SQLite with a server restart in
@@ -402,6 +405,34 @@ fn js_clients_against_our_server_mysql() {
 #[test]
 fn js_clients_behind_routing_prefix_sqlite() {
     js_clients_against_our_server(Kind::SqliteFile, &[("ROUTING_PREFIX", "/api")]);
+}
+
+/// `paid_delivery.mjs`: the real MessageBoxClient pays delivery fees to our server, whose
+/// `PAYMENT_WALLET_URL` is a wallet the script serves on a port chosen here.
+fn paid_delivery_with_the_real_client(kind: Kind) {
+    if !node_available() {
+        return;
+    }
+    let Some(db) = TestDb::new(kind) else { return };
+    let _turn = one_at_a_time();
+    let wallet_port = free_port().to_string();
+    let wallet_url = format!("http://127.0.0.1:{wallet_port}");
+    let mut server = Server::start(&db.url, &[("PAYMENT_WALLET_URL", &wallet_url)]);
+    let run = run_script("paid_delivery.mjs", &mut server, &["--wallet-port", &wallet_port]);
+    if let Err(e) = server.stop() {
+        panic!("{e}");
+    }
+    println!("{kind:?}: paid_delivery {} passed", run.passed);
+}
+
+#[test]
+fn paid_delivery_with_the_real_client_sqlite() {
+    paid_delivery_with_the_real_client(Kind::SqliteFile);
+}
+
+#[test]
+fn paid_delivery_with_the_real_client_mysql() {
+    paid_delivery_with_the_real_client(Kind::Mysql);
 }
 
 /// `live.mjs` (the live channel with the real MessageBoxClient and AuthSocketClient) against

@@ -60,6 +60,29 @@ fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
+// ---------------------------------------------------------------- payment replays
+
+store_test!(
+    payments_are_claimed_once | db,
+    store | {
+        let txid = "42f2174455ed410e16a86fed7036e775f74c37ba38379fe096c9bfb07d82afec";
+        assert!(store.claim_payment(txid).await.unwrap());
+        assert!(!store.claim_payment(txid).await.unwrap(), "a second claim is a replay");
+        // Released (the send bought nothing): claimable again, once.
+        store.release_payment(txid).await.unwrap();
+        store.release_payment(txid).await.unwrap();
+        assert!(store.claim_payment(txid).await.unwrap());
+        // Racing claims of one txid: exactly one wins.
+        let other = "00f2174455ed410e16a86fed7036e775f74c37ba38379fe096c9bfb07d82af00";
+        let claims = (0..8).map(|_| {
+            let store = store.clone();
+            async move { store.claim_payment(other).await }
+        });
+        let wins = futures_join_all(claims).await;
+        assert_eq!(wins.iter().filter(|w| *w.as_ref().unwrap()).count(), 1);
+    }
+);
+
 // ---------------------------------------------------------------- schema and fees
 
 store_test!(
@@ -835,6 +858,7 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
         expected.push("0001_index_messages_recipient_box_created_at".into());
         expected.push("0002_messages_expires_at".into());
         expected.push("0003_index_messages_sender_expires_at".into());
+        expected.push("0004_payment_replays".into());
         assert_eq!(report.applied, expected);
 
         let messages = show_create(&db, "messages").await;
@@ -872,7 +896,8 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
             vec![
                 vec![Some("0001_index_messages_recipient_box_created_at".into())],
                 vec![Some("0002_messages_expires_at".into())],
-                vec![Some("0003_index_messages_sender_expires_at".into())]
+                vec![Some("0003_index_messages_sender_expires_at".into())],
+                vec![Some("0004_payment_replays".into())]
             ]
         );
 
@@ -898,7 +923,8 @@ fn mysql_adopts_a_database_created_by_the_original() {
             [
                 "0001_index_messages_recipient_box_created_at",
                 "0002_messages_expires_at",
-                "0003_index_messages_sender_expires_at"
+                "0003_index_messages_sender_expires_at",
+                "0004_payment_replays"
             ]
         );
         assert_eq!(knex_names(&db).await.len(), 5, "nothing recorded in knex_migrations");
@@ -924,13 +950,16 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
             "create table auth_sessions (id int unsigned not null auto_increment primary key, session_nonce varchar(255) not null); \
              alter table messages add expires_at timestamp null; \
              alter table device_registrations add app_version varchar(50) null; \
+             create table payment_replays (transaction_id varchar(64) not null, created_at timestamp not null default CURRENT_TIMESTAMP, expires_at timestamp null, primary key (transaction_id)); \
+             alter table payment_replays add index payment_replays_expires_at_index(expires_at); \
+             insert into payment_replays (transaction_id, expires_at) values ('aa00000000000000000000000000000000000000000000000000000000000000', null); \
              insert into knex_migrations (name, batch, migration_time) values ('2026-02-01-001-upstream-future.js', 2, '2026-02-01 00:00:00')",
         )
         .await;
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing, ".ts names count as recorded");
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at", "0003_index_messages_sender_expires_at"]);
+        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at", "0003_index_messages_sender_expires_at", "0004_payment_replays"]);
         check_works_on_original_data(&db, &store).await;
         let knex = knex_names(&db).await;
         assert_eq!(knex.len(), 6);
@@ -942,6 +971,10 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
         // The upstream's column is adopted, not re-added: new rows get their expiry in it.
         assert_eq!(db.scalar("SELECT COUNT(*) FROM messages WHERE expires_at IS NULL").await.as_deref(), Some("0"));
         assert_eq!(db.scalar("SELECT COUNT(*) FROM messages WHERE expires_at IS NOT NULL").await.as_deref(), Some("1"));
+        // The upstream's replay table is used as it is: its claims are ours.
+        assert!(!store.claim_payment("aa00000000000000000000000000000000000000000000000000000000000000").await.unwrap());
+        assert!(store.claim_payment("bb00000000000000000000000000000000000000000000000000000000000000").await.unwrap());
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM payment_replays WHERE expires_at IS NULL").await.as_deref(), Some("2"));
     });
 }
 
@@ -965,7 +998,8 @@ fn mysql_completes_a_partially_migrated_original_database() {
                 "2025-01-31-002-device-registrations.js",
                 "0001_index_messages_recipient_box_created_at",
                 "0002_messages_expires_at",
-                "0003_index_messages_sender_expires_at"
+                "0003_index_messages_sender_expires_at",
+                "0004_payment_replays"
             ]
         );
         let knex = knex_names(&db).await;
@@ -1001,12 +1035,12 @@ fn mysql_concurrent_migrations_do_not_race() {
         .collect();
     let reports: Vec<_> = runs.into_iter().map(|h| h.join().unwrap()).collect();
     let applied: Vec<usize> = reports.iter().map(|r| r.applied.len()).collect();
-    assert!(applied.contains(&8) && applied.contains(&0), "{reports:?}");
+    assert!(applied.contains(&9) && applied.contains(&0), "{reports:?}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         assert_eq!(knex_names(&db).await.len(), 5);
         assert_eq!(db.scalar("SELECT COUNT(*) FROM server_fees").await.as_deref(), Some("3"));
-        assert_eq!(db.scalar("SELECT COUNT(*) FROM messagebox_migrations").await.as_deref(), Some("3"));
+        assert_eq!(db.scalar("SELECT COUNT(*) FROM messagebox_migrations").await.as_deref(), Some("4"));
     });
 }
 

@@ -48,6 +48,15 @@ pub enum ApiError {
     MissingPaymentTx,
     MissingDeliveryOutput,
     PaymentNotAccepted,
+    /// A delivery payment refused by the local checks (`payments::check`): the SDK's,
+    /// wallet-toolbox's or the newer upstream's text. The wallet was not asked.
+    InvalidPayment(String),
+    /// The delivery output carries less than the delivery fee (the original never compared).
+    DeliveryUnderpaid,
+    /// The paying transaction was already used for a send (`payment_replays`).
+    PaymentReplayed,
+    /// The replay table could not be written, so the payment cannot be taken safely.
+    PaymentUnavailable,
     /// The payment interface's error text.
     InternalizeFailed(String),
     InsufficientOutputs {
@@ -153,7 +162,8 @@ impl ApiError {
             DeliveryBlocked(_) => 403,
             MessageBodyTooLarge { .. } | MessageResponseTooLarge => 413,
             RouteNotFound { .. } => 404,
-            DatabaseUnavailable => 503,
+            DatabaseUnavailable | PaymentUnavailable => 503,
+            PaymentReplayed => 409,
             QuotaExceeded(_) => 429,
             InternalizeFailed(_)
             | ListFailed
@@ -183,7 +193,10 @@ impl ApiError {
             DeliveryBlocked(_) => "ERR_DELIVERY_BLOCKED",
             MissingPaymentTx => "ERR_MISSING_PAYMENT_TX",
             MissingDeliveryOutput => "ERR_MISSING_DELIVERY_OUTPUT",
-            PaymentNotAccepted => "ERR_INSUFFICIENT_PAYMENT",
+            PaymentNotAccepted | DeliveryUnderpaid => "ERR_INSUFFICIENT_PAYMENT",
+            InvalidPayment(_) => "ERR_INVALID_PAYMENT",
+            PaymentReplayed => "ERR_PAYMENT_REPLAYED",
+            PaymentUnavailable => "ERR_PAYMENT_UNAVAILABLE",
             InternalizeFailed(_) => "ERR_INTERNALIZE_FAILED",
             InsufficientOutputs { .. } | InsufficientAdditionalOutputs { .. } => "ERR_INSUFFICIENT_OUTPUTS",
             MessageBoxRequired => "ERR_MESSAGEBOX_REQUIRED",
@@ -248,6 +261,10 @@ impl ApiError {
             MissingPaymentTx => "Payment transaction data is required for payable delivery.",
             MissingDeliveryOutput => "Delivery fee required but no outputs were provided.",
             PaymentNotAccepted => "Payment was not accepted by the server.",
+            InvalidPayment(text) => return text.clone().into(),
+            DeliveryUnderpaid => crate::payments::check::UNDERPAID,
+            PaymentReplayed => "This payment was already used.",
+            PaymentUnavailable => "Unable to claim payment.",
             InternalizeFailed(e) => return format!("Failed to internalize payment: {e}").into(),
             InsufficientOutputs { expected, received } => {
                 return format!("Expected at least {expected} recipient output(s) but received {received}").into()
@@ -352,6 +369,16 @@ impl ApiError {
             _ => {}
         }
         body
+    }
+}
+
+impl From<crate::payments::check::Refusal> for ApiError {
+    fn from(refusal: crate::payments::check::Refusal) -> ApiError {
+        use crate::payments::check::Refusal;
+        match refusal {
+            Refusal::Invalid(text) => ApiError::InvalidPayment(text),
+            Refusal::Insufficient { .. } => ApiError::DeliveryUnderpaid,
+        }
     }
 }
 

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
+use crate::payments::check::PaymentChecker;
 use crate::payments::PaymentAcceptor;
 use crate::store::Store;
 
@@ -178,6 +179,8 @@ impl Notifier for NoPush {
 pub struct MessageBox {
     pub store: Store,
     pub payments: Arc<dyn PaymentAcceptor>,
+    /// The checks a delivery payment passes before `payments` is asked (the server's key).
+    pub payment_checks: PaymentChecker,
     pub push: Arc<dyn Notifier>,
     pub live: Arc<dyn LiveDelivery>,
     pub limits: Limits,

@@ -176,8 +176,11 @@ impl MessageBox {
         if !blocked.is_empty() {
             return Err(ApiError::DeliveryBlocked(blocked));
         }
-        let outputs_for =
-            if quote.requires_payment() { self.take_payment(request, &quote, payment).await? } else { HashMap::new() };
+        let (outputs_for, claim) = if quote.requires_payment() {
+            self.take_payment(sender, request, &quote, payment).await?
+        } else {
+            (HashMap::new(), None)
+        };
 
         // One stored body shared by every recipient without payment outputs of its own (D1):
         // a 1 MiB body to 100 recipients is one 1 MiB envelope, not 100.
@@ -204,7 +207,13 @@ impl MessageBox {
             })
             .collect();
         drop(shared);
-        let outcomes = store_owned(&self.store, messages).await.map_err(|refused| match refused {
+        let stored = store_owned(&self.store, messages).await;
+        if let (Err(Refused::Duplicate | Refused::Quota(_)), Some(txid)) = (&stored, &claim) {
+            // Refused before anything was written: the payment bought nothing, so it may be
+            // offered again. After a database error the rows may be stored: the claim stays.
+            self.release_claim(txid).await;
+        }
+        let outcomes = stored.map_err(|refused| match refused {
             Refused::Duplicate => ApiError::DuplicateMessage,
             Refused::Quota(q) => ApiError::QuotaExceeded(q),
             Refused::Store(e) => ApiError::from_store(&e, "sendMessage: storing", ApiError::Internal),
@@ -232,39 +241,89 @@ impl MessageBox {
         Ok(())
     }
 
-    /// Checks the payment of a payable send and internalizes the delivery fee; returns the
-    /// recipient-side outputs per fee-charging recipient (stored with their messages).
+    /// Checks the payment of a payable send and takes the delivery fee; returns the
+    /// recipient-side outputs per fee-charging recipient (stored with their messages) and the
+    /// txid claimed in `payment_replays`, if any.
+    ///
+    /// Every local check comes first, so a refused payment never reaches the wallet: the
+    /// output mapping, then the delivery payment ([`PaymentChecker`]). Then the paying
+    /// transaction is claimed (once per txid, across every process sharing the database),
+    /// and only then is the wallet asked; if it does not take the payment the claim is
+    /// released. A claim that already exists is a replay, unless the request is a retry of a
+    /// send that was stored (every messageId stored for this sender and recipient): that
+    /// retry is answered as the original answers it (stored once, success) without asking
+    /// the wallet again.
+    ///
+    /// [`PaymentChecker`]: crate::payments::check::PaymentChecker
     async fn take_payment(
         &self,
+        sender: &IdentityKey,
         request: &SendRequest,
         quote: &Quote,
         payment: Option<&Value>,
-    ) -> Result<HashMap<IdentityKey, Vec<Value>>, ApiError> {
+    ) -> Result<(HashMap<IdentityKey, Vec<Value>>, Option<String>), ApiError> {
         let (payment, outputs) = match (payment, payment.and_then(|p| p.get("outputs"))) {
             (Some(p), Some(Value::Array(o))) if truthy(p.get("tx")) => (p, o),
             _ => return Err(ApiError::MissingPaymentTx),
         };
-        if quote.delivery > 0 {
-            let first = outputs.first().ok_or(ApiError::MissingDeliveryOutput)?;
-            let description = match payment.get("description") {
-                None | Some(Value::Null) => "MessageBox delivery payment (batch)".to_string(),
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => js::string(other),
-            };
-            let args = Internalize { tx: payment["tx"].clone(), outputs: vec![first.clone()], description };
-            match self.payments.internalize(args).await {
-                Ok(true) => {}
-                Ok(false) => return Err(ApiError::PaymentNotAccepted),
-                Err(e) => {
-                    tracing::warn!(error = %e, "sendMessage: delivery payment not internalized");
-                    return Err(ApiError::InternalizeFailed(e.to_string()));
-                }
-            }
+        if quote.delivery > 0 && outputs.is_empty() {
+            return Err(ApiError::MissingDeliveryOutput);
         }
         let recipient_side = &outputs[usize::from(quote.delivery > 0)..];
         let fee_recipients: Vec<&IdentityKey> =
             request.recipients.iter().zip(&quote.recipients).filter(|(_, f)| **f > 0).map(|(r, _)| &r.key).collect();
-        map_outputs(recipient_side, &fee_recipients)
+        let outputs_for = map_outputs(recipient_side, &fee_recipients)?;
+        if quote.delivery <= 0 {
+            return Ok((outputs_for, None));
+        }
+        // The delivery fee once per request, as the original charges it and its clients pay.
+        let required = u64::try_from(quote.delivery).unwrap_or(0);
+        let checked = self.payment_checks.check_delivery(sender, payment, required).inspect_err(|e| {
+            tracing::debug!(refusal = %e, "sendMessage: delivery payment refused before the wallet");
+        })?;
+        match self.store.claim_payment(&checked.txid).await {
+            Ok(true) => {}
+            Ok(false) if self.is_stored_retry(sender, request).await => return Ok((outputs_for, None)),
+            Ok(false) => return Err(ApiError::PaymentReplayed),
+            Err(e) => {
+                tracing::error!(error = %e, txid = %checked.txid, "sendMessage: the payment could not be claimed");
+                return Err(ApiError::PaymentUnavailable);
+            }
+        }
+        let description = crate::payments::check::description(payment);
+        let args = Internalize { tx: payment["tx"].clone(), outputs: vec![outputs[0].clone()], description };
+        let refused = match self.payments.internalize(args).await {
+            Ok(true) => return Ok((outputs_for, Some(checked.txid))),
+            Ok(false) => ApiError::PaymentNotAccepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "sendMessage: delivery payment not internalized");
+                ApiError::InternalizeFailed(e.to_string())
+            }
+        };
+        self.release_claim(&checked.txid).await;
+        Err(refused)
+    }
+
+    /// Whether every message of `request` is already stored for this sender and recipient:
+    /// the request repeats a send that succeeded.
+    async fn is_stored_retry(&self, sender: &IdentityKey, request: &SendRequest) -> bool {
+        let ids: Vec<String> =
+            request.recipients.iter().map(|r| request.message_id(&r.key).as_str().to_string()).collect();
+        let Ok(owners) = self.store.message_owners(&ids).await else { return false };
+        request.recipients.iter().all(|r| {
+            let id = id_key(request.message_id(&r.key).as_str());
+            owners
+                .iter()
+                .any(|o| id_key(&o.message_id) == id && o.sender == sender.as_str() && o.recipient == r.key.as_str())
+        })
+    }
+
+    /// Deletes a claim whose send bought nothing. A failure is logged: the payment then stays
+    /// used, which costs its payer a retry with a new payment but never the operator a message.
+    async fn release_claim(&self, txid: &str) {
+        if let Err(e) = self.store.release_payment(txid).await {
+            tracing::warn!(error = %e, txid, "sendMessage: a payment claim could not be released");
+        }
     }
 }
 

@@ -44,7 +44,7 @@ fn describe(route: Route) -> (&'static str, Option<Value>, Vec<Value>, Value) {
                             "body": {"oneOf": [string.clone(), {"type": "object"}, {"type": "array"}]}
                         }
                     },
-                    "payment": {"type": "object", "description": "required when a delivery or recipient fee applies: {tx, outputs, description?}"}
+                    "payment": {"type": "object", "description": "required when a delivery or recipient fee applies: {tx (AtomicBEEF as a byte array), outputs, description?}; with a delivery fee, outputs[0] is the BRC-29 'wallet payment' to the server, checked before the server's wallet takes it (400 ERR_INVALID_PAYMENT / ERR_INSUFFICIENT_PAYMENT) and accepted once (409 ERR_PAYMENT_REPLAYED)"}
                 }
             })),
             vec![],

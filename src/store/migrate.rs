@@ -63,7 +63,7 @@ pub(crate) const MYSQL_ORIGINAL_STEPS: [Step; 5] = [
 ];
 
 /// Our steps on top of the original schema, recorded in `messagebox_migrations`.
-pub(crate) const MYSQL_OWN_STEPS: [Step; 3] = [
+pub(crate) const MYSQL_OWN_STEPS: [Step; 4] = [
     Step {
         name: "0001_index_messages_recipient_box_created_at",
         sql: include_str!("../../migrations/mysql/0001_index_messages_recipient_box_created_at.sql"),
@@ -73,13 +73,14 @@ pub(crate) const MYSQL_OWN_STEPS: [Step; 3] = [
         name: "0003_index_messages_sender_expires_at",
         sql: include_str!("../../migrations/mysql/0003_index_messages_sender_expires_at.sql"),
     },
+    Step { name: "0004_payment_replays", sql: include_str!("../../migrations/mysql/0004_payment_replays.sql") },
 ];
 
 const MYSQL_KNEX_TABLES: &str = include_str!("../../migrations/mysql/bookkeeping_knex_tables.sql");
 const MYSQL_OWN_TABLE: &str = include_str!("../../migrations/mysql/bookkeeping_messagebox_migrations.sql");
 
 /// The SQLite steps, recorded in `messagebox_migrations`.
-pub(crate) const SQLITE_STEPS: [Step; 4] = [
+pub(crate) const SQLITE_STEPS: [Step; 5] = [
     Step { name: "0001_create_schema", sql: include_str!("../../migrations/sqlite/0001_create_schema.sql") },
     Step {
         name: "0002_index_messages_recipient_box_created_at",
@@ -93,10 +94,11 @@ pub(crate) const SQLITE_STEPS: [Step; 4] = [
         name: "0004_index_messages_sender_expires_at",
         sql: include_str!("../../migrations/sqlite/0004_index_messages_sender_expires_at.sql"),
     },
+    Step { name: "0005_payment_replays", sql: include_str!("../../migrations/sqlite/0005_payment_replays.sql") },
 ];
 
 /// The columns our queries name, per table; anything else in the database is ignored.
-const REQUIRED_COLUMNS: [(&str, &[&str]); 5] = [
+const REQUIRED_COLUMNS: [(&str, &[&str]); 6] = [
     ("messageBox", &["messageBoxId", "created_at", "updated_at", "type", "identityKey"]),
     (
         "messages",
@@ -118,6 +120,7 @@ const REQUIRED_COLUMNS: [(&str, &[&str]); 5] = [
             "active",
         ],
     ),
+    ("payment_replays", &["transaction_id", "created_at", "expires_at"]),
 ];
 
 /// How long a process waits for another one's migration before giving up.
@@ -361,7 +364,7 @@ async fn verify_mysql(conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
     let rows: Vec<(String, String)> = conn
         .query(
             "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN \
-             ('messageBox', 'messages', 'message_permissions', 'server_fees', 'device_registrations')",
+             ('messageBox', 'messages', 'message_permissions', 'server_fees', 'device_registrations', 'payment_replays')",
         )
         .await
         .map_err(StoreError::from)?;
@@ -485,7 +488,8 @@ mod tests {
                 "0001_create_schema",
                 "0002_index_messages_recipient_box_created_at",
                 "0003_messages_expires_at",
-                "0004_index_messages_sender_expires_at"
+                "0004_index_messages_sender_expires_at",
+                "0005_payment_replays"
             ]
         );
         let second = run_sqlite(&mut conn).unwrap();

@@ -182,6 +182,16 @@ pub trait Backend: Send + Sync + 'static {
     /// unique key ignores case: `squat-1` and `SQUAT-1` are one id), expired or not.
     fn message_owners(&self, message_ids: &[String]) -> StoreFuture<'_, Vec<MessageOwner>>;
 
+    /// Claims a delivery payment's transaction for one send: inserts `txid` (display hex)
+    /// into `payment_replays` with `expires_at` NULL, as the newer upstream records body
+    /// payments (never swept). `true` when this call inserted it, `false` when it was there
+    /// already: the payment was used before (by this server or one sharing the database).
+    fn claim_payment(&self, txid: &str) -> StoreFuture<'_, bool>;
+
+    /// Deletes a claim, for a send that stored nothing after claiming (see
+    /// `domain::send`): the same payment may then be offered again.
+    fn release_payment(&self, txid: &str) -> StoreFuture<'_, ()>;
+
     /// Unexpired messages of `recipient`'s box `box_type` ordered by `created_at`, then
     /// `messageId`; `limit`/`offset` page through them. No box → empty (the box is not created).
     /// `/listMessages` reads its page through this a batch (`listQueryBatchSize` rows) at a

@@ -1089,6 +1089,30 @@ impl Backend for MysqlStore {
         &self.quotas
     }
 
+    fn claim_payment(&self, txid: &str) -> StoreFuture<'_, bool> {
+        let txid = txid.to_string();
+        self.spawn(move |s| async move {
+            let mut conn = s.conn().await?;
+            // The primary key decides between racing claims, on every replica sharing the
+            // database; IGNORE turns the loser's duplicate into "0 rows".
+            conn.exec_drop(
+                "INSERT IGNORE INTO payment_replays (transaction_id, created_at, expires_at) VALUES (?, ?, NULL)",
+                (txid, date_value(now())),
+            )
+            .await?;
+            Ok(conn.affected_rows() == 1)
+        })
+    }
+
+    fn release_payment(&self, txid: &str) -> StoreFuture<'_, ()> {
+        let txid = txid.to_string();
+        self.spawn(move |s| async move {
+            let mut conn = s.conn().await?;
+            conn.exec_drop("DELETE FROM payment_replays WHERE transaction_id = ?", (txid,)).await?;
+            Ok(())
+        })
+    }
+
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
         let quotas = self.quotas.clone();

@@ -458,6 +458,26 @@ impl Backend for SqliteStore {
         })
     }
 
+    fn claim_payment(&self, txid: &str) -> StoreFuture<'_, bool> {
+        let txid = txid.to_string();
+        self.write(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO payment_replays (transaction_id, created_at, expires_at) VALUES (?1, ?2, NULL)",
+                )?
+                .execute(params![txid, now()])?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn release_payment(&self, txid: &str) -> StoreFuture<'_, ()> {
+        let txid = txid.to_string();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM payment_replays WHERE transaction_id = ?1")?.execute([txid])?;
+            Ok(())
+        })
+    }
+
     fn quota_usage(
         &self,
         scope: super::quota::Scope,

@@ -3,6 +3,7 @@
 //!
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
+//! * [`payments`]: delivery payments built as the JS client builds them, and a mock wallet.
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
 //!   can stop ([`process::PrivateMariaDb`]), a private Redis ([`process::PrivateRedis`]), a
 //!   plain GET ([`process::get`]).
@@ -30,6 +31,7 @@
 
 pub mod db;
 pub mod original;
+pub mod payments;
 pub mod process;
 pub mod server;
 

@@ -27,8 +27,13 @@ impl TestServer {
     }
 
     /// As [`start`], letting the test replace subsystems (payments, push, live).
+    /// `SERVER_PRIVATE_KEY` in `env` gives the server that key (e.g. to restart "the same"
+    /// server); else it gets a random one.
     pub async fn start_with(database_url: &str, env: &[(&str, &str)], tweak: impl FnOnce(&mut Parts)) -> TestServer {
-        let key = PrivateKey::random();
+        let key = match env.iter().find(|(k, _)| *k == "SERVER_PRIVATE_KEY") {
+            Some((_, hex)) => PrivateKey::from_hex(hex).expect("SERVER_PRIVATE_KEY is a key"),
+            None => PrivateKey::random(),
+        };
         let mut map: HashMap<String, String> = [
             ("MESSAGEBOX_PORT", "0"),
             ("MESSAGEBOX_BIND", "127.0.0.1"),
