@@ -290,7 +290,7 @@ impl messagebox::payments::PaymentAcceptor for RecordingWallet {
 }
 
 async fn fees_and_payments(url: &str) {
-    // Default server: no wallet; a paid delivery is refused with a clear error.
+    // No wallet (the tests' default WALLET_STORAGE_URL=none): a paid delivery is refused with a clear error.
     let s = TestServer::start(url, &[]).await;
     let mut sender = s.client();
     let mut recipient = s.client();
@@ -314,7 +314,7 @@ async fn fees_and_payments(url: &str) {
         &got,
         500,
         "ERR_INTERNALIZE_FAILED",
-        "Failed to internalize payment: this server has no wallet configured to accept delivery payments (set PAYMENT_WALLET_URL)",
+        "Failed to internalize payment: this server accepts no delivery payments (WALLET_STORAGE_URL=none and no PAYMENT_WALLET_URL)",
     );
 
     // Quotes: notifications cost 10 + 10 by default, and the quote created the default rule.

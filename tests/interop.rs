@@ -262,6 +262,7 @@ impl Server {
             ("MESSAGEBOX_THREADS", "2".into()),
             ("DATABASE_URL", self.database_url.clone()),
             ("ENABLE_WEBSOCKETS", "false".into()),
+            ("WALLET_STORAGE_URL", "none".into()),
             ("RUST_LOG", "info".into()),
             ("NO_COLOR", "1".into()),
             // The suites drive one server from one address as fast as the JS clients go,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::fees::{self, Quote};
-use super::js;
+use super::js::{self, truthy};
 use super::{ApiError, BoxName, Delivery, IdentityKey, Limits, MessageBox, MessageId};
 use crate::payments::Internalize;
 use crate::store::quota::{Charge, QuotaExceeded, ReserveError};
@@ -146,17 +146,6 @@ fn as_list(v: &Value) -> Vec<&Value> {
     }
 }
 
-/// JavaScript truthiness of a JSON value.
-fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(_) => true,
-    }
-}
-
 impl MessageBox {
     /// Sends a validated request from `sender`: the fee gate (blocked → 403; fees → the
     /// payment must carry the transaction and outputs; the delivery fee is internalized),
@@ -255,6 +244,10 @@ impl MessageBox {
             match self.payments.internalize(args).await {
                 Ok(true) => {}
                 Ok(false) => return Err(ApiError::PaymentNotAccepted),
+                Err(e) if e.unavailable() => {
+                    tracing::warn!(error = %e, "sendMessage: the wallet that takes payments is unavailable");
+                    return Err(ApiError::PaymentUnavailable);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "sendMessage: delivery payment not internalized");
                     return Err(ApiError::InternalizeFailed(e.to_string()));
