@@ -2,6 +2,7 @@
 //! `mod common;`.
 //!
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
+//! * [`node`]: node children driving the real npm packages ([`node::run_script`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
 //!   can stop ([`process::PrivateMariaDb`]), a plain GET ([`process::get`]).
@@ -28,6 +29,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod db;
+pub mod node;
 pub mod original;
 pub mod process;
 pub mod server;
