@@ -66,7 +66,8 @@ impl WalletStorage {
     pub fn start(key: PrivateKey, url: &str, testnet: bool, timeout: Duration) -> Result<WalletStorage, UrlError> {
         let endpoint = Endpoint::parse(url)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        let link = Arc::new(Link::new(ClientIdentity::new(key), endpoint, if testnet { "test" } else { "main" }));
+        let link =
+            Arc::new(Link::new(ClientIdentity::new(key), endpoint, if testnet { "test" } else { "main" }, timeout));
         std::thread::Builder::new()
             .name("wallet-storage".into())
             .spawn(move || run(link, queue, timeout))
@@ -193,18 +194,26 @@ struct Link {
     ready: Mutex<Option<Ready>>,
     /// JSON-RPC ids, from 1 as the toolbox's client counts them.
     next_id: AtomicU64,
+    /// One paid send's bound (`WALLET_STORAGE_TIMEOUT_MS`), named in timeout errors.
+    timeout: Duration,
 }
 
 impl Link {
-    fn new(me: ClientIdentity, endpoint: Endpoint, chain: &'static str) -> Link {
-        Link { me, endpoint, chain, session: Mutex::new(None), ready: Mutex::new(None), next_id: AtomicU64::new(1) }
+    fn new(me: ClientIdentity, endpoint: Endpoint, chain: &'static str, timeout: Duration) -> Link {
+        let (session, ready, next_id) = (Mutex::new(None), Mutex::new(None), AtomicU64::new(1));
+        Link { me, endpoint, chain, session, ready, next_id, timeout }
     }
 
     async fn post(&self, request: wire::HttpRequest, deadline: Instant) -> Result<Reply, StorageError> {
         let left = deadline.saturating_duration_since(Instant::now());
         let wire::HttpRequest { url, headers, body } = request;
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        crate::outbound::request("POST", &url, &headers, body, left).await.map_err(StorageError::Unreachable)
+        match crate::outbound::request("POST", &url, &headers, body, left).await {
+            Ok(reply) => Ok(reply),
+            // The call's time ran out here rather than in the caller's deadline: the same.
+            Err(crate::outbound::RequestError::Timeout { .. }) => Err(StorageError::TimedOut(self.timeout)),
+            Err(e) => Err(StorageError::Unreachable(e)),
+        }
     }
 
     /// The current session, after a handshake if there is none.
@@ -282,5 +291,68 @@ impl Link {
         }
         let params = wire::internalize_params(self.me.identity_hex(), ready.user.user_id, args);
         wire::parse_internalized(&self.call("internalizeAction", &params, deadline).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args() -> Internalize {
+        Internalize { tx: json!([1, 2, 3]), outputs: vec![json!({"outputIndex": 0})], description: "x".repeat(5) }
+    }
+
+    /// A storage that accepts connections and never answers: the paid send gets an
+    /// "unavailable" error after the timeout, not a hang.
+    #[tokio::test]
+    async fn a_silent_storage_is_unavailable_after_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let storage = WalletStorage::start(PrivateKey::random(), &url, false, Duration::from_millis(800)).unwrap();
+        let started = std::time::Instant::now();
+        let e = storage.internalize(args()).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(e.unavailable(), "{e}");
+        assert!(matches!(e, PaymentError::Storage(StorageError::TimedOut(_))), "{e:?}");
+        assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "{took:?}");
+        drop(listener);
+    }
+
+    /// Nobody listens: unavailable at once, whatever the timeout.
+    #[tokio::test]
+    async fn a_closed_port_is_unavailable_at_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let storage = WalletStorage::start(PrivateKey::random(), &url, false, Duration::from_secs(30)).unwrap();
+        assert_eq!(storage.describe(), format!("remote wallet storage at {url}"));
+        let started = std::time::Instant::now();
+        let e = storage.internalize(args()).await.unwrap_err();
+        assert!(matches!(&e, PaymentError::Storage(StorageError::Unreachable(_))), "{e:?}");
+        assert!(e.unavailable());
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    /// A storage that answers the handshake with an error page: unavailable, with the status.
+    #[tokio::test]
+    async fn a_storage_that_refuses_the_handshake_is_unavailable() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let body = "<html>bad gateway</html>";
+                let head =
+                    format!("HTTP/1.1 502 Bad Gateway\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
+            }
+        });
+        let storage = WalletStorage::start(PrivateKey::random(), &url, false, Duration::from_secs(5)).unwrap();
+        let e = storage.internalize(args()).await.unwrap_err();
+        assert!(e.unavailable(), "{e}");
+        assert_eq!(e.to_string(), "wallet storage handshake failed: HTTP 502: <html>bad gateway</html>");
     }
 }
