@@ -5,7 +5,9 @@
 //! what was credited to the server's identity.
 //!
 //! - `paid_sends_through_the_real_wallet_storage`: a send to `notifications` (fee 10) with
-//!   `checkPermissions: true` is stored and its fee internalized; storage stopped → 503
+//!   `checkPermissions: true` is stored and its fee internalized; a payment the storage
+//!   itself refuses (a proof from a block its chain does not know) is the original's 500
+//!   `ERR_INTERNALIZE_FAILED` with the storage's text; storage stopped → 503
 //!   `ERR_PAYMENT_UNAVAILABLE` at once; storage restarted (same database, every session
 //!   forgotten) → paid sends work again, our server re-handshaking by itself.
 //! - `refused_payments_credit_nothing_at_the_storage`: too little, another key, the same
@@ -104,7 +106,14 @@ fn paid_send(suite: &str) {
     let mut storage = Storage::start(work.path());
     let db = TestDb::new(Kind::SqliteFile).unwrap();
     let url = storage.url();
-    let env = [("WALLET_STORAGE_URL", url.as_str()), ("WALLET_STORAGE_TIMEOUT_MS", "10000")];
+    // The toolbox's wallet work blocks node's event loop for seconds at a time, long enough
+    // for undici to miss closing a pooled connection that our 5 s keep-alive already closed
+    // ("fetch failed" on its next request): keep idle connections for a minute here.
+    let env = [
+        ("WALLET_STORAGE_URL", url.as_str()),
+        ("WALLET_STORAGE_TIMEOUT_MS", "10000"),
+        ("MESSAGE_BOX_KEEP_ALIVE_TIMEOUT_MS", "60000"),
+    ];
     let server = rt.block_on(TestServer::start(&db.url, &env));
     let our_url = format!("http://{}", server.addr);
     let (storage_db, roots) = (storage.db.display().to_string(), storage.roots.display().to_string());

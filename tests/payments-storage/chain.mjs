@@ -21,14 +21,15 @@ export function addRoot (file, height, root) {
 }
 
 export class ChainStandIn {
-  constructor (chain, rootsFile) {
+  /** `rootsFiles`: one file or several (a block root known to any of them is valid). */
+  constructor (chain, rootsFiles) {
     this.chain = chain
-    this.rootsFile = rootsFile
+    this.rootsFiles = [rootsFiles].flat()
     this.posted = []
     this.calls = []
   }
 
-  root (height) { return readRoots(this.rootsFile)[height] }
+  root (height) { return this.rootsFiles.map(f => readRoots(f)[height]).find(r => r != null) }
 
   async getChainTracker () {
     const self = this

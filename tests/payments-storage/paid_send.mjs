@@ -8,7 +8,9 @@
 //     --suite main|refusals
 //
 // main:     a send to `notifications` (delivery fee 10, recipient fee 10) with
-//           `checkPermissions: true` is stored and its fee credited; with the storage stopped
+//           `checkPermissions: true` is stored and its fee credited; a payment the storage
+//           refuses (its chain does not know the proof's block) is the original's 500 with
+//           the storage's text, nothing stored; with the storage stopped
 //           (`@@CONTROL storage-stop`) a paid send is answered 503 at once and nothing is
 //           stored; after `@@CONTROL storage-start` paid sends work again, the server having
 //           re-established its storage session by itself.
@@ -50,7 +52,6 @@ for (const level of ['log', 'warn', 'error']) {
 }
 
 const t = new Checks(`paid_send_${args.suite}`, { totalTimeoutMs: 150_000 })
-const chain = new ChainStandIn('main', args.roots)
 const BRC29 = [2, '3241645161d8']
 
 /** What the storage credited to the server's identity: its outputs, oldest first. */
@@ -74,8 +75,12 @@ function client (walletClient) {
   return c
 }
 
-/** A wallet-toolbox Wallet on its own SQLite storage, as a MessageBox user runs one. */
-async function toolboxWallet (name) {
+/**
+ * A wallet-toolbox Wallet on its own SQLite storage, as a MessageBox user runs one. Its
+ * chain services know the shared roots and those of `ownRoots` (unknown to the storage).
+ */
+async function toolboxWallet (name, ownRoots) {
+  const chain = new ChainStandIn('main', [args.roots, ownRoots].filter(f => f != null))
   const root = PrivateKey.fromRandom()
   const knex = knexLib({ client: 'better-sqlite3', connection: { filename: join(args.workdir, `${name}.sqlite`) }, useNullAsDefault: true })
   const storage = new StorageKnex({ ...StorageKnex.createStorageBaseOptions('main'), knex })
@@ -88,11 +93,14 @@ async function toolboxWallet (name) {
   wallet.created = []
   const createAction = wallet.createAction.bind(wallet)
   wallet.createAction = async (a, o) => { const r = await createAction(a, o); wallet.created.push(r); return r }
-  return { wallet, key: keyDeriver.identityKey, knex }
+  return { wallet, key: keyDeriver.identityKey, knex, client: client(wallet) }
 }
 
-/** Funds `who` with a mined 100000-sat BRC-29 payment whose block root the chain stand-in knows. */
-async function fund (who) {
+/**
+ * Funds `who` with a mined 100000-sat BRC-29 payment whose block root is registered in
+ * `rootsFile` (by default the one the storage reads too).
+ */
+async function fund (who, rootsFile = args.roots) {
   const funder = PrivateKey.fromRandom()
   const prefix = Utils.toBase64(Random(32))
   const suffix = Utils.toBase64(Random(32))
@@ -101,7 +109,7 @@ async function fund (who) {
     [{ lockingScript: new P2PKH().lock(PublicKey.fromString(publicKey).toAddress()), satoshis: 100000 }], 0)
   const height = 800 + Math.floor(Math.random() * 100)
   tx.merklePath = new MerklePath(height, [[{ offset: 0, hash: tx.id('hex'), txid: true }, { offset: 1, hash: Utils.toHex(Random(32)) }]])
-  addRoot(args.roots, height, tx.merklePath.computeRoot(tx.id('hex')))
+  addRoot(rootsFile, height, tx.merklePath.computeRoot(tx.id('hex')))
   const r = await who.wallet.internalizeAction({
     tx: tx.toAtomicBEEF(),
     outputs: [{ outputIndex: 0, protocol: 'wallet payment', paymentRemittance: { derivationPrefix: prefix, derivationSuffix: suffix, senderIdentityKey: funder.toPublicKey().toString() } }],
@@ -143,7 +151,9 @@ async function payment (who, recipient, { deliverySats = 10, payTo = serverKey }
 async function send (who, recipient, messageId, pay) {
   const body = { message: { recipient, messageBox: 'notifications', body: `paid ${messageId}`, messageId }, payment: pay }
   const started = Date.now()
-  const { res, json } = await postJson(who.client.authFetch, `${url}/sendMessage`, body)
+  const { res, json } = await postJson(who.client.authFetch, `${url}/sendMessage`, body).catch(e => {
+    throw new Error(`sendMessage: ${e.message} (${e.cause?.message ?? e.cause})`)
+  })
   return { status: res.status, json, ms: Date.now() - started }
 }
 
@@ -165,7 +175,6 @@ function expectCredited (before, txid, sender) {
 }
 
 const payer = await toolboxWallet('payer')
-payer.client = client(payer.wallet)
 const recipient = { wallet: new ProtoWallet(PrivateKey.fromRandom()) }
 recipient.client = client(recipient.wallet)
 recipient.key = (await recipient.wallet.getPublicKey({ identityKey: true })).publicKey
@@ -191,6 +200,21 @@ if (args.suite === 'main') {
     expectCredited(before, paid.txid, payer.key)
     const listed = await recipient.client.listMessages({ messageBox: 'notifications', host: url })
     expect(listed.some(m => m.messageId === r.messageId && JSON.stringify(m.body).includes('paid')), `listed: ${JSON.stringify(listed)}`)
+  }, { timeoutMs: 60_000 })
+
+  await t.check("the storage's own refusal (a proof from a block it does not know) is the original's 500, nothing stored", async () => {
+    // A sender whose coins come from a block only its own chain services know: every local
+    // check passes, the storage's SPV check does not.
+    const stranger = await toolboxWallet('stranger', join(args.workdir, 'stranger-roots.json'))
+    await stranger.client.init(url)
+    await fund(stranger, join(args.workdir, 'stranger-roots.json'))
+    before = serverOutputs()
+    const r = await send(stranger, recipient.key, 'unknown-block', await payment(stranger, recipient.key))
+    expectEqual(r.json, { status: 'error', code: 'ERR_INTERNALIZE_FAILED', description: 'Failed to internalize payment: The tx parameter must be valid AtomicBEEF' }, 'answer')
+    expectEqual(r.status, 500, 'status')
+    expectEqual(serverOutputs().length, before.length, 'outputs credited to the server')
+    expect(!(await notifications(recipient)).includes('unknown-block'), 'the message was stored')
+    await stranger.knex.destroy()
   }, { timeoutMs: 60_000 })
 
   await t.check('storage stopped: a paid send is answered 503 ERR_PAYMENT_UNAVAILABLE at once, nothing stored', async () => {
