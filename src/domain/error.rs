@@ -50,8 +50,9 @@ pub enum ApiError {
     PaymentNotAccepted,
     /// The payment interface's error text.
     InternalizeFailed(String),
-    /// The wallet that takes the payment could not be reached (the newer upstream's code).
-    PaymentUnavailable,
+    /// The wallet that takes the payment (the remote wallet storage) could not be reached:
+    /// the newer upstream's 503 code, with a `Retry-After`.
+    WalletUnavailable,
     InsufficientOutputs {
         expected: usize,
         received: usize,
@@ -148,9 +149,9 @@ fn js_max(max: Option<u64>) -> String {
 /// hears 503 again.
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
-/// `Retry-After` seconds of a [`ApiError::PaymentUnavailable`] answer: the wallet storage
+/// `Retry-After` seconds of a [`ApiError::WalletUnavailable`] answer: the wallet storage
 /// client retries its connection about this often early in an outage.
-pub const PAYMENT_RETRY_AFTER_SECS: u64 = 5;
+pub const WALLET_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn status(&self) -> u16 {
@@ -159,7 +160,7 @@ impl ApiError {
             DeliveryBlocked(_) => 403,
             MessageBodyTooLarge { .. } | MessageResponseTooLarge => 413,
             RouteNotFound { .. } => 404,
-            DatabaseUnavailable | PaymentUnavailable => 503,
+            DatabaseUnavailable | WalletUnavailable => 503,
             QuotaExceeded(_) => 429,
             InternalizeFailed(_)
             | ListFailed
@@ -191,7 +192,7 @@ impl ApiError {
             MissingDeliveryOutput => "ERR_MISSING_DELIVERY_OUTPUT",
             PaymentNotAccepted => "ERR_INSUFFICIENT_PAYMENT",
             InternalizeFailed(_) => "ERR_INTERNALIZE_FAILED",
-            PaymentUnavailable => "ERR_PAYMENT_UNAVAILABLE",
+            WalletUnavailable => "ERR_PAYMENT_UNAVAILABLE",
             InsufficientOutputs { .. } | InsufficientAdditionalOutputs { .. } => "ERR_INSUFFICIENT_OUTPUTS",
             MessageBoxRequired => "ERR_MESSAGEBOX_REQUIRED",
             InvalidListLimit { .. } | InvalidPermissionsLimit => "ERR_INVALID_LIMIT",
@@ -256,7 +257,7 @@ impl ApiError {
             MissingDeliveryOutput => "Delivery fee required but no outputs were provided.",
             PaymentNotAccepted => "Payment was not accepted by the server.",
             InternalizeFailed(e) => return format!("Failed to internalize payment: {e}").into(),
-            PaymentUnavailable => "The payment service is temporarily unavailable. Please retry later.",
+            WalletUnavailable => "The payment service is temporarily unavailable. Please retry later.",
             InsufficientOutputs { expected, received } => {
                 return format!("Expected at least {expected} recipient output(s) but received {received}").into()
             }
@@ -330,7 +331,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::DatabaseUnavailable => Some(DATABASE_RETRY_AFTER_SECS),
-            ApiError::PaymentUnavailable => Some(PAYMENT_RETRY_AFTER_SECS),
+            ApiError::WalletUnavailable => Some(WALLET_RETRY_AFTER_SECS),
             _ => None,
         }
     }

@@ -246,7 +246,7 @@ impl MessageBox {
                 Ok(false) => return Err(ApiError::PaymentNotAccepted),
                 Err(e) if e.unavailable() => {
                     tracing::warn!(error = %e, "sendMessage: the wallet that takes payments is unavailable");
-                    return Err(ApiError::PaymentUnavailable);
+                    return Err(ApiError::WalletUnavailable);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "sendMessage: delivery payment not internalized");
