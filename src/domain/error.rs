@@ -399,4 +399,16 @@ mod tests {
             r#"{"status":"error","code":"ERR_INBOX_QUOTA_EXCEEDED","description":"The recipient inbox storage quota has been reached. Retry after messages are acknowledged or expire.","resource":"messages","limit":3}"#
         );
     }
+
+    /// A wallet storage that cannot be reached: 503 with the newer upstream's code and a
+    /// `Retry-After`, so a client may try again.
+    #[test]
+    fn wallet_unavailable() {
+        let e = ApiError::WalletUnavailable;
+        assert_eq!((e.status(), e.retry_after()), (503, Some(WALLET_RETRY_AFTER_SECS)));
+        assert_eq!(
+            serde_json::to_string(&e.to_json()).unwrap(),
+            r#"{"status":"error","code":"ERR_PAYMENT_UNAVAILABLE","description":"The payment service is temporarily unavailable. Please retry later."}"#
+        );
+    }
 }
