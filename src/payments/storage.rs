@@ -82,7 +82,7 @@ impl PaymentAcceptor for WalletStorage {
             let (reply, answer) = oneshot::channel();
             if let Err(e) = self.jobs.try_send(Job { args, reply }) {
                 return Err(match e {
-                    mpsc::error::TrySendError::Full(_) => StorageError::TimedOut(self.timeout),
+                    mpsc::error::TrySendError::Full(_) => StorageError::Busy,
                     mpsc::error::TrySendError::Closed(_) => StorageError::Stopped,
                 }
                 .into());

@@ -42,6 +42,9 @@ pub enum StorageError {
     Unreachable(#[source] RequestError),
     #[error("wallet storage did not answer within {} ms", .0.as_millis())]
     TimedOut(std::time::Duration),
+    /// More paid sends wait for the storage than its queue holds.
+    #[error("too many paid sends are waiting for the wallet storage")]
+    Busy,
     /// The storage client's thread is gone (the server is stopping).
     #[error("the wallet storage client stopped")]
     Stopped,
@@ -80,7 +83,13 @@ impl StorageError {
     pub fn unavailable(&self) -> bool {
         use StorageError::*;
         match self {
-            Unreachable(_) | TimedOut(_) | Stopped | HandshakeRefused { .. } | Handshake(_) | Unsigned { .. } => true,
+            Unreachable(_)
+            | TimedOut(_)
+            | Busy
+            | Stopped
+            | HandshakeRefused { .. }
+            | Handshake(_)
+            | Unsigned { .. } => true,
             BadSignature(_)
             | Sign(_)
             | Status { .. }
@@ -510,6 +519,7 @@ mod tests {
             "wallet storage did not answer within 1500 ms"
         );
         assert!(StorageError::Stopped.unavailable());
+        assert!(StorageError::Busy.unavailable());
         assert!(!StorageError::NotActive.unavailable());
         assert_eq!(StorageError::NotActive.to_string(), NOT_ACTIVE);
         assert!(!StorageError::Status { status: 500, reason: "Internal Server Error" }.unavailable());
