@@ -12,10 +12,12 @@ export MESSAGEBOX_REQUIRE_ALL="${MESSAGEBOX_REQUIRE_ALL:-1}"
 export MESSAGEBOX_TEST_MYSQL_URL="${MESSAGEBOX_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/}"
 
 if command -v npm >/dev/null 2>&1; then
-  if [ ! -d tests/interop/node_modules ] || [ tests/interop/package-lock.json -nt tests/interop/node_modules ]; then
-    echo "== installing the JS clients for the interop tests (npm ci)"
-    npm ci --prefix tests/interop --no-audit --no-fund
-  fi
+  for dir in tests/interop tests/payments-storage; do
+    if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+      echo "== installing the JS packages of $dir (npm ci)"
+      npm ci --prefix "$dir" --no-audit --no-fund
+    fi
+  done
 else
   echo "== npm not found: the interop tests will fail (MESSAGEBOX_REQUIRE_ALL=$MESSAGEBOX_REQUIRE_ALL)" >&2
 fi

@@ -60,8 +60,9 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("KNEX_DB_CLIENT", "mysql2 (default) | mysql | better-sqlite3 | sqlite3 (then KNEX_DB_CONNECTION is {\"filename\":…})"),
     ("MIGRATE_KEY", "accepted for compatibility; unused (the original removed /migrate)"),
     ("BSV_NETWORK", "mainnet (default) | testnet"),
-    ("WALLET_STORAGE_URL", "accepted for compatibility; remote wallet storage is not used (see PAYMENT_WALLET_URL)"),
-    ("PAYMENT_WALLET_URL", "http(s) URL of a BRC-100 JSON wallet (root key = SERVER_PRIVATE_KEY) that accepts delivery-fee payments; without it paid deliveries are refused"),
+    ("WALLET_STORAGE_URL", "the remote wallet storage (wallet-toolbox StorageServer) where delivery fees are internalized into the server's wallet, as the original does; default https://storage.babbage.systems, with BSV_NETWORK=testnet https://staging-storage.babbage.systems; none: accept no payments"),
+    ("WALLET_STORAGE_TIMEOUT_MS", "ours: longest wait for the wallet storage in one paid send, positive, at most 3600000 (30000); then 503 ERR_PAYMENT_UNAVAILABLE"),
+    ("PAYMENT_WALLET_URL", "ours: http(s) URL of a BRC-100 JSON wallet (root key = SERVER_PRIVATE_KEY) that accepts delivery-fee payments instead of the wallet storage (wins over WALLET_STORAGE_URL)"),
     ("HOSTING_DOMAIN", "accepted for compatibility; unused (the original advertises nothing)"),
     ("ENABLE_FIREBASE", "true enables FCM push for the notifications box"),
     ("FIREBASE_PROJECT_ID", "required when ENABLE_FIREBASE=true"),
@@ -247,6 +248,10 @@ pub struct Config {
     pub payment_wallet_url: Option<String>,
     /// `REDIS_URL` set: this process is one node of a fleet.
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// `WALLET_STORAGE_URL`, or the network's default; `None` for `none`.
+    pub wallet_storage_url: Option<String>,
+    /// `WALLET_STORAGE_TIMEOUT_MS`: one paid send's whole exchange with the storage.
+    pub wallet_storage_timeout: Duration,
     pub firebase: Firebase,
     pub max_body: usize,
     pub sessions: SessionConfig,
@@ -369,6 +374,16 @@ impl Config {
                 Some(crate::fleet::FleetConfig { redis_url: url.to_string(), node_url })
             }
         };
+        let wallet_storage_url = match get("WALLET_STORAGE_URL") {
+            Some(none) if none.eq_ignore_ascii_case("none") => None,
+            Some(url) => Some(url.to_string()),
+            None => Some(crate::payments::storage::default_url(testnet).to_string()),
+        };
+        if let Some(u) = &wallet_storage_url {
+            crate::payments::storage::Endpoint::parse(u).map_err(|m| err("WALLET_STORAGE_URL", m.to_string()))?;
+        }
+        let wallet_storage_timeout =
+            Env(env).millis(&["WALLET_STORAGE_TIMEOUT_MS"], Duration::from_secs(30), MAX_TIMEOUT_MS)?;
         let firebase = Firebase {
             enabled: get("ENABLE_FIREBASE") == Some("true"),
             project_id: get("FIREBASE_PROJECT_ID").map(str::to_string),
@@ -435,6 +450,8 @@ impl Config {
             network,
             payment_wallet_url,
             fleet,
+            wallet_storage_url,
+            wallet_storage_timeout,
             firebase,
             max_body,
             sessions,
@@ -882,6 +899,29 @@ mod tests {
         assert_eq!(cfg(&[("ENABLE_FIREBASE", "true")]).unwrap_err().var, "FIREBASE_PROJECT_ID");
         assert_eq!(cfg(&[("MESSAGEBOX_THREADS", "0")]).unwrap_err().var, "MESSAGEBOX_THREADS");
         assert_eq!(cfg(&[("PAYMENT_WALLET_URL", "ftp://x")]).unwrap_err().var, "PAYMENT_WALLET_URL");
+    }
+
+    /// `WALLET_STORAGE_URL` defaults as wallet-toolbox does for the chain `BSV_NETWORK`
+    /// names (exactly `testnet` is the test chain, as in the original); `none` turns it off.
+    #[test]
+    fn wallet_storage() {
+        let url = |env: &[(&str, &str)]| cfg(env).unwrap().wallet_storage_url;
+        assert_eq!(url(&[]).as_deref(), Some("https://storage.babbage.systems"));
+        assert_eq!(url(&[("BSV_NETWORK", "testnet")]).as_deref(), Some("https://staging-storage.babbage.systems"));
+        assert_eq!(url(&[("BSV_NETWORK", "test")]).as_deref(), Some("https://storage.babbage.systems"));
+        assert_eq!(url(&[("WALLET_STORAGE_URL", "")]).as_deref(), Some("https://storage.babbage.systems"));
+        assert_eq!(
+            url(&[("WALLET_STORAGE_URL", " http://127.0.0.1:8100/ ")]).as_deref(),
+            Some("http://127.0.0.1:8100/")
+        );
+        assert_eq!(url(&[("WALLET_STORAGE_URL", "None")]), None);
+        assert_eq!(cfg(&[("WALLET_STORAGE_URL", "storage.local")]).unwrap_err().var, "WALLET_STORAGE_URL");
+        assert_eq!(cfg(&[]).unwrap().wallet_storage_timeout, Duration::from_secs(30));
+        assert_eq!(
+            cfg(&[("WALLET_STORAGE_TIMEOUT_MS", "1500")]).unwrap().wallet_storage_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(cfg(&[("WALLET_STORAGE_TIMEOUT_MS", "0")]).unwrap_err().var, "WALLET_STORAGE_TIMEOUT_MS");
     }
 
     #[test]

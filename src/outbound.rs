@@ -1,7 +1,8 @@
 //! Outbound HTTP(S) calls to the services the server depends on (Firebase Cloud Messaging
-//! and its OAuth2 endpoint, a payment wallet): one request per connection, bounded in time
-//! and in response size, TLS with the Mozilla roots. Owns the typed errors of those calls
-//! ([`UrlError`], [`RequestError`]), whose texts name the URL or host at fault.
+//! and its OAuth2 endpoint, a payment wallet, the remote wallet storage): one request per
+//! connection, bounded in time and in response size, TLS with the Mozilla roots. Owns the
+//! typed errors of those calls ([`UrlError`], [`RequestError`]), whose texts name the URL or
+//! host at fault.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -62,10 +63,17 @@ pub enum RequestError {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub status: u16,
+    /// Every header as received (names lower-case); BRC-104 signs some of them.
+    pub headers: Vec<(String, String)>,
     pub body: Bytes,
 }
 
 impl Reply {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
@@ -179,8 +187,13 @@ where
     let req = b.body(Full::new(Bytes::from(body))).map_err(RequestError::Request)?;
     let resp = sender.send_request(req).await.map_err(RequestError::Http)?;
     let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
     let body = Limited::new(resp.into_body(), MAX_RESPONSE).collect().await.map_err(RequestError::Body)?.to_bytes();
-    Ok(Reply { status, body })
+    Ok(Reply { status, headers, body })
 }
 
 #[cfg(test)]

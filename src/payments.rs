@@ -2,9 +2,11 @@
 //! (`internalizeAction` of the fee output), behind an interface so the server never
 //! silently accepts a paid delivery it could not verify.
 //!
-//! - [`NoWallet`] (the default): every paid delivery is refused with a clear error.
+//! - [`NoWallet`] (`WALLET_STORAGE_URL=none`): every paid delivery is refused with a clear error.
 //! - [`HttpJsonWallet`]: a BRC-100 wallet reached over its HTTP JSON interface
 //!   (`POST <base>/internalizeAction`, http or https), whose root key must be `SERVER_PRIVATE_KEY`.
+//! - [`storage::WalletStorage`]: the remote wallet storage at `WALLET_STORAGE_URL`, as the
+//!   original's wallet uses it.
 //!
 //! A failure is a [`PaymentError`]; its text is part of the `ERR_INTERNALIZE_FAILED`
 //! description clients see, so the texts are fixed.
@@ -23,6 +25,8 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::outbound::{RequestError, UrlError};
+
+pub mod storage;
 
 /// The arguments of `internalizeAction` for the delivery-fee output.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +54,17 @@ pub enum PaymentError {
     /// the wallet's own (`"wallet error"` when it gave none).
     #[error("{message}")]
     Wallet { status: u16, message: String },
+    /// The remote wallet storage ([`storage::WalletStorage`]) failed or could not be reached.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+}
+
+impl PaymentError {
+    /// True when the payment could not be taken because the wallet could not be reached
+    /// (the sender may retry: 503), false when it was refused or failed (500).
+    pub fn unavailable(&self) -> bool {
+        matches!(self, PaymentError::Storage(e) if e.unavailable())
+    }
 }
 
 pub type PaymentFuture<'a> = Pin<Box<dyn Future<Output = Result<bool, PaymentError>> + Send + 'a>>;
@@ -66,7 +81,7 @@ pub trait PaymentAcceptor: Send + Sync + 'static {
 pub struct NoWallet;
 
 pub const NO_WALLET_MESSAGE: &str =
-    "this server has no wallet configured to accept delivery payments (set PAYMENT_WALLET_URL)";
+    "this server accepts no delivery payments (WALLET_STORAGE_URL=none and no PAYMENT_WALLET_URL)";
 
 impl PaymentAcceptor for NoWallet {
     fn internalize(&self, _args: Internalize) -> PaymentFuture<'_> {

@@ -369,9 +369,13 @@ mod tests {
 
     #[test]
     fn token_answers() {
-        let ok = Reply { status: 200, body: br#"{"access_token":"t","expires_in":60}"#.to_vec().into() };
+        let ok = Reply {
+            status: 200,
+            headers: Vec::new(),
+            body: br#"{"access_token":"t","expires_in":60}"#.to_vec().into(),
+        };
         assert_eq!(parse_token(ok).unwrap(), ("t".to_string(), 60));
-        let refused = Reply { status: 401, body: br#"{"error":"invalid_grant"}"#.to_vec().into() };
+        let refused = Reply { status: 401, headers: Vec::new(), body: br#"{"error":"invalid_grant"}"#.to_vec().into() };
         let e = parse_token(refused).unwrap_err();
         assert!(matches!(e, TokenError::Refused { status: 401, .. }));
         assert_eq!(e.to_string(), r#"token endpoint answered HTTP 401: {"error":"invalid_grant"}"#);

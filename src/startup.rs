@@ -16,6 +16,7 @@ use crate::live::driver::LiveHub;
 use crate::live::LiveConfig;
 use crate::metrics::Metrics;
 use crate::outbound::UrlError;
+use crate::payments::storage::WalletStorage;
 use crate::payments::{HttpJsonWallet, NoWallet, PaymentAcceptor};
 use crate::push::{Fcm, FcmConfigError};
 use crate::server::{ParserLimits, Running};
@@ -75,6 +76,11 @@ pub enum KeyFileError {
 pub enum PartsError {
     #[error("PAYMENT_WALLET_URL: {0}")]
     PaymentWallet(#[source] UrlError),
+    #[error("WALLET_STORAGE_URL: {0}")]
+    WalletStorage(#[source] UrlError),
+    /// The wallet storage signs as the server: its key must be readable here too.
+    #[error("SERVER_PRIVATE_KEY: {0}")]
+    Key(#[source] KeyFileError),
     #[error(transparent)]
     Push(#[from] FcmConfigError),
 }
@@ -242,11 +248,20 @@ impl Parts {
     /// Payments and push as configured. Errors name the variable at fault.
     pub fn from_config(config: &Config, store: &Store) -> Result<Parts, PartsError> {
         let metrics = Metrics::new(config.observability.metrics_addr.is_some());
-        let payments: Arc<dyn PaymentAcceptor> = match &config.payment_wallet_url {
-            Some(url) => {
+        // An operator who sets PAYMENT_WALLET_URL chose that wallet; otherwise the storage,
+        // as the original (its default URL when none is set); `WALLET_STORAGE_URL=none`: none.
+        let payments: Arc<dyn PaymentAcceptor> = match (&config.payment_wallet_url, &config.wallet_storage_url) {
+            (Some(url), _) => {
                 Arc::new(HttpJsonWallet::new(url, "http://messagebox.server").map_err(PartsError::PaymentWallet)?)
             }
-            None => Arc::new(NoWallet),
+            (None, Some(url)) => {
+                let key = resolve_key(&config.key).map_err(PartsError::Key)?;
+                Arc::new(
+                    WalletStorage::start(key, url, config.testnet, config.wallet_storage_timeout)
+                        .map_err(PartsError::WalletStorage)?,
+                )
+            }
+            (None, None) => Arc::new(NoWallet),
         };
         let push: Arc<dyn Notifier> = if config.firebase.enabled {
             Arc::new(Fcm::from_config(&config.firebase, store.clone(), metrics.push())?)

@@ -243,6 +243,7 @@ async fn start(set: impl FnOnce(&mut HttpLimits)) -> Server {
         ("MESSAGEBOX_BIND", "127.0.0.1".into()),
         ("MESSAGEBOX_THREADS", "2".into()),
         ("ENABLE_WEBSOCKETS", "false".into()),
+        ("WALLET_STORAGE_URL", "none".into()),
         ("SERVER_PRIVATE_KEY", key.to_hex()),
         ("DATABASE_URL", db.url.clone()),
     ]

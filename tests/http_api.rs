@@ -290,7 +290,7 @@ impl messagebox::payments::PaymentAcceptor for RecordingWallet {
 }
 
 async fn fees_and_payments(url: &str) {
-    // Default server: no wallet; a paid delivery is refused with a clear error.
+    // No wallet (the tests' default WALLET_STORAGE_URL=none): a paid delivery is refused with a clear error.
     let s = TestServer::start(url, &[]).await;
     let mut sender = s.client();
     let mut recipient = s.client();

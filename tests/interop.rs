@@ -31,15 +31,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
-use common::{free_port, Kind, TestDb, REQUIRE_ALL_ENV};
+use common::node::{self, Proc};
+use common::{free_port, Kind, TestDb};
 use messagebox::auth::{ClientIdentity, PrivateKey};
 use messagebox::client::{AuthClient, ClientError};
 use serde_json::json;
@@ -56,156 +55,13 @@ const PACKAGES: [&str; 5] =
 /// `true` when node, npm and the installed packages are there. Otherwise a loud skip
 /// (`false`), or a panic under `MESSAGEBOX_REQUIRE_ALL=1`.
 fn node_available() -> bool {
-    let required = std::env::var(REQUIRE_ALL_ENV).is_ok_and(|v| v == "1");
-    static MISSING: OnceLock<Vec<String>> = OnceLock::new();
-    let missing = MISSING.get_or_init(|| {
-        let works = |cmd: &str| {
-            let status = Command::new(cmd).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status();
-            status.is_ok_and(|s| s.success())
-        };
-        let mut missing: Vec<String> =
-            ["node", "npm"].into_iter().filter(|t| !works(t)).map(|t| format!("`{t}` on PATH")).collect();
-        for package in PACKAGES {
-            if !interop_dir().join("node_modules").join(package).join("package.json").is_file() {
-                missing.push(format!("tests/interop/node_modules/{package} (run `npm ci --prefix tests/interop`)"));
-            }
-        }
-        if !missing.is_empty() && !required {
-            // Straight to the process's stderr: the test harness captures eprintln! output of
-            // passing tests, and a skip must be seen.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!!!!!!! SKIPPED the JS interop tests; missing: {} !!!!!!!!\n",
-                missing.join(", ")
-            );
-        }
-        missing
-    });
-    if missing.is_empty() {
-        return true;
-    }
-    if required {
-        panic!("{REQUIRE_ALL_ENV}=1 but the JS interop tests cannot run; missing: {}", missing.join(", "));
-    }
-    false
+    node::available(&interop_dir(), &PACKAGES, "npm ci --prefix tests/interop")
 }
 
 /// The node runs share two cores with a debug server; one at a time keeps timings sane.
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Child processes
-// ---------------------------------------------------------------------------------------------
-
-/// A child whose stdout and stderr lines are collected (and streamed to `lines`); killed on
-/// drop if still running.
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn spawn(name: &str, mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        let (tx, rx) = mpsc::channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        for (stream, prefix) in [(Box::new(stdout) as Box<dyn Read + Send>, ""), (Box::new(stderr), "[stderr] ")] {
-            let (tx, log) = (tx.clone(), log.clone());
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    log.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{prefix}{line}"));
-                    // Only stdout lines drive the harness; stderr is kept for the report.
-                    if prefix.is_empty() && tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let stdin = child.stdin.take();
-        Proc { name: name.to_string(), child, stdin, lines: rx, log }
-    }
-
-    /// The next stdout line, `None` on timeout or when the child closed its stdout.
-    fn next_line(&self, deadline: Instant) -> Option<String> {
-        self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-    }
-
-    /// Waits for a stdout line containing `needle`.
-    fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        while let Some(line) = self.next_line(deadline) {
-            if line.contains(needle) {
-                return Some(line);
-            }
-        }
-        None
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin kept open");
-        writeln!(stdin, "{line}").and_then(|_| stdin.flush()).unwrap_or_else(|e| panic!("write to {}: {e}", self.name));
-    }
-
-    fn output(&self) -> String {
-        self.log.lock().unwrap_or_else(|p| p.into_inner()).join("\n")
-    }
-
-    fn tail(&self, n: usize) -> String {
-        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        log[log.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// SIGTERM, then up to `grace` for a clean exit, then SIGKILL. Returns the exit status
-    /// when the process exited by itself.
-    fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-
-    /// Waits up to `timeout` for the child to exit by itself.
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,6 +121,7 @@ impl Server {
             ("MESSAGEBOX_THREADS", "2".into()),
             ("DATABASE_URL", self.database_url.clone()),
             ("ENABLE_WEBSOCKETS", "false".into()),
+            ("WALLET_STORAGE_URL", "none".into()),
             ("RUST_LOG", "info".into()),
             ("NO_COLOR", "1".into()),
             // The suites drive one server from one address as fast as the JS clients go,
@@ -317,52 +174,27 @@ struct ScriptRun {
     passed: usize,
 }
 
-/// Runs `tests/interop/<script>` against `server`, serving its control requests, and
+/// Runs `tests/interop/<script>` against `server`, serving its restart requests, and
 /// panics with the whole output (and the server's log) unless every check passed.
 fn run_script(script: &str, server: &mut Server, extra: &[&str]) -> ScriptRun {
     let suite = script.trim_end_matches(".mjs");
-    let mut cmd = Command::new("node");
-    cmd.current_dir(interop_dir()).arg(script).args(["--url", &server.url(), "--server-identity", &server.identity]);
-    cmd.args(extra);
-    let mut node = Proc::spawn(script, cmd);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut summary = None;
-    while let Some(line) = node.next_line(deadline) {
-        if let Some(request) = line.strip_prefix("@@CONTROL ") {
-            let answer = match request {
-                "restart" => match server.restart() {
-                    Ok(()) => format!("@@CONTROL {request} done"),
-                    Err(e) => {
-                        println!("restart failed: {e}");
-                        format!("@@CONTROL {request} failed {}", e.lines().next().unwrap_or_default())
-                    }
-                },
-                other => format!("@@CONTROL {other} failed unknown request"),
-            };
-            node.send_line(&answer);
-        } else if let Some(counts) = line.strip_prefix(&format!("{suite}: ")) {
-            summary = parse_counts(counts);
-        }
-    }
-    let status = node.wait_exit(Duration::from_secs(10));
-    if status.is_none() {
-        node.terminate(Duration::from_secs(2));
-    }
-    let output = node.output();
-    println!("----- {script} -----\n{output}\n----- end of {script} -----");
-    match (status, summary) {
-        (Some(s), Some((passed, 0))) if s.success() && passed > 0 => ScriptRun { passed },
-        (status, summary) => panic!(
-            "{script} failed (exit {status:?}, summary {summary:?}):\n{output}\n----- server log (tail) -----\n{}",
-            server.log_tail()
-        ),
-    }
-}
-
-/// `N passed, M failed` → (N, M).
-fn parse_counts(s: &str) -> Option<(usize, usize)> {
-    let (passed, failed) = s.split_once(", ")?;
-    Some((passed.strip_suffix(" passed")?.parse().ok()?, failed.strip_suffix(" failed")?.parse().ok()?))
+    let (url, identity) = (server.url(), server.identity.clone());
+    let mut args = vec!["--url", &url, "--server-identity", &identity];
+    args.extend(extra);
+    let server = std::cell::RefCell::new(server);
+    let passed = node::run_script(
+        &interop_dir(),
+        script,
+        suite,
+        &args,
+        Duration::from_secs(300),
+        |request| match request {
+            "restart" => server.borrow_mut().restart(),
+            _ => Err("unknown request".into()),
+        },
+        || format!("server log (tail):\n{}", server.borrow().log_tail()),
+    );
+    ScriptRun { passed }
 }
 
 /// Both scripts against our server on `kind`'s store, the AuthFetch one with a restart

@@ -37,6 +37,7 @@ async fn start(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> Running {
         ("MESSAGEBOX_THREADS", "2"),
         ("LOGGING_ENABLED", "false"),
         ("ENABLE_WEBSOCKETS", "true"),
+        ("WALLET_STORAGE_URL", "none"),
         ("SERVER_PRIVATE_KEY", &key.to_hex()),
         ("DATABASE_URL", &db.url),
     ]

@@ -21,6 +21,7 @@ fn start_server_with(db: &std::path::Path, extra: &[(&str, &str)]) -> messagebox
         ("MESSAGEBOX_THREADS", "2".into()),
         ("LOGGING_ENABLED", "false".into()),
         ("ENABLE_WEBSOCKETS", "true".into()),
+        ("WALLET_STORAGE_URL", "none".into()),
         ("SERVER_PRIVATE_KEY", PrivateKey::random().to_hex()),
         ("DATABASE_URL", format!("sqlite://{}", db.display())),
     ]

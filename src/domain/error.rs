@@ -59,6 +59,9 @@ pub enum ApiError {
     PaymentUnavailable,
     /// The payment interface's error text.
     InternalizeFailed(String),
+    /// The wallet that takes the payment (the remote wallet storage) could not be reached:
+    /// the newer upstream's 503 code, with a `Retry-After`.
+    WalletUnavailable,
     InsufficientOutputs {
         expected: usize,
         received: usize,
@@ -155,6 +158,10 @@ fn js_max(max: Option<u64>) -> String {
 /// hears 503 again.
 pub const DATABASE_RETRY_AFTER_SECS: u64 = 5;
 
+/// `Retry-After` seconds of a [`ApiError::WalletUnavailable`] answer: the wallet storage
+/// client retries its connection about this often early in an outage.
+pub const WALLET_RETRY_AFTER_SECS: u64 = 5;
+
 impl ApiError {
     pub fn status(&self) -> u16 {
         use ApiError::*;
@@ -162,7 +169,7 @@ impl ApiError {
             DeliveryBlocked(_) => 403,
             MessageBodyTooLarge { .. } | MessageResponseTooLarge => 413,
             RouteNotFound { .. } => 404,
-            DatabaseUnavailable | PaymentUnavailable => 503,
+            DatabaseUnavailable | PaymentUnavailable | WalletUnavailable => 503,
             PaymentReplayed => 409,
             QuotaExceeded(_) => 429,
             InternalizeFailed(_)
@@ -198,6 +205,7 @@ impl ApiError {
             PaymentReplayed => "ERR_PAYMENT_REPLAYED",
             PaymentUnavailable => "ERR_PAYMENT_UNAVAILABLE",
             InternalizeFailed(_) => "ERR_INTERNALIZE_FAILED",
+            WalletUnavailable => "ERR_PAYMENT_UNAVAILABLE",
             InsufficientOutputs { .. } | InsufficientAdditionalOutputs { .. } => "ERR_INSUFFICIENT_OUTPUTS",
             MessageBoxRequired => "ERR_MESSAGEBOX_REQUIRED",
             InvalidListLimit { .. } | InvalidPermissionsLimit => "ERR_INVALID_LIMIT",
@@ -266,6 +274,7 @@ impl ApiError {
             PaymentReplayed => "This payment was already used.",
             PaymentUnavailable => "Unable to claim payment.",
             InternalizeFailed(e) => return format!("Failed to internalize payment: {e}").into(),
+            WalletUnavailable => "The payment service is temporarily unavailable. Please retry later.",
             InsufficientOutputs { expected, received } => {
                 return format!("Expected at least {expected} recipient output(s) but received {received}").into()
             }
@@ -339,6 +348,7 @@ impl ApiError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::DatabaseUnavailable => Some(DATABASE_RETRY_AFTER_SECS),
+            ApiError::WalletUnavailable => Some(WALLET_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -414,6 +424,18 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&e.to_json()).unwrap(),
             r#"{"status":"error","code":"ERR_INBOX_QUOTA_EXCEEDED","description":"The recipient inbox storage quota has been reached. Retry after messages are acknowledged or expire.","resource":"messages","limit":3}"#
+        );
+    }
+
+    /// A wallet storage that cannot be reached: 503 with the newer upstream's code and a
+    /// `Retry-After`, so a client may try again.
+    #[test]
+    fn wallet_unavailable() {
+        let e = ApiError::WalletUnavailable;
+        assert_eq!((e.status(), e.retry_after()), (503, Some(WALLET_RETRY_AFTER_SECS)));
+        assert_eq!(
+            serde_json::to_string(&e.to_json()).unwrap(),
+            r#"{"status":"error","code":"ERR_PAYMENT_UNAVAILABLE","description":"The payment service is temporarily unavailable. Please retry later."}"#
         );
     }
 }

@@ -18,6 +18,17 @@ pub fn is_nullish(v: Option<&Value>) -> bool {
     matches!(v, None | Some(Value::Null))
 }
 
+/// JavaScript truthiness of a JSON value (`undefined` is `None`).
+pub fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    }
+}
+
 /// `typeof v === 'object' && v !== null` (arrays included).
 pub fn is_object_like(v: &Value) -> bool {
     matches!(v, Value::Object(_) | Value::Array(_))

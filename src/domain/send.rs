@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::fees::{self, Quote};
-use super::js;
+use super::js::{self, truthy};
 use super::{ApiError, BoxName, Delivery, IdentityKey, Limits, MessageBox, MessageId};
 use crate::payments::Internalize;
 use crate::store::quota::{Charge, QuotaExceeded, ReserveError};
@@ -143,17 +143,6 @@ fn as_list(v: &Value) -> Vec<&Value> {
     match v {
         Value::Array(a) => a.iter().collect(),
         other => vec![other],
-    }
-}
-
-/// JavaScript truthiness of a JSON value.
-fn truthy(v: Option<&Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Some(Value::String(s)) => !s.is_empty(),
-        Some(_) => true,
     }
 }
 
@@ -295,6 +284,10 @@ impl MessageBox {
         let refused = match self.payments.internalize(args).await {
             Ok(true) => return Ok((outputs_for, Some(checked.txid))),
             Ok(false) => ApiError::PaymentNotAccepted,
+            Err(e) if e.unavailable() => {
+                tracing::warn!(error = %e, "sendMessage: the wallet that takes payments is unavailable");
+                ApiError::WalletUnavailable
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "sendMessage: delivery payment not internalized");
                 ApiError::InternalizeFailed(e.to_string())

@@ -2,6 +2,7 @@
 //! `mod common;`.
 //!
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
+//! * [`node`]: node children driving the real npm packages ([`node::run_script`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
 //! * [`payments`]: delivery payments built as the JS client builds them, and a mock wallet.
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
@@ -30,6 +31,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod db;
+pub mod node;
 pub mod original;
 pub mod payments;
 pub mod process;

@@ -57,10 +57,13 @@ pub fn request(
     (status, head.to_ascii_lowercase(), body.to_string())
 }
 
-/// The binary with a clean environment and its own working directory.
+/// The binary with a clean environment (`WALLET_STORAGE_URL=none` unless given) and its own
+/// working directory.
 pub fn command(env: &[(&str, &str)], dir: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
     c.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(dir);
+    // No test talks to the public wallet storage (a test may set its own).
+    c.env("WALLET_STORAGE_URL", "none");
     for (k, v) in env {
         c.env(k, v);
     }

@@ -40,6 +40,8 @@ impl TestServer {
             ("MESSAGEBOX_THREADS", "2"),
             ("LOGGING_ENABLED", "false"),
             ("ENABLE_WEBSOCKETS", "false"),
+            // No test talks to the public wallet storage; the payment tests set their own.
+            ("WALLET_STORAGE_URL", "none"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
