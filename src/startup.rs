@@ -268,6 +268,14 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         Some(h) => h.clone(),
         None => parts.live,
     };
+    let fleet = config
+        .fleet
+        .clone()
+        .map(|f| Arc::new(crate::fleet::Fleet::new(f).expect("REDIS_URL was checked by the configuration")));
+    let broker = fleet.clone().map(crate::fleet::broker::Broker::new);
+    if let (Some(b), Some(h)) = (&broker, &hub) {
+        h.fanout().attach(b.clone());
+    }
     let api = Api { store, payments: parts.payments, push: parts.push, live, limits: config.limits.clone() };
     let openapi = serde_json::to_vec(&crate::http::docs::openapi(&config.routing_prefix)).expect("serialises");
     Arc::new(App {
@@ -282,10 +290,8 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         health: crate::http::health_body(&config.network, config.enable_websockets),
         observability: config.observability.clone(),
         metrics: parts.metrics,
-        fleet: config
-            .fleet
-            .clone()
-            .map(|f| Arc::new(crate::fleet::Fleet::new(f).expect("REDIS_URL was checked by the configuration"))),
+        fleet,
+        broker,
     })
 }
 
@@ -302,6 +308,9 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
     if let Some(fleet) = &app.fleet {
         fleet.set_listening(running.addr);
         tracing::info!(node_id = fleet.node_id(), node_url = fleet.node_url(), "fleet mode (REDIS_URL)");
+    }
+    if let Some(broker) = &app.broker {
+        broker.start(app.live.clone(), running.shutdown_signal()).map_err(listen)?;
     }
     if let Some(listener) = metrics {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);

@@ -9,6 +9,9 @@
 //!
 //! Without `REDIS_URL` there is no [`Fleet`] and the server is a single node, as before.
 
+pub mod broker;
+pub mod delivery;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
