@@ -3,6 +3,8 @@
 //!
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
+//! * [`fleet`]: in-process nodes of a fleet on one MySQL and one Redis, a live client that
+//!   reads in the background, questions to Redis about subscriptions.
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
 //!   can stop ([`process::PrivateMariaDb`]), a private Redis ([`process::PrivateRedis`]), a
 //!   plain GET ([`process::get`]).
@@ -29,6 +31,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod db;
+pub mod fleet;
 pub mod original;
 pub mod process;
 pub mod server;

@@ -1,0 +1,166 @@
+//! Live delivery across the nodes of a fleet (issue 11): nodes on one MySQL database and one
+//! Redis; a listener on one node receives what is sent to another, over HTTP and over the
+//! WebSocket; only the nodes holding a recipient subscribe to it; a Redis outage pauses live
+//! delivery between nodes without failing HTTP, and it resumes by itself when Redis is back.
+//!
+//! Needs MySQL (`MESSAGEBOX_TEST_MYSQL_URL`) and `redis-server` (each test starts its own, see
+//! `common::process::PrivateRedis`); skipped without them unless `MESSAGEBOX_REQUIRE_ALL=1`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::fleet::{channel, live_channels, numsub, until, Listener, Node};
+use common::process::PrivateRedis;
+use common::{Kind, TestDb};
+use messagebox::auth::{ClientIdentity, PrivateKey};
+use messagebox::client::AuthClient;
+use serde_json::{json, Value};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// `POST /sendMessage` of `body` to `recipient`'s `inbox`.
+async fn http_send(client: &mut AuthClient, recipient: &str, id: &str, body: &str) -> (u16, Value) {
+    let msg = json!({ "message": { "recipient": recipient, "messageBox": "inbox", "messageId": id, "body": body } });
+    client.post_json("/sendMessage", &msg).await.expect("the send is answered")
+}
+
+/// The ids `who` lists in its `inbox`.
+async fn listed(who: &mut AuthClient) -> Vec<String> {
+    let (status, v) = who.post_json("/listMessages", &json!({ "messageBox": "inbox" })).await.expect("listed");
+    assert_eq!(status, 200, "{v}");
+    v["messages"].as_array().unwrap().iter().map(|m| m["messageId"].as_str().unwrap().to_string()).collect()
+}
+
+/// The data of a live delivery from `sender`.
+fn delivered(sender: &str, id: &str, body: &str) -> Option<Value> {
+    Some(json!({ "sender": sender, "messageId": id, "body": body }))
+}
+
+/// Three nodes; a listener on B. A send over HTTP to A and one over A's WebSocket reach it,
+/// once each; only B subscribes to the listener's channel, and C, holding nobody, receives
+/// no publication. A listener on A (the sending node) gets its delivery once, locally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_on_one_node_reach_a_listener_on_another() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
+    let key = PrivateKey::random();
+    let url = redis.url();
+    let a = Node::start(&db.url, &url, &key).await;
+    let b = Node::start(&db.url, &url, &key).await;
+    let c = Node::start(&db.url, &url, &key).await;
+    for n in [&a, &b, &c] {
+        n.until_broker(true, 5 * SECOND).await;
+    }
+
+    let mut on_b = Listener::connect(b.addr).await;
+    on_b.join("inbox").await;
+    let ch = channel(&on_b.id());
+    until("B subscribes to its listener", 5 * SECOND, || numsub(&url, &ch) == 1).await;
+    assert_eq!(live_channels(&url), vec![ch.clone()], "only the held identity has a channel");
+    assert_eq!(
+        [a.broker().stats().subscribed, b.broker().stats().subscribed, c.broker().stats().subscribed],
+        [0, 1, 0]
+    );
+
+    // HTTP to A.
+    let mut sender = AuthClient::new(ClientIdentity::random(), a.addr);
+    let started = Instant::now();
+    let (status, v) = http_send(&mut sender, &on_b.id(), "fleet-http-1", "over http").await;
+    assert_eq!(status, 200, "{v}");
+    let from = sender.identity().identity_hex().to_string();
+    assert_eq!(on_b.delivery("inbox", 5 * SECOND).await, delivered(&from, "fleet-http-1", "over http"));
+    eprintln!("HTTP on A -> live on B: {:?}", started.elapsed());
+
+    // WebSocket on A.
+    let mut ws_sender = Listener::connect(a.addr).await;
+    let ack = ws_sender.send(&on_b.id(), "inbox", "fleet-ws-1", "over ws").await;
+    assert_eq!(ack, json!({"status": "success", "messageId": "fleet-ws-1"}));
+    assert_eq!(on_b.delivery("inbox", 5 * SECOND).await, delivered(&ws_sender.id(), "fleet-ws-1", "over ws"));
+    assert_eq!(on_b.recv_within(SECOND).await, None, "each delivered once");
+
+    // The publications went to B alone: C holds nobody and heard nothing, A ignores nothing
+    // because it is not subscribed to the listener at all.
+    assert_eq!(b.broker().stats().received, 2);
+    assert_eq!(c.broker().stats().received, 0);
+    assert_eq!(a.broker().stats().received, 0);
+    assert_eq!(a.broker().stats().published, 2);
+
+    // A listener on A, the sending node: delivered locally, and A's own publication (A now
+    // subscribes to it) is ignored, so it arrives once.
+    let mut on_a = Listener::connect(a.addr).await;
+    on_a.join("inbox").await;
+    let ch_a = channel(&on_a.id());
+    until("A subscribes to its listener", 5 * SECOND, || numsub(&url, &ch_a) == 1).await;
+    let (status, _) = http_send(&mut sender, &on_a.id(), "fleet-local-1", "local").await;
+    assert_eq!(status, 200);
+    assert_eq!(on_a.delivery("inbox", 5 * SECOND).await, delivered(&from, "fleet-local-1", "local"));
+    assert_eq!(on_a.recv_within(SECOND).await, None, "not again through the broker");
+    assert_eq!(a.broker().stats().received, 0, "its own publication is not delivered twice");
+
+    // The last connection of an identity gone: its node unsubscribes.
+    drop(on_a);
+    until("A unsubscribes", 5 * SECOND, || numsub(&url, &ch_a) == 0).await;
+    let mut held = vec![ch, channel(&ws_sender.id())];
+    held.sort();
+    assert_eq!(live_channels(&url), held, "the listener on B and the WebSocket sender on A");
+    assert_eq!(a.broker().stats().dropped, 0);
+}
+
+/// Redis killed: HTTP sends still succeed and are listed; `/ready` reports the broker down
+/// (200); Redis back: cross-node live delivery works again within seconds, without
+/// restarting the nodes or reconnecting the listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_only_pauses_live_delivery() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let key = PrivateKey::random();
+    let url = redis.url();
+    let a = Node::start(&db.url, &url, &key).await;
+    let b = Node::start(&db.url, &url, &key).await;
+    for n in [&a, &b] {
+        n.until_broker(true, 5 * SECOND).await;
+    }
+    let ready = |n: &Node| common::process::get(n.addr, "/ready", &[]);
+    assert_eq!((ready(&a).0, ready(&a).2), (200, r#"{"status":"ready","broker":"up"}"#.to_string()));
+
+    let mut on_b = Listener::connect(b.addr).await;
+    on_b.join("inbox").await;
+    let ch = channel(&on_b.id());
+    until("B subscribes", 5 * SECOND, || numsub(&url, &ch) == 1).await;
+    let mut sender = AuthClient::new(ClientIdentity::random(), a.addr);
+    let from = sender.identity().identity_hex().to_string();
+    assert_eq!(http_send(&mut sender, &on_b.id(), "before", "1").await.0, 200);
+    assert_eq!(on_b.delivery("inbox", 5 * SECOND).await, delivered(&from, "before", "1"));
+
+    redis.stop();
+    for n in [&a, &b] {
+        n.until_broker(false, 10 * SECOND).await;
+    }
+    let (status, _, body) = ready(&a);
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ready","broker":"down"}"#));
+    let mut recipient = AuthClient::new(on_b.me.clone(), b.addr);
+    for i in 0..3 {
+        let (status, v) = http_send(&mut sender, &on_b.id(), &format!("during-{i}"), "2").await;
+        assert_eq!(status, 200, "HTTP works without the broker: {v}");
+    }
+    let ids = listed(&mut recipient).await;
+    for i in 0..3 {
+        assert!(ids.contains(&format!("during-{i}")), "stored and listed: {ids:?}");
+    }
+    assert_eq!(on_b.recv_within(SECOND).await, None, "nothing live crosses while Redis is down");
+    // With the broker down and no listener on A, no delivery is even built for the broker.
+    assert_eq!(a.broker().stats().published, 1, "{:?}", a.broker().stats());
+
+    let back = Instant::now();
+    redis.restart();
+    for n in [&a, &b] {
+        n.until_broker(true, 5 * SECOND).await;
+    }
+    until("B subscribes again", 5 * SECOND, || numsub(&url, &ch) == 1).await;
+    eprintln!("Redis restarted -> both nodes up and B subscribed: {:?}", back.elapsed());
+    assert_eq!(http_send(&mut sender, &on_b.id(), "after", "3").await.0, 200);
+    assert_eq!(on_b.delivery("inbox", 5 * SECOND).await, delivered(&from, "after", "3"));
+    assert!(back.elapsed() < 8 * SECOND, "resumed within seconds: {:?}", back.elapsed());
+    assert_eq!(ready(&b).2, r#"{"status":"ready","broker":"up"}"#);
+}
