@@ -164,3 +164,42 @@ async fn a_redis_outage_only_pauses_live_delivery() {
     assert!(back.elapsed() < 8 * SECOND, "resumed within seconds: {:?}", back.elapsed());
     assert_eq!(ready(&b).2, r#"{"status":"ready","broker":"up"}"#);
 }
+
+/// The real JS clients: `@bsv/message-box-client` listening on node B (default transports),
+/// and a raw `@bsv/authsocket-client` on polling only, receive what is sent through node A
+/// over HTTP and over A's WebSocket (`tests/interop/fleet_live.mjs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_clients_receive_across_nodes() {
+    if !common::fleet::js_clients_available() {
+        return;
+    }
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
+    let key = PrivateKey::random();
+    let url = redis.url();
+    let a = Node::start(&db.url, &url, &key).await;
+    let b = Node::start(&db.url, &url, &key).await;
+    for n in [&a, &b] {
+        n.until_broker(true, 5 * SECOND).await;
+    }
+    let (send_url, listen_url) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let identity = key.public_key().to_hex();
+    let passed = tokio::task::spawn_blocking(move || {
+        let args = ["--listen-url", &listen_url, "--send-url", &send_url, "--server-identity", &identity];
+        common::fleet::run_node_script("fleet_live.mjs", &args, Duration::from_secs(180), |request| {
+            let who = request.strip_prefix("subscribed ").ok_or("unknown request")?;
+            let start = Instant::now();
+            while numsub(&url, &channel(who)) < 1 {
+                if start.elapsed() > 10 * SECOND {
+                    return Err(format!("no node subscribed to {who} within 10 s"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(passed, 5);
+    assert_eq!(b.broker().stats().received, 3, "two sends to the listener and one to the polling client crossed");
+}

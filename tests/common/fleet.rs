@@ -263,3 +263,87 @@ impl Drop for Listener {
         let _ = self.out.send(Message::Close(None));
     }
 }
+
+/// Whether node and the interop packages (`npm ci --prefix tests/interop`) are there; when
+/// not, a loud skip, or a panic under `MESSAGEBOX_REQUIRE_ALL=1`.
+pub fn js_clients_available() -> bool {
+    let dir = interop_dir();
+    let node = std::process::Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let packages = ["@bsv/sdk", "@bsv/message-box-client", "@bsv/authsocket-client"]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).join("package.json").is_file());
+    if node && packages {
+        return true;
+    }
+    let what = "node and `npm ci --prefix tests/interop`";
+    assert!(std::env::var(super::REQUIRE_ALL_ENV).as_deref() != Ok("1"), "the JS clients need {what}");
+    eprintln!("SKIPPED: the JS clients need {what}");
+    false
+}
+
+fn interop_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("interop")
+}
+
+/// Runs `tests/interop/<script>` with `args` (the output contract of `tests/interop/lib.mjs`),
+/// answering each `@@CONTROL <request>` with `control(request)`; panics with its output
+/// unless it exits 0 with every check passed, within `within`. Returns the checks passed.
+/// Blocking: call it from `spawn_blocking` in async tests.
+pub fn run_node_script(
+    script: &str,
+    args: &[&str],
+    within: Duration,
+    mut control: impl FnMut(&str) -> Result<(), String>,
+) -> usize {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("node")
+        .current_dir(interop_dir())
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node starts");
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    drop(tx);
+    let suite = script.trim_end_matches(".mjs");
+    let deadline = Instant::now() + within;
+    let mut output = Vec::new();
+    let mut summary = None;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if let Some(request) = line.strip_prefix("@@CONTROL ") {
+            let answer = match control(request) {
+                Ok(()) => format!("@@CONTROL {request} done\n"),
+                Err(e) => format!("@@CONTROL {request} failed {e}\n"),
+            };
+            let _ = stdin.write_all(answer.as_bytes());
+        } else if let Some(counts) = line.strip_prefix(&format!("{suite}: ")) {
+            summary = counts
+                .split_once(", ")
+                .and_then(|(p, f)| Some((p.strip_suffix(" passed")?.parse::<usize>().ok()?, f == "0 failed")));
+        }
+        output.push(line);
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("node exits");
+    let output = output.join("\n");
+    println!("----- {script} -----\n{output}\n----- end of {script} -----");
+    match summary {
+        Some((passed, true)) if status.success() && passed > 0 => passed,
+        _ => panic!("{script} failed (exit {status:?}):\n{output}"),
+    }
+}

@@ -125,8 +125,8 @@ export class Checks {
 }
 
 /**
- * Wraps globalThis.fetch so that any request to an origin other than `allowedOrigin` fails
- * at once and is recorded (the machine has no internet; an overlay lookup must never be
+ * Wraps globalThis.fetch so that any request to an origin other than `allowedOrigin` (one
+ * origin, or an array of them: the nodes of a fleet) fails at once and is recorded (the machine has no internet; an overlay lookup must never be
  * attempted), and counts what goes to the server. Must run BEFORE @bsv/sdk is imported:
  * its fetch transport binds globalThis.fetch when the module loads.
  * Returns { refused: [url], handshakes: () => number of POSTs to /.well-known/auth }.
@@ -134,10 +134,11 @@ export class Checks {
 export function installNetworkTripwire (allowedOrigin) {
   const refused = []
   let handshakes = 0
+  const allowed = [allowedOrigin].flat()
   const realFetch = globalThis.fetch.bind(globalThis)
   globalThis.fetch = async (input, init) => {
     const url = new URL(typeof input === 'string' ? input : (input?.url ?? String(input)))
-    if (url.origin !== allowedOrigin) {
+    if (!allowed.includes(url.origin)) {
       refused.push(url.href)
       throw new Error(`interop tripwire: refused a request outside the server under test: ${url.href}`)
     }
