@@ -203,3 +203,56 @@ async fn the_js_clients_receive_across_nodes() {
     assert_eq!(passed, 5);
     assert_eq!(b.broker().stats().received, 3, "two sends to the listener and one to the polling client crossed");
 }
+
+/// The binary as operators run it: a Redis outage is one warning when it starts and one line
+/// when it ends, however many deliveries it cost (they are counted in the closing line);
+/// local live delivery and HTTP go on meanwhile; `/ready` follows the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_once() {
+    use common::process::{get, Proc};
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let key = PrivateKey::random().to_hex();
+    let dir = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    let env = [
+        ("SERVER_PRIVATE_KEY", key.as_str()),
+        ("DATABASE_URL", db.url.as_str()),
+        ("REDIS_URL", url.as_str()),
+        ("ENABLE_WEBSOCKETS", "true"),
+        ("RUST_LOG", "info"),
+        ("LOG_FORMAT", "json"),
+    ];
+    let node = Proc::spawn(&env, dir.path(), std::process::Stdio::piped());
+    let broker = |up: &'static str| move || get(node.addr, "/ready", &[]).2.contains(&format!("\"broker\":\"{up}\""));
+    until("broker up", 5 * SECOND, broker("up")).await;
+    let mut listener = Listener::connect(node.addr).await;
+    listener.join("inbox").await;
+    let mut sender = AuthClient::new(ClientIdentity::random(), node.addr);
+
+    redis.stop();
+    until("broker down", 10 * SECOND, broker("down")).await;
+    for i in 0..5 {
+        let id = format!("during-{i}");
+        assert_eq!(http_send(&mut sender, &listener.id(), &id, "x").await.0, 200);
+        assert!(listener.delivery("inbox", 5 * SECOND).await.is_some(), "local live delivery goes on");
+    }
+    // Reconnection attempts go on for a while (several per second).
+    tokio::time::sleep(2 * SECOND).await;
+    redis.restart();
+    until("broker up again", 5 * SECOND, broker("up")).await;
+    drop(listener);
+
+    let out = node.stop();
+    let log = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let about = |text: &str| -> Vec<&Value> {
+        lines.iter().filter(|l| l["fields"]["message"].as_str().is_some_and(|m| m.contains(text))).collect()
+    };
+    let down = about("the broker (REDIS_URL) is unreachable");
+    let up = about("the broker is reachable again");
+    assert_eq!((down.len(), up.len()), (1, 1), "one line each way:\n{log}");
+    assert_eq!(down[0]["level"], "WARN");
+    assert_eq!(up[0]["fields"]["live_deliveries_dropped"], 5, "{}", up[0]);
+    assert!(up[0]["fields"]["outage_ms"].as_u64().unwrap() >= 2000, "{}", up[0]);
+}
