@@ -206,7 +206,8 @@ async fn the_js_clients_receive_across_nodes() {
 
 /// The binary as operators run it: a Redis outage is one warning when it starts and one line
 /// when it ends, however many deliveries it cost (they are counted in the closing line);
-/// local live delivery and HTTP go on meanwhile; `/ready` follows the broker.
+/// local live delivery and HTTP go on meanwhile; `/ready` follows the broker; `/metrics`
+/// counts the deliveries that could not be published.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_logged_once() {
     use common::process::{get, Proc};
@@ -215,7 +216,10 @@ async fn an_outage_is_logged_once() {
     let key = PrivateKey::random().to_hex();
     let dir = tempfile::tempdir().unwrap();
     let url = redis.url();
+    let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+    let metrics_addr = metrics.to_string();
     let env = [
+        ("MESSAGEBOX_METRICS_ADDR", metrics_addr.as_str()),
         ("SERVER_PRIVATE_KEY", key.as_str()),
         ("DATABASE_URL", db.url.as_str()),
         ("REDIS_URL", url.as_str()),
@@ -242,6 +246,14 @@ async fn an_outage_is_logged_once() {
     redis.restart();
     until("broker up again", 5 * SECOND, broker("up")).await;
     drop(listener);
+    let text = get(metrics, "/metrics", &[]).2;
+    for line in [
+        "messagebox_fleet_broker_up 1",
+        r#"messagebox_fleet_deliveries_total{outcome="dropped"} 5"#,
+        r#"messagebox_fleet_deliveries_total{outcome="published"} 0"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+    }
 
     let out = node.stop();
     let log = String::from_utf8_lossy(&out.stdout);

@@ -55,6 +55,8 @@ const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
 /// What the link has done since the start (for tests, metrics and the logs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BrokerStats {
+    /// Both connections to the broker work.
+    pub up: bool,
     /// Deliveries published to the broker.
     pub published: u64,
     /// Deliveries not published: the broker was down, the queue was full, or the batch failed.
@@ -121,6 +123,7 @@ impl Broker {
     pub fn stats(&self) -> BrokerStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         BrokerStats {
+            up: self.is_up(),
             published: get(&self.published),
             dropped: get(&self.dropped),
             received: get(&self.received),
