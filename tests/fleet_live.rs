@@ -10,7 +10,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fleet::{channel, live_channels, numsub, until, Listener, Node};
+use common::fleet::{channel, live_channels, numsub, until, Node, TestFleet};
+use common::live::Listener;
 use common::process::PrivateRedis;
 use common::{Kind, TestDb};
 use messagebox::auth::{ClientIdentity, PrivateKey};
@@ -42,16 +43,9 @@ fn delivered(sender: &str, id: &str, body: &str) -> Option<Value> {
 /// no publication. A listener on A (the sending node) gets its delivery once, locally.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sends_on_one_node_reach_a_listener_on_another() {
-    let Some(db) = TestDb::new(Kind::Mysql) else { return };
-    let Some(redis) = PrivateRedis::start() else { return };
-    let key = PrivateKey::random();
-    let url = redis.url();
-    let a = Node::start(&db.url, &url, &key).await;
-    let b = Node::start(&db.url, &url, &key).await;
-    let c = Node::start(&db.url, &url, &key).await;
-    for n in [&a, &b, &c] {
-        n.until_broker(true, 5 * SECOND).await;
-    }
+    let Some(fleet) = TestFleet::start(3).await else { return };
+    let url = fleet.redis_url();
+    let [a, b, c] = &fleet.nodes[..] else { unreachable!("three nodes") };
 
     let mut on_b = Listener::connect(b.addr).await;
     on_b.join("inbox").await;
@@ -112,17 +106,12 @@ async fn sends_on_one_node_reach_a_listener_on_another() {
 /// restarting the nodes or reconnecting the listener.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_only_pauses_live_delivery() {
-    let Some(db) = TestDb::new(Kind::Mysql) else { return };
-    let Some(mut redis) = PrivateRedis::start() else { return };
-    let key = PrivateKey::random();
-    let url = redis.url();
-    let a = Node::start(&db.url, &url, &key).await;
-    let b = Node::start(&db.url, &url, &key).await;
-    for n in [&a, &b] {
-        n.until_broker(true, 5 * SECOND).await;
-    }
+    let Some(fleet) = TestFleet::start(2).await else { return };
+    let url = fleet.redis_url();
+    let TestFleet { nodes, mut redis, db: _db, .. } = fleet;
+    let [a, b] = &nodes[..] else { unreachable!("two nodes") };
     let ready = |n: &Node| common::process::get(n.addr, "/ready", &[]);
-    assert_eq!((ready(&a).0, ready(&a).2), (200, r#"{"status":"ready","broker":"up"}"#.to_string()));
+    assert_eq!((ready(a).0, ready(a).2), (200, r#"{"status":"ready","broker":"up"}"#.to_string()));
 
     let mut on_b = Listener::connect(b.addr).await;
     on_b.join("inbox").await;
@@ -134,10 +123,10 @@ async fn a_redis_outage_only_pauses_live_delivery() {
     assert_eq!(on_b.delivery("inbox", 5 * SECOND).await, delivered(&from, "before", "1"));
 
     redis.stop();
-    for n in [&a, &b] {
+    for n in [a, b] {
         n.until_broker(false, 10 * SECOND).await;
     }
-    let (status, _, body) = ready(&a);
+    let (status, _, body) = ready(a);
     assert_eq!((status, body.as_str()), (200, r#"{"status":"ready","broker":"down"}"#));
     let mut recipient = AuthClient::new(on_b.me.clone(), b.addr);
     for i in 0..3 {
@@ -154,7 +143,7 @@ async fn a_redis_outage_only_pauses_live_delivery() {
 
     let back = Instant::now();
     redis.restart();
-    for n in [&a, &b] {
+    for n in [a, b] {
         n.until_broker(true, 5 * SECOND).await;
     }
     until("B subscribes again", 5 * SECOND, || numsub(&url, &ch) == 1).await;
@@ -162,7 +151,7 @@ async fn a_redis_outage_only_pauses_live_delivery() {
     assert_eq!(http_send(&mut sender, &on_b.id(), "after", "3").await.0, 200);
     assert_eq!(on_b.delivery("inbox", 5 * SECOND).await, delivered(&from, "after", "3"));
     assert!(back.elapsed() < 8 * SECOND, "resumed within seconds: {:?}", back.elapsed());
-    assert_eq!(ready(&b).2, r#"{"status":"ready","broker":"up"}"#);
+    assert_eq!(ready(b).2, r#"{"status":"ready","broker":"up"}"#);
 }
 
 /// The real JS clients: `@bsv/message-box-client` listening on node B (default transports),
@@ -173,17 +162,11 @@ async fn the_js_clients_receive_across_nodes() {
     if !common::fleet::js_clients_available() {
         return;
     }
-    let Some(db) = TestDb::new(Kind::Mysql) else { return };
-    let Some(redis) = PrivateRedis::start() else { return };
-    let key = PrivateKey::random();
-    let url = redis.url();
-    let a = Node::start(&db.url, &url, &key).await;
-    let b = Node::start(&db.url, &url, &key).await;
-    for n in [&a, &b] {
-        n.until_broker(true, 5 * SECOND).await;
-    }
+    let Some(fleet) = TestFleet::start(2).await else { return };
+    let url = fleet.redis_url();
+    let [a, b] = &fleet.nodes[..] else { unreachable!("two nodes") };
     let (send_url, listen_url) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
-    let identity = key.public_key().to_hex();
+    let identity = fleet.key.public_key().to_hex();
     let passed = tokio::task::spawn_blocking(move || {
         let args = ["--listen-url", &listen_url, "--send-url", &send_url, "--server-identity", &identity];
         common::fleet::run_node_script("fleet_live.mjs", &args, Duration::from_secs(180), |request| {

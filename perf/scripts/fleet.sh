@@ -9,7 +9,7 @@
 # and created anew. Redis: REDIS_URL if set, else a private redis-server on port
 # MBLOAD_REDIS_PORT (default 6390, no persistence), started here and left running (its PID is
 # in /tmp/mbload-redis.pid). Node logs: /tmp/mbload-node-<port>.log. Limits are lifted as in
-# server.sh (BENCH_LIMITS=default keeps the defaults). Stop with `kill <PIDs>` (and the Redis).
+# server.sh (perf/scripts/limits.sh; BENCH_LIMITS=default keeps the defaults). Stop with `kill <PIDs>` (and the Redis).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 nodes="${1:-2}"
@@ -27,15 +27,7 @@ if [ -z "${REDIS_URL:-}" ]; then
   for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.1; done
   export REDIS_URL="redis://127.0.0.1:$rport/0"
 fi
-if [ "${BENCH_LIMITS:-lifted}" != default ]; then
-  export MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX="${MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX:-1000000}"
-  export MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX="${MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX:-1000000}"
-  export MESSAGE_BOX_MAX_CONNECTIONS="${MESSAGE_BOX_MAX_CONNECTIONS:--1}"
-  export MESSAGE_BOX_MAX_CONNECTIONS_PER_IP="${MESSAGE_BOX_MAX_CONNECTIONS_PER_IP:--1}"
-  export MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS="${MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS:--1}"
-  export MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT="${MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT:--1}"
-  export MESSAGE_BOX_MAX_CONCURRENT_REQUESTS="${MESSAGE_BOX_MAX_CONCURRENT_REQUESTS:-1000}"
-fi
+. perf/scripts/limits.sh
 key="$("$bin" keygen | sed -n 's/^SERVER_PRIVATE_KEY=//p')"
 pids=()
 for i in $(seq 0 $((nodes - 1))); do

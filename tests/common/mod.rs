@@ -3,8 +3,9 @@
 //!
 //! * [`db`]: a throwaway database per test, on every backend ([`TestDb`], [`with_store`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
-//! * [`fleet`]: in-process nodes of a fleet on one MySQL and one Redis, a live client that
-//!   reads in the background, questions to Redis about subscriptions.
+//! * [`fleet`]: in-process nodes of a fleet on one MySQL and one Redis, questions to Redis
+//!   about subscriptions, the JS clients run as node scripts.
+//! * [`live`]: a live-channel client that reads in the background, and its frame helpers.
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
 //!   can stop ([`process::PrivateMariaDb`]), a private Redis ([`process::PrivateRedis`]), a
 //!   plain GET ([`process::get`]).
@@ -32,6 +33,7 @@
 
 pub mod db;
 pub mod fleet;
+pub mod live;
 pub mod original;
 pub mod process;
 pub mod server;

@@ -10,7 +10,7 @@
 // ("@@CONTROL subscribed <key>", answered after PUBSUB NUMSUB shows it) before sending.
 
 import { format } from 'node:util'
-import { Checks, control, expect, expectEqual, installNetworkTripwire, parseArgs, withTimeout } from './lib.mjs'
+import { Checks, Inbox, control, expect, expectEqual, installNetworkTripwire, parseArgs } from './lib.mjs'
 
 const args = parseArgs({
   'listen-url': { env: 'MB_LISTEN_URL', required: true },
@@ -41,28 +41,6 @@ async function party (name, url) {
   const p = { name, wallet, client, key, url }
   closers.push(async () => { await client.disconnectWebSocket().catch(() => {}) })
   return p
-}
-
-/** Values per key; `next(key)` waits (bounded) for the oldest not taken yet. */
-class Inbox {
-  constructor () { this.queues = new Map(); this.waiters = new Map() }
-  push (key, value) {
-    const w = this.waiters.get(key)?.shift()
-    if (w != null) return w(value)
-    if (!this.queues.has(key)) this.queues.set(key, [])
-    this.queues.get(key).push(value)
-  }
-
-  next (key, ms = 10_000) {
-    const q = this.queues.get(key)
-    if (q != null && q.length > 0) return Promise.resolve(q.shift())
-    return withTimeout(new Promise((resolve) => {
-      if (!this.waiters.has(key)) this.waiters.set(key, [])
-      this.waiters.get(key).push(resolve)
-    }), ms, `event "${key}"`)
-  }
-
-  pending (key) { return this.queues.get(key)?.length ?? 0 }
 }
 
 const L = await party('L (listener, node B)', listenUrl)

@@ -175,6 +175,34 @@ export async function control (request, ms = 90_000) {
   }
 }
 
+/**
+ * A queue per key: `push(key, value)` from event handlers, `next(key, ms)` takes the oldest
+ * value or waits for one (bounded), `all(key)` is everything received so far.
+ */
+export class Inbox {
+  constructor () { this.queues = new Map(); this.waiters = new Map(); this.seen = new Map() }
+  push (key, value) {
+    if (!this.seen.has(key)) this.seen.set(key, [])
+    this.seen.get(key).push(value)
+    const w = this.waiters.get(key)?.shift()
+    if (w != null) return w(value)
+    if (!this.queues.has(key)) this.queues.set(key, [])
+    this.queues.get(key).push(value)
+  }
+
+  next (key, ms = 10_000) {
+    const q = this.queues.get(key)
+    if (q != null && q.length > 0) return Promise.resolve(q.shift())
+    return withTimeout(new Promise((resolve) => {
+      if (!this.waiters.has(key)) this.waiters.set(key, [])
+      this.waiters.get(key).push(resolve)
+    }), ms, `event "${key}"`)
+  }
+
+  all (key) { return this.seen.get(key) ?? [] }
+  pending (key) { return this.queues.get(key)?.length ?? 0 }
+}
+
 /** POSTs JSON through an AuthFetch and returns { res, json }. */
 export async function postJson (authFetch, url, body) {
   const res = await authFetch.fetch(url, {

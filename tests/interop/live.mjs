@@ -12,7 +12,7 @@
 // always given, the LookupResolver is a tripwire, fetch refuses any other origin.
 
 import { format } from 'node:util'
-import { Checks, control, expect, expectEqual, installNetworkTripwire, parseArgs, withTimeout } from './lib.mjs'
+import { Checks, Inbox, control, expect, expectEqual, installNetworkTripwire, parseArgs, withTimeout } from './lib.mjs'
 
 const args = parseArgs({
   url: { env: 'MB_URL', required: true },
@@ -45,34 +45,6 @@ async function party (name) {
   const p = { name, wallet, client, key, sockets: [] }
   closers.push(async () => { for (const s of p.sockets) s.disconnect(); await client.disconnectWebSocket().catch(() => {}) })
   return p
-}
-
-/**
- * A queue per key: `push(key, value)` from event handlers, `next(key, ms)` takes the oldest
- * value or waits for one (bounded), `all(key)` is everything received so far.
- */
-class Inbox {
-  constructor () { this.queues = new Map(); this.waiters = new Map(); this.seen = new Map() }
-  push (key, value) {
-    if (!this.seen.has(key)) this.seen.set(key, [])
-    this.seen.get(key).push(value)
-    const w = this.waiters.get(key)?.shift()
-    if (w != null) return w(value)
-    if (!this.queues.has(key)) this.queues.set(key, [])
-    this.queues.get(key).push(value)
-  }
-
-  next (key, ms = 10_000) {
-    const q = this.queues.get(key)
-    if (q != null && q.length > 0) return Promise.resolve(q.shift())
-    return withTimeout(new Promise((resolve) => {
-      if (!this.waiters.has(key)) this.waiters.set(key, [])
-      this.waiters.get(key).push(resolve)
-    }), ms, `event "${key}"`)
-  }
-
-  all (key) { return this.seen.get(key) ?? [] }
-  pending (key) { return this.queues.get(key)?.length ?? 0 }
 }
 
 /** MessageBoxClient listener on `box` whose messages land in `inbox` under `box`. */
