@@ -251,3 +251,18 @@ async fn an_outage_is_logged_once() {
     assert_eq!(up[0]["fields"]["live_deliveries_dropped"], 5, "{}", up[0]);
     assert!(up[0]["fields"]["outage_ms"].as_u64().unwrap() >= 2000, "{}", up[0]);
 }
+
+/// A Redis that stops answering without closing its connections (SIGSTOP) is noticed by the
+/// pings within seconds, and live delivery resumes when it answers again (SIGCONT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_is_noticed() {
+    let Some(fleet) = TestFleet::start(1).await else { return };
+    let node = &fleet.nodes[0];
+    let pid = fleet.redis.child.as_ref().unwrap().id();
+    common::process::signal(pid, "STOP");
+    let started = Instant::now();
+    node.until_broker(false, 10 * SECOND).await;
+    eprintln!("a hung Redis noticed after {:?}", started.elapsed());
+    common::process::signal(pid, "CONT");
+    node.until_broker(true, 10 * SECOND).await;
+}

@@ -467,3 +467,54 @@ impl Run {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::IdentityKey;
+    use crate::fleet::FleetConfig;
+
+    /// A link that is not running: nothing drains its queue.
+    fn idle_link(up: bool) -> Arc<Broker> {
+        let fleet = Fleet::new(FleetConfig { redis_url: "redis://127.0.0.1:1/0".into(), node_url: None }).unwrap();
+        let link = Broker::new(Arc::new(fleet));
+        link.up.store(up, Ordering::Release);
+        link
+    }
+
+    fn delivery(body_len: usize) -> Arc<Delivery> {
+        let to = IdentityKey::from_canonical("02c0a8a3b0fcb1c0a3d2b6c7f4b1f7e2d8c9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4");
+        Arc::new(Delivery::message(&to, "-inbox", "03ab", "m", &"x".repeat(body_len)))
+    }
+
+    #[test]
+    fn the_publish_queue_is_bounded_in_deliveries() {
+        let link = idle_link(true);
+        let d = delivery(10);
+        for _ in 0..QUEUE + 100 {
+            link.publish(&d);
+        }
+        assert_eq!(link.stats().dropped, 100);
+        assert!(link.queued_bytes.load(Ordering::Acquire) <= QUEUE_BYTES);
+    }
+
+    #[test]
+    fn the_publish_queue_is_bounded_in_bytes() {
+        let link = idle_link(true);
+        let big = delivery(1 << 20);
+        for _ in 0..100 {
+            link.publish(&big);
+        }
+        let kept = 100 - link.stats().dropped as usize;
+        assert_eq!(kept, QUEUE_BYTES / footprint(&big), "{:?}", link.stats());
+        assert!(link.queued_bytes.load(Ordering::Acquire) <= QUEUE_BYTES);
+    }
+
+    #[test]
+    fn nothing_is_queued_while_the_broker_is_down() {
+        let link = idle_link(false);
+        link.publish(&delivery(10));
+        assert_eq!(link.stats(), BrokerStats { dropped: 1, ..BrokerStats::default() });
+        assert_eq!(link.queued_bytes.load(Ordering::Acquire), 0);
+    }
+}
