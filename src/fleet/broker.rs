@@ -59,6 +59,8 @@ pub struct BrokerStats {
     pub up: bool,
     /// Deliveries published to the broker.
     pub published: u64,
+    /// Pipelined batches they went in (one broker round trip each).
+    pub batches: u64,
     /// Deliveries not published: the broker was down, the queue was full, or the batch failed.
     pub dropped: u64,
     /// Deliveries received from other nodes and handed to this node's connections.
@@ -81,6 +83,7 @@ pub struct Broker {
     changed: Mutex<HashSet<String>>,
     wake: Notify,
     published: AtomicU64,
+    batches: AtomicU64,
     dropped: AtomicU64,
     received: AtomicU64,
     malformed: AtomicU64,
@@ -108,6 +111,7 @@ impl Broker {
             changed: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             published: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             received: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
@@ -125,6 +129,7 @@ impl Broker {
         BrokerStats {
             up: self.is_up(),
             published: get(&self.published),
+            batches: get(&self.batches),
             dropped: get(&self.dropped),
             received: get(&self.received),
             malformed: get(&self.malformed),
@@ -328,6 +333,7 @@ impl Run {
         match tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(conn)).await {
             Ok(Ok(())) => {
                 self.link.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.link.batches.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             Ok(Err(e)) => Err(e.to_string()),

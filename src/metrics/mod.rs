@@ -570,6 +570,12 @@ impl Collector for Scrape {
                 [("published", f.published), ("dropped", f.dropped), ("received", f.received), ("malformed", f.malformed)]
                     .into_iter(),
             )?;
+            counter(
+                &mut e,
+                "messagebox_fleet_publish_batches",
+                "Pipelined PUBLISH batches sent to the broker (one round trip each).",
+                f.batches,
+            )?;
             gauge(
                 &mut e,
                 "messagebox_fleet_subscriptions",
@@ -632,7 +638,8 @@ mod tests {
     fn fleet_metrics_only_in_a_fleet() {
         let m = Metrics::new(true);
         assert!(!render(&m).contains("messagebox_fleet"));
-        let stats = BrokerStats { up: true, published: 5, dropped: 2, received: 7, malformed: 1, subscribed: 3 };
+        let stats =
+            BrokerStats { up: true, published: 5, batches: 4, dropped: 2, received: 7, malformed: 1, subscribed: 3 };
         let text = m.render(&WriterStats::default(), 0, Some(stats));
         for line in [
             "messagebox_fleet_broker_up 1",
@@ -641,6 +648,7 @@ mod tests {
             r#"messagebox_fleet_deliveries_total{outcome="received"} 7"#,
             r#"messagebox_fleet_deliveries_total{outcome="malformed"} 1"#,
             "messagebox_fleet_subscriptions 3",
+            "messagebox_fleet_publish_batches_total 4",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
