@@ -8,7 +8,8 @@
 # The database is mbload_bench on MBLOAD_MYSQL (default mysql://root@127.0.0.1:3306), dropped
 # and created anew. Redis: REDIS_URL if set, else a private redis-server on port
 # MBLOAD_REDIS_PORT (default 6390, no persistence), started here and left running (its PID is
-# in /tmp/mbload-redis.pid). Node logs: /tmp/mbload-node-<port>.log. Limits are lifted as in
+# in /tmp/mbload-redis.pid). Node logs: /tmp/mbload-node-<port>.log; each node's Prometheus
+# metrics on 127.0.0.1:<port + 1000>/metrics (the messagebox_fleet_* counters). Limits are lifted as in
 # server.sh (perf/scripts/limits.sh; BENCH_LIMITS=default keeps the defaults). Stop with `kill <PIDs>` (and the Redis).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,7 +34,7 @@ pids=()
 for i in $(seq 0 $((nodes - 1))); do
   port=$((base + i))
   SERVER_PRIVATE_KEY="$key" MESSAGEBOX_PORT="$port" MESSAGEBOX_BIND="${MESSAGEBOX_BIND:-127.0.0.1}" \
-    DATABASE_URL="$mysql/mbload_bench" RUST_LOG="${RUST_LOG:-warn}" \
+    MESSAGEBOX_METRICS_ADDR="127.0.0.1:$((port + 1000))" DATABASE_URL="$mysql/mbload_bench" RUST_LOG="${RUST_LOG:-warn}" \
     nohup "$bin" >"/tmp/mbload-node-$port.log" 2>&1 &
   pid=$!
   started=
