@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| (0..iters).map(|_| two_threads(&shared, &shared, 100_000)).sum())
     });
     let stats = WriterStats::default();
-    c.bench_function("metrics: scrape (render the exposition)", |b| b.iter(|| metrics.render(&stats, 100).len()));
+    c.bench_function("metrics: scrape (render the exposition)", |b| b.iter(|| metrics.render(&stats, 100, None).len()));
 }
 
 criterion_group!(benches, bench);

@@ -293,6 +293,10 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         Some(h) => h.clone(),
         None => parts.live,
     };
+    let broker = fleet.clone().map(crate::fleet::broker::Broker::new);
+    if let (Some(b), Some(h)) = (&broker, &hub) {
+        h.fanout().attach(b.clone());
+    }
     let api = Api {
         store,
         payments: parts.payments,
@@ -316,6 +320,7 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         metrics: parts.metrics,
         fleet,
         forward,
+        broker,
     })
 }
 
@@ -339,6 +344,9 @@ pub fn start(config: &Config, app: Arc<App>) -> Result<Running, StartupError> {
             // Shutdown waits for it to delete this node's registration.
             running.join_on_shutdown(registry);
         }
+    }
+    if let Some(broker) = &app.broker {
+        broker.start(app.live.clone(), running.shutdown_signal()).map_err(listen)?;
     }
     if let Some(listener) = metrics {
         running.metrics_addr = Some(listener.local_addr().map_err(listen)?);

@@ -9,47 +9,26 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use messagebox::auth::{AuthMessage, ClientIdentity, ClientSession, PrivateKey};
+use messagebox::auth::{ClientIdentity, ClientSession, PrivateKey};
 use messagebox::config::Config;
-use messagebox::live::authsocket::{decode_envelope, envelope, AUTH_EVENT};
-use messagebox::live::socketio;
+use messagebox::live::authsocket::{decode_envelope, envelope};
 use messagebox::server::Running;
-use messagebox::startup::{self, Parts};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use common::live::{auth_frame, auth_message};
 use common::{Kind, TestDb};
 
 /// A server with WebSockets on, its resource limits adjusted by `tweak`.
 async fn start(db: &TestDb, tweak: impl FnOnce(&mut Config)) -> Running {
-    let key = PrivateKey::random();
-    let map: HashMap<String, String> = [
-        ("MESSAGEBOX_PORT", "0"),
-        ("MESSAGEBOX_BIND", "127.0.0.1"),
-        ("MESSAGEBOX_THREADS", "2"),
-        ("LOGGING_ENABLED", "false"),
-        ("ENABLE_WEBSOCKETS", "true"),
-        ("WALLET_STORAGE_URL", "none"),
-        ("SERVER_PRIVATE_KEY", &key.to_hex()),
-        ("DATABASE_URL", &db.url),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut config = Config::from_map(&map).expect("test config");
-    tweak(&mut config);
-    let store = startup::open_store(&config, Duration::from_secs(10)).await.expect("store opens");
-    let parts = Parts::from_config(&config, &store).expect("parts");
-    let app = startup::app(&config, key, store, parts);
-    startup::start(&config, app).expect("server starts")
+    common::live::start_live_server(&db.url, &PrivateKey::random(), &[], tweak).await.0
 }
 
 /// One HTTP/1.1 request on its own connection: status, headers (lower-case names), body.
@@ -92,17 +71,6 @@ async fn next_text(ws: &mut Ws) -> Option<String> {
             Ok(_) => {}
         }
     }
-}
-
-/// `4` + a Socket.IO `authMessage` event.
-fn auth_frame(msg: &AuthMessage) -> String {
-    format!("4{}", socketio::event(AUTH_EVENT, &msg.to_json()))
-}
-
-/// The BRC-103 message of an `authMessage` frame.
-fn auth_message(frame: &str) -> Option<AuthMessage> {
-    let v: Vec<Value> = serde_json::from_str(frame.strip_prefix("42")?).ok()?;
-    (v.first()? == AUTH_EVENT).then(|| AuthMessage::from_value(v[1].clone()).ok())?
 }
 
 /// A client as `@bsv/message-box-client` is on the wire: handshake, `authenticated`.

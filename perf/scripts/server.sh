@@ -8,10 +8,7 @@
 # /tmp/mbload-server.log (RUST_LOG=warn unless set). Extra server settings can be passed in
 # the environment (MESSAGEBOX_THREADS, MESSAGEBOX_DB_POOL, ...). Stop it with `kill PID`.
 #
-# A load generator is one client on loopback: the per-client limits (rates per IP and per
-# identity, connections per IP and in total, live sends per socket) are lifted unless set in
-# the environment, so a benchmark measures the server, not its refusals. The limiters still
-# run and count (their maxima are only high). BENCH_LIMITS=default keeps the defaults.
+# The per-client limits are lifted (perf/scripts/limits.sh; BENCH_LIMITS=default keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:?usage: server.sh sqlite|mysql [port]}"
@@ -30,15 +27,7 @@ case "$store" in
     url="$mysql/mbload_bench" ;;
   *) echo "unknown store $store (sqlite or mysql)" >&2; exit 2 ;;
 esac
-if [ "${BENCH_LIMITS:-lifted}" != default ]; then
-  export MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX="${MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX:-1000000}"
-  export MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX="${MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX:-1000000}"
-  export MESSAGE_BOX_MAX_CONNECTIONS="${MESSAGE_BOX_MAX_CONNECTIONS:--1}"
-  export MESSAGE_BOX_MAX_CONNECTIONS_PER_IP="${MESSAGE_BOX_MAX_CONNECTIONS_PER_IP:--1}"
-  export MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS="${MESSAGE_BOX_WEBSOCKET_MAX_CONNECTIONS:--1}"
-  export MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT="${MESSAGE_BOX_WEBSOCKET_SEND_RATE_LIMIT:--1}"
-  export MESSAGE_BOX_MAX_CONCURRENT_REQUESTS="${MESSAGE_BOX_MAX_CONCURRENT_REQUESTS:-1000}"
-fi
+. perf/scripts/limits.sh
 key="$("$bin" keygen | sed -n 's/^SERVER_PRIVATE_KEY=//p')"
 SERVER_PRIVATE_KEY="$key" MESSAGEBOX_PORT="$port" MESSAGEBOX_BIND="${MESSAGEBOX_BIND:-127.0.0.1}" \
   DATABASE_URL="$url" RUST_LOG="${RUST_LOG:-warn}" \

@@ -219,7 +219,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
     report.operations = merged.successes(&["legit"]);
     report.throughput_per_s = if report.window_s > 0.0 { report.operations as f64 / report.window_s } else { 0.0 };
     let usage = meter.usage(&watched.start, &watched.end);
-    report.take_usage(opts.server_pid, &usage, watched.peak_rss_kib, report.operations);
+    report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, report.operations);
     report.phases.push(Phase::new("setup", 1, &meter.usage(&m0, &m1)));
     let legit = merged.latency.get("legit").map(Latency::of);
     let held = merged.latency.get("held").map(Latency::of);

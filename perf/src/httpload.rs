@@ -34,7 +34,8 @@ const ACK_MAX: usize = 1000;
 /// What every worker needs to know.
 struct Ctx {
     opts: Options,
-    target: Target,
+    /// The servers (a fleet's nodes): worker `w` uses `targets[w % n]`.
+    targets: Vec<Target>,
     /// Identity keys of the pool (recipients are drawn from it).
     pool: Arc<Vec<String>>,
     message_box: String,
@@ -199,7 +200,7 @@ fn planned_ops(o: &Options) -> u64 {
     )
 }
 
-pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String> {
+pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, String> {
     let threads = opts.threads();
     let workers = opts.concurrency;
     let identities = opts.identities.unwrap_or(workers);
@@ -214,7 +215,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
     };
     let ids: Vec<_> = (0..identities).map(|i| ident::identity(opts.seed, i)).collect();
     let pool = Arc::new(ids.iter().map(|i| i.identity_hex().to_string()).collect::<Vec<_>>());
-    let ctx = Arc::new(Ctx { opts: opts.clone(), target, pool, message_box, tag, per_worker });
+    let ctx = Arc::new(Ctx { opts: opts.clone(), targets, pool, message_box, tag, per_worker });
     let ids = Arc::new(ids);
     let stats = Stats::new(threads);
     let shared = Shared::new(threads);
@@ -271,7 +272,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
     report.operations = merged.successes(&kinds);
     report.throughput_per_s = if report.window_s > 0.0 { report.operations as f64 / report.window_s } else { 0.0 };
     let usage = meter.usage(&watched.start, &watched.end);
-    report.take_usage(opts.server_pid, &usage, watched.peak_rss_kib, report.operations);
+    report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, report.operations);
     report.rss_marks = watched.rss_marks;
     report.phases.push(Phase::new("setup", workers as u64, &meter.usage(&m0, &m1)));
     if per_worker > 0 || opts.scenario == Scenario::List {
@@ -311,7 +312,7 @@ async fn thread_main(
         let (ctx, ids, gate) = (ctx.clone(), ids.clone(), gate.clone());
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await.expect("open");
-            let peer = Peer::new(ids[w % ids.len()].clone(), ctx.target.clone(), verify);
+            let peer = Peer::new(ids[w % ids.len()].clone(), ctx.targets[w % ctx.targets.len()].clone(), verify);
             let mut worker = Worker {
                 index: w,
                 peer,

@@ -33,22 +33,29 @@ pub mod runner;
 pub mod schedule;
 pub mod stats;
 
-pub use options::{Options, Scenario, Transport};
+pub use options::{Options, Pairs, Scenario, Transport};
 pub use report::Report;
 
 /// Runs one scenario to the end and returns its report.
 pub fn run(opts: Options) -> Result<Report, String> {
     opts.validate()?;
-    let target = runner::block_on(http::Target::resolve(&opts.url))?;
+    let targets = runner::block_on(async {
+        let mut all = Vec::with_capacity(opts.url.len());
+        for url in &opts.url {
+            all.push(http::Target::resolve(url).await?);
+        }
+        Ok::<_, String>(all)
+    })?;
     let hz = procfs::clock_ticks_per_second();
-    let server = opts.server_pid.map(|p| procfs::Watch::new(Some(p), hz)).transpose()?;
+    let server = (!opts.server_pid.is_empty()).then(|| procfs::Watch::of(&opts.server_pid, hz)).transpose()?;
     let me = procfs::Watch::new(None, hz)?;
     let meter = runner::Meter { server, me };
     if opts.scenario.is_abuse() {
-        abuse::run(opts, target, meter)
+        let first = targets.into_iter().next().expect("validated: at least one URL");
+        abuse::run(opts, first, meter)
     } else if opts.scenario.is_live() {
-        liveload::run(opts, target, meter)
+        liveload::run(opts, targets, meter)
     } else {
-        httpload::run(opts, target, meter)
+        httpload::run(opts, targets, meter)
     }
 }

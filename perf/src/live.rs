@@ -192,7 +192,8 @@ impl LiveClient {
 
     /// Splits the connection into background writer and reader tasks (on the current
     /// `LocalSet`).
-    pub fn start(self, sink: Rc<Receiver>) -> Handle {
+    /// `node`: the index of the server (`--url`) it is connected to.
+    pub fn start(self, sink: Rc<Receiver>, node: usize) -> Handle {
         let (mut write, mut read) = self.ws.split();
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
         let pending: Pending = Rc::new(RefCell::new(HashMap::new()));
@@ -227,7 +228,7 @@ impl LiveClient {
                             let _ = tx.send(Message::text("3"));
                         }
                         Ok(Inbound::Auth(m)) => match open_general(&session, &m, verify) {
-                            Ok(ev) => sink.event(ev, &pending),
+                            Ok(ev) => sink.event(ev, &pending, node),
                             Err(e) => sink.error(&e),
                         },
                         Ok(Inbound::Closed(_)) => break,
@@ -241,7 +242,7 @@ impl LiveClient {
                 }
             });
         }
-        Handle { tx, pending, identity: self.identity, session }
+        Handle { tx, pending, identity: self.identity, session, node }
     }
 }
 
@@ -370,11 +371,17 @@ pub struct Handle {
     pending: Pending,
     identity: ClientIdentity,
     session: Rc<ClientSession>,
+    node: usize,
 }
 
 impl Handle {
     pub fn identity_hex(&self) -> &str {
         self.identity.identity_hex()
+    }
+
+    /// The index of the server (`--url`) it is connected to.
+    pub fn node(&self) -> usize {
+        self.node
     }
 
     /// `sendMessage` to `recipient`'s box; resolves with its `sendMessageAck`.
@@ -413,14 +420,24 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Ids of live messages: `<tag>.<seq>.<µs after the plan's start>.<1 if measured>`, so a
-/// receiver on any thread knows when the message was scheduled without a shared table.
-pub fn message_id(tag: &str, seq: u64, offset: Duration, measured: bool) -> String {
-    format!("{tag}.{seq:x}.{:x}.{}", offset.as_micros(), u8::from(measured))
+/// Ids of live messages: `<tag>.<seq>.<µs after the plan's start>.<1 if measured>.<sender's
+/// node>`, so a receiver on any thread knows when the message was scheduled, and whether it
+/// crossed nodes, without a shared table.
+pub fn message_id(tag: &str, seq: u64, offset: Duration, measured: bool, node: usize) -> String {
+    format!("{tag}.{seq:x}.{:x}.{}.{node:x}", offset.as_micros(), u8::from(measured))
 }
 
-/// The scheduled offset and measured flag of one of our ids (`None` for foreign ids).
-pub fn parse_message_id(tag: &str, id: &str) -> Option<(Duration, bool)> {
+/// What one of our ids says (`None` for foreign ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdInfo {
+    /// When it was scheduled, after the plan's start.
+    pub offset: Duration,
+    pub measured: bool,
+    /// The sender's node (`--url` index).
+    pub node: usize,
+}
+
+pub fn parse_message_id(tag: &str, id: &str) -> Option<IdInfo> {
     let mut parts = id.split('.');
     if parts.next()? != tag {
         return None;
@@ -428,7 +445,8 @@ pub fn parse_message_id(tag: &str, id: &str) -> Option<(Duration, bool)> {
     let _seq = parts.next()?;
     let off = u64::from_str_radix(parts.next()?, 16).ok()?;
     let measured = parts.next()? == "1";
-    Some((Duration::from_micros(off), measured))
+    let node = usize::from_str_radix(parts.next()?, 16).ok()?;
+    Some(IdInfo { offset: Duration::from_micros(off), measured, node })
 }
 
 /// Where a client's reader sends what it receives (shared by a thread's clients).
@@ -440,10 +458,14 @@ pub struct Receiver {
     pub base: RefCell<Option<Instant>>,
     pub delivered: Rc<std::cell::Cell<u64>>,
     pub global_delivered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Servers (`--url`s): with more than one, deliveries are also counted as `same`-node or
+    /// `cross`-node.
+    pub nodes: usize,
 }
 
 impl Receiver {
-    fn event(&self, ev: AppEvent, pending: &Pending) {
+    /// An event on a connection to node `node`.
+    fn event(&self, ev: AppEvent, pending: &Pending, node: usize) {
         let data = ev.data.unwrap_or(Value::Null);
         if ev.name.starts_with("sendMessageAck-") {
             let id = data["messageId"].as_str().unwrap_or_default();
@@ -459,14 +481,24 @@ impl Receiver {
             let now = Instant::now();
             let id = data["messageId"].as_str().unwrap_or_default();
             let base = *self.base.borrow();
-            if let (Some((off, measured)), Some(base)) = (parse_message_id(&self.tag, id), base) {
+            if let (Some(info), Some(base)) = (parse_message_id(&self.tag, id), base) {
                 self.delivered.set(self.delivered.get() + 1);
                 self.global_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut s = self.stats.thread(self.thread);
                 s.count("delivered", 1);
-                if measured {
+                if info.measured {
+                    let latency = now.saturating_duration_since(base + info.offset);
                     s.count("delivered_measured", 1);
-                    s.record_latency("delivery", now.saturating_duration_since(base + off));
+                    s.record_latency("delivery", latency);
+                    if self.nodes > 1 {
+                        let (count, kind) = if info.node == node {
+                            ("delivered_same_node", "delivery_same_node")
+                        } else {
+                            ("delivered_cross_node", "delivery_cross_node")
+                        };
+                        s.count(count, 1);
+                        s.record_latency(kind, latency);
+                    }
                 }
             }
         } else if ev.name == "messageFailed" {
@@ -489,10 +521,14 @@ mod tests {
 
     #[test]
     fn message_ids_carry_their_schedule() {
-        let id = message_id("ab12cd34", 77, Duration::from_micros(1_234_567), true);
-        assert_eq!(parse_message_id("ab12cd34", &id), Some((Duration::from_micros(1_234_567), true)));
-        let warm = message_id("ab12cd34", 1, Duration::ZERO, false);
-        assert_eq!(parse_message_id("ab12cd34", &warm), Some((Duration::ZERO, false)));
+        let id = message_id("ab12cd34", 77, Duration::from_micros(1_234_567), true, 2);
+        let info = IdInfo { offset: Duration::from_micros(1_234_567), measured: true, node: 2 };
+        assert_eq!(parse_message_id("ab12cd34", &id), Some(info));
+        let warm = message_id("ab12cd34", 1, Duration::ZERO, false, 0);
+        assert_eq!(
+            parse_message_id("ab12cd34", &warm),
+            Some(IdInfo { offset: Duration::ZERO, measured: false, node: 0 })
+        );
         assert_eq!(parse_message_id("other", &id), None);
         assert_eq!(parse_message_id("ab12cd34", "ab12cd34.zz"), None);
     }

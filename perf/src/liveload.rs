@@ -6,6 +6,12 @@
 //!   scheduled time, so the recipient's reader records the delivery latency (schedule →
 //!   `sendMessage-<room>` received) and the sender records the ack latency (`send`). The
 //!   server's CPU over the window is divided by the messages delivered.
+//!
+//! With several `--url`s (a fleet's nodes) client `c` connects to node `c mod n`; message ids
+//! carry the sender's node, so deliveries are also reported as same-node and cross-node
+//! (latencies `delivery_same_node`, `delivery_cross_node`), and `--pairs` can keep every
+//! message within a node or send every one across. The server's CPU is the sum over the
+//! `--server-pid`s: the fleet's CPU per delivered message.
 //! - `idle`: the same connects and joins, then the connections are held (pings answered) for
 //!   `--duration`; the report gives the server's RSS before, after the connects and at the end,
 //!   and per connection.
@@ -22,7 +28,7 @@ use tokio::sync::Semaphore;
 use crate::http::Target;
 use crate::ident;
 use crate::live::{self, Handle, LiveClient, Receiver};
-use crate::options::{Options, Scenario};
+use crate::options::{Options, Pairs, Scenario};
 use crate::report::{Phase, Report};
 use crate::runner::{self, Meter, MonitorConfig, Shared};
 use crate::schedule::Plan;
@@ -33,7 +39,8 @@ const DELIVERY_GRACE: Duration = Duration::from_secs(3);
 
 struct Ctx {
     opts: Options,
-    target: Target,
+    /// The servers (a fleet's nodes): client `c` connects to `targets[c % n]`.
+    targets: Vec<Target>,
     /// Identity key of each client.
     keys: Arc<Vec<String>>,
     /// Connections per identity (a delivery reaches each of them).
@@ -47,7 +54,7 @@ struct Ctx {
     delivered: Arc<AtomicU64>,
 }
 
-pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String> {
+pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, String> {
     let threads = opts.threads();
     let k = opts.clients;
     let n_ids = opts.identities.unwrap_or(k).min(k);
@@ -61,7 +68,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
     let message_box = opts.message_box.clone().unwrap_or_else(|| format!("mbload-{}-{tag}", opts.scenario.name()));
     let ctx = Arc::new(Ctx {
         opts: opts.clone(),
-        target,
+        targets,
         keys: Arc::new(keys),
         copies: Arc::new(copies),
         identities: Arc::new(identities),
@@ -131,7 +138,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
     let usage = meter.usage(&watched.start, &watched.end);
     if opts.scenario == Scenario::Idle {
         report.operations = k as u64;
-        report.take_usage(opts.server_pid, &usage, watched.peak_rss_kib, k as u64);
+        report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, k as u64);
         report.phases.push(Phase::new("hold", k as u64, &usage));
         report.notes.push(
             "idle: server CPU is per connection over the hold; see the connect phase for RSS per connection".into(),
@@ -140,7 +147,7 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
         report.operations = merged.successes(&["send"]);
         report.throughput_per_s = if report.window_s > 0.0 { report.operations as f64 / report.window_s } else { 0.0 };
         let delivered = report.counters.get("delivered_measured").copied().unwrap_or(0);
-        report.take_usage(opts.server_pid, &usage, watched.peak_rss_kib, delivered);
+        report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, delivered);
         let expected = ctx.expected.load(Ordering::Relaxed);
         let got = ctx.delivered.load(Ordering::Relaxed);
         if got < expected {
@@ -151,6 +158,16 @@ pub fn run(opts: Options, target: Target, meter: Meter) -> Result<Report, String
             "{delivered} measured deliveries ({:.1}/s); server CPU is per delivered message; `send` latency is until the sendMessageAck",
             delivered as f64 / report.window_s.max(1e-9)
         ));
+        if ctx.targets.len() > 1 {
+            let count = |k: &str| report.counters.get(k).copied().unwrap_or(0);
+            report.notes.push(format!(
+                "{} nodes, clients round robin, pairs {:?}: {} measured deliveries within a node, {} across nodes; server CPU is the sum over the --server-pids",
+                ctx.targets.len(),
+                opts.pairs,
+                count("delivered_same_node"),
+                count("delivered_cross_node")
+            ));
+        }
     }
     Ok(report)
 }
@@ -169,9 +186,8 @@ async fn thread_main(t: usize, threads: usize, ctx: Arc<Ctx>, stats: Stats, shar
             let o = &ctx.opts;
             let id = ctx.identities[c % ctx.identities.len()].clone();
             let start = Instant::now();
-            let r = match tokio::time::timeout(o.timeout, LiveClient::connect(&ctx.target, id, o.transport, verify))
-                .await
-            {
+            let target = &ctx.targets[c % ctx.targets.len()];
+            let r = match tokio::time::timeout(o.timeout, LiveClient::connect(target, id, o.transport, verify)).await {
                 Ok(r) => r,
                 Err(_) => Err(OpError::timeout()),
             };
@@ -221,8 +237,11 @@ async fn thread_main(t: usize, threads: usize, ctx: Arc<Ctx>, stats: Stats, shar
         base: RefCell::new(Some(plan.start)),
         delivered: Rc::new(Cell::new(0)),
         global_delivered: ctx.delivered.clone(),
+        nodes: ctx.targets.len(),
     });
-    let handles: Rc<Vec<Handle>> = Rc::new(clients.into_iter().map(|(_, cl)| cl.start(receiver.clone())).collect());
+    let nodes = ctx.targets.len();
+    let handles: Rc<Vec<Handle>> =
+        Rc::new(clients.into_iter().map(|(c, cl)| cl.start(receiver.clone(), c % nodes)).collect());
 
     // Phase 3: the run.
     if plan.is_stopped() {
@@ -242,7 +261,12 @@ async fn thread_main(t: usize, threads: usize, ctx: Arc<Ctx>, stats: Stats, shar
                     let sender = &handles[rng.random_range(0..handles.len())];
                     let recipient = loop {
                         let r = rng.random_range(0..k);
-                        if ctx.keys[r] != sender.identity_hex() || k == 1 {
+                        let on_node = match ctx.opts.pairs {
+                            Pairs::Any => true,
+                            Pairs::SameNode => r % nodes == sender.node(),
+                            Pairs::CrossNode => r % nodes != sender.node(),
+                        };
+                        if on_node && (ctx.keys[r] != sender.identity_hex() || k == 1) {
                             break r;
                         }
                     };
@@ -252,6 +276,7 @@ async fn thread_main(t: usize, threads: usize, ctx: Arc<Ctx>, stats: Stats, shar
                         ticket.seq,
                         ticket.scheduled.saturating_duration_since(plan.start),
                         ticket.measured,
+                        sender.node(),
                     );
                     let body = ident::body(&mut rng, ctx.opts.body_size);
                     let r = match tokio::time::timeout(ctx.opts.timeout, sender.send(key, &ctx.message_box, id, &body))

@@ -80,6 +80,19 @@ impl Scenario {
     }
 }
 
+/// live: which clients a message goes between, when several `--url`s are given (client `c`
+/// is on node `c mod n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pairs {
+    /// Random pairs, wherever they are.
+    Any,
+    /// The recipient is on the sender's node (delivered within a node).
+    SameNode,
+    /// The recipient is on another node than the sender (delivered through the broker).
+    CrossNode,
+}
+
 /// How a live client reaches WebSocket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -197,9 +210,11 @@ pub struct Options {
     pub scenario: Scenario,
 
     /// Target server. A path is the ROUTING_PREFIX of the business routes
-    /// (`/.well-known/auth` and `/socket.io/` stay at the root). http only.
-    #[arg(long, short = 'u', default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    /// (`/.well-known/auth` and `/socket.io/` stay at the root). http only. Several (repeat
+    /// `--url`, or a comma list): the nodes of a fleet; workers and live clients are spread
+    /// over them round robin (number `i` on URL `i mod n`); the abuse scenarios use the first.
+    #[arg(long, short = 'u', value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub url: Vec<String>,
 
     /// Distinct client identities (default: one per connection, or per live client).
     #[arg(long, short = 'i')]
@@ -234,8 +249,9 @@ pub struct Options {
     pub threads: Option<usize>,
 
     /// Server process to watch: CPU seconds, RSS (from /proc), CPU-µs per operation.
-    #[arg(long, short = 'p')]
-    pub server_pid: Option<u32>,
+    /// Repeatable (or a comma list): a fleet's nodes, whose CPU and memory are added up.
+    #[arg(long, short = 'p', value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
     /// Print the final report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
@@ -289,6 +305,10 @@ pub struct Options {
     /// live/idle: socket clients.
     #[arg(long, short = 'k', default_value_t = 100)]
     pub clients: usize,
+
+    /// live, with several `--url`s: which clients messages go between.
+    #[arg(long, value_enum, default_value = "any")]
+    pub pairs: Pairs,
 
     /// live/idle: how clients reach WebSocket.
     #[arg(long, value_enum, default_value = "upgrade")]
@@ -381,7 +401,18 @@ impl Options {
                 return Err("--fanout-body-bytes and --fanout-recipients must be at least 1".into());
             }
         }
-        if self.rss_every.is_some() && self.server_pid.is_none() {
+        if self.url.is_empty() {
+            return Err("--url must name at least one server".into());
+        }
+        let per_node = 2 * self.url.len();
+        if self.pairs != Pairs::Any
+            && (self.url.len() < 2 || self.clients < per_node || self.identities.is_some_and(|i| i < per_node))
+        {
+            return Err(
+                "--pairs same-node/cross-node need several --url and two --clients (and identities) per URL".into()
+            );
+        }
+        if self.rss_every.is_some() && self.server_pid.is_empty() {
             return Err("--rss-every needs --server-pid".into());
         }
         Ok(())
@@ -431,6 +462,45 @@ mod tests {
         let o = Options::try_parse_from(["mbload", "list", "-n", "1000"]).unwrap();
         assert_eq!(o.duration_or_default(), None);
         assert!(Options::try_parse_from(["mbload", "send", "--rate", "0"]).is_err());
+    }
+
+    #[test]
+    fn several_urls_and_pids() {
+        let o = Options::try_parse_from([
+            "mbload",
+            "live",
+            "--url",
+            "http://a:1,http://b:2",
+            "--url",
+            "http://c:3",
+            "--server-pid",
+            "7,8",
+            "-p",
+            "9",
+            "--pairs",
+            "cross-node",
+        ])
+        .unwrap();
+        assert_eq!(o.url, ["http://a:1", "http://b:2", "http://c:3"]);
+        assert_eq!(o.server_pid, [7, 8, 9]);
+        assert_eq!(o.pairs, Pairs::CrossNode);
+        o.validate().unwrap();
+        let one = Options::try_parse_from(["mbload", "live", "--pairs", "same-node"]).unwrap();
+        assert!(one.validate().is_err(), "pairs need several nodes");
+        let few = Options::try_parse_from([
+            "mbload",
+            "live",
+            "-u",
+            "http://a:1,http://b:2",
+            "-k",
+            "3",
+            "--pairs",
+            "cross-node",
+        ])
+        .unwrap();
+        assert!(few.validate().is_err(), "two clients per node");
+        let d = Options::try_parse_from(["mbload", "send"]).unwrap();
+        assert_eq!((d.url, d.server_pid, d.pairs), (vec!["http://127.0.0.1:8080".to_string()], vec![], Pairs::Any));
     }
 
     #[test]

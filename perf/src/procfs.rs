@@ -71,34 +71,48 @@ pub struct Sample {
     pub mem: Memory,
 }
 
-/// A process being watched.
+/// A process, or several (a fleet's nodes), being watched: CPU and memory add up.
 #[derive(Debug, Clone)]
 pub struct Watch {
     /// `None` is this process.
-    pid: Option<u32>,
+    pids: Vec<Option<u32>>,
     ticks_per_s: u64,
 }
 
 impl Watch {
     /// Checks the process exists and is readable.
     pub fn new(pid: Option<u32>, ticks_per_s: u64) -> Result<Watch, String> {
-        let w = Watch { pid, ticks_per_s };
+        let w = Watch { pids: vec![pid], ticks_per_s };
         w.sample().map(|_| w)
     }
 
-    fn path(&self, file: &str) -> String {
-        match self.pid {
+    /// The processes `pids` together (their CPU seconds and memory summed).
+    pub fn of(pids: &[u32], ticks_per_s: u64) -> Result<Watch, String> {
+        let w = Watch { pids: pids.iter().map(|&p| Some(p)).collect(), ticks_per_s };
+        w.sample().map(|_| w)
+    }
+
+    fn path(pid: Option<u32>, file: &str) -> String {
+        match pid {
             Some(p) => format!("/proc/{p}/{file}"),
             None => format!("/proc/self/{file}"),
         }
     }
 
+    /// The sum over the watched processes (RSS and VmHWM: the sums of each one's).
     pub fn sample(&self) -> Result<Sample, String> {
-        let read = |f: &str| std::fs::read_to_string(self.path(f)).map_err(|e| format!("{}: {e}", self.path(f)));
         let at = Instant::now();
-        let cpu = parse_stat(&read("stat")?).ok_or_else(|| format!("{}: unreadable", self.path("stat")))?;
-        let mem = parse_status(&read("status")?).ok_or_else(|| format!("{}: no VmRSS/VmHWM", self.path("status")))?;
-        Ok(Sample { at, cpu_s: cpu.total() as f64 / self.ticks_per_s as f64, mem })
+        let mut total = Sample { at, cpu_s: 0.0, mem: Memory::default() };
+        for &pid in &self.pids {
+            let path = |f: &str| Self::path(pid, f);
+            let read = |f: &str| std::fs::read_to_string(path(f)).map_err(|e| format!("{}: {e}", path(f)));
+            let cpu = parse_stat(&read("stat")?).ok_or_else(|| format!("{}: unreadable", path("stat")))?;
+            let mem = parse_status(&read("status")?).ok_or_else(|| format!("{}: no VmRSS/VmHWM", path("status")))?;
+            total.cpu_s += cpu.total() as f64 / self.ticks_per_s as f64;
+            total.mem.rss_kib += mem.rss_kib;
+            total.mem.hwm_kib += mem.hwm_kib;
+        }
+        Ok(total)
     }
 }
 
@@ -136,5 +150,12 @@ mod tests {
         assert!(b.cpu_s >= a.cpu_s);
         assert!(b.mem.rss_kib > 0 && b.mem.hwm_kib >= b.mem.rss_kib);
         assert!(Watch::new(Some(u32::MAX), hz).is_err());
+        // Two processes add up: ourselves twice is twice ourselves.
+        let me = std::process::id();
+        let twice = Watch::of(&[me, me], hz).unwrap().sample().unwrap();
+        let once = w.sample().unwrap();
+        assert!(twice.cpu_s >= 2.0 * b.cpu_s && twice.cpu_s <= 2.0 * once.cpu_s + 0.05, "{twice:?} {once:?}");
+        assert!(twice.mem.rss_kib > once.mem.rss_kib);
+        assert!(Watch::of(&[me, u32::MAX], hz).is_err());
     }
 }

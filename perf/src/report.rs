@@ -12,7 +12,8 @@ use crate::stats::{Latency, Merged};
 /// Server-side cost over the measured window.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerCost {
-    pub pid: u32,
+    /// The processes watched (a fleet's nodes: their CPU and memory are added up).
+    pub pids: Vec<u32>,
     pub cpu_s: f64,
     /// Server CPU per unit of work (request, handshake, delivered message, connection).
     pub cpu_us_per_op: Option<f64>,
@@ -128,7 +129,7 @@ impl Report {
         Report {
             scenario: o.scenario,
             label: o.label.clone(),
-            url: o.url.clone(),
+            url: o.url.join(","),
             threads: o.threads(),
             concurrency: o.concurrency,
             identities,
@@ -166,14 +167,14 @@ impl Report {
     }
 
     /// Fills the window's cost: server and generator CPU divided by `basis`.
-    pub fn take_usage(&mut self, pid: Option<u32>, u: &Usage, peak_rss_kib: Option<u64>, basis: u64) {
+    pub fn take_usage(&mut self, pids: &[u32], u: &Usage, peak_rss_kib: Option<u64>, basis: u64) {
         self.cost_basis = basis;
         let per = |cpu: f64| (basis > 0).then(|| cpu * 1e6 / basis as f64);
-        if let (Some(pid), Some(cpu), Some(before), Some(after)) =
-            (pid, u.server_cpu_s, u.server_mem_before, u.server_mem_after)
+        if let (false, Some(cpu), Some(before), Some(after)) =
+            (pids.is_empty(), u.server_cpu_s, u.server_mem_before, u.server_mem_after)
         {
             self.server = Some(ServerCost {
-                pid,
+                pids: pids.to_vec(),
                 cpu_s: cpu,
                 cpu_us_per_op: per(cpu),
                 cores: if u.seconds > 0.0 { cpu / u.seconds } else { 0.0 },

@@ -124,3 +124,50 @@ fn every_abuse_kind_runs_against_our_server() {
         server.shutdown();
     }
 }
+
+/// Several `--url`s: the live clients spread over them round robin and deliveries are told
+/// apart by the sender's and the receiver's node. Here both URLs name one server (the
+/// cross-node path through a broker is measured in `perf/RESULTS.md`, "Fleet"); `--pairs
+/// cross-node` sends every message from a client of one URL to a client of the other, and
+/// the two `--server-pid`s are added up.
+#[test]
+fn live_spreads_its_clients_over_several_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("urls.sqlite3"));
+    let url = format!("http://{}", server.addr);
+    let pid = std::process::id().to_string();
+    let urls = format!("{url},{url}");
+    let args = [
+        "mbload",
+        "live",
+        "--url",
+        &urls,
+        "-k",
+        "4",
+        "--rate",
+        "40",
+        "--pairs",
+        "cross-node",
+        "-d",
+        "1s",
+        "-w",
+        "200ms",
+        "-t",
+        "1",
+        "-q",
+        "--server-pid",
+        &pid,
+        "--server-pid",
+        &pid,
+    ];
+    let report = mbload::run(mbload::Options::try_parse_from(args).unwrap()).unwrap();
+    assert!(report.errors.is_empty(), "{}", report.human());
+    let count = |k: &str| report.counters.get(k).copied().unwrap_or(0);
+    assert!(count("delivered_cross_node") > 0, "{}", report.human());
+    assert_eq!(count("delivered_same_node"), 0, "{}", report.human());
+    assert_eq!(count("delivered_cross_node"), count("delivered_measured"));
+    assert!(report.latency.contains_key("delivery_cross_node"));
+    assert_eq!(report.url, urls);
+    assert_eq!(report.server.as_ref().unwrap().pids.len(), 2);
+    server.shutdown();
+}

@@ -11,6 +11,8 @@
 
 pub mod forward;
 pub mod nodes;
+pub mod broker;
+pub mod delivery;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -56,6 +56,9 @@ pub struct App {
     /// In a fleet with the live channel on: Engine.IO requests for sessions of other nodes go
     /// there (`fleet::forward`).
     pub forward: Option<Arc<crate::fleet::forward::Forwarder>>,
+    /// The link to the fleet's broker (with `fleet`): live delivery across nodes; `/ready`
+    /// reports whether it is up.
+    pub broker: Option<Arc<crate::fleet::broker::Broker>>,
 }
 
 /// The liveness body of TS-next's `/health` and `/healthz`.
@@ -289,7 +292,13 @@ async fn answer_probe(app: &App, probe: Probe) -> Response<Body> {
     let mut r = match probe {
         Probe::Live => response(200, JSON, app.health.clone()),
         Probe::Ready => match tokio::time::timeout(READY_TIMEOUT, app.api.store.ping()).await {
-            Ok(Ok(())) => response(200, JSON, &br#"{"status":"ready"}"#[..]),
+            // In a fleet the broker is reported, not required: HTTP works without it (only
+            // live delivery to other nodes pauses), so a node stays in rotation.
+            Ok(Ok(())) => match &app.broker {
+                None => response(200, JSON, &br#"{"status":"ready"}"#[..]),
+                Some(b) if b.is_up() => response(200, JSON, &br#"{"status":"ready","broker":"up"}"#[..]),
+                Some(_) => response(200, JSON, &br#"{"status":"ready","broker":"down"}"#[..]),
+            },
             failed => {
                 // The reason goes to the log only: the probe is public. At debug: the store
                 // logs an outage once when it starts and once when it ends.

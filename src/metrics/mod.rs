@@ -23,6 +23,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::auth::FailureReason;
+use crate::fleet::broker::BrokerStats;
 use crate::store::WriterStats;
 
 pub mod histogram;
@@ -345,8 +346,10 @@ impl Metrics {
 
     /// The exposition: everything counted so far, the store writer's counters (`writer`),
     /// the number of open BRC-103 sessions, and the process's stats from `/proc`.
-    pub fn render(&self, writer: &WriterStats, sessions: usize) -> String {
-        let scrape = Scrape::take(self, writer, sessions);
+    /// `fleet`: the broker link's state, in fleet mode (`REDIS_URL`).
+    pub fn render(&self, writer: &WriterStats, sessions: usize, fleet: Option<BrokerStats>) -> String {
+        let mut scrape = Scrape::take(self, writer, sessions);
+        scrape.fleet = fleet;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(scrape));
         let mut out = String::with_capacity(16 * 1024);
@@ -370,6 +373,7 @@ struct Scrape {
     writer: WriterStats,
     sessions: usize,
     process: Option<process::ProcessStats>,
+    fleet: Option<BrokerStats>,
 }
 
 fn add(into: &mut [u64], from: &[AtomicU64]) {
@@ -395,6 +399,7 @@ impl Scrape {
             writer: writer.clone(),
             sessions,
             process: process::read(),
+            fleet: None,
         };
         for core in m.cores.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             add(&mut s.requests, &core.requests);
@@ -549,6 +554,36 @@ impl Collector for Scrape {
             let labels = [("version", env!("CARGO_PKG_VERSION"))];
             ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
         }
+        if let Some(f) = &self.fleet {
+            gauge(
+                &mut e,
+                "messagebox_fleet_broker_up",
+                "1 while both connections to the broker (REDIS_URL) work.",
+                None,
+                i64::from(f.up),
+            )?;
+            labelled_counters(
+                &mut e,
+                "messagebox_fleet_deliveries",
+                "Live deliveries between nodes: published to the broker, dropped (broker down or publish queue full; the messages are stored), received from other nodes, malformed publications ignored.",
+                "outcome",
+                [("published", f.published), ("dropped", f.dropped), ("received", f.received), ("malformed", f.malformed)]
+                    .into_iter(),
+            )?;
+            counter(
+                &mut e,
+                "messagebox_fleet_publish_batches",
+                "Pipelined PUBLISH batches sent to the broker (one round trip each).",
+                f.batches,
+            )?;
+            gauge(
+                &mut e,
+                "messagebox_fleet_subscriptions",
+                "Identities this node subscribes to in the broker (those it holds a live connection of).",
+                None,
+                f.subscribed as i64,
+            )?;
+        }
         if let Some(p) = &self.process {
             let c = ConstCounter::new(p.cpu_seconds);
             c.encode(e.encode_descriptor(
@@ -595,7 +630,28 @@ mod tests {
     use super::*;
 
     fn render(m: &Metrics) -> String {
-        m.render(&WriterStats::default(), 3)
+        m.render(&WriterStats::default(), 3, None)
+    }
+
+    /// In fleet mode the broker link's state is exposed; without a fleet nothing of it.
+    #[test]
+    fn fleet_metrics_only_in_a_fleet() {
+        let m = Metrics::new(true);
+        assert!(!render(&m).contains("messagebox_fleet"));
+        let stats =
+            BrokerStats { up: true, published: 5, batches: 4, dropped: 2, received: 7, malformed: 1, subscribed: 3 };
+        let text = m.render(&WriterStats::default(), 0, Some(stats));
+        for line in [
+            "messagebox_fleet_broker_up 1",
+            r#"messagebox_fleet_deliveries_total{outcome="published"} 5"#,
+            r#"messagebox_fleet_deliveries_total{outcome="dropped"} 2"#,
+            r#"messagebox_fleet_deliveries_total{outcome="received"} 7"#,
+            r#"messagebox_fleet_deliveries_total{outcome="malformed"} 1"#,
+            "messagebox_fleet_subscriptions 3",
+            "messagebox_fleet_publish_batches_total 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

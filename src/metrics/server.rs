@@ -63,7 +63,8 @@ pub fn serve(
 async fn answer(app: Arc<App>, req: http::Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => {
-            let text = app.metrics.render(&app.api.store.stats(), app.auth.sessions().len());
+            let fleet = app.broker.as_ref().map(|b| b.stats());
+            let text = app.metrics.render(&app.api.store.stats(), app.auth.sessions().len(), fleet);
             (StatusCode::OK, super::CONTENT_TYPE, Bytes::from(text))
         }
         (_, "/metrics") => {

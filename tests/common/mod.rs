@@ -5,6 +5,9 @@
 //! * [`node`]: node children driving the real npm packages ([`node::run_script`]).
 //! * [`original`]: a database as the TypeScript server leaves it ([`create_original`]).
 //! * [`payments`]: delivery payments built as the JS client builds them, and a mock wallet.
+//! * [`fleet`]: in-process nodes of a fleet on one MySQL and one Redis, questions to Redis
+//!   about subscriptions, the JS clients run as node scripts.
+//! * [`live`]: a live-channel client that reads in the background, and its frame helpers.
 //! * [`process`]: the binary in a child process ([`process::Proc`]), a private MariaDB a test
 //!   can stop ([`process::PrivateMariaDb`]), a private Redis ([`process::PrivateRedis`]), a
 //!   plain GET ([`process::get`]).
@@ -32,6 +35,8 @@
 
 pub mod db;
 pub mod node;
+pub mod fleet;
+pub mod live;
 pub mod original;
 pub mod payments;
 pub mod process;

@@ -224,7 +224,7 @@ impl LocalCore {
     pub fn bind(&self, sid: &str, identity: &str) -> bool {
         let seq = self.hub.next_bind_seq();
         let max = self.hub.config.max_connections_per_identity;
-        if !self.hub.fanout.registry().try_bind(identity, self.index, seq, max) {
+        if !self.hub.fanout.bind(identity, self.index, seq, max) {
             return false;
         }
         self.bound.borrow_mut().entry(identity.to_string()).or_default().push((seq, sid.to_string()));
@@ -237,7 +237,7 @@ impl LocalCore {
         if let Some(sids) = bound.get_mut(identity) {
             if let Some(i) = sids.iter().position(|(_, s)| s == sid) {
                 let (seq, _) = sids.swap_remove(i);
-                self.hub.fanout.registry().unbind(identity, self.index, seq);
+                self.hub.fanout.unbind(identity, self.index, seq);
             }
             if sids.is_empty() {
                 bound.remove(identity);

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -24,31 +24,83 @@ use crate::store::Store;
 /// A store request under way; its outcome goes back to the connection.
 pub(super) type StoreFuture = Pin<Box<dyn Future<Output = (StoreToken, StoreOutcome)>>>;
 
+/// The other nodes of a fleet as the delivery seam sees them (`REDIS_URL`; implemented by
+/// `fleet::broker::Broker`). Every method returns at once: the broker's work happens on its
+/// own thread, so a slow or absent broker never holds up a request or a connection.
+pub trait RemoteNodes: Send + Sync + 'static {
+    /// A delivery made on this node: hand it to the other nodes that hold its recipient.
+    fn publish(&self, delivery: &Arc<Delivery>);
+    /// This node's connections of `identity` changed (one was bound or unbound): it may now
+    /// hold its first or have lost its last, so its interest in the identity may change.
+    fn interest_changed(&self, identity: &str);
+    /// Whether deliveries reach the other nodes now (false while the broker is unreachable).
+    fn is_up(&self) -> bool;
+}
+
 /// The single place where a [`Delivery`] leaves the connection that caused it (or the HTTP
 /// request that stored it) for the cores holding its recipient: the identity registry and the
 /// cores' mailboxes. Every delivery goes through [`Fanout::publish`].
 ///
-/// A broker for a fleet of nodes plugs in here: publish to the nodes that hold the recipient
-/// (a node-level registry beside the core-level one), and feed what the broker brings in to
-/// [`Fanout::publish`] on the receiving node.
+/// In a fleet the [`RemoteNodes`] plug in here: [`Fanout::publish`] also hands each delivery
+/// to them, binding and unbinding tell them which identities this node holds, and what they
+/// bring in from other nodes comes back through [`Fanout::publish_local`].
 pub struct Fanout {
     registry: Registry,
     mailboxes: Vec<mpsc::Sender<CoreMsg>>,
     /// `max_recipient_connections`: only the newest this many connections of the recipient
-    /// receive a delivery.
+    /// (on this node) receive a delivery.
     newest: Option<usize>,
+    /// The other nodes, once the fleet's broker is attached ([`Fanout::attach`]).
+    remote: OnceLock<Arc<dyn RemoteNodes>>,
 }
 
 impl Fanout {
-    /// Hands `delivery` to every core with one of the newest `max_recipient_connections`
+    /// Hands `delivery` to this node's connections of its recipient ([`Fanout::publish_local`])
+    /// and, in a fleet, to the other nodes.
+    pub fn publish(&self, delivery: Delivery) {
+        let d = Arc::new(delivery);
+        self.publish_local(&d);
+        if let Some(remote) = self.remote.get() {
+            remote.publish(&d);
+        }
+    }
+
+    /// Attaches the other nodes of a fleet; false if some were attached already.
+    pub fn attach(&self, remote: Arc<dyn RemoteNodes>) -> bool {
+        self.remote.set(remote).is_ok()
+    }
+
+    /// Whether a delivery to `recipient` may reach anyone: a connection on this node, or, in
+    /// a fleet whose broker is reachable, possibly one on another node.
+    pub fn may_reach(&self, recipient: &str) -> bool {
+        self.registry.connections_of(recipient) > 0 || self.remote.get().is_some_and(|r| r.is_up())
+    }
+
+    /// One more connection of `identity` on `core` ([`Registry::try_bind`]); the other nodes
+    /// hear of it.
+    pub(super) fn bind(&self, identity: &str, core: usize, seq: u64, max: Option<usize>) -> bool {
+        let bound = self.registry.try_bind(identity, core, seq, max);
+        if bound {
+            if let Some(remote) = self.remote.get() {
+                remote.interest_changed(identity);
+            }
+        }
+        bound
+    }
+
+    /// A connection of `identity` is gone ([`Registry::unbind`]); the other nodes hear of it.
+    pub(super) fn unbind(&self, identity: &str, core: usize, seq: u64) {
+        self.registry.unbind(identity, core, seq);
+        if let Some(remote) = self.remote.get() {
+            remote.interest_changed(identity);
+        }
+    }
+
+    /// Hands `d` to every core of this node with one of the newest `max_recipient_connections`
     /// connections bound to its recipient. A core whose mailbox is full misses it, with a
     /// warning (the message is stored anyway).
-    pub fn publish(&self, delivery: Delivery) {
-        let targets = self.registry.targets(&delivery.recipient, self.newest);
-        if targets.is_empty() {
-            return;
-        }
-        let d = Arc::new(delivery);
+    pub fn publish_local(&self, d: &Arc<Delivery>) {
+        let targets = self.registry.targets(&d.recipient, self.newest);
         for (core, from_seq) in targets {
             if self.mailboxes[core].try_send(CoreMsg::Deliver(d.clone(), from_seq)).is_err() {
                 tracing::warn!(core, recipient = %d.recipient, "live delivery dropped: core mailbox full");
@@ -111,7 +163,12 @@ impl LiveHub {
             store,
             config,
             max_message_body_bytes: crate::domain::Limits::default().max_message_body_bytes,
-            fanout: Fanout { registry: Registry::new(), mailboxes: senders, newest: config.max_recipient_connections },
+            fanout: Fanout {
+                registry: Registry::new(),
+                mailboxes: senders,
+                newest: config.max_recipient_connections,
+                remote: OnceLock::new(),
+            },
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
             ids: Mutex::new(ids),
             sessions: AtomicUsize::new(0),
@@ -184,7 +241,7 @@ impl LiveHub {
 
 impl LiveDelivery for LiveHub {
     fn is_listening(&self, recipient: &str) -> bool {
-        self.fanout.registry().connections_of(recipient) > 0
+        self.fanout.may_reach(recipient)
     }
 
     fn deliver(&self, delivery: Delivery) {

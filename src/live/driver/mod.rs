@@ -20,8 +20,10 @@
 //! and WebSocket `sendMessage` through [`Command::Deliver`](super::Command::Deliver) — leaves
 //! through [`Fanout::publish`]: the registry names the cores holding the recipient, and their
 //! mailboxes hand the delivery to the connections bound to it. Cost is proportional to the
-//! recipient's connections, never to all connections. A broker for a fleet of nodes plugs in
-//! here: publish to the nodes that hold the recipient.
+//! recipient's connections, never to all connections. In a fleet (`REDIS_URL`) the broker
+//! link ([`hub::RemoteNodes`], `fleet::broker`) plugs in here: each delivery is also
+//! published to the nodes that hold the recipient, and theirs come in through
+//! [`Fanout::publish_local`].
 //!
 //! # Bounds
 //!

@@ -185,7 +185,7 @@ fn delivery_crosses_cores_and_is_stored() {
         assert!(b.js.take().is_empty());
 
         // The cores counted it: two connections, two live handshakes, two deliveries to A.
-        let text = p.metrics.render(&p.store.stats(), 0);
+        let text = p.metrics.render(&p.store.stats(), 0, None);
         for line in [
             "messagebox_live_connections 2",
             r#"messagebox_handshakes_total{transport="live"} 2"#,
@@ -447,7 +447,7 @@ fn rate_limited_events_are_counted() {
             got[2].1,
             Some(json!({"reason":"WebSocket send rate limit exceeded","code":"ERR_WEBSOCKET_RATE_LIMITED"}))
         );
-        let text = p.metrics.render(&p.store.stats(), 0);
+        let text = p.metrics.render(&p.store.stats(), 0, None);
         for line in [
             r#"messagebox_rate_limited_total{scope="live_send"} 1"#,
             r#"messagebox_rate_limited_total{scope="live_control"} 1"#,
