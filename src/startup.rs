@@ -274,7 +274,9 @@ impl Parts {
 
 /// Builds the shared application state.
 pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<App> {
-    let auth = Arc::new(ServerAuth::new(key, config.sessions.clone()));
+    let auth = ServerAuth::new(key, config.sessions.clone());
+    // A fleet's sessions are valid on every node (`fleet::sessions`).
+    let auth = Arc::new(if config.fleet.is_some() { auth.with_fleet_sessions() } else { auth });
     let fleet = config
         .fleet
         .clone()
@@ -286,6 +288,12 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         let nodes = crate::fleet::nodes::Nodes::new(f.clone(), Default::default());
         Arc::new(crate::fleet::forward::Forwarder::new(nodes, &key, &live_config.engine))
     });
+    let mut edge = crate::http::edge::Edge::new(&config.resources.http);
+    if let Some(f) = &fleet {
+        let limits =
+            crate::fleet::limits::FleetLimits::new(f.client().clone(), &config.resources.http, &config.sessions);
+        edge = edge.with_fleet(limits);
+    }
     let hub = config.enable_websockets.then(|| {
         LiveHub::new(auth.clone(), store.clone(), live_config, config.threads).with_message_limits(&config.limits)
     });
@@ -312,7 +320,7 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         api,
         routing_prefix: config.routing_prefix.clone(),
         http: config.resources.http.clone(),
-        edge: crate::http::edge::Edge::new(&config.resources.http),
+        edge,
         live: hub,
         openapi: openapi.into(),
         health: crate::http::health_body(&config.network, config.enable_websockets),

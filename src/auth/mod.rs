@@ -30,5 +30,7 @@ pub use message::{
     WireKey, AUTH_VERSION,
 };
 pub use nonce::{OsSeeded, RandomSource, SeededRandom};
-pub use server::{AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, VerifiedRequest};
+pub use server::{
+    AuthHeaders, HandshakeReply, IncomingRequest, ResponseAuthHeaders, ServerAuth, UnclaimedRequest, VerifiedRequest,
+};
 pub use session::{Clock, ManualClock, Session, SessionConfig, SessionManager, SystemClock};

@@ -15,6 +15,7 @@ use super::message::{
 use super::nonce::{b64_decode_lenient, b64_decode_strict, b64_encode, create_nonce_from, OsSeeded, RandomSource};
 use super::payload::{RequestPayload, ResponsePayload};
 use super::session::{NonceRecord, Session, SessionConfig, SessionManager};
+use crate::fleet::sessions::{unix_ms, SessionTokens};
 
 /// The invoice prefix of every BRC-103 signature (`[2,"auth message signature"]`).
 const AUTH_INVOICE_PREFIX: &str = "2-auth message signature-";
@@ -79,8 +80,29 @@ pub struct IncomingRequest<'a> {
     pub body: &'a [u8],
 }
 
+/// A request whose signature checked out, before its request nonce was claimed (the claim is
+/// node-local, [`ServerAuth::claim_locally`], or fleet-wide then local, see `http`). Only
+/// [`ServerAuth::verify_signature`] makes one.
+#[derive(Debug)]
+pub struct UnclaimedRequest {
+    session: Arc<Session>,
+    request_id: [u8; 32],
+    nonce: String,
+}
+
+impl UnclaimedRequest {
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The request's `x-bsv-auth-nonce`.
+    pub fn nonce(&self) -> &str {
+        &self.nonce
+    }
+}
+
 /// A request whose signature checked out: who sent it, on which session. Only
-/// [`ServerAuth::verify_request`] makes one.
+/// [`ServerAuth::verify_request`] and [`ServerAuth::claim_locally`] make one.
 ///
 /// ```compile_fail,E0451
 /// # use messagebox::auth::VerifiedRequest;
@@ -144,6 +166,9 @@ pub struct ServerAuth {
     identity_hex: String,
     sessions: SessionManager,
     random: Box<dyn RandomSource>,
+    /// Fleet mode: session nonces are session tokens, and the session table is a cache of the
+    /// sessions this node has seen (`crate::fleet::sessions`).
+    tokens: Option<SessionTokens>,
 }
 
 impl std::fmt::Debug for ServerAuth {
@@ -162,7 +187,19 @@ impl ServerAuth {
     pub fn from_parts(key: PrivateKey, sessions: SessionManager, random: impl RandomSource + 'static) -> Self {
         let wallet = KeyDeriver::new(key);
         let identity_hex = wallet.identity_key().to_hex();
-        ServerAuth { wallet, identity_hex, sessions, random: Box::new(random) }
+        ServerAuth { wallet, identity_hex, sessions, random: Box::new(random), tokens: None }
+    }
+
+    /// Fleet mode (`REDIS_URL`): handshakes mint session tokens that every node sharing
+    /// `SERVER_PRIVATE_KEY` verifies, and a signed HTTP request naming a session this node
+    /// has not seen rebuilds it from its token instead of failing.
+    pub fn with_fleet_sessions(mut self) -> Self {
+        self.tokens = Some(SessionTokens::from_server_key(self.wallet.root()));
+        self
+    }
+
+    pub fn fleet_sessions(&self) -> bool {
+        self.tokens.is_some()
     }
 
     fn random<const N: usize>(&self) -> [u8; N] {
@@ -212,8 +249,23 @@ impl ServerAuth {
 
     /// `initialRequest` → `initialResponse`: mints our session nonce, stores the session and
     /// signs `dec(Nc) ‖ dec(Ns)` with key id `"Nc Ns"` towards the client's key.
+    /// In fleet mode the nonce is a session token (`crate::fleet::sessions`).
     pub fn initial_response(&self, msg: &AuthMessage) -> Result<(AuthMessage, Arc<Session>), AuthError> {
-        self.initial_response_with_nonce(msg, self.session_nonce())
+        let server_nonce = match (&self.tokens, msg) {
+            (Some(tokens), AuthMessage::InitialRequest(r)) => {
+                let client = r.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
+                let client_nonce = match &r.initial_nonce {
+                    Some(n) if !n.is_empty() => n,
+                    _ => return Err(AuthError::MissingInitialFields),
+                };
+                check_peer_nonce(client_nonce, "initialNonce")?;
+                tokens
+                    .mint(client, client_nonce, unix_ms(), self.random::<2>())
+                    .map_err(|_| AuthError::InvalidNonce("initialNonce"))?
+            }
+            _ => self.session_nonce(),
+        };
+        self.initial_response_with_nonce(msg, server_nonce)
     }
 
     /// [`Self::initial_response`] with a given session nonce (reproducing recorded vectors).
@@ -247,7 +299,15 @@ impl ServerAuth {
         data.extend_from_slice(&b64_decode_strict(&server_nonce).expect("our nonces are canonical base64"));
         let signature = secret.sign(self.wallet.root(), &auth_invoice(client_nonce, &server_nonce), &data)?;
 
-        let session = self.sessions.insert(Session::new(server_nonce.clone(), client_nonce.clone(), client, secret))?;
+        let session = Session::new(server_nonce.clone(), client_nonce.clone(), client, secret);
+        let session = match self.sessions.insert(session) {
+            Ok(s) => s,
+            // A token needs no table: the session works uncached (the next request rebuilds it).
+            Err(_) if self.tokens.is_some() => {
+                Arc::new(Session::new(server_nonce.clone(), client_nonce.clone(), client, secret))
+            }
+            Err(full) => return Err(full.into()),
+        };
         let certificates = requests_certificates(msg.requested_certificates.as_ref()).then(Vec::new);
         let response = InitialResponse {
             identity_key: (*self.identity_key()).into(),
@@ -332,12 +392,36 @@ impl ServerAuth {
             None => return Err(AuthError::VersionHeader("undefined".into())),
         }
         let identity = a.identity_key.ok_or(AuthError::Missing("x-bsv-auth-identity-key"))?;
-        self.session_of(a.your_nonce, identity)
+        match self.session_of(a.your_nonce, identity) {
+            Err(AuthError::SessionNotFound(nonce)) if self.tokens.is_some() => self.rebuild(nonce, identity),
+            other => other,
+        }
+    }
+
+    /// Fleet mode: the session a token names, rebuilt (one ECDH) and cached; a token that does
+    /// not verify for `identity` is an unknown session, as on one node. Whether the session is
+    /// still alive fleet-wide is decided with its first request's claim.
+    fn rebuild(&self, token: String, identity: &str) -> Result<Arc<Session>, AuthError> {
+        let tokens = self.tokens.as_ref().expect("fleet mode");
+        let Some((peer, facts)) = PublicKey::from_compressed_hex(identity)
+            .ok()
+            .and_then(|peer| tokens.open(&token, &peer).ok().map(|facts| (peer, facts)))
+        else {
+            return Err(AuthError::SessionNotFound(token));
+        };
+        let secret = self.wallet.root().shared_secret(&peer);
+        let session = || Session::new(token.clone(), facts.client_nonce.clone(), peer, secret);
+        Ok(self.sessions.insert(session()).unwrap_or_else(|_| Arc::new(session())))
     }
 
     /// Verifies a BRC-104 request over its raw bytes. An empty body is tried as absent and,
     /// for a JSON POST/PUT/PATCH/DELETE, also as `{}` (go-sdk clients sign `{}` but send none).
     pub fn verify_request(&self, req: &IncomingRequest<'_>) -> Result<VerifiedRequest, AuthError> {
+        self.claim_locally(self.verify_signature(req)?)
+    }
+
+    /// [`Self::verify_request`] up to, not including, the claim of the request nonce.
+    pub fn verify_signature(&self, req: &IncomingRequest<'_>) -> Result<UnclaimedRequest, AuthError> {
         let a = &req.auth;
         let session = self.session_for_headers(a)?;
         let request_id: [u8; 32] = a
@@ -370,9 +454,19 @@ impl ServerAuth {
         if !ok {
             return Err(AuthError::InvalidSignature);
         }
-        match self.sessions.record_request(&session, nonce) {
+        Ok(UnclaimedRequest { session, request_id, nonce: nonce.to_string() })
+    }
+
+    /// Claims the request nonce in the session's node-local memory (replays refused; the
+    /// session retires after its last allowed request). In fleet mode this also runs after
+    /// the fleet-wide claim, so the node that accepted a request refuses its replay even
+    /// while Redis is unavailable.
+    pub fn claim_locally(&self, req: UnclaimedRequest) -> Result<VerifiedRequest, AuthError> {
+        match self.sessions.record_request(&req.session, &req.nonce) {
             NonceRecord::Replayed => Err(AuthError::Replayed),
-            NonceRecord::Fresh | NonceRecord::FreshAndRetired => Ok(VerifiedRequest { session, request_id }),
+            NonceRecord::Fresh | NonceRecord::FreshAndRetired => {
+                Ok(VerifiedRequest { session: req.session, request_id: req.request_id })
+            }
         }
     }
 
@@ -559,6 +653,47 @@ mod tests {
         assert_eq!(server.verify_general(general(b"2")).unwrap().1, b"2");
         clock.advance(Duration::from_secs(61));
         assert!(matches!(server.verify_general(general(b"3")), Err(AuthError::SessionNotFound(_))));
+    }
+
+    /// Fleet mode: two nodes sharing the server key; a session made on one is rebuilt from its
+    /// token on the other, bound to its identity.
+    #[test]
+    fn fleet_sessions_are_rebuilt_on_another_node() {
+        use crate::auth::payload::select_request_headers;
+        let key = PrivateKey::random();
+        let node = || ServerAuth::new(key, SessionConfig::default()).with_fleet_sessions();
+        let (a, b) = (node(), node());
+        let client = ClientIdentity::random();
+        let (init, pending) = client.start_handshake();
+        let (resp, _) = a.initial_response(&init).unwrap();
+        let session = pending.finish(&client, &resp).unwrap();
+        assert_eq!(session.server_nonce.len(), 104, "a session token");
+        assert!(b.sessions().get(&session.server_nonce).is_none());
+        let verify = |server: &ServerAuth, identity: Option<&str>| {
+            let signed = session.sign_request(&client, "GET", "/x?y=1", &[], None).unwrap();
+            let mut headers = signed.headers.clone();
+            if let Some(i) = identity {
+                headers.iter_mut().find(|(k, _)| k == "x-bsv-auth-identity-key").unwrap().1 = i.to_string();
+            }
+            let sh = select_request_headers(headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+            let auth = AuthHeaders::from_pairs(&headers);
+            let req = IncomingRequest {
+                auth,
+                method: "GET",
+                path: "/x",
+                query: Some("?y=1"),
+                signed_headers: &sh,
+                body: &[],
+            };
+            server.verify_request(&req).map(|v| v.session().peer_hex.clone())
+        };
+        assert_eq!(verify(&b, None).unwrap(), client.identity_hex());
+        assert!(b.sessions().get(&session.server_nonce).is_some(), "cached on node b");
+        let other = ClientIdentity::random();
+        assert!(matches!(verify(&node(), Some(other.identity_hex())), Err(AuthError::SessionNotFound(_))));
+        // A single node does not accept the other node's session.
+        let single = ServerAuth::new(key, SessionConfig::default());
+        assert!(matches!(verify(&single, None), Err(AuthError::SessionNotFound(_))));
     }
 
     #[test]

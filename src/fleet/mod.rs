@@ -8,6 +8,14 @@
 //! forwarding of Engine.IO requests to the node that owns the session.
 //!
 //! Without `REDIS_URL` there is no [`Fleet`] and the server is a single node, as before.
+//!
+//! - [`sessions`]: BRC-103 session tokens any node can verify, and the fleet-wide rules of
+//!   replay claims, idle expiry and retirement;
+//! - [`limits`]: the one Redis round trip per request that applies them together with the
+//!   fleet-wide rate limits, and the node-local fallback while Redis is unreachable.
+
+pub mod limits;
+pub mod sessions;
 
 pub mod forward;
 pub mod nodes;

@@ -9,6 +9,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::fleet::limits::FleetLimits;
 use crate::limits::HttpLimits;
 
 use super::ratelimit::{IdentityLimiter, IpLimiter, Limiter};
@@ -18,6 +19,9 @@ pub struct Edge {
     pub gate: Gate,
     pub ip: IpLimiter,
     pub identity: IdentityLimiter,
+    /// Fleet mode: the limits count, and request nonces are claimed, fleet-wide; `ip` and
+    /// `identity` then count only while Redis is unavailable.
+    pub fleet: Option<FleetLimits>,
 }
 
 impl Edge {
@@ -26,7 +30,14 @@ impl Edge {
             gate: Gate::new(limits.max_concurrent_requests),
             ip: Limiter::new(limits.pre_auth_rate, limits.rate_limit_keys),
             identity: Limiter::new(limits.authenticated_rate, limits.rate_limit_keys),
+            fleet: None,
         }
+    }
+
+    /// The edge of a fleet node.
+    pub fn with_fleet(mut self, fleet: FleetLimits) -> Edge {
+        self.fleet = Some(fleet);
+        self
     }
 }
 

@@ -19,8 +19,11 @@ use crate::api::{self, Api, ApiError, Call, Query, Reply, Route};
 use crate::auth::payload::{self, select_request_headers, H_REQUEST_ID};
 use crate::auth::{
     AuthError, AuthHeaders, AuthMessage, FailureReason, HandshakeReply, HttpExchange, IncomingRequest, ServerAuth,
+    UnclaimedRequest, VerifiedRequest,
 };
 use crate::domain::IdentityKey;
+use crate::fleet::limits::FleetLimits;
+use crate::fleet::sessions::ClaimOutcome;
 use crate::live::driver::LiveCore;
 use crate::metrics::{Metrics, RateScope, Recorder, RouteLabel, Transport};
 use edge::within_value_budget;
@@ -368,18 +371,41 @@ async fn route(
         },
     };
     let ip = IpKey::new(client_addr(peer.ip(), req.headers(), app.observability.trust_proxy_hops));
-    let decision = app.edge.ip.check_ip(ip);
+    if let Some(fleet) = &app.edge.fleet {
+        // A signed request is counted in the one round trip that also claims its nonce.
+        if probe.is_none() && public(req.method(), path).is_none() && req.headers().contains_key(H_REQUEST_ID) {
+            return fleet_business(&app, fleet, metrics, req, ip).await;
+        }
+    }
+    let decision = ip_decision(&app, ip).await;
     if !decision.allowed {
-        metrics.rate_limited(RateScope::Ip);
-        let mut r = rate_limited();
-        rate_headers(&mut r, &app.edge.ip, &decision, true);
-        return r;
+        return ip_refused(&app, metrics, &decision);
     }
     let mut r = match probe {
         Some(p) => answer_probe(&app, p).await,
         None => public_or_business(&app, metrics, req).await,
     };
     rate_headers(&mut r, &app.edge.ip, &decision, false);
+    r
+}
+
+/// Counts a request of `ip`: fleet-wide in fleet mode, else (or while Redis is unavailable)
+/// in this process.
+async fn ip_decision(app: &App, ip: IpKey) -> ratelimit::Decision {
+    if let Some(fleet) = &app.edge.fleet {
+        let bucket = ip.bucket();
+        if let Some(c) = fleet.count_ip(&bucket).await {
+            return app.edge.ip.decision(c.hits, c.ms_left, &bucket);
+        }
+    }
+    app.edge.ip.check_ip(ip)
+}
+
+/// The 429 of the per-IP limit (unsigned).
+fn ip_refused(app: &App, metrics: &Recorder, decision: &ratelimit::Decision) -> Response<Body> {
+    metrics.rate_limited(RateScope::Ip);
+    let mut r = rate_limited();
+    rate_headers(&mut r, &app.edge.ip, decision, true);
     r
 }
 
@@ -416,23 +442,37 @@ fn rate_headers<K: std::hash::Hash + Eq>(
     }
 }
 
+/// The endpoints answered without BRC-104.
+enum Public {
+    Handshake,
+    OpenApi,
+    DocsRedirect,
+    Docs,
+}
+
+fn public(method: &Method, path: &str) -> Option<Public> {
+    match path {
+        "/.well-known/auth" => Some(Public::Handshake),
+        "/openapi.json" if method == Method::GET => Some(Public::OpenApi),
+        "/docs" if method == Method::GET => Some(Public::DocsRedirect),
+        "/docs/" if method == Method::GET => Some(Public::Docs),
+        _ => None,
+    }
+}
+
 /// The public endpoints (handshake, docs), then the authenticated routes.
 async fn public_or_business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
-    let path = req.uri().path();
-    match path {
-        "/.well-known/auth" => return handshake(app, metrics, req).await,
-        "/openapi.json" if req.method() == Method::GET => return response(200, JSON, app.openapi.clone()),
-        "/docs" if req.method() == Method::GET => {
+    match public(req.method(), req.uri().path()) {
+        Some(Public::Handshake) => handshake(app, metrics, req).await,
+        Some(Public::OpenApi) => response(200, JSON, app.openapi.clone()),
+        Some(Public::DocsRedirect) => {
             let mut r = response(301, "text/html; charset=utf-8", "Moved Permanently. Redirecting to /docs/");
             r.headers_mut().insert(http::header::LOCATION, HeaderValue::from_static("/docs/"));
-            return r;
+            r
         }
-        "/docs/" if req.method() == Method::GET => {
-            return response(200, "text/html; charset=utf-8", docs::HTML);
-        }
-        _ => {}
+        Some(Public::Docs) => response(200, "text/html; charset=utf-8", docs::HTML),
+        None => business(app, metrics, req).await,
     }
-    business(app, metrics, req).await
 }
 
 async fn handshake(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
@@ -483,10 +523,16 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
-async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
+/// A signed request up to its verified signature: the session its headers name (before a
+/// byte of the body is read), the body, the signature. `Err` is the answer to send.
+async fn authenticate(
+    app: &App,
+    metrics: &Recorder,
+    req: http::Request<Incoming>,
+) -> Result<(http::request::Parts, Bytes, UnclaimedRequest), Response<Body>> {
     if !req.headers().contains_key(H_REQUEST_ID) {
         metrics.auth_failure(FailureReason::MissingHeaders);
-        return unauthenticated();
+        return Err(unauthenticated());
     }
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
@@ -503,15 +549,12 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
     if let Err(e) = app.auth.session_for_headers(&auth) {
         tracing::debug!(error = %e, path = parts.uri.path(), "request authentication failed before the body");
         metrics.auth_failure(e.reason());
-        return auth_error_response(&e, HttpExchange::Request);
+        return Err(auth_error_response(&e, HttpExchange::Request));
     }
-    let body = match read_body(app, h, body, app.http.max_body_bytes).await {
-        Ok(b) => b,
-        Err(e) => return body_error_response(e),
-    };
+    let body = read_body(app, h, body, app.http.max_body_bytes).await.map_err(body_error_response)?;
     // D7: a JSON body's structure is bounded before anything materialises it.
     if is_json(h) && !within_value_budget(&body, app.http.max_json_values) {
-        return body_too_large();
+        return Err(body_too_large());
     }
     let signed_headers = select_request_headers(h.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
     let path = parts.uri.path();
@@ -524,26 +567,116 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
         signed_headers: &signed_headers,
         body: &body,
     };
-    let verified = match app.auth.verify_request(&incoming) {
+    match app.auth.verify_signature(&incoming) {
+        Ok(unclaimed) => Ok((parts, body, unclaimed)),
+        Err(e) => Err(request_auth_failed(metrics, &e, path)),
+    }
+}
+
+fn request_auth_failed(metrics: &Recorder, e: &AuthError, path: &str) -> Response<Body> {
+    tracing::debug!(error = %e, path, "request authentication failed");
+    metrics.auth_failure(e.reason());
+    auth_error_response(e, HttpExchange::Request)
+}
+
+async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -> Response<Body> {
+    let (parts, body, unclaimed) = match authenticate(app, metrics, req).await {
         Ok(v) => v,
-        Err(e) => {
-            tracing::debug!(error = %e, path, "request authentication failed");
-            metrics.auth_failure(e.reason());
-            return auth_error_response(&e, HttpExchange::Request);
+        Err(r) => return r,
+    };
+    let verified = match app.auth.claim_locally(unclaimed) {
+        Ok(v) => v,
+        Err(e) => return request_auth_failed(metrics, &e, parts.uri.path()),
+    };
+    let identity_decision = app.edge.identity.check_identity(&verified.session().peer_hex);
+    respond(app, metrics, &parts, &body, &verified, &identity_decision).await
+}
+
+/// A signed request in fleet mode: authenticated, then counted and claimed fleet-wide in one
+/// Redis round trip (`crate::fleet::limits`), with the same answers, in the same order of
+/// precedence, as [`route`] and [`business`] give on one node. While Redis is unavailable
+/// the node-local limiters and replay memory decide.
+async fn fleet_business(
+    app: &App,
+    fleet: &FleetLimits,
+    metrics: &Recorder,
+    req: http::Request<Incoming>,
+    ip: IpKey,
+) -> Response<Body> {
+    let (parts, body, unclaimed) = match authenticate(app, metrics, req).await {
+        Ok(v) => v,
+        Err(mut r) => {
+            let decision = ip_decision(app, ip).await;
+            if !decision.allowed {
+                return ip_refused(app, metrics, &decision);
+            }
+            rate_headers(&mut r, &app.edge.ip, &decision, false);
+            return r;
         }
     };
+    let session = unclaimed.session().clone();
+    let bucket = ip.bucket();
+    let counts = fleet.count_request(&bucket, &session.server_nonce, unclaimed.nonce(), &session.peer_hex).await;
+    let (ip_decision, identity_decision, claim) = match counts {
+        Some(c) => {
+            let ip_decision = app.edge.ip.decision(c.ip.hits, c.ip.ms_left, &bucket);
+            let identity = c
+                .identity
+                .map(|i| app.edge.identity.decision(i.hits, i.ms_left, &ratelimit::identity_bucket(&session.peer_hex)));
+            (ip_decision, identity, c.claim)
+        }
+        None => (app.edge.ip.check_ip(ip), None, None),
+    };
+    if !ip_decision.allowed {
+        return ip_refused(app, metrics, &ip_decision);
+    }
+    let refused = match claim {
+        Some(ClaimOutcome::Expired | ClaimOutcome::Retired) => {
+            app.auth.sessions().remove(&session.server_nonce);
+            Some(AuthError::SessionNotFound(session.server_nonce.clone()))
+        }
+        Some(ClaimOutcome::Replayed) => Some(AuthError::Replayed),
+        Some(ClaimOutcome::Fresh { .. }) | None => None,
+    };
+    // After a fleet-wide claim, the local one too: the node that accepted a request keeps
+    // refusing its replay while Redis is unavailable.
+    let verified = match refused.map_or_else(|| app.auth.claim_locally(unclaimed), Err) {
+        Ok(v) => v,
+        Err(e) => {
+            let mut r = request_auth_failed(metrics, &e, parts.uri.path());
+            rate_headers(&mut r, &app.edge.ip, &ip_decision, false);
+            return r;
+        }
+    };
+    let identity_decision =
+        identity_decision.unwrap_or_else(|| app.edge.identity.check_identity(&verified.session().peer_hex));
+    let mut r = respond(app, metrics, &parts, &body, &verified, &identity_decision).await;
+    rate_headers(&mut r, &app.edge.ip, &ip_decision, false);
+    r
+}
+
+/// A verified request past its identity limit: runs the route and signs the answer.
+async fn respond(
+    app: &App,
+    metrics: &Recorder,
+    parts: &http::request::Parts,
+    body: &[u8],
+    verified: &VerifiedRequest,
+    identity_decision: &ratelimit::Decision,
+) -> Response<Body> {
     // The per-identity limit (spec §2.1 step 12): after verification, so its 429 is signed.
-    let identity_decision = app.edge.identity.check_identity(&verified.session().peer_hex);
     if !identity_decision.allowed {
         metrics.rate_limited(RateScope::Identity);
         let mut r =
-            signed(app, &verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec(), retry_after: None });
-        rate_headers(&mut r, &app.edge.identity, &identity_decision, true);
+            signed(app, verified, Reply { status: 429, body: RATE_LIMITED.as_bytes().to_vec(), retry_after: None });
+        rate_headers(&mut r, &app.edge.identity, identity_decision, true);
         return r;
     }
+    let path = parts.uri.path();
+    let h = &parts.headers;
     let reply = match Route::find(parts.method.as_str(), path, &app.routing_prefix) {
         None => Reply::from(ApiError::RouteNotFound { method: parts.method.to_string(), path: path.to_string() }),
-        Some(route) => match parse_json_body(h, &body) {
+        Some(route) => match parse_json_body(h, body) {
             Err(e) => Reply::from(e),
             Ok(json_body) => {
                 // The session's key is canonical already (`PublicKey::to_hex`).
@@ -554,8 +687,8 @@ async fn business(app: &App, metrics: &Recorder, req: http::Request<Incoming>) -
             }
         },
     };
-    let mut r = signed(app, &verified, reply);
-    rate_headers(&mut r, &app.edge.identity, &identity_decision, false);
+    let mut r = signed(app, verified, reply);
+    rate_headers(&mut r, &app.edge.identity, identity_decision, false);
     if app.observability.access_log || tracing::enabled!(target: "messagebox::access", tracing::Level::DEBUG) {
         r.extensions_mut().insert(AccessIdentity(verified.session().peer_hex.clone()));
     }
@@ -575,7 +708,7 @@ fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
     }
 }
 
-fn signed(app: &App, verified: &crate::auth::VerifiedRequest, reply: Reply) -> Response<Body> {
+fn signed(app: &App, verified: &VerifiedRequest, reply: Reply) -> Response<Body> {
     // Never an empty signed body: the TS client would rebuild it differently and hang.
     let body = if reply.body.is_empty() { b"{}".to_vec() } else { reply.body };
     let auth = match app.auth.sign_response(verified.session(), verified.request_id(), reply.status, &[], &body) {

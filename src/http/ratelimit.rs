@@ -45,8 +45,9 @@ impl IpKey {
         }
     }
 
-    /// The bucket key as express-rate-limit's `ipKeyGenerator` spells it (for the partition key).
-    fn bucket(&self) -> String {
+    /// The bucket key as express-rate-limit's `ipKeyGenerator` spells it (for the partition key,
+    /// and the fleet-wide counter's key).
+    pub fn bucket(&self) -> String {
         match self {
             IpKey::Addr(IpAddr::V6(v6)) => format!("{v6}/56"),
             IpKey::Addr(v4) => v4.to_string(),
@@ -162,6 +163,18 @@ impl<K: Hash + Eq> Limiter<K> {
         }
     }
 
+    /// The decision for a count kept elsewhere (the fleet-wide counters,
+    /// `crate::fleet::limits`): `hits` in a window with `ms_left` to run, for `bucket` as
+    /// [`Self::check`] names it.
+    pub fn decision(&self, hits: u64, ms_left: u64, bucket: &str) -> Decision {
+        Decision {
+            allowed: hits <= self.limit.max,
+            remaining: self.limit.max.saturating_sub(hits),
+            reset_secs: ms_left.div_ceil(1000),
+            pk: partition_key(bucket),
+        }
+    }
+
     /// Keys tracked (tests).
     pub fn tracked(&self) -> usize {
         self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len()).sum()
@@ -228,8 +241,13 @@ pub type IdentityLimiter = Limiter<Box<str>>;
 
 impl IdentityLimiter {
     pub fn check_identity(&self, identity: &str) -> Decision {
-        self.check(identity, || (identity.into(), format!("identity:{identity}")))
+        self.check(identity, || (identity.into(), identity_bucket(identity)))
     }
+}
+
+/// The partition-key name of an identity's bucket.
+pub fn identity_bucket(identity: &str) -> String {
+    format!("identity:{identity}")
 }
 
 #[cfg(test)]
@@ -279,6 +297,17 @@ mod tests {
         assert_eq!(policy_name(5, 3_600_000), "5-in-1hr");
         assert_eq!(policy_name(5, 7_200_000), "5-in-2hrs");
         assert_eq!(policy_name(5, 86_400_000), "5-in-1day");
+    }
+
+    #[test]
+    fn decisions_for_counts_kept_elsewhere_match_local_ones() {
+        let l = limiter(3, 60, 100);
+        let key = IpKey::new(Some("10.0.0.1".parse().unwrap()));
+        let local = l.check_at(&key, || (key, key.bucket()), 0);
+        assert_eq!(l.decision(1, 60_000, &key.bucket()), local);
+        let over = l.decision(4, 1_001, &key.bucket());
+        assert!(!over.allowed);
+        assert_eq!((over.remaining, over.reset_secs), (0, 2));
     }
 
     #[test]

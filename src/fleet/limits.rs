@@ -1,0 +1,418 @@
+//! The fleet-wide edge: per-IP and per-identity rate limits counted across nodes, and the
+//! replay claim and liveness of a request's session ([`super::sessions`]), in **one** Redis
+//! round trip per request — one atomic Lua script ([`SCRIPT`]) — with a bounded wait and a
+//! node-local fallback when Redis does not answer.
+//!
+//! # Counters
+//!
+//! Each limit is a counter per key (`messagebox:rl:ip:<bucket>`, `messagebox:rl:id:<identity>`)
+//! whose window starts at its first hit and lasts the configured window (`INCR`, `PEXPIRE`
+//! on the first hit, `PTTL`): the same fixed windows per key the node-local limiters count,
+//! so the 429 bodies and the draft-8 headers are computed the same way from (hits, time
+//! left). Every node must run with the same limits.
+//!
+//! # One round trip
+//!
+//! A signed request is counted after its signature verified: the script counts its IP, stops
+//! there when the IP is over its limit (no claim, as a node refuses such a request before
+//! authenticating it), claims its nonce in its session's set, and counts its identity only
+//! when the claim succeeded (a replay is refused before the identity limit, as on one node).
+//! Every other request (handshakes, probes, unsigned or unverifiable requests) costs one
+//! round trip of the IP counter alone.
+//!
+//! # Redis down
+//!
+//! Each core holds its own multiplexed connection (redis-rs `ConnectionManager`, which
+//! reconnects by itself) and its own circuit breaker ([`Breaker`]): a round trip that fails
+//! or takes longer than [`ROUND_TRIP_TIMEOUT`] opens it, and until a background `PING`
+//! (at most one per [`PROBE_INTERVAL`] per core) gets an answer, requests skip Redis
+//! entirely and the caller falls back to the node-local limiters and replay memory (`None`
+//! from [`FleetLimits::count_ip`] / [`FleetLimits::count_request`]). So a hung Redis delays a
+//! core's requests by at most one timeout, once, and a dead one by nothing. One warning is
+//! logged when the first core loses Redis and one line when the last one has it back.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::sessions::{nonce_member, unix_ms, view, ClaimOutcome, ClaimPolicy};
+use super::KEY_PREFIX;
+use crate::auth::session::SessionConfig;
+use crate::limits::{HttpLimits, RateLimit};
+
+/// The longest a request waits for Redis before it falls back to node-local state.
+pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_millis(250);
+/// While Redis is unreachable, each core tries it again this often (in the background).
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// KEYS: the IP counter, then (signed requests) the session's claim set and the identity
+/// counter. ARGV: IP max, IP window ms, nonce member, first use allowed (`1`/`0`), idle TTL
+/// ms, max requests per session, identity window ms. Returns `{ip hits, ip ms left}`, then
+/// the claim code of [`ClaimOutcome::from_code`], then `{identity hits, ms left}` when claimed.
+pub const SCRIPT_SOURCE: &str = r#"
+local function hit(key, window)
+  local n = redis.call('INCR', key)
+  if n == 1 then redis.call('PEXPIRE', key, window) end
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then
+    redis.call('PEXPIRE', key, window)
+    ttl = tonumber(window)
+  end
+  return {n, ttl}
+end
+local ip = hit(KEYS[1], ARGV[2])
+if #KEYS == 1 or ip[1] > tonumber(ARGV[1]) then return ip end
+local n = 0
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  if ARGV[4] ~= '1' then return {ip[1], ip[2], -1} end
+else
+  n = redis.call('SCARD', KEYS[2])
+  if n >= tonumber(ARGV[6]) then return {ip[1], ip[2], -2} end
+end
+if redis.call('SADD', KEYS[2], ARGV[3]) == 0 then return {ip[1], ip[2], -3} end
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+local id = hit(KEYS[3], ARGV[7])
+return {ip[1], ip[2], n + 1, id[1], id[2]}
+"#;
+
+static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(SCRIPT_SOURCE));
+
+/// One counter's state after a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub hits: u64,
+    /// Until the key's window ends.
+    pub ms_left: u64,
+}
+
+/// The fleet's answer for a signed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCounts {
+    pub ip: Count,
+    /// `None`: the IP is over its limit and nothing else was done.
+    pub claim: Option<ClaimOutcome>,
+    /// Counted only for a claimed (fresh) request.
+    pub identity: Option<Count>,
+}
+
+impl RequestCounts {
+    /// Reads the script's reply.
+    pub fn from_reply(v: &[i64]) -> Option<RequestCounts> {
+        let count = |h: i64, t: i64| Count { hits: h.max(0) as u64, ms_left: t.max(0) as u64 };
+        match *v {
+            [h, t] => Some(RequestCounts { ip: count(h, t), claim: None, identity: None }),
+            [h, t, c] => {
+                Some(RequestCounts { ip: count(h, t), claim: Some(ClaimOutcome::from_code(c)?), identity: None })
+            }
+            [h, t, c, ih, it] => Some(RequestCounts {
+                ip: count(h, t),
+                claim: Some(ClaimOutcome::from_code(c)?),
+                identity: Some(count(ih, it)),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The fleet-wide counters and claims of one node.
+pub struct FleetLimits {
+    link: Link,
+    ip: RateLimit,
+    identity: RateLimit,
+    policy: ClaimPolicy,
+}
+
+impl std::fmt::Debug for FleetLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetLimits").field("ip", &self.ip).field("identity", &self.identity).finish()
+    }
+}
+
+fn window_ms(l: &RateLimit) -> u64 {
+    (l.window.as_millis() as u64).max(1)
+}
+
+impl FleetLimits {
+    pub fn new(client: redis::Client, http: &HttpLimits, sessions: &SessionConfig) -> FleetLimits {
+        FleetLimits {
+            link: Link::new(client, ROUND_TRIP_TIMEOUT),
+            ip: http.pre_auth_rate,
+            identity: http.authenticated_rate,
+            policy: ClaimPolicy::new(sessions),
+        }
+    }
+
+    pub fn policy(&self) -> &ClaimPolicy {
+        &self.policy
+    }
+
+    /// Whether this core currently skips Redis (its breaker is open).
+    pub fn is_down(&self) -> bool {
+        self.link.core().is_none_or(|(_, state)| state.is_open())
+    }
+
+    /// Counts a request of the IP bucket `bucket` fleet-wide; `None`: Redis is unavailable.
+    pub async fn count_ip(&self, bucket: &str) -> Option<Count> {
+        let key = format!("{KEY_PREFIX}rl:ip:{bucket}");
+        let (max, window) = (self.ip.max, window_ms(&self.ip));
+        let reply: Vec<i64> = self
+            .link
+            .run(|mut c| async move { SCRIPT.key(key).arg(max).arg(window).invoke_async(&mut c).await })
+            .await?;
+        RequestCounts::from_reply(&reply).map(|r| r.ip)
+    }
+
+    /// Counts a verified request (IP, claim, identity, see the module doc); `None`: Redis is
+    /// unavailable, or `token` is not a fleet session token (claim it locally).
+    pub async fn count_request(
+        &self,
+        ip_bucket: &str,
+        token: &str,
+        nonce: &str,
+        identity: &str,
+    ) -> Option<RequestCounts> {
+        let session = view(token)?;
+        let first_use = self.policy.first_use_allowed(session.created_ms, unix_ms());
+        let keys = [
+            format!("{KEY_PREFIX}rl:ip:{ip_bucket}"),
+            format!("{KEY_PREFIX}sess:{}", hex::encode(session.id)),
+            format!("{KEY_PREFIX}rl:id:{identity}"),
+        ];
+        let member = nonce_member(nonce);
+        let (ip, id, p) = (self.ip, self.identity, self.policy);
+        let reply: Vec<i64> = self
+            .link
+            .run(|mut c| async move {
+                let mut inv = SCRIPT.prepare_invoke();
+                for k in keys {
+                    inv.key(k);
+                }
+                inv.arg(ip.max).arg(window_ms(&ip)).arg(&member[..]).arg(if first_use { "1" } else { "0" });
+                inv.arg(p.idle_ttl_ms).arg(p.max_requests).arg(window_ms(&id));
+                inv.invoke_async(&mut c).await
+            })
+            .await?;
+        RequestCounts::from_reply(&reply)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The link: a connection per core, a breaker per core, one log line per outage.
+
+/// A core's circuit breaker, on a millisecond clock of the caller's choosing.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    /// 0: closed (use Redis); else 1 + the time of the next probe.
+    open_until: AtomicU64,
+}
+
+/// What to do with a request's round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Redis is believed up: go.
+    Go,
+    /// Down: fall back, and this caller starts the probe that is due.
+    FallBackAndProbe,
+    /// Down: fall back.
+    FallBack,
+}
+
+impl Breaker {
+    pub fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Relaxed) != 0
+    }
+
+    pub fn admit(&self, now_ms: u64) -> Admit {
+        let v = self.open_until.load(Ordering::Relaxed);
+        if v == 0 {
+            return Admit::Go;
+        }
+        let next = v - 1;
+        if now_ms >= next
+            && self
+                .open_until
+                .compare_exchange(
+                    v,
+                    1 + now_ms + PROBE_INTERVAL.as_millis() as u64,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Admit::FallBackAndProbe;
+        }
+        Admit::FallBack
+    }
+
+    /// A round trip failed; true when this opened the breaker.
+    pub fn failed(&self, now_ms: u64) -> bool {
+        let next = 1 + now_ms + PROBE_INTERVAL.as_millis() as u64;
+        self.open_until.compare_exchange(0, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+
+    /// A round trip or probe succeeded; true when this closed the breaker.
+    pub fn succeeded(&self) -> bool {
+        self.open_until.swap(0, Ordering::Relaxed) != 0
+    }
+}
+
+static NEXT_LINK: AtomicUsize = AtomicUsize::new(0);
+
+struct CoreConn {
+    link: usize,
+    conn: ConnectionManager,
+    breaker: Arc<Breaker>,
+}
+
+thread_local! {
+    /// This thread's (core's) connection of each link.
+    static CONNS: RefCell<Vec<CoreConn>> = const { RefCell::new(Vec::new()) };
+}
+
+/// What the cores of one process share about Redis's health.
+struct Health {
+    epoch: Instant,
+    cores_down: AtomicUsize,
+    since: Mutex<Option<Instant>>,
+}
+
+impl Health {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn core_down(&self, error: &str) {
+        if self.cores_down.fetch_add(1, Ordering::AcqRel) == 0 {
+            *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            tracing::warn!(
+                error,
+                "Redis is unreachable: sessions, replay claims and rate limits fall back to this node until it answers again"
+            );
+        }
+    }
+
+    fn core_up(&self) {
+        if self.cores_down.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let since = self.since.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let outage_ms = since.map_or(0, |s| s.elapsed().as_millis() as u64);
+            tracing::info!(outage_ms, "Redis answers again: sessions, replay claims and rate limits are fleet-wide");
+        }
+    }
+}
+
+struct Link {
+    id: usize,
+    client: redis::Client,
+    timeout: Duration,
+    health: Arc<Health>,
+}
+
+impl Link {
+    fn new(client: redis::Client, timeout: Duration) -> Link {
+        let health =
+            Arc::new(Health { epoch: Instant::now(), cores_down: AtomicUsize::new(0), since: Mutex::new(None) });
+        Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), client, timeout, health }
+    }
+
+    /// This core's connection (made on first use, on this core's runtime) and breaker.
+    fn core(&self) -> Option<(ConnectionManager, Arc<Breaker>)> {
+        CONNS.with(|c| {
+            let mut conns = c.borrow_mut();
+            if let Some(cc) = conns.iter().find(|cc| cc.link == self.id) {
+                return Some((cc.conn.clone(), cc.breaker.clone()));
+            }
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_number_of_retries(2)
+                .set_max_delay(Duration::from_millis(500));
+            let conn = match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up the Redis connection");
+                    return None;
+                }
+            };
+            let breaker = Arc::new(Breaker::default());
+            conns.push(CoreConn { link: self.id, conn: conn.clone(), breaker: breaker.clone() });
+            Some((conn, breaker))
+        })
+    }
+
+    /// Runs `op` on this core's connection within the timeout; `None` when Redis is skipped
+    /// (breaker open) or the round trip failed (which opens the breaker).
+    async fn run<T, F, Fut>(&self, op: F) -> Option<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let (conn, breaker) = self.core()?;
+        match breaker.admit(self.health.now_ms()) {
+            Admit::Go => {}
+            Admit::FallBack => return None,
+            Admit::FallBackAndProbe => {
+                self.probe(conn, breaker);
+                return None;
+            }
+        }
+        let error = match tokio::time::timeout(self.timeout, op(conn)).await {
+            Ok(Ok(v)) => return Some(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
+        };
+        if breaker.failed(self.health.now_ms()) {
+            self.health.core_down(&error);
+        }
+        None
+    }
+
+    /// A `PING` in the background; its answer closes the breaker.
+    fn probe(&self, mut conn: ConnectionManager, breaker: Arc<Breaker>) {
+        let (health, timeout) = (self.health.clone(), self.timeout);
+        tokio::spawn(async move {
+            let ping = redis::cmd("PING");
+            if let Ok(Ok(_)) = tokio::time::timeout(timeout, ping.query_async::<String>(&mut conn)).await {
+                if breaker.succeeded() {
+                    health.core_up();
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies() {
+        let r = RequestCounts::from_reply(&[3, 59_000]).unwrap();
+        assert_eq!((r.ip, r.claim, r.identity), (Count { hits: 3, ms_left: 59_000 }, None, None));
+        let r = RequestCounts::from_reply(&[1, 10, -3]).unwrap();
+        assert_eq!(r.claim, Some(ClaimOutcome::Replayed));
+        let r = RequestCounts::from_reply(&[1, 10, 7, 2, 20]).unwrap();
+        assert_eq!(r.claim, Some(ClaimOutcome::Fresh { n: 7 }));
+        assert_eq!(r.identity, Some(Count { hits: 2, ms_left: 20 }));
+        assert!(RequestCounts::from_reply(&[1]).is_none());
+        assert!(RequestCounts::from_reply(&[1, 2, 0]).is_none());
+    }
+
+    #[test]
+    fn the_breaker_opens_once_and_probes_once_per_interval() {
+        let b = Breaker::default();
+        assert_eq!(b.admit(0), Admit::Go);
+        assert!(b.failed(100), "the first failure opens it");
+        assert!(!b.failed(150), "a concurrent failure does not count twice");
+        assert_eq!(b.admit(200), Admit::FallBack);
+        let due = 100 + PROBE_INTERVAL.as_millis() as u64;
+        assert_eq!(b.admit(due), Admit::FallBackAndProbe);
+        assert_eq!(b.admit(due), Admit::FallBack, "one probe per interval");
+        assert_eq!(b.admit(due + PROBE_INTERVAL.as_millis() as u64), Admit::FallBackAndProbe);
+        assert!(b.succeeded());
+        assert!(!b.succeeded());
+        assert_eq!(b.admit(0), Admit::Go);
+    }
+}
