@@ -33,7 +33,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,18 +150,16 @@ impl FleetLimits {
         &self.policy
     }
 
-    /// Whether this core currently skips Redis (its breaker is open).
-    pub fn is_down(&self) -> bool {
-        self.link.core().is_none_or(|(_, state)| state.is_open())
-    }
-
     /// Counts a request of the IP bucket `bucket` fleet-wide; `None`: Redis is unavailable.
     pub async fn count_ip(&self, bucket: &str) -> Option<Count> {
         let key = format!("{KEY_PREFIX}rl:ip:{bucket}");
         let (max, window) = (self.ip.max, window_ms(&self.ip));
         let reply: Vec<i64> = self
             .link
-            .run(|mut c| async move { SCRIPT.key(key).arg(max).arg(window).invoke_async(&mut c).await })
+            .run(|mut c| {
+                let key = key.clone();
+                async move { SCRIPT.key(key).arg(max).arg(window).invoke_async(&mut c).await }
+            })
             .await?;
         RequestCounts::from_reply(&reply).map(|r| r.ip)
     }
@@ -186,14 +184,14 @@ impl FleetLimits {
         let (ip, id, p) = (self.ip, self.identity, self.policy);
         let reply: Vec<i64> = self
             .link
-            .run(|mut c| async move {
+            .run(|mut c| {
                 let mut inv = SCRIPT.prepare_invoke();
-                for k in keys {
+                for k in &keys {
                     inv.key(k);
                 }
                 inv.arg(ip.max).arg(window_ms(&ip)).arg(&member[..]).arg(if first_use { "1" } else { "0" });
                 inv.arg(p.idle_ttl_ms).arg(p.max_requests).arg(window_ms(&id));
-                inv.invoke_async(&mut c).await
+                async move { inv.invoke_async(&mut c).await }
             })
             .await?;
         RequestCounts::from_reply(&reply)
@@ -203,60 +201,25 @@ impl FleetLimits {
 // ---------------------------------------------------------------------------------------------
 // The link: a connection per core, a breaker per core, one log line per outage.
 
-/// A core's circuit breaker, on a millisecond clock of the caller's choosing.
+/// A core's circuit breaker: open while Redis is believed unreachable.
 #[derive(Debug, Default)]
 pub struct Breaker {
-    /// 0: closed (use Redis); else 1 + the time of the next probe.
-    open_until: AtomicU64,
-}
-
-/// What to do with a request's round trip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Redis is believed up: go.
-    Go,
-    /// Down: fall back, and this caller starts the probe that is due.
-    FallBackAndProbe,
-    /// Down: fall back.
-    FallBack,
+    open: AtomicBool,
 }
 
 impl Breaker {
     pub fn is_open(&self) -> bool {
-        self.open_until.load(Ordering::Relaxed) != 0
+        self.open.load(Ordering::Relaxed)
     }
 
-    pub fn admit(&self, now_ms: u64) -> Admit {
-        let v = self.open_until.load(Ordering::Relaxed);
-        if v == 0 {
-            return Admit::Go;
-        }
-        let next = v - 1;
-        if now_ms >= next
-            && self
-                .open_until
-                .compare_exchange(
-                    v,
-                    1 + now_ms + PROBE_INTERVAL.as_millis() as u64,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return Admit::FallBackAndProbe;
-        }
-        Admit::FallBack
+    /// A round trip failed; true when this opened the breaker (its caller starts the probes).
+    pub fn failed(&self) -> bool {
+        !self.open.swap(true, Ordering::Relaxed)
     }
 
-    /// A round trip failed; true when this opened the breaker.
-    pub fn failed(&self, now_ms: u64) -> bool {
-        let next = 1 + now_ms + PROBE_INTERVAL.as_millis() as u64;
-        self.open_until.compare_exchange(0, next, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-    }
-
-    /// A round trip or probe succeeded; true when this closed the breaker.
+    /// A probe succeeded; true when this closed the breaker.
     pub fn succeeded(&self) -> bool {
-        self.open_until.swap(0, Ordering::Relaxed) != 0
+        self.open.swap(false, Ordering::Relaxed)
     }
 }
 
@@ -275,16 +238,11 @@ thread_local! {
 
 /// What the cores of one process share about Redis's health.
 struct Health {
-    epoch: Instant,
     cores_down: AtomicUsize,
     since: Mutex<Option<Instant>>,
 }
 
 impl Health {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     fn core_down(&self, error: &str) {
         if self.cores_down.fetch_add(1, Ordering::AcqRel) == 0 {
             *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
@@ -313,8 +271,7 @@ struct Link {
 
 impl Link {
     fn new(client: redis::Client, timeout: Duration) -> Link {
-        let health =
-            Arc::new(Health { epoch: Instant::now(), cores_down: AtomicUsize::new(0), since: Mutex::new(None) });
+        let health = Arc::new(Health { cores_down: AtomicUsize::new(0), since: Mutex::new(None) });
         Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), client, timeout, health }
     }
 
@@ -343,41 +300,50 @@ impl Link {
     }
 
     /// Runs `op` on this core's connection within the timeout; `None` when Redis is skipped
-    /// (breaker open) or the round trip failed (which opens the breaker).
+    /// (breaker open) or the round trip failed (which opens the breaker). A connection found
+    /// dropped (Redis restarted since this core last used it) is replaced and the round trip
+    /// tried once more, within the same timeout.
     async fn run<T, F, Fut>(&self, op: F) -> Option<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let (conn, breaker) = self.core()?;
-        match breaker.admit(self.health.now_ms()) {
-            Admit::Go => {}
-            Admit::FallBack => return None,
-            Admit::FallBackAndProbe => {
-                self.probe(conn, breaker);
-                return None;
-            }
+        if breaker.is_open() {
+            return None;
         }
-        let error = match tokio::time::timeout(self.timeout, op(conn)).await {
+        let attempts = async {
+            match op(conn.clone()).await {
+                Err(e) if e.is_unrecoverable_error() => op(conn.clone()).await,
+                other => other,
+            }
+        };
+        let error = match tokio::time::timeout(self.timeout, attempts).await {
             Ok(Ok(v)) => return Some(v),
             Ok(Err(e)) => e.to_string(),
             Err(_) => format!("no answer within {} ms", self.timeout.as_millis()),
         };
-        if breaker.failed(self.health.now_ms()) {
+        if breaker.failed() {
             self.health.core_down(&error);
+            self.probe(conn, breaker);
         }
         None
     }
 
-    /// A `PING` in the background; its answer closes the breaker.
+    /// `PING`s in the background, one per [`PROBE_INTERVAL`] (each bounded by the timeout),
+    /// until one is answered; that closes the breaker. On this core's runtime: it ends with it.
     fn probe(&self, mut conn: ConnectionManager, breaker: Arc<Breaker>) {
         let (health, timeout) = (self.health.clone(), self.timeout);
         tokio::spawn(async move {
-            let ping = redis::cmd("PING");
-            if let Ok(Ok(_)) = tokio::time::timeout(timeout, ping.query_async::<String>(&mut conn)).await {
-                if breaker.succeeded() {
-                    health.core_up();
+            loop {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+                let ping = redis::cmd("PING");
+                if let Ok(Ok(_)) = tokio::time::timeout(timeout, ping.query_async::<String>(&mut conn)).await {
+                    break;
                 }
+            }
+            if breaker.succeeded() {
+                health.core_up();
             }
         });
     }
@@ -401,18 +367,14 @@ mod tests {
     }
 
     #[test]
-    fn the_breaker_opens_once_and_probes_once_per_interval() {
+    fn the_breaker_opens_and_closes_once() {
         let b = Breaker::default();
-        assert_eq!(b.admit(0), Admit::Go);
-        assert!(b.failed(100), "the first failure opens it");
-        assert!(!b.failed(150), "a concurrent failure does not count twice");
-        assert_eq!(b.admit(200), Admit::FallBack);
-        let due = 100 + PROBE_INTERVAL.as_millis() as u64;
-        assert_eq!(b.admit(due), Admit::FallBackAndProbe);
-        assert_eq!(b.admit(due), Admit::FallBack, "one probe per interval");
-        assert_eq!(b.admit(due + PROBE_INTERVAL.as_millis() as u64), Admit::FallBackAndProbe);
+        assert!(!b.is_open());
+        assert!(b.failed(), "the first failure opens it (and starts the probes)");
+        assert!(!b.failed(), "a concurrent failure does not");
+        assert!(b.is_open());
         assert!(b.succeeded());
         assert!(!b.succeeded());
-        assert_eq!(b.admit(0), Admit::Go);
+        assert!(!b.is_open());
     }
 }

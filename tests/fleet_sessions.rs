@@ -1,0 +1,416 @@
+//! Sessions, replay claims and rate limits across the nodes of a fleet (`REDIS_URL`,
+//! `src/fleet/sessions.rs`, `src/fleet/limits.rs`): a BRC-103 session made on one node works
+//! on every node, a request accepted by one node is a replay on every other, expiry,
+//! retirement and the per-IP and per-identity limits count fleet-wide, and while Redis is
+//! dead or hung every request is still answered within a bound, by the documented
+//! node-local fallback, until Redis is back and the fleet is one again.
+//!
+//! Every test runs its nodes on one MySQL database and its own Redis ([`PrivateRedis`]),
+//! and most drive them through [`RoundRobin`], a proxy that sends **each request** to the
+//! next node in turn, as a load balancer without affinity may.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::process::{signal, PrivateRedis, Proc};
+use common::{Kind, TestDb, TestServer, REQUIRE_ALL_ENV};
+use messagebox::auth::{ClientIdentity, PrivateKey, SignedRequest};
+use messagebox::client::{AuthClient, ClientError, RawResponse};
+use serde_json::{json, Value};
+
+/// A proxy that forwards each HTTP/1.1 request to the next node in turn (on a new upstream
+/// connection, `Connection: close`; the client's connection is kept alive), and counts what
+/// each node got.
+struct RoundRobin {
+    addr: SocketAddr,
+    served: Arc<Vec<AtomicUsize>>,
+}
+
+impl RoundRobin {
+    fn start(nodes: Vec<SocketAddr>) -> RoundRobin {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served: Arc<Vec<AtomicUsize>> = Arc::new(nodes.iter().map(|_| AtomicUsize::new(0)).collect());
+        let next = Arc::new(AtomicUsize::new(0));
+        let counts = served.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (nodes, next, counts) = (nodes.clone(), next.clone(), counts.clone());
+                std::thread::spawn(move || {
+                    let _ = relay(conn, &nodes, &next, &counts);
+                });
+            }
+        });
+        RoundRobin { addr, served }
+    }
+
+    fn served(&self) -> Vec<usize> {
+        self.served.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
+
+fn relay(client: TcpStream, nodes: &[SocketAddr], next: &AtomicUsize, counts: &[AtomicUsize]) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut client = client;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line);
+        }
+        let header = |name: &str| {
+            head.iter().skip(1).find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        assert!(header("transfer-encoding").is_none(), "the test proxy reads Content-Length bodies only");
+        let mut body = vec![0; header("content-length").map_or(0, |v| v.parse().unwrap())];
+        reader.read_exact(&mut body)?;
+        let i = next.fetch_add(1, Ordering::Relaxed) % nodes.len();
+        counts[i].fetch_add(1, Ordering::Relaxed);
+        let mut up = TcpStream::connect(nodes[i])?;
+        let mut req = Vec::new();
+        for l in &head {
+            let name = l.split(':').next().unwrap_or_default().trim();
+            if !name.eq_ignore_ascii_case("connection") && !name.eq_ignore_ascii_case("keep-alive") {
+                req.extend_from_slice(l.as_bytes());
+            }
+        }
+        req.extend_from_slice(b"connection: close\r\n\r\n");
+        req.extend_from_slice(&body);
+        up.write_all(&req)?;
+        let mut resp = Vec::new();
+        up.read_to_end(&mut resp)?;
+        // The client's connection stays open: the upstream's `connection: close` is dropped
+        // (its answer has a Content-Length).
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
+        let (head, body) = resp.split_at(split);
+        let head = String::from_utf8_lossy(head);
+        let kept: String =
+            head.split_inclusive("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
+        client.write_all(kept.as_bytes())?;
+        client.write_all(body)?;
+    }
+}
+
+/// `n` nodes in this process on one database and one Redis, sharing a server key.
+async fn nodes(db: &TestDb, redis: &PrivateRedis, n: usize, env: &[(&str, &str)]) -> Vec<TestServer> {
+    let key = PrivateKey::random().to_hex();
+    let url = redis.url();
+    let mut all = vec![("SERVER_PRIVATE_KEY", key.as_str()), ("REDIS_URL", url.as_str())];
+    all.extend_from_slice(env);
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(TestServer::start(&db.url, &all).await);
+    }
+    v
+}
+
+const LIST: &str = r#"{"messageBox":"inbox"}"#;
+
+/// A signed `POST /listMessages` on `client`'s session (handshaking first if it has none).
+async fn signed_list(client: &mut AuthClient) -> SignedRequest {
+    client.sign("POST", "/listMessages", &[("content-type", "application/json")], Some(LIST.as_bytes())).await.unwrap()
+}
+
+/// Sends a signed request as it is, to `addr`.
+async fn send(addr: SocketAddr, signed: &SignedRequest) -> RawResponse {
+    let mut raw = AuthClient::new(ClientIdentity::random(), addr);
+    raw.send_raw("POST", "/listMessages", &signed.headers, signed.body.clone()).await.unwrap()
+}
+
+/// `POST /listMessages` through `client` (handshaking and re-handshaking as AuthFetch does).
+async fn list(client: &mut AuthClient) -> Result<RawResponse, ClientError> {
+    client.request("POST", "/listMessages", &[("content-type", "application/json")], Some(LIST.as_bytes())).await
+}
+
+fn description(r: &RawResponse) -> String {
+    r.json()["description"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_on_one_node_works_on_every_node() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
+    let nodes = nodes(&db, &redis, 3, &[]).await;
+    let proxy = RoundRobin::start(nodes.iter().map(|n| n.addr).collect());
+    let mut client = AuthClient::new(ClientIdentity::random(), proxy.addr);
+    let me = client.identity().identity_hex().to_string();
+    for i in 0..9 {
+        let msg = json!({"message": {"recipient": me, "messageBox": "inbox", "body": format!("m{i}"), "messageId": format!("fleet-{i}")}});
+        let (status, body) = client.post_json("/sendMessage", &msg).await.unwrap();
+        assert_eq!(status, 200, "send {i}: {body}");
+    }
+    let (status, body) = client.post_json("/listMessages", &json!({"messageBox": "inbox"})).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"].as_array().unwrap().len(), 9);
+    assert_eq!(client.handshakes, 1, "one handshake for requests on every node");
+    let served = proxy.served();
+    assert!(served.iter().all(|&n| n >= 3), "each node served requests: {served:?}");
+    // The handshake's node cached the session; the others rebuilt it from its token.
+    let ns = client.session().unwrap().server_nonce.clone();
+    assert!(nodes.iter().all(|n| n.app.auth.sessions().get(&ns).is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_accepted_by_one_node_is_a_replay_on_every_other() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
+    let nodes = nodes(&db, &redis, 2, &[]).await;
+    let mut client = AuthClient::new(ClientIdentity::random(), nodes[0].addr);
+    let signed = signed_list(&mut client).await;
+    // Accepted by the node that never saw the handshake…
+    assert_eq!(send(nodes[1].addr, &signed).await.status, 200);
+    // …then refused everywhere, with the answer a replay gets on one node.
+    for node in &nodes {
+        let r = send(node.addr, &signed).await;
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json()["code"], "ERR_AUTH_FAILED");
+        assert_eq!(description(&r), "request nonce was already used in this session (replay)");
+        assert!(r.header("x-bsv-auth-signature").is_none());
+    }
+    // The session itself goes on, on either node.
+    assert_eq!(send(nodes[0].addr, &signed_list(&mut client).await).await.status, 200);
+    assert_eq!(send(nodes[1].addr, &signed_list(&mut client).await).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_and_retirement_are_fleet_wide() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
+    let env = [
+        ("MESSAGE_BOX_AUTH_SESSION_TTL_MS", "2000"),
+        ("MESSAGEBOX_UNUSED_SESSION_TTL", "1"),
+        ("MESSAGEBOX_MAX_REQUESTS_PER_SESSION", "3"),
+    ];
+    let nodes = nodes(&db, &redis, 2, &env).await;
+    let (a, b) = (nodes[0].addr, nodes[1].addr);
+    let not_found = |r: &RawResponse, ns: &str| {
+        assert_eq!(r.status, 401, "{:?}", r.json());
+        assert_eq!(description(r), format!("Session not found for nonce: {ns}"));
+    };
+
+    // Never used within MESSAGEBOX_UNUSED_SESSION_TTL of its handshake on A: gone on B.
+    let mut c = AuthClient::new(ClientIdentity::random(), a);
+    let ns = c.handshake().await.unwrap().server_nonce.clone();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    not_found(&send(b, &signed_list(&mut c).await).await, &ns);
+
+    // Each use slides the idle TTL on every node: alive 2.4 s after its first request,
+    // because its second came 1.2 s later, on the other node; retired after three requests
+    // whichever nodes served them.
+    let ns = c.handshake().await.unwrap().server_nonce.clone();
+    assert_eq!(send(a, &signed_list(&mut c).await).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(send(b, &signed_list(&mut c).await).await.status, 200, "used 1.2 s ago on A");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(send(a, &signed_list(&mut c).await).await.status, 200, "used 1.2 s ago on B");
+    not_found(&send(b, &signed_list(&mut c).await).await, &ns);
+    not_found(&send(a, &signed_list(&mut c).await).await, &ns);
+
+    // Idle 2 s after its last request (on A): gone on B, and on A.
+    let ns = c.handshake().await.unwrap().server_nonce.clone();
+    assert_eq!(send(a, &signed_list(&mut c).await).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    not_found(&send(b, &signed_list(&mut c).await).await, &ns);
+    not_found(&send(a, &signed_list(&mut c).await).await, &ns);
+
+    // The client's own recovery, as AuthFetch's: one new handshake and it goes on.
+    assert_eq!(c.handshakes, 3);
+    assert_eq!(list(&mut c).await.unwrap().status, 200);
+    assert_eq!(c.handshakes, 4);
+}
+
+/// The IP and identity limits (IP 10, identity 4 per minute) count across two nodes; with
+/// Redis dead each node counts its own share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_count_across_nodes_and_fall_back_to_each_node() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let env = [("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "10"), ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "4")];
+    let nodes = nodes(&db, &redis, 2, &env).await;
+    let proxy = RoundRobin::start(nodes.iter().map(|n| n.addr).collect());
+
+    // Identity: 4 requests pass on two nodes, the 5th is refused (signed, as on one node).
+    let mut a = AuthClient::new(ClientIdentity::random(), proxy.addr);
+    for i in 0..4 {
+        assert_eq!(list(&mut a).await.unwrap().status, 200, "request {i}");
+    }
+    let r = list(&mut a).await.unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["code"], "ERR_RATE_LIMITED");
+    let values = |r: &RawResponse, name: &str| -> Vec<String> {
+        r.headers.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    };
+    let state = values(&r, "ratelimit");
+    assert!(state[0].starts_with("\"4-in-1min\"; r=0; t="), "{state:?}");
+    assert!(state[1].starts_with("\"10-in-1min\"; r=4; t="), "identity, then IP: {state:?}");
+    assert!(r.header("retry-after").is_some());
+
+    // IP: 6 hits so far (handshake, 5 requests); another client gets 4 more, then 429.
+    let mut b = AuthClient::new(ClientIdentity::random(), proxy.addr);
+    for _ in 0..3 {
+        assert_eq!(list(&mut b).await.unwrap().status, 200);
+    }
+    match list(&mut b).await {
+        Err(ClientError::Unauthenticated { status: 429, body }) => {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["code"], "ERR_RATE_LIMITED");
+        }
+        other => panic!("expected the IP limit: {other:?}"),
+    }
+    assert_eq!(proxy.served(), [6, 5], "the requests alternated");
+
+    // Redis dead: the node-local limiters take over, each counting what it sees.
+    redis.stop();
+    let mut c = AuthClient::new(ClientIdentity::random(), proxy.addr);
+    for i in 0..8 {
+        let start = Instant::now();
+        assert_eq!(list(&mut c).await.unwrap().status, 200, "request {i}: 4 per node");
+        assert!(start.elapsed() < Duration::from_secs(2), "answered within the bound: {:?}", start.elapsed());
+    }
+    assert_eq!(list(&mut c).await.unwrap().status, 429, "the 5th on one node");
+}
+
+/// The node-local fallback while Redis is dead or hung, and the fleet again once it is back;
+/// two nodes as separate processes, whose logs say each outage once.
+#[test]
+fn redis_outages_fall_back_to_each_node_and_recover() {
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let key = PrivateKey::random().to_hex();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("SERVER_PRIVATE_KEY", key.as_str()),
+        ("DATABASE_URL", db.url.as_str()),
+        ("REDIS_URL", url.as_str()),
+        ("RUST_LOG", "warn,messagebox::fleet=info"),
+    ];
+    let procs = [Proc::spawn(&env, dir.path(), Stdio::piped()), Proc::spawn(&env, dir.path(), Stdio::piped())];
+    let (a, b) = (procs[0].addr, procs[1].addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let proxy = RoundRobin::start(vec![a, b]);
+    let mut client = AuthClient::new(ClientIdentity::random(), proxy.addr);
+    let mut direct = AuthClient::new(client.identity().clone(), a);
+
+    let replay_refused_on_b = |direct: &mut AuthClient| {
+        rt.block_on(async {
+            let signed = signed_list(direct).await;
+            assert_eq!(send(a, &signed).await.status, 200);
+            send(b, &signed).await.status == 401
+        })
+    };
+    let fleet_wide_again = |direct: &mut AuthClient| {
+        let start = Instant::now();
+        while !replay_refused_on_b(direct) {
+            assert!(start.elapsed() < Duration::from_secs(10), "fleet-wide claims did not resume");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // Bounded answers through the proxy, on both nodes, on the one session.
+    let bounded_requests = |client: &mut AuthClient, what: &str| {
+        for i in 0..8 {
+            let start = Instant::now();
+            let (status, body) =
+                rt.block_on(client.post_json("/listMessages", &json!({"messageBox": "inbox"}))).unwrap();
+            assert_eq!(status, 200, "{what} {i}: {body}");
+            assert!(start.elapsed() < Duration::from_millis(1500), "{what} {i}: took {:?}", start.elapsed());
+        }
+    };
+
+    bounded_requests(&mut client, "Redis up");
+    fleet_wide_again(&mut direct);
+
+    // Dead: every request answered at once; the node that accepted a request refuses its
+    // replay, another node does not know it (the documented fallback).
+    redis.stop();
+    bounded_requests(&mut client, "Redis dead");
+    rt.block_on(async {
+        let signed = signed_list(&mut direct).await;
+        assert_eq!(send(a, &signed).await.status, 200);
+        assert_eq!(send(a, &signed).await.status, 401, "refused by the node that accepted it");
+        assert_eq!(send(b, &signed).await.status, 200, "while Redis is dead, node B cannot know");
+    });
+    redis.restart();
+    fleet_wide_again(&mut direct);
+    bounded_requests(&mut client, "Redis back");
+
+    // Hung (stopped, its connections open): each request waits at most the timeout once.
+    let pid = redis.child.as_ref().unwrap().id();
+    signal(pid, "STOP");
+    bounded_requests(&mut client, "Redis hung");
+    signal(pid, "CONT");
+    fleet_wide_again(&mut direct);
+    bounded_requests(&mut client, "Redis resumed");
+    assert_eq!(client.handshakes, 1, "no request of the session was refused on any node");
+    // Every core that lost Redis finds it again within a probe interval and a timeout.
+    std::thread::sleep(Duration::from_secs(3));
+
+    for p in procs {
+        let out = p.stop();
+        let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let down = log.matches("Redis is unreachable").count();
+        let up = log.matches("Redis answers again").count();
+        assert!((1..=2).contains(&down) && down == up, "one line per outage and its end ({down}, {up}):\n{log}");
+    }
+}
+
+/// The real `AuthFetch` through the round-robin proxy in front of three nodes: one
+/// handshake, every request on the next node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_authfetch_alternating_between_nodes_handshakes_once() {
+    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("interop");
+    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !node_ok || !interop.join("node_modules/@bsv/sdk/package.json").is_file() {
+        assert!(
+            std::env::var(REQUIRE_ALL_ENV).as_deref() != Ok("1"),
+            "node or tests/interop/node_modules missing (npm ci --prefix tests/interop)"
+        );
+        eprintln!("SKIPPED: node or tests/interop/node_modules missing");
+        return;
+    }
+    let Some(db) = TestDb::new(Kind::Mysql) else { return };
+    let Some(redis) = PrivateRedis::start() else { return };
+    let nodes = nodes(&db, &redis, 3, &[]).await;
+    let proxy = RoundRobin::start(nodes.iter().map(|n| n.addr).collect());
+    let url = format!("http://{}", proxy.addr);
+    let identity = nodes[0].identity.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("node")
+            .current_dir(&interop)
+            .args(["fleet_sessions.mjs", "--url", &url, "--server-identity", &identity])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node starts");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    println!("{text}");
+    assert!(out.status.success() && text.contains("fleet_sessions: ") && !text.contains("FAIL"), "{text}");
+    let served = proxy.served();
+    assert!(served.iter().all(|&n| n >= 5), "every node served the client: {served:?}");
+}
