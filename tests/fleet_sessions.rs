@@ -339,14 +339,21 @@ fn redis_outages_fall_back_to_each_node_and_recover() {
     // replay, another node does not know it (the documented fallback).
     redis.stop();
     bounded_requests(&mut client, "Redis dead");
-    rt.block_on(async {
+    let during_outage = rt.block_on(async {
         let signed = signed_list(&mut direct).await;
         assert_eq!(send(a, &signed).await.status, 200);
         assert_eq!(send(a, &signed).await.status, 401, "refused by the node that accepted it");
         assert_eq!(send(b, &signed).await.status, 200, "while Redis is dead, node B cannot know");
+        let only_a = signed_list(&mut direct).await;
+        assert_eq!(send(a, &only_a).await.status, 200);
+        only_a
     });
     redis.restart();
     fleet_wide_again(&mut direct);
+    // Once every core found Redis again, what node A accepted meanwhile is known to B.
+    std::thread::sleep(Duration::from_secs(3));
+    let r = rt.block_on(send(b, &during_outage));
+    assert_eq!((r.status, description(&r).as_str()), (401, "request nonce was already used in this session (replay)"));
     bounded_requests(&mut client, "Redis back");
 
     // Hung (stopped, its connections open): each request waits at most the timeout once.

@@ -177,7 +177,7 @@ impl FleetLimits {
         let first_use = self.policy.first_use_allowed(session.created_ms, unix_ms());
         let keys = [
             format!("{KEY_PREFIX}rl:ip:{ip_bucket}"),
-            format!("{KEY_PREFIX}sess:{}", hex::encode(session.id)),
+            session_key(&session.id),
             format!("{KEY_PREFIX}rl:id:{identity}"),
         ];
         let member = nonce_member(nonce);
@@ -195,6 +195,91 @@ impl FleetLimits {
             })
             .await?;
         RequestCounts::from_reply(&reply)
+    }
+
+    /// Records a request nonce claimed node-locally because Redis was unavailable, for Redis
+    /// once it answers again.
+    pub fn journal_local_claim(&self, token: &str, nonce: &str) {
+        let Some(session) = view(token) else { return };
+        self.link.health.journal.push(JournalEntry {
+            key: session_key(&session.id),
+            member: nonce_member(nonce),
+            until_ms: unix_ms() + self.policy.idle_ttl_ms,
+        });
+    }
+}
+
+fn session_key(id: &[u8; 16]) -> String {
+    format!("{KEY_PREFIX}sess:{}", hex::encode(id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The outage journal: claims accepted node-locally, written to Redis when it is back.
+
+/// Most claims a node remembers for Redis while it is unreachable (~60 bytes each); beyond
+/// it the oldest are dropped, with a warning.
+pub const JOURNAL_MAX: usize = 65_536;
+/// Claims written per script call when the journal is flushed.
+const FLUSH_BATCH: usize = 512;
+
+/// KEYS: claim sets; ARGV: per key, the member and the ms the set must live at least.
+const FLUSH_SOURCE: &str = r#"
+for i, key in ipairs(KEYS) do
+  local ms = tonumber(ARGV[2 * i])
+  redis.call('SADD', key, ARGV[2 * i - 1])
+  if redis.call('PTTL', key) < ms then redis.call('PEXPIRE', key, ms) end
+end
+return #KEYS
+"#;
+
+static FLUSH: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(FLUSH_SOURCE));
+
+struct JournalEntry {
+    key: String,
+    member: [u8; 16],
+    /// When the session's set would expire had Redis seen the claim (Unix ms).
+    until_ms: u64,
+}
+
+/// Request nonces this node accepted while Redis was unreachable: once Redis answers again
+/// they are added to their sessions' claim sets, so another node refuses their replay too.
+#[derive(Default)]
+struct Journal {
+    entries: Mutex<std::collections::VecDeque<JournalEntry>>,
+    dropped: AtomicUsize,
+}
+
+impl Journal {
+    fn push(&self, entry: JournalEntry) {
+        let mut q = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= JOURNAL_MAX {
+            q.pop_front();
+            if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!(
+                    max = JOURNAL_MAX,
+                    "Redis is still unreachable: the oldest replay claims made meanwhile will not be shared"
+                );
+            }
+        }
+        q.push_back(entry);
+    }
+
+    /// Writes the journal to Redis (best effort, each batch within `timeout`); what fails is
+    /// dropped with a warning (its nonces stay refused by this node).
+    async fn flush(&self, conn: &mut ConnectionManager, timeout: Duration) {
+        let entries: Vec<JournalEntry> = self.entries.lock().unwrap_or_else(|p| p.into_inner()).drain(..).collect();
+        self.dropped.store(0, Ordering::Relaxed);
+        let now = unix_ms();
+        let live: Vec<&JournalEntry> = entries.iter().filter(|e| e.until_ms > now).collect();
+        for batch in live.chunks(FLUSH_BATCH) {
+            let mut inv = FLUSH.prepare_invoke();
+            for e in batch {
+                inv.key(&e.key).arg(&e.member[..]).arg(e.until_ms - now);
+            }
+            if !matches!(tokio::time::timeout(timeout, inv.invoke_async::<i64>(conn)).await, Ok(Ok(_))) {
+                tracing::warn!(claims = batch.len(), "could not share replay claims made while Redis was unreachable");
+            }
+        }
     }
 }
 
@@ -240,6 +325,7 @@ thread_local! {
 struct Health {
     cores_down: AtomicUsize,
     since: Mutex<Option<Instant>>,
+    journal: Journal,
 }
 
 impl Health {
@@ -271,7 +357,8 @@ struct Link {
 
 impl Link {
     fn new(client: redis::Client, timeout: Duration) -> Link {
-        let health = Arc::new(Health { cores_down: AtomicUsize::new(0), since: Mutex::new(None) });
+        let health =
+            Arc::new(Health { cores_down: AtomicUsize::new(0), since: Mutex::new(None), journal: Journal::default() });
         Link { id: NEXT_LINK.fetch_add(1, Ordering::Relaxed), client, timeout, health }
     }
 
@@ -342,6 +429,8 @@ impl Link {
                     break;
                 }
             }
+            // Before this core uses Redis again: what the node accepted meanwhile.
+            health.journal.flush(&mut conn, timeout).await;
             if breaker.succeeded() {
                 health.core_up();
             }

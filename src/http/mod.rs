@@ -617,6 +617,8 @@ async fn fleet_business(
     let session = unclaimed.session().clone();
     let bucket = ip.bucket();
     let counts = fleet.count_request(&bucket, &session.server_nonce, unclaimed.nonce(), &session.peer_hex).await;
+    let redis_answered = counts.is_some();
+    let nonce = unclaimed.nonce().to_string();
     let (ip_decision, identity_decision, claim) = match counts {
         Some(c) => {
             let ip_decision = app.edge.ip.decision(c.ip.hits, c.ip.ms_left, &bucket);
@@ -639,9 +641,15 @@ async fn fleet_business(
         Some(ClaimOutcome::Fresh { .. }) | None => None,
     };
     // After a fleet-wide claim, the local one too: the node that accepted a request keeps
-    // refusing its replay while Redis is unavailable.
+    // refusing its replay while Redis is unavailable. A claim Redis did not see is shared
+    // with it once it answers again.
     let verified = match refused.map_or_else(|| app.auth.claim_locally(unclaimed), Err) {
-        Ok(v) => v,
+        Ok(v) => {
+            if !redis_answered {
+                fleet.journal_local_claim(&session.server_nonce, &nonce);
+            }
+            v
+        }
         Err(e) => {
             let mut r = request_auth_failed(metrics, &e, parts.uri.path());
             rate_headers(&mut r, &app.edge.ip, &ip_decision, false);
