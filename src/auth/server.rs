@@ -198,10 +198,6 @@ impl ServerAuth {
         self
     }
 
-    pub fn fleet_sessions(&self) -> bool {
-        self.tokens.is_some()
-    }
-
     fn random<const N: usize>(&self) -> [u8; N] {
         let mut b = [0u8; N];
         self.random.fill(&mut b);
@@ -253,12 +249,14 @@ impl ServerAuth {
     pub fn initial_response(&self, msg: &AuthMessage) -> Result<(AuthMessage, Arc<Session>), AuthError> {
         let server_nonce = match (&self.tokens, msg) {
             (Some(tokens), AuthMessage::InitialRequest(r)) => {
-                let client = r.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
+                // The checks of `answer_initial_request`, in its order.
                 let client_nonce = match &r.initial_nonce {
                     Some(n) if !n.is_empty() => n,
                     _ => return Err(AuthError::MissingInitialFields),
                 };
                 check_peer_nonce(client_nonce, "initialNonce")?;
+                b64_decode_lenient(client_nonce).map_err(|_| AuthError::InvalidNonce("initialNonce"))?;
+                let client = r.identity_key.key().ok_or(AuthError::InvalidIdentityKey)?;
                 tokens
                     .mint(client, client_nonce, unix_ms(), self.random::<2>())
                     .map_err(|_| AuthError::InvalidNonce("initialNonce"))?
