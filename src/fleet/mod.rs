@@ -4,8 +4,8 @@
 //! fleet ([`Fleet`]: a random node id per process start, the URL other nodes reach it at) and
 //! the key space in Redis ([`Fleet::key`]). The fleet features plug into it:
 //! cross-node live delivery (the `Fanout` seam of `live::driver::hub`), sessions and request
-//! nonces valid fleet-wide (`auth`), fleet-wide rate limits (`http::ratelimit`) and the
-//! forwarding of Engine.IO requests to the node that owns the session.
+//! nonces valid fleet-wide (plugged into `auth`), fleet-wide rate limits (plugged into
+//! `http::edge`) and the forwarding of Engine.IO requests to the node that owns the session.
 //!
 //! Without `REDIS_URL` there is no [`Fleet`] and the server is a single node, as before.
 //!
@@ -14,13 +14,12 @@
 //! - [`limits`]: the one Redis round trip per request that applies them together with the
 //!   fleet-wide rate limits, and the node-local fallback while Redis is unreachable.
 
-pub mod limits;
-pub mod sessions;
-
-pub mod forward;
-pub mod nodes;
 pub mod broker;
 pub mod delivery;
+pub mod forward;
+pub mod limits;
+pub mod nodes;
+pub mod sessions;
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -34,9 +34,9 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod db;
-pub mod node;
 pub mod fleet;
 pub mod live;
+pub mod node;
 pub mod original;
 pub mod payments;
 pub mod process;
