@@ -13,13 +13,14 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::fleet::{js_clients_available, run_node_script, TestFleet};
 use common::process::{signal, PrivateRedis, Proc};
-use common::{Kind, TestDb, TestServer, REQUIRE_ALL_ENV};
+use common::{Kind, TestDb, TestServer};
 use messagebox::auth::{ClientIdentity, PrivateKey, SignedRequest};
 use messagebox::client::{AuthClient, ClientError, RawResponse};
 use serde_json::{json, Value};
@@ -380,44 +381,20 @@ fn redis_outages_fall_back_to_each_node_and_recover() {
 /// handshake, every request on the next node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn js_authfetch_alternating_between_nodes_handshakes_once() {
-    let interop = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("interop");
-    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
-    if !node_ok || !interop.join("node_modules/@bsv/sdk/package.json").is_file() {
-        assert!(
-            std::env::var(REQUIRE_ALL_ENV).as_deref() != Ok("1"),
-            "node or tests/interop/node_modules missing (npm ci --prefix tests/interop)"
-        );
-        eprintln!("SKIPPED: node or tests/interop/node_modules missing");
+    if !js_clients_available() {
         return;
     }
-    let Some(db) = TestDb::new(Kind::Mysql) else { return };
-    let Some(redis) = PrivateRedis::start() else { return };
-    let nodes = nodes(&db, &redis, 3, &[]).await;
-    let proxy = RoundRobin::start(nodes.iter().map(|n| n.addr).collect());
+    let Some(fleet) = TestFleet::start(3).await else { return };
+    let proxy = RoundRobin::start(fleet.nodes.iter().map(|n| n.addr).collect());
     let url = format!("http://{}", proxy.addr);
-    let identity = nodes[0].identity.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("node")
-            .current_dir(&interop)
-            .args(["fleet_sessions.mjs", "--url", &url, "--server-identity", &identity])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("node starts");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.wait_with_output().unwrap()
+    let identity = fleet.key.public_key().to_hex();
+    let passed = tokio::task::spawn_blocking(move || {
+        let args = ["--url", url.as_str(), "--server-identity", identity.as_str()];
+        run_node_script("fleet_sessions.mjs", &args, Duration::from_secs(120), |r| Err(format!("unknown request {r}")))
     })
     .await
     .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    println!("{text}");
-    assert!(out.status.success() && text.contains("fleet_sessions: ") && !text.contains("FAIL"), "{text}");
+    assert_eq!(passed, 3);
     let served = proxy.served();
     assert!(served.iter().all(|&n| n >= 5), "every node served the client: {served:?}");
 }
