@@ -6,106 +6,22 @@
 //! node-local fallback, until Redis is back and the fleet is one again.
 //!
 //! Every test runs its nodes on one MySQL database and its own Redis ([`PrivateRedis`]),
-//! and most drive them through [`RoundRobin`], a proxy that sends **each request** to the
-//! next node in turn, as a load balancer without affinity may.
+//! and most drive them through [`RoundRobin`] (`tests/common/proxy.rs`), a proxy that sends
+//! **each request** to the next node in turn, as a load balancer without affinity may.
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::fleet::{js_clients_available, run_node_script, TestFleet};
 use common::process::{signal, PrivateRedis, Proc};
+use common::proxy::RoundRobin;
 use common::{Kind, TestDb, TestServer};
 use messagebox::auth::{ClientIdentity, PrivateKey, SignedRequest};
 use messagebox::client::{AuthClient, ClientError, RawResponse};
 use serde_json::{json, Value};
-
-/// A proxy that forwards each HTTP/1.1 request to the next node in turn (on a new upstream
-/// connection, `Connection: close`; the client's connection is kept alive), and counts what
-/// each node got.
-struct RoundRobin {
-    addr: SocketAddr,
-    served: Arc<Vec<AtomicUsize>>,
-}
-
-impl RoundRobin {
-    fn start(nodes: Vec<SocketAddr>) -> RoundRobin {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let served: Arc<Vec<AtomicUsize>> = Arc::new(nodes.iter().map(|_| AtomicUsize::new(0)).collect());
-        let next = Arc::new(AtomicUsize::new(0));
-        let counts = served.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (nodes, next, counts) = (nodes.clone(), next.clone(), counts.clone());
-                std::thread::spawn(move || {
-                    let _ = relay(conn, &nodes, &next, &counts);
-                });
-            }
-        });
-        RoundRobin { addr, served }
-    }
-
-    fn served(&self) -> Vec<usize> {
-        self.served.iter().map(|c| c.load(Ordering::Relaxed)).collect()
-    }
-}
-
-fn relay(client: TcpStream, nodes: &[SocketAddr], next: &AtomicUsize, counts: &[AtomicUsize]) -> std::io::Result<()> {
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut client = client;
-    loop {
-        let mut head = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            if line == "\r\n" {
-                break;
-            }
-            head.push(line);
-        }
-        let header = |name: &str| {
-            head.iter().skip(1).find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
-            })
-        };
-        assert!(header("transfer-encoding").is_none(), "the test proxy reads Content-Length bodies only");
-        let mut body = vec![0; header("content-length").map_or(0, |v| v.parse().unwrap())];
-        reader.read_exact(&mut body)?;
-        let i = next.fetch_add(1, Ordering::Relaxed) % nodes.len();
-        counts[i].fetch_add(1, Ordering::Relaxed);
-        let mut up = TcpStream::connect(nodes[i])?;
-        let mut req = Vec::new();
-        for l in &head {
-            let name = l.split(':').next().unwrap_or_default().trim();
-            if !name.eq_ignore_ascii_case("connection") && !name.eq_ignore_ascii_case("keep-alive") {
-                req.extend_from_slice(l.as_bytes());
-            }
-        }
-        req.extend_from_slice(b"connection: close\r\n\r\n");
-        req.extend_from_slice(&body);
-        up.write_all(&req)?;
-        let mut resp = Vec::new();
-        up.read_to_end(&mut resp)?;
-        // The client's connection stays open: the upstream's `connection: close` is dropped
-        // (its answer has a Content-Length).
-        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |i| i + 4);
-        let (head, body) = resp.split_at(split);
-        let head = String::from_utf8_lossy(head);
-        let kept: String =
-            head.split_inclusive("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
-        client.write_all(kept.as_bytes())?;
-        client.write_all(body)?;
-    }
-}
 
 /// `n` nodes in this process on one database and one Redis, sharing a server key.
 async fn nodes(db: &TestDb, redis: &PrivateRedis, n: usize, env: &[(&str, &str)]) -> Vec<TestServer> {

@@ -40,6 +40,7 @@ pub mod node;
 pub mod original;
 pub mod payments;
 pub mod process;
+pub mod proxy;
 pub mod server;
 
 pub use db::{mysql_server_url, run_isolated, with_store, Kind, TestDb, MYSQL_URL_ENV, REQUIRE_ALL_ENV};
