@@ -5,7 +5,10 @@
 //!   messages between random pairs from the plan's tickets. Each message's id carries its
 //!   scheduled time, so the recipient's reader records the delivery latency (schedule →
 //!   `sendMessage-<room>` received) and the sender records the ack latency (`send`). The
-//!   server's CPU over the window is divided by the messages delivered.
+//!   server's CPU over the window is divided by the messages delivered. A delivery counts
+//!   once per (connection, message) and only at a connection of the addressed recipient (the
+//!   `sendMessage-<room>` event names the room); copies a broadcasting server sends to
+//!   everyone else are counted apart (`broadcast_copies`).
 //!
 //! With several `--url`s (a fleet's nodes) client `c` connects to node `c mod n`; message ids
 //! carry the sender's node, so deliveries are also reported as same-node and cross-node
@@ -29,7 +32,7 @@ use crate::http::Target;
 use crate::ident;
 use crate::live::{self, Handle, LiveClient, Receiver};
 use crate::options::{Options, Pairs, Scenario};
-use crate::report::{Phase, Report};
+use crate::report::{LiveSummary, Phase, Report};
 use crate::runner::{self, Meter, MonitorConfig, Shared};
 use crate::schedule::Plan;
 use crate::stats::{OpError, Stats};
@@ -150,6 +153,20 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
         report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, delivered);
         let expected = ctx.expected.load(Ordering::Relaxed);
         let got = ctx.delivered.load(Ordering::Relaxed);
+        let count = |k: &str| report.counters.get(k).copied().unwrap_or(0);
+        report.live = Some(LiveSummary {
+            expected,
+            delivered: got,
+            delivered_measured: delivered,
+            broadcast_copies: count("broadcast_copies"),
+            duplicates: count("duplicate_deliveries"),
+        });
+        if count("broadcast_copies") > 0 {
+            report.notes.push(format!(
+                "the server sent {} copies of messages to connections they were not addressed to (a broadcast): not counted as deliveries, their cost is in the server's CPU per delivered message",
+                count("broadcast_copies")
+            ));
+        }
         if got < expected {
             report.errors.insert("undelivered".into(), expected - got);
             report.error_samples.insert("undelivered".into(), format!("{got} of {expected} deliveries arrived"));
