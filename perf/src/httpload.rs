@@ -64,7 +64,7 @@ struct Ctx {
 /// server refuses a size), and, per step of the prefill, how many of its recipients (a
 /// prefix, the chunks go in order) have their message stored, so the run knows exactly which
 /// messages exist when the server's quota stopped the prefill short.
-struct Setup {
+pub(crate) struct Setup {
     batch: AtomicUsize,
     stored: Vec<AtomicUsize>,
     backoffs: AtomicU64,
@@ -72,7 +72,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new(steps: u64) -> Setup {
+    pub(crate) fn new(steps: u64) -> Setup {
         Setup {
             batch: AtomicUsize::new(BATCH),
             stored: (0..steps).map(|_| AtomicUsize::new(0)).collect(),
@@ -85,7 +85,7 @@ impl Setup {
         self.stopped_by.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
     }
 
-    fn stopped_by(&self) -> Option<String> {
+    pub(crate) fn stopped_by(&self) -> Option<String> {
         self.stopped_by.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -94,7 +94,7 @@ impl Setup {
         self.stored.iter().enumerate().filter(move |(_, n)| n.load(Ordering::SeqCst) > r).map(|(k, _)| k as u64)
     }
 
-    fn total_stored(&self) -> u64 {
+    pub(crate) fn total_stored(&self) -> u64 {
         self.stored.iter().map(|n| n.load(Ordering::SeqCst) as u64).sum()
     }
 }
@@ -290,53 +290,76 @@ async fn send_step(
     waited: &mut Duration,
     id: &impl Fn(usize, u64) -> String,
 ) -> Result<bool, OpError> {
-    let route = w.peer.target().route("/sendMessage");
-    let mut i = 0;
-    while i < recipients.len() {
-        let n = ctx.setup.batch.load(Ordering::SeqCst).min(recipients.len() - i);
-        let chunk = &recipients[i..i + n];
-        let ids: Vec<String> = (i..i + n).map(|r| id(r, k)).collect();
-        let body = ident::body(&mut w.rng, ctx.opts.body_size);
-        let msg =
-            json!({"message": {"recipients": chunk, "messageBox": ctx.message_box, "messageId": ids, "body": body}});
-        let bytes = serde_json::to_vec(&msg).expect("JSON serialises");
-        let resp = w.peer.call("POST", &route, Some(&bytes)).await?;
-        match setup_answer(&resp) {
-            SetupAnswer::Stored => {
-                i += n;
-                if let Some(stored) = ctx.setup.stored.get(k as usize) {
-                    stored.store(i, Ordering::SeqCst);
+    let into = SetupBox { setup: &ctx.setup, message_box: &ctx.message_box, body_size: ctx.opts.body_size };
+    into.send_step(&mut w.peer, &mut w.rng, recipients, k, waited, id).await
+}
+
+/// Where setup sends go: the shared [`Setup`] state and the box.
+pub(crate) struct SetupBox<'a> {
+    pub setup: &'a Setup,
+    pub message_box: &'a str,
+    pub body_size: usize,
+}
+
+impl SetupBox<'_> {
+    /// [`send_step`] on any peer (live's boxes are made over HTTP too).
+    pub(crate) async fn send_step(
+        &self,
+        peer: &mut Peer,
+        rng: &mut StdRng,
+        recipients: &[String],
+        k: u64,
+        waited: &mut Duration,
+        id: &impl Fn(usize, u64) -> String,
+    ) -> Result<bool, OpError> {
+        let route = peer.target().route("/sendMessage");
+        let setup = self.setup;
+        let mut i = 0;
+        while i < recipients.len() {
+            let n = setup.batch.load(Ordering::SeqCst).min(recipients.len() - i);
+            let chunk = &recipients[i..i + n];
+            let ids: Vec<String> = (i..i + n).map(|r| id(r, k)).collect();
+            let body = ident::body(rng, self.body_size);
+            let msg = json!({"message": {"recipients": chunk, "messageBox": self.message_box, "messageId": ids, "body": body}});
+            let bytes = serde_json::to_vec(&msg).expect("JSON serialises");
+            let resp = peer.call("POST", &route, Some(&bytes)).await?;
+            match setup_answer(&resp) {
+                SetupAnswer::Stored => {
+                    i += n;
+                    if let Some(stored) = setup.stored.get(k as usize) {
+                        stored.store(i, Ordering::SeqCst);
+                    }
+                }
+                SetupAnswer::TooBig if n > 1 => {
+                    setup.batch.fetch_min(n / 2, Ordering::SeqCst);
+                }
+                SetupAnswer::Later(wait) if *waited + wait <= BACKOFF_BUDGET => {
+                    setup.backoffs.fetch_add(1, Ordering::Relaxed);
+                    *waited += wait;
+                    tokio::time::sleep(wait).await;
+                }
+                SetupAnswer::Later(_) => {
+                    setup.stop(format!(
+                        "the server's rate limit: still refused after {} s of waits ({})",
+                        waited.as_secs(),
+                        error_code(&resp.body)
+                    ));
+                    return Ok(false);
+                }
+                SetupAnswer::Refused(why) => {
+                    setup.stop(why);
+                    return Ok(false);
+                }
+                SetupAnswer::TooBig | SetupAnswer::Failed(_) => {
+                    return Err(OpError::new(
+                        ErrorKind::Http(resp.status),
+                        format!("setup sendMessage: {}", crate::peer::snippet(&resp.body)),
+                    ));
                 }
             }
-            SetupAnswer::TooBig if n > 1 => {
-                ctx.setup.batch.fetch_min(n / 2, Ordering::SeqCst);
-            }
-            SetupAnswer::Later(wait) if *waited + wait <= BACKOFF_BUDGET => {
-                ctx.setup.backoffs.fetch_add(1, Ordering::Relaxed);
-                *waited += wait;
-                tokio::time::sleep(wait).await;
-            }
-            SetupAnswer::Later(_) => {
-                ctx.setup.stop(format!(
-                    "the server's rate limit: still refused after {} s of waits ({})",
-                    waited.as_secs(),
-                    error_code(&resp.body)
-                ));
-                return Ok(false);
-            }
-            SetupAnswer::Refused(why) => {
-                ctx.setup.stop(why);
-                return Ok(false);
-            }
-            SetupAnswer::TooBig | SetupAnswer::Failed(_) => {
-                return Err(OpError::new(
-                    ErrorKind::Http(resp.status),
-                    format!("setup sendMessage: {}", crate::peer::snippet(&resp.body)),
-                ));
-            }
         }
+        Ok(true)
     }
-    Ok(true)
 }
 
 /// The setup's sends (list, ack, and the boxes of send and mixed): step `k` sends one message

@@ -1,6 +1,8 @@
 //! The live scenarios.
 //!
-//! - `live`: `--clients` socket clients connect (Engine.IO + BRC-103 + `authenticated`: the
+//! - `live`: one message over HTTP into each identity's box first, one request at a time
+//!   (`boxes`: the original creates boxes on first use and fails two concurrent first
+//!   messages), then `--clients` socket clients connect (Engine.IO + BRC-103 + `authenticated`: the
 //!   `connect` phase, costed on its own), join their own box (`join`), then the workers send
 //!   messages between random pairs from the plan's tickets. Each message's id carries its
 //!   scheduled time, so the recipient's reader records the delivery latency (schedule →
@@ -29,9 +31,11 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use crate::http::Target;
+use crate::httpload::{Setup, SetupBox};
 use crate::ident;
 use crate::live::{self, Handle, LiveClient, Receiver};
 use crate::options::{Options, Pairs, Scenario};
+use crate::peer::Peer;
 use crate::report::{LiveSummary, Phase, Report};
 use crate::runner::{self, Meter, MonitorConfig, Shared};
 use crate::schedule::Plan;
@@ -81,6 +85,13 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
         expected: AtomicU64::new(0),
         delivered: Arc::new(AtomicU64::new(0)),
     });
+    // live: each recipient's box exists before the concurrent sends (see `make_boxes`).
+    let boxes = Setup::new(u64::from(opts.scenario == Scenario::Live));
+    let before_boxes = meter.mark();
+    if opts.scenario == Scenario::Live {
+        make_boxes(&ctx, &boxes).map_err(|e| format!("setup failed: the boxes: {e}"))?;
+    }
+    let after_boxes = meter.mark();
     let stats = Stats::new(threads);
     let shared = Shared::new(threads);
     let handles = {
@@ -138,6 +149,12 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
     report.window_s = watched.end.at.saturating_duration_since(watched.start.at).as_secs_f64();
     report.phases.push(Phase::new("connect", k as u64, &meter.usage(&m0, &m1)));
     report.phases.push(Phase::new("join", k as u64, &meter.usage(&m1, &m2)));
+    if opts.scenario == Scenario::Live {
+        report.phases.push(Phase::new("boxes", boxes.total_stored(), &meter.usage(&before_boxes, &after_boxes)));
+        if let Some(why) = boxes.stopped_by() {
+            report.notes.push(format!("not every box was made before the run: {why}"));
+        }
+    }
     let usage = meter.usage(&watched.start, &watched.end);
     if opts.scenario == Scenario::Idle {
         report.operations = k as u64;
@@ -187,6 +204,23 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
         }
     }
     Ok(report)
+}
+
+/// Sends one message over HTTP into every identity's box, from the first identity, one
+/// request at a time, before any socket connects: the original creates a box on a live
+/// message's first use too, and two concurrent first messages into one box fail there
+/// ("Failed to store message"). Sized to the server as the HTTP scenarios' setup is.
+fn make_boxes(ctx: &Ctx, boxes: &Setup) -> Result<(), OpError> {
+    let recipients: Vec<String> = ctx.identities.iter().map(|i| i.identity_hex().to_string()).collect();
+    let mut peer = Peer::new(ctx.identities[0].clone(), ctx.targets[0].clone(), !ctx.opts.skip_verify);
+    // Not a sender slot's RNG (those are 0..concurrency).
+    let mut rng = ident::rng(ctx.opts.seed, ctx.opts.concurrency);
+    let into = SetupBox { setup: boxes, message_box: &ctx.message_box, body_size: ctx.opts.body_size };
+    let id = |i: usize, _| format!("{}-b{i:x}", ctx.tag);
+    runner::block_on(async {
+        let mut waited = Duration::ZERO;
+        into.send_step(&mut peer, &mut rng, &recipients, 0, &mut waited, &id).await.map(|_| ())
+    })
 }
 
 async fn thread_main(t: usize, threads: usize, ctx: Arc<Ctx>, stats: Stats, shared: Arc<Shared>) {

@@ -96,6 +96,8 @@ fn every_scenario_runs_against_our_server() {
             assert_eq!((live.broadcast_copies, live.duplicates), (0, 0), "{}", report.human());
             assert_eq!(live.delivered, live.expected, "{}", report.human());
             assert_eq!(live.delivered_measured, report.cost_basis);
+            let boxes = report.phases.iter().find(|p| p.name == "boxes").expect("the boxes were made first");
+            assert_eq!(boxes.count, report.identities as u64, "{}", report.human());
         }
         check_floor(scenario, extra, &report);
         if ["send", "list", "ack", "mixed"].contains(scenario) {
