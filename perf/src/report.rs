@@ -58,7 +58,7 @@ pub struct LiveSummary {
     pub duplicates: u64,
 }
 
-/// The setup's messages (`list`, `ack`), sized to the server.
+/// The setup's messages (the boxes of `send`, `mixed`; `list`, `ack`), sized to the server.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PrefillSummary {
     /// Messages planned and stored.
