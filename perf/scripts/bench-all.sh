@@ -5,7 +5,8 @@
 #
 #   perf/scripts/bench-all.sh sqlite|mysql OUTDIR [scenario ...]
 #
-# PORT (default 18080) is the server's port; MBLOAD_ARGS adds options to every run.
+# PORT (default 18080) is the server's port; MBLOAD_ARGS adds options to every run; DB_PID
+# names the database process on mysql (default: the local mariadbd or mysqld).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:?usage: bench-all.sh sqlite|mysql OUTDIR [scenario ...]}"
@@ -16,6 +17,14 @@ port="${PORT:-18080}"
 mkdir -p "$out"
 [ -x target/release/mbload ] || cargo build --release -p mbload
 [ -x target/release/messagebox ] || cargo build --release --bin messagebox
+
+# On MySQL, the local database server's CPU is reported too (`db`: per operation and as a
+# multiple of the crypto floor); DB_PID overrides the lookup.
+db=()
+if [ "$store" = mysql ]; then
+  dbpid="${DB_PID:-$(pgrep -x mariadbd || pgrep -x mysqld || true)}"
+  [ -n "$dbpid" ] && db=(--db-pid "$dbpid")
+fi
 
 want() { [ ${#only[@]} -eq 0 ] && return 0; local s; for s in "${only[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
 
@@ -30,7 +39,7 @@ bench() {
     echo "# mbload $* --url http://127.0.0.1:$port --server-pid PID"
   } > "$out/$name.txt"
   target/release/mbload "$@" --url "http://127.0.0.1:$port" --server-pid "$pid" --label "ours, $store" -q \
-    --json-out "$out/$name.json" ${MBLOAD_ARGS:-} >> "$out/$name.txt" 2>&1 || echo "mbload failed" >> "$out/$name.txt"
+    --json-out "$out/$name.json" "${db[@]}" ${MBLOAD_ARGS:-} >> "$out/$name.txt" 2>&1 || echo "mbload failed" >> "$out/$name.txt"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
   cat "$out/$name.txt"

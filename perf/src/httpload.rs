@@ -5,11 +5,19 @@
 //! identity's box with `--messages` messages and `ack` pre-sends the messages each worker will
 //! acknowledge, both with batched `sendMessage`s whose ids are derived, so no worker has to
 //! tell another what it sent. Then the workers take tickets from the shared [`Plan`].
+//!
+//! The setup sizes itself to the server: the first message into each (recipient, box) is sent
+//! by one worker, one request at a time, before the others start (`boxes`; send and mixed get
+//! one such message per identity too), because the original creates a box on first use and
+//! answers 500 to two concurrent first sends; the recipients per setup send halve while the
+//! server says there are too many; a 429 rate limit or a 503 is waited out (`Retry-After`);
+//! a 429 quota stops the prefill where it is, and the run uses exactly what was stored.
 
 use std::collections::{HashSet, VecDeque};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -20,13 +28,21 @@ use crate::http::Target;
 use crate::ident;
 use crate::options::{MixOp, Options, Scenario};
 use crate::peer::Peer;
-use crate::report::{Phase, Report};
+use crate::report::{Phase, PrefillSummary, Report};
 use crate::runner::{self, Meter, MonitorConfig, Shared};
 use crate::schedule::Plan;
-use crate::stats::{OpError, Stats};
+use crate::stats::{ErrorKind, OpError, Stats};
 
-/// The most recipients one setup `sendMessage` carries (the server's default cap is 1000).
+/// The most recipients one setup `sendMessage` starts with; halved while the server answers
+/// that a send has too many recipients (ours: 100 in the standard profile) or is too large.
 const BATCH: usize = 500;
+
+/// The longest one prefill worker waits in total after 429 rate-limit or 503 busy answers
+/// before it stops with what it stored (a default rate-limit window is a minute).
+const BACKOFF_BUDGET: Duration = Duration::from_secs(70);
+/// One wait when the answer names none (`Retry-After`), and the longest single wait.
+const BACKOFF_DEFAULT: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// mixed: most ids one acknowledgeMessage carries.
 const ACK_MAX: usize = 1000;
@@ -40,8 +56,95 @@ struct Ctx {
     pool: Arc<Vec<String>>,
     message_box: String,
     tag: String,
-    /// ack: messages pre-sent per worker.
-    per_worker: u64,
+    /// The setup's sends, sized to the server (see [`Setup`]).
+    setup: Setup,
+}
+
+/// The setup's sends, shared by every worker: the recipients per send (shrunk when the
+/// server refuses a size), and, per step of the prefill, how many of its recipients (a
+/// prefix, the chunks go in order) have their message stored, so the run knows exactly which
+/// messages exist when the server's quota stopped the prefill short.
+pub(crate) struct Setup {
+    batch: AtomicUsize,
+    stored: Vec<AtomicUsize>,
+    backoffs: AtomicU64,
+    stopped_by: Mutex<Option<String>>,
+}
+
+impl Setup {
+    pub(crate) fn new(steps: u64) -> Setup {
+        Setup {
+            batch: AtomicUsize::new(BATCH),
+            stored: (0..steps).map(|_| AtomicUsize::new(0)).collect(),
+            backoffs: AtomicU64::new(0),
+            stopped_by: Mutex::new(None),
+        }
+    }
+
+    fn stop(&self, why: String) {
+        self.stopped_by.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+    }
+
+    pub(crate) fn stopped_by(&self) -> Option<String> {
+        self.stopped_by.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Steps whose message to recipient `r` is stored.
+    fn steps_stored_for(&self, r: usize) -> impl Iterator<Item = u64> + '_ {
+        self.stored.iter().enumerate().filter(move |(_, n)| n.load(Ordering::SeqCst) > r).map(|(k, _)| k as u64)
+    }
+
+    pub(crate) fn total_stored(&self) -> u64 {
+        self.stored.iter().map(|n| n.load(Ordering::SeqCst) as u64).sum()
+    }
+}
+
+/// How the server answered a setup send.
+#[derive(Debug, PartialEq, Eq)]
+enum SetupAnswer {
+    Stored,
+    /// Too many recipients or too large a body: send fewer at once.
+    TooBig,
+    /// Rate limited or busy: wait (`Retry-After`, or a second) and send again.
+    Later(Duration),
+    /// Refused for good with this status and code (a storage quota): stop the prefill.
+    Refused(String),
+    /// Anything else: the setup fails.
+    Failed(String),
+}
+
+/// The `code` of a JSON error answer.
+fn error_code(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["code"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "no code".into())
+}
+
+fn setup_answer(resp: &crate::http::Response) -> SetupAnswer {
+    let code = error_code(&resp.body);
+    match resp.status {
+        200 if success(&resp.body) => SetupAnswer::Stored,
+        400 if code == "ERR_TOO_MANY_RECIPIENTS" => SetupAnswer::TooBig,
+        413 => SetupAnswer::TooBig,
+        429 if code == "ERR_RATE_LIMITED" => SetupAnswer::Later(retry_after(resp)),
+        503 => SetupAnswer::Later(retry_after(resp)),
+        429 => SetupAnswer::Refused(format!(
+            "HTTP 429 {code}: {}",
+            serde_json::from_slice::<Value>(&resp.body)
+                .ok()
+                .and_then(|v| v["description"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        )),
+        s => SetupAnswer::Failed(format!("HTTP {s}: {}", crate::peer::snippet(&resp.body))),
+    }
+}
+
+fn retry_after(resp: &crate::http::Response) -> Duration {
+    resp.header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(BACKOFF_DEFAULT, Duration::from_secs)
+        .clamp(Duration::from_millis(100), BACKOFF_MAX)
 }
 
 impl Ctx {
@@ -50,6 +153,10 @@ impl Ctx {
     }
     fn list_id(&self, identity: usize, k: u64) -> String {
         format!("{}-l{identity:x}-{k:x}", self.tag)
+    }
+    /// send, mixed: the message that creates `identity`'s box.
+    fn box_id(&self, identity: usize) -> String {
+        format!("{}-b{identity:x}", self.tag)
     }
 }
 
@@ -61,6 +168,8 @@ struct Worker {
     /// ack / mixed: ids to acknowledge; mixed: the same as a set, to skip re-listed ones.
     to_ack: VecDeque<String>,
     queued: HashSet<String>,
+    /// list: the messages in this worker's box (what the prefill stored).
+    expect: Option<usize>,
 }
 
 /// The answer says `"status":"success"` (a byte search: the generator parses only what it checks).
@@ -140,7 +249,10 @@ impl Worker {
         Some(match ctx.opts.scenario {
             Scenario::Handshake => ("handshake", self.peer.handshake().await),
             Scenario::Send => ("send", self.send(ctx).await),
-            Scenario::List => ("list", self.list(ctx, Some(ctx.opts.messages)).await),
+            Scenario::List => {
+                let expect = self.expect;
+                ("list", self.list(ctx, expect).await)
+            }
             Scenario::Ack => {
                 let id = self.to_ack.pop_front()?;
                 ("ack", self.ack(vec![id]).await)
@@ -166,27 +278,141 @@ impl Worker {
     }
 }
 
-/// Pre-sends messages in batches: step `k` of `steps` sends one message to each of
-/// `recipients` (id from `id(recipient index, k)`); this worker does the steps `k ≡ w`.
+/// Sends step `k` of the setup: one message to each of `recipients` (ids from `id(recipient
+/// index, k)`), in chunks of the current batch size, recording what was stored. `Ok(false)`:
+/// the server's quota (or a rate limit that outlasted the waits) stopped it, which
+/// `ctx.setup` records.
+async fn send_step(
+    w: &mut Worker,
+    ctx: &Ctx,
+    recipients: &[String],
+    k: u64,
+    waited: &mut Duration,
+    id: &impl Fn(usize, u64) -> String,
+) -> Result<bool, OpError> {
+    let into = SetupBox { setup: &ctx.setup, message_box: &ctx.message_box, body_size: ctx.opts.body_size };
+    into.send_step(&mut w.peer, &mut w.rng, recipients, k, waited, id).await
+}
+
+/// Where setup sends go: the shared [`Setup`] state and the box.
+pub(crate) struct SetupBox<'a> {
+    pub setup: &'a Setup,
+    pub message_box: &'a str,
+    pub body_size: usize,
+}
+
+impl SetupBox<'_> {
+    /// [`send_step`] on any peer (live's boxes are made over HTTP too).
+    pub(crate) async fn send_step(
+        &self,
+        peer: &mut Peer,
+        rng: &mut StdRng,
+        recipients: &[String],
+        k: u64,
+        waited: &mut Duration,
+        id: &impl Fn(usize, u64) -> String,
+    ) -> Result<bool, OpError> {
+        let route = peer.target().route("/sendMessage");
+        let setup = self.setup;
+        let mut i = 0;
+        while i < recipients.len() {
+            let n = setup.batch.load(Ordering::SeqCst).min(recipients.len() - i);
+            let chunk = &recipients[i..i + n];
+            let ids: Vec<String> = (i..i + n).map(|r| id(r, k)).collect();
+            let body = ident::body(rng, self.body_size);
+            let msg = json!({"message": {"recipients": chunk, "messageBox": self.message_box, "messageId": ids, "body": body}});
+            let bytes = serde_json::to_vec(&msg).expect("JSON serialises");
+            let resp = peer.call("POST", &route, Some(&bytes)).await?;
+            match setup_answer(&resp) {
+                SetupAnswer::Stored => {
+                    i += n;
+                    if let Some(stored) = setup.stored.get(k as usize) {
+                        stored.store(i, Ordering::SeqCst);
+                    }
+                }
+                SetupAnswer::TooBig if n > 1 => {
+                    setup.batch.fetch_min(n / 2, Ordering::SeqCst);
+                }
+                SetupAnswer::Later(wait) if *waited + wait <= BACKOFF_BUDGET => {
+                    setup.backoffs.fetch_add(1, Ordering::Relaxed);
+                    *waited += wait;
+                    tokio::time::sleep(wait).await;
+                }
+                SetupAnswer::Later(_) => {
+                    setup.stop(format!(
+                        "the server's rate limit: still refused after {} s of waits ({})",
+                        waited.as_secs(),
+                        error_code(&resp.body)
+                    ));
+                    return Ok(false);
+                }
+                SetupAnswer::Refused(why) => {
+                    setup.stop(why);
+                    return Ok(false);
+                }
+                SetupAnswer::TooBig | SetupAnswer::Failed(_) => {
+                    return Err(OpError::new(
+                        ErrorKind::Http(resp.status),
+                        format!("setup sendMessage: {}", crate::peer::snippet(&resp.body)),
+                    ));
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// The setup's sends (list, ack, and the boxes of send and mixed): step `k` sends one message
+/// to each recipient. Step 0 is sent by worker 0 alone, before any other, so each (recipient,
+/// box) is created by one send at a time (the original answers 500 to concurrent first sends
+/// into a box); `first_only` is that phase. Then worker `w` sends the steps `k ≡ w` (mod
+/// workers), `k ≥ 1`, until the server's quota stops it.
 async fn prefill(
     w: &mut Worker,
     ctx: &Ctx,
     workers: usize,
     recipients: &[String],
     steps: u64,
+    first_only: bool,
     id: impl Fn(usize, u64) -> String,
 ) -> Result<(), OpError> {
-    let mut k = w.index as u64;
+    let mut waited = Duration::ZERO;
+    if first_only {
+        if w.index == 0 && steps > 0 {
+            send_step(w, ctx, recipients, 0, &mut waited, &id).await?;
+        }
+        return Ok(());
+    }
+    if ctx.setup.stopped_by().is_some() {
+        return Ok(());
+    }
+    let mut k = if w.index == 0 { workers as u64 } else { w.index as u64 };
     while k < steps {
-        for (c, chunk) in recipients.chunks(BATCH).enumerate() {
-            let ids: Vec<String> = (0..chunk.len()).map(|i| id(c * BATCH + i, k)).collect();
-            let body = ident::body(&mut w.rng, ctx.opts.body_size);
-            let msg = json!({"message": {"recipients": chunk, "messageBox": ctx.message_box, "messageId": ids, "body": body}});
-            w.post_success("/sendMessage", &msg).await?;
+        if !send_step(w, ctx, recipients, k, &mut waited, &id).await? {
+            break;
         }
         k += workers as u64;
     }
     Ok(())
+}
+
+/// Steps of the setup: list `--messages`, ack the per-worker prefill, send and mixed one
+/// (the boxes), handshake none.
+fn setup_steps(o: &Options, per_worker: u64) -> u64 {
+    match o.scenario {
+        Scenario::List => o.messages as u64,
+        Scenario::Ack => per_worker,
+        Scenario::Send | Scenario::Mixed => 1,
+        _ => 0,
+    }
+}
+
+/// Recipients of each setup step: ack, the workers' own identities; otherwise every identity.
+fn setup_recipients(o: &Options, identities: usize) -> usize {
+    match o.scenario {
+        Scenario::Ack => o.concurrency.min(identities),
+        _ => identities,
+    }
 }
 
 /// How many operations the run will do, for sizing the ack prefill.
@@ -215,7 +441,8 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
     };
     let ids: Vec<_> = (0..identities).map(|i| ident::identity(opts.seed, i)).collect();
     let pool = Arc::new(ids.iter().map(|i| i.identity_hex().to_string()).collect::<Vec<_>>());
-    let ctx = Arc::new(Ctx { opts: opts.clone(), targets, pool, message_box, tag, per_worker });
+    let setup = Setup::new(setup_steps(&opts, per_worker));
+    let ctx = Arc::new(Ctx { opts: opts.clone(), targets, pool, message_box, tag, setup });
     let ids = Arc::new(ids);
     let stats = Stats::new(threads);
     let shared = Shared::new(threads);
@@ -233,7 +460,9 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
     let m0 = meter.mark();
     shared.sync_blocking();
     let m1 = meter.mark();
-    // Phase 2: prefill (list, ack).
+    // Phase 2: the boxes, one send at a time (worker 0's first step), then the prefill.
+    shared.sync_blocking();
+    let mb = meter.mark();
     shared.sync_blocking();
     let m2 = meter.mark();
     let failure = shared.failed();
@@ -275,13 +504,29 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
     report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, report.operations);
     report.rss_marks = watched.rss_marks;
     report.phases.push(Phase::new("setup", workers as u64, &meter.usage(&m0, &m1)));
-    if per_worker > 0 || opts.scenario == Scenario::List {
-        let n = if opts.scenario == Scenario::List {
-            (identities * opts.messages) as u64
-        } else {
-            per_worker * workers as u64
+    let recipients = setup_recipients(&opts, identities) as u64;
+    let steps = ctx.setup.stored.len() as u64;
+    if steps > 0 {
+        let first = ctx.setup.stored[0].load(Ordering::SeqCst) as u64;
+        report.phases.push(Phase::new("boxes", first, &meter.usage(&m1, &mb)));
+        let stored = ctx.setup.total_stored();
+        if steps > 1 {
+            report.phases.push(Phase::new("prefill", stored - first, &meter.usage(&mb, &m2)));
+        }
+        let summary = PrefillSummary {
+            planned: steps * recipients,
+            stored,
+            recipients_per_send: ctx.setup.batch.load(Ordering::SeqCst),
+            backoffs: ctx.setup.backoffs.load(Ordering::Relaxed),
+            stopped_by: ctx.setup.stopped_by(),
         };
-        report.phases.push(Phase::new("prefill", n, &meter.usage(&m1, &m2)));
+        if let Some(why) = &summary.stopped_by {
+            report.notes.push(format!(
+                "the prefill stopped at {} of {} messages: {why}; the run uses the messages stored (list expects each box's own count, ack acknowledges only stored ones)",
+                summary.stored, summary.planned
+            ));
+        }
+        report.prefill = Some(summary);
     }
     if let Some(n) = report.counters.get("ack_exhausted") {
         report.notes.push(format!("{n} workers ran out of pre-sent messages; raise --prefill"));
@@ -320,6 +565,7 @@ async fn thread_main(
                 sent: 0,
                 to_ack: VecDeque::new(),
                 queued: HashSet::new(),
+                expect: None,
             };
             match tokio::time::timeout(timeout, worker.peer.handshake()).await {
                 Ok(Ok(())) => Ok(worker),
@@ -337,38 +583,50 @@ async fn thread_main(
     }
     shared.sync().await;
 
-    // Phase 2: prefill.
-    if shared.failed().is_none() {
-        let mut tasks = Vec::new();
-        for mut w in mine.drain(..) {
-            let ctx = ctx.clone();
-            tasks.push(tokio::task::spawn_local(async move {
-                let r = match ctx.opts.scenario {
-                    Scenario::List => {
-                        let pool = ctx.pool.clone();
-                        prefill(&mut w, &ctx, workers, &pool, ctx.opts.messages as u64, |i, k| ctx.list_id(i, k)).await
-                    }
-                    Scenario::Ack => {
-                        let recipients: Vec<String> = ctx.pool[..workers].to_vec();
-                        let r =
-                            prefill(&mut w, &ctx, workers, &recipients, ctx.per_worker, |i, k| ctx.ack_id(i, k)).await;
-                        w.to_ack = (0..ctx.per_worker).map(|k| ctx.ack_id(w.index, k)).collect();
-                        r
-                    }
-                    _ => Ok(()),
-                };
-                (w, r)
-            }));
-        }
-        for task in tasks {
-            let (w, r) = task.await.expect("prefill task");
-            if let Err(e) = r {
-                shared.fail(format!("prefill: {e}"));
+    // Phase 2: the boxes (worker 0 alone), then the prefill (everyone).
+    for first_only in [true, false] {
+        if shared.failed().is_none() {
+            let mut tasks = Vec::new();
+            for mut w in mine.drain(..) {
+                let ctx = ctx.clone();
+                tasks.push(tokio::task::spawn_local(async move {
+                    let n = setup_recipients(&ctx.opts, ctx.pool.len());
+                    let recipients = &ctx.pool[..n];
+                    let steps = ctx.setup.stored.len() as u64;
+                    let r = match ctx.opts.scenario {
+                        Scenario::List => {
+                            prefill(&mut w, &ctx, workers, recipients, steps, first_only, |i, k| ctx.list_id(i, k))
+                                .await
+                        }
+                        Scenario::Ack => {
+                            prefill(&mut w, &ctx, workers, recipients, steps, first_only, |i, k| ctx.ack_id(i, k)).await
+                        }
+                        Scenario::Send | Scenario::Mixed => {
+                            prefill(&mut w, &ctx, workers, recipients, steps, first_only, |i, _| ctx.box_id(i)).await
+                        }
+                        _ => Ok(()),
+                    };
+                    (w, r)
+                }));
             }
-            mine.push(w);
+            for task in tasks {
+                let (w, r) = task.await.expect("prefill task");
+                if let Err(e) = r {
+                    shared.fail(format!("prefill: {e}"));
+                }
+                mine.push(w);
+            }
+        }
+        shared.sync().await;
+    }
+    // What the prefill stored is what the run expects.
+    for w in &mut mine {
+        match ctx.opts.scenario {
+            Scenario::Ack => w.to_ack = ctx.setup.steps_stored_for(w.index).map(|k| ctx.ack_id(w.index, k)).collect(),
+            Scenario::List => w.expect = Some(ctx.setup.steps_stored_for(w.index % ctx.pool.len()).count()),
+            _ => {}
         }
     }
-    shared.sync().await;
     shared.sync().await;
     let plan = shared.plan.get().expect("plan set before the run").clone();
 
@@ -420,5 +678,51 @@ fn kind_of(o: &Options) -> &'static str {
         Scenario::List => "list",
         Scenario::Ack => "ack",
         _ => "mixed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::Response;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &str) -> SetupAnswer {
+        let headers = headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        setup_answer(&Response { status, headers, body: body.as_bytes().to_vec() })
+    }
+
+    #[test]
+    fn setup_answers_size_the_prefill() {
+        assert_eq!(answer(200, &[], r#"{"status":"success"}"#), SetupAnswer::Stored);
+        assert!(matches!(answer(200, &[], r#"{"status":"error"}"#), SetupAnswer::Failed(_)));
+        let many = r#"{"status":"error","code":"ERR_TOO_MANY_RECIPIENTS","description":"at most 100"}"#;
+        assert_eq!(answer(400, &[], many), SetupAnswer::TooBig);
+        assert_eq!(answer(413, &[], "too large"), SetupAnswer::TooBig);
+        let limited = r#"{"status":"error","code":"ERR_RATE_LIMITED"}"#;
+        assert_eq!(answer(429, &[("retry-after", "7")], limited), SetupAnswer::Later(Duration::from_secs(7)));
+        assert_eq!(answer(429, &[], limited), SetupAnswer::Later(BACKOFF_DEFAULT));
+        assert_eq!(answer(503, &[("retry-after", "3600")], "busy"), SetupAnswer::Later(BACKOFF_MAX));
+        let quota = r#"{"status":"error","code":"ERR_INBOX_QUOTA_EXCEEDED","description":"Inbox full."}"#;
+        assert_eq!(
+            answer(429, &[], quota),
+            SetupAnswer::Refused("HTTP 429 ERR_INBOX_QUOTA_EXCEEDED: Inbox full.".into())
+        );
+        assert!(matches!(answer(400, &[], r#"{"code":"ERR_INVALID"}"#), SetupAnswer::Failed(_)));
+        assert!(matches!(answer(500, &[], "boom"), SetupAnswer::Failed(_)));
+    }
+
+    #[test]
+    fn the_run_expects_what_was_stored() {
+        let s = Setup::new(4);
+        // Step 0 reached all 3 recipients, step 1 only the first 2 (a quota), step 3 none.
+        s.stored[0].store(3, Ordering::SeqCst);
+        s.stored[1].store(2, Ordering::SeqCst);
+        s.stored[2].store(3, Ordering::SeqCst);
+        assert_eq!(s.steps_stored_for(0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(s.steps_stored_for(2).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(s.total_stored(), 8);
+        s.stop("first".into());
+        s.stop("second".into());
+        assert_eq!(s.stopped_by().as_deref(), Some("first"));
     }
 }

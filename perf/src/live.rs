@@ -10,7 +10,7 @@
 //! (answering pings, verifying every inbound message, routing acks and deliveries).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,8 @@ pub struct LiveClient {
     identity: ClientIdentity,
     session: ClientSession,
     verify: bool,
+    /// The room joined (`<me>-<box>`): deliveries are the `sendMessage-<room>` events.
+    room: Option<String>,
 }
 
 /// Reads the `open` packet's sid.
@@ -143,7 +145,7 @@ impl LiveClient {
             }
         };
         let session = pending.finish(&identity, &reply).map_err(|e| OpError::auth(format!("socket handshake: {e}")))?;
-        let mut c = LiveClient { ws, identity, session, verify };
+        let mut c = LiveClient { ws, identity, session, verify, room: None };
         let me = c.identity.identity_hex().to_string();
         c.emit("authenticated", &json!({ "identityKey": me }).to_string()).await?;
         let ev = c.wait_event(|n| n == "authenticationSuccess" || n == "authenticationFailed").await?;
@@ -182,11 +184,12 @@ impl LiveClient {
     /// `joinRoom` `<me>-<box>`, waiting for `joinedRoom`.
     pub async fn join(&mut self, message_box: &str) -> Result<(), OpError> {
         let room = format!("{}-{message_box}", self.identity.identity_hex());
-        self.emit("joinRoom", &Value::String(room).to_string()).await?;
+        self.emit("joinRoom", &Value::String(room.clone()).to_string()).await?;
         let ev = self.wait_event(|n| n == "joinedRoom" || n == "joinFailed").await?;
         if ev.name != "joinedRoom" {
             return Err(OpError::protocol(format!("joinFailed: {}", ev.data.unwrap_or_default())));
         }
+        self.room = Some(room);
         Ok(())
     }
 
@@ -214,6 +217,7 @@ impl LiveClient {
             let _ = write.close().await;
         });
         let session = Rc::new(self.session);
+        let mut inbox = Inbox { room: self.room, seen: HashSet::new() };
         {
             let (tx, pending, session, verify) = (tx.clone(), pending.clone(), session.clone(), self.verify);
             tokio::task::spawn_local(async move {
@@ -228,7 +232,7 @@ impl LiveClient {
                             let _ = tx.send(Message::text("3"));
                         }
                         Ok(Inbound::Auth(m)) => match open_general(&session, &m, verify) {
-                            Ok(ev) => sink.event(ev, &pending, node),
+                            Ok(ev) => sink.event(ev, &pending, node, &mut inbox),
                             Err(e) => sink.error(&e),
                         },
                         Ok(Inbound::Closed(_)) => break,
@@ -430,6 +434,8 @@ pub fn message_id(tag: &str, seq: u64, offset: Duration, measured: bool, node: u
 /// What one of our ids says (`None` for foreign ids).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdInfo {
+    /// The ticket's number: unique within the run.
+    pub seq: u64,
     /// When it was scheduled, after the plan's start.
     pub offset: Duration,
     pub measured: bool,
@@ -442,11 +448,11 @@ pub fn parse_message_id(tag: &str, id: &str) -> Option<IdInfo> {
     if parts.next()? != tag {
         return None;
     }
-    let _seq = parts.next()?;
+    let seq = u64::from_str_radix(parts.next()?, 16).ok()?;
     let off = u64::from_str_radix(parts.next()?, 16).ok()?;
     let measured = parts.next()? == "1";
     let node = usize::from_str_radix(parts.next()?, 16).ok()?;
-    Some(IdInfo { offset: Duration::from_micros(off), measured, node })
+    Some(IdInfo { seq, offset: Duration::from_micros(off), measured, node })
 }
 
 /// Where a client's reader sends what it receives (shared by a thread's clients).
@@ -463,9 +469,41 @@ pub struct Receiver {
     pub nodes: usize,
 }
 
+/// One connection's view of deliveries: its room, and the messages it has had.
+pub struct Inbox {
+    /// `None` before a join: nothing is addressed to it.
+    pub room: Option<String>,
+    /// Ticket numbers of the messages delivered here (each counts once).
+    pub seen: HashSet<u64>,
+}
+
+/// What a `sendMessage-<room>` event carrying one of our ids is to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// Addressed to this connection's room, first time: a delivery.
+    Delivered,
+    /// Addressed to this connection's room again.
+    Duplicate,
+    /// Addressed to someone else's room (a server that broadcasts to every socket).
+    BroadcastCopy,
+}
+
+impl Inbox {
+    /// Classifies the event `sendMessage-<event_room>` of message `seq` (and remembers it).
+    pub fn arrival(&mut self, event_room: &str, seq: u64) -> Arrival {
+        if self.room.as_deref() != Some(event_room) {
+            Arrival::BroadcastCopy
+        } else if self.seen.insert(seq) {
+            Arrival::Delivered
+        } else {
+            Arrival::Duplicate
+        }
+    }
+}
+
 impl Receiver {
     /// An event on a connection to node `node`.
-    fn event(&self, ev: AppEvent, pending: &Pending, node: usize) {
+    fn event(&self, ev: AppEvent, pending: &Pending, node: usize, inbox: &mut Inbox) {
         let data = ev.data.unwrap_or(Value::Null);
         if ev.name.starts_with("sendMessageAck-") {
             let id = data["messageId"].as_str().unwrap_or_default();
@@ -477,11 +515,20 @@ impl Receiver {
                 };
                 let _ = waiter.send(r);
             }
-        } else if ev.name.starts_with("sendMessage-") {
+        } else if let Some(room) = ev.name.strip_prefix("sendMessage-") {
             let now = Instant::now();
             let id = data["messageId"].as_str().unwrap_or_default();
             let base = *self.base.borrow();
             if let (Some(info), Some(base)) = (parse_message_id(&self.tag, id), base) {
+                let not_delivered = match inbox.arrival(room, info.seq) {
+                    Arrival::Delivered => None,
+                    Arrival::Duplicate => Some("duplicate_deliveries"),
+                    Arrival::BroadcastCopy => Some("broadcast_copies"),
+                };
+                if let Some(counter) = not_delivered {
+                    self.stats.thread(self.thread).count(counter, 1);
+                    return;
+                }
                 self.delivered.set(self.delivered.get() + 1);
                 self.global_delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut s = self.stats.thread(self.thread);
@@ -522,15 +569,26 @@ mod tests {
     #[test]
     fn message_ids_carry_their_schedule() {
         let id = message_id("ab12cd34", 77, Duration::from_micros(1_234_567), true, 2);
-        let info = IdInfo { offset: Duration::from_micros(1_234_567), measured: true, node: 2 };
+        let info = IdInfo { seq: 77, offset: Duration::from_micros(1_234_567), measured: true, node: 2 };
         assert_eq!(parse_message_id("ab12cd34", &id), Some(info));
         let warm = message_id("ab12cd34", 1, Duration::ZERO, false, 0);
         assert_eq!(
             parse_message_id("ab12cd34", &warm),
-            Some(IdInfo { offset: Duration::ZERO, measured: false, node: 0 })
+            Some(IdInfo { seq: 1, offset: Duration::ZERO, measured: false, node: 0 })
         );
         assert_eq!(parse_message_id("other", &id), None);
         assert_eq!(parse_message_id("ab12cd34", "ab12cd34.zz"), None);
+    }
+
+    #[test]
+    fn a_delivery_counts_once_and_only_in_its_room() {
+        let mut inbox = Inbox { room: Some("02ab-inbox".into()), seen: HashSet::new() };
+        assert_eq!(inbox.arrival("02ab-inbox", 5), Arrival::Delivered);
+        assert_eq!(inbox.arrival("02ab-inbox", 5), Arrival::Duplicate);
+        assert_eq!(inbox.arrival("03cd-inbox", 6), Arrival::BroadcastCopy);
+        assert_eq!(inbox.arrival("02ab-inbox", 6), Arrival::Delivered, "a copy elsewhere does not count here");
+        let mut unjoined = Inbox { room: None, seen: HashSet::new() };
+        assert_eq!(unjoined.arrival("02ab-inbox", 5), Arrival::BroadcastCopy);
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! The live scenarios.
 //!
-//! - `live`: `--clients` socket clients connect (Engine.IO + BRC-103 + `authenticated`: the
+//! - `live`: one message over HTTP into each identity's box first, one request at a time
+//!   (`boxes`: the original creates boxes on first use and fails two concurrent first
+//!   messages), then `--clients` socket clients connect (Engine.IO + BRC-103 + `authenticated`: the
 //!   `connect` phase, costed on its own), join their own box (`join`), then the workers send
 //!   messages between random pairs from the plan's tickets. Each message's id carries its
 //!   scheduled time, so the recipient's reader records the delivery latency (schedule →
 //!   `sendMessage-<room>` received) and the sender records the ack latency (`send`). The
-//!   server's CPU over the window is divided by the messages delivered.
+//!   server's CPU over the window is divided by the messages delivered. A delivery counts
+//!   once per (connection, message) and only at a connection of the addressed recipient (the
+//!   `sendMessage-<room>` event names the room); copies a broadcasting server sends to
+//!   everyone else are counted apart (`broadcast_copies`).
 //!
 //! With several `--url`s (a fleet's nodes) client `c` connects to node `c mod n`; message ids
 //! carry the sender's node, so deliveries are also reported as same-node and cross-node
@@ -26,10 +31,12 @@ use rand::Rng;
 use tokio::sync::Semaphore;
 
 use crate::http::Target;
+use crate::httpload::{Setup, SetupBox};
 use crate::ident;
 use crate::live::{self, Handle, LiveClient, Receiver};
 use crate::options::{Options, Pairs, Scenario};
-use crate::report::{Phase, Report};
+use crate::peer::Peer;
+use crate::report::{LiveSummary, Phase, Report};
 use crate::runner::{self, Meter, MonitorConfig, Shared};
 use crate::schedule::Plan;
 use crate::stats::{OpError, Stats};
@@ -78,6 +85,13 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
         expected: AtomicU64::new(0),
         delivered: Arc::new(AtomicU64::new(0)),
     });
+    // live: each recipient's box exists before the concurrent sends (see `make_boxes`).
+    let boxes = Setup::new(u64::from(opts.scenario == Scenario::Live));
+    let before_boxes = meter.mark();
+    if opts.scenario == Scenario::Live {
+        make_boxes(&ctx, &boxes).map_err(|e| format!("setup failed: the boxes: {e}"))?;
+    }
+    let after_boxes = meter.mark();
     let stats = Stats::new(threads);
     let shared = Shared::new(threads);
     let handles = {
@@ -135,6 +149,12 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
     report.window_s = watched.end.at.saturating_duration_since(watched.start.at).as_secs_f64();
     report.phases.push(Phase::new("connect", k as u64, &meter.usage(&m0, &m1)));
     report.phases.push(Phase::new("join", k as u64, &meter.usage(&m1, &m2)));
+    if opts.scenario == Scenario::Live {
+        report.phases.push(Phase::new("boxes", boxes.total_stored(), &meter.usage(&before_boxes, &after_boxes)));
+        if let Some(why) = boxes.stopped_by() {
+            report.notes.push(format!("not every box was made before the run: {why}"));
+        }
+    }
     let usage = meter.usage(&watched.start, &watched.end);
     if opts.scenario == Scenario::Idle {
         report.operations = k as u64;
@@ -150,6 +170,20 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
         report.take_usage(&opts.server_pid, &usage, watched.peak_rss_kib, delivered);
         let expected = ctx.expected.load(Ordering::Relaxed);
         let got = ctx.delivered.load(Ordering::Relaxed);
+        let count = |k: &str| report.counters.get(k).copied().unwrap_or(0);
+        report.live = Some(LiveSummary {
+            expected,
+            delivered: got,
+            delivered_measured: delivered,
+            broadcast_copies: count("broadcast_copies"),
+            duplicates: count("duplicate_deliveries"),
+        });
+        if count("broadcast_copies") > 0 {
+            report.notes.push(format!(
+                "the server sent {} copies of messages to connections they were not addressed to (a broadcast): not counted as deliveries, their cost is in the server's CPU per delivered message",
+                count("broadcast_copies")
+            ));
+        }
         if got < expected {
             report.errors.insert("undelivered".into(), expected - got);
             report.error_samples.insert("undelivered".into(), format!("{got} of {expected} deliveries arrived"));
@@ -170,6 +204,23 @@ pub fn run(opts: Options, targets: Vec<Target>, meter: Meter) -> Result<Report, 
         }
     }
     Ok(report)
+}
+
+/// Sends one message over HTTP into every identity's box, from the first identity, one
+/// request at a time, before any socket connects: the original creates a box on a live
+/// message's first use too, and two concurrent first messages into one box fail there
+/// ("Failed to store message"). Sized to the server as the HTTP scenarios' setup is.
+fn make_boxes(ctx: &Ctx, boxes: &Setup) -> Result<(), OpError> {
+    let recipients: Vec<String> = ctx.identities.iter().map(|i| i.identity_hex().to_string()).collect();
+    let mut peer = Peer::new(ctx.identities[0].clone(), ctx.targets[0].clone(), !ctx.opts.skip_verify);
+    // Not a sender slot's RNG (those are 0..concurrency).
+    let mut rng = ident::rng(ctx.opts.seed, ctx.opts.concurrency);
+    let into = SetupBox { setup: boxes, message_box: &ctx.message_box, body_size: ctx.opts.body_size };
+    let id = |i: usize, _| format!("{}-b{i:x}", ctx.tag);
+    runner::block_on(async {
+        let mut waited = Duration::ZERO;
+        into.send_step(&mut peer, &mut rng, &recipients, 0, &mut waited, &id).await.map(|_| ())
+    })
 }
 
 async fn thread_main(t: usize, threads: usize, ctx: Arc<Ctx>, stats: Stats, shared: Arc<Shared>) {

@@ -197,6 +197,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(r)
 }
 
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?}: not a number"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err("must be above 0".into());
+    }
+    Ok(v)
+}
+
 /// mbload: a load generator for MessageBox servers.
 ///
 /// Closed loop (`--concurrency` workers back to back) unless `--rate` is given; then requests
@@ -252,6 +260,46 @@ pub struct Options {
     /// Repeatable (or a comma list): a fleet's nodes, whose CPU and memory are added up.
     #[arg(long, short = 'p', value_delimiter = ',')]
     pub server_pid: Vec<u32>,
+
+    /// Another process whose CPU over the same window is reported per operation and as a
+    /// multiple of the floor (e.g. mariadbd). Repeatable (or a comma list): added up.
+    #[arg(long, value_delimiter = ',')]
+    pub db_pid: Vec<u32>,
+
+    /// Don't measure the crypto floor at start (no floor ratios unless --floor-us is given).
+    #[arg(long)]
+    pub no_floor: bool,
+
+    /// The request floor (1 verify + 1 sign) in µs, instead of measuring it.
+    #[arg(long, value_parser = parse_positive)]
+    pub floor_us: Option<f64>,
+
+    /// With --floor-us: the live floor (1 verify + 2 signs) in µs.
+    #[arg(long, value_parser = parse_positive, requires = "floor_us")]
+    pub live_floor_us: Option<f64>,
+
+    /// How long the floor loop runs (on one thread, before anything else).
+    #[arg(long, value_parser = parse_duration, default_value = "600ms")]
+    pub floor_time: Duration,
+
+    /// Find the highest open-loop rate whose p99 stays under --p99: short runs of
+    /// --duration each, the rate doubled or halved from --rate (default: 0.2 / floor) until
+    /// the bound is crossed, then bisected.
+    #[arg(long)]
+    pub find_rate: bool,
+
+    /// --find-rate: the latency bound (p99 of the scenario's operation; live: of delivery).
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+    pub p99: Duration,
+
+    /// --find-rate: most runs.
+    #[arg(long, default_value_t = 10)]
+    pub find_rate_steps: usize,
+
+    /// --find-rate: stop bisecting when the failing rate is within this fraction above the
+    /// passing one.
+    #[arg(long, default_value_t = 0.05, value_parser = parse_positive)]
+    pub find_rate_precision: f64,
 
     /// Print the final report as JSON on stdout (progress stays on stderr).
     #[arg(long)]
@@ -411,6 +459,23 @@ impl Options {
             return Err(
                 "--pairs same-node/cross-node need several --url and two --clients (and identities) per URL".into()
             );
+        }
+        if self.find_rate {
+            if self.scenario.is_abuse() || self.scenario == Scenario::Idle {
+                return Err("--find-rate needs a scenario with operations to pace (not idle or abuse-*)".into());
+            }
+            if self.requests.is_some() {
+                return Err("--find-rate runs steps of --duration, not --requests".into());
+            }
+            if self.find_rate_steps < 2 {
+                return Err("--find-rate-steps must be at least 2".into());
+            }
+            if self.p99.is_zero() {
+                return Err("--p99 must be above 0".into());
+            }
+            if self.no_floor && self.floor_us.is_none() && self.rate.is_none() {
+                return Err("--find-rate starts from --rate, or from the floor (drop --no-floor)".into());
+            }
         }
         if self.rss_every.is_some() && self.server_pid.is_empty() {
             return Err("--rss-every needs --server-pid".into());

@@ -90,7 +90,8 @@ impl Peer {
         Ok(())
     }
 
-    /// A signed request; the signed response is verified (unless `--skip-verify`).
+    /// A signed request; the signed response is verified (unless `--skip-verify`). An
+    /// unsigned 429 or 503 is returned as it is.
     pub async fn call(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Response, OpError> {
         let mut retried = false;
         loop {
@@ -109,6 +110,11 @@ impl Peer {
                     self.session = None;
                     self.rehandshakes += 1;
                     continue;
+                }
+                // A server's edge refusals (rate limit, busy) come before its auth layer and
+                // are unsigned by design: they are answers, reported by their status.
+                if resp.status == 429 || resp.status == 503 {
+                    return Ok(resp);
                 }
                 return Err(OpError::auth(format!("unsigned HTTP {}: {}", resp.status, snippet(&resp.body))));
             }

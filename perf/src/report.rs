@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::floor::Floor;
 use crate::options::{Options, Scenario, Transport};
 use crate::runner::{RssMark, Usage};
 use crate::stats::{Latency, Merged};
@@ -25,6 +26,75 @@ pub struct ServerCost {
     pub rss_peak_sampled_kib: u64,
     /// VmHWM at the end: the process's lifetime peak.
     pub hwm_kib: u64,
+    /// `cpu_us_per_op` over the floor named by the report's `floor_basis`.
+    pub floor_ratio: Option<f64>,
+}
+
+/// `--db-pid`: another process's CPU over the measured window (e.g. the database's).
+#[derive(Debug, Clone, Serialize)]
+pub struct DbCost {
+    pub pids: Vec<u32>,
+    pub cpu_s: f64,
+    /// Per unit of work, divided by the same count as the server's.
+    pub cpu_us_per_op: Option<f64>,
+    pub cores: f64,
+    pub floor_ratio: Option<f64>,
+}
+
+/// How live messages were received (`live`).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LiveSummary {
+    /// Deliveries the acknowledged messages should give (one per connection of the addressed
+    /// recipient), warm-up included.
+    pub expected: u64,
+    /// First copies of our messages at a connection of the addressed recipient, warm-up
+    /// included; `delivered_measured` of them were sent in the measured window.
+    pub delivered: u64,
+    pub delivered_measured: u64,
+    /// Copies of our messages that reached a connection of someone else (a server that
+    /// broadcasts to every socket): not deliveries.
+    pub broadcast_copies: u64,
+    /// A message arriving again at a connection that already had it: not counted again.
+    pub duplicates: u64,
+}
+
+/// The setup's messages (the boxes of `send`, `mixed`; `list`, `ack`), sized to the server.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct PrefillSummary {
+    /// Messages planned and stored.
+    pub planned: u64,
+    pub stored: u64,
+    /// Recipients per setup `sendMessage` in the end (halved on a too-many-recipients or
+    /// too-large answer).
+    pub recipients_per_send: usize,
+    /// Waits after a 429 rate limit or a 503 busy answer.
+    pub backoffs: u64,
+    /// Why the prefill stopped short (the server's quota, or a rate limit that outlasted the
+    /// waits), when it did.
+    pub stopped_by: Option<String>,
+}
+
+/// One run of `--find-rate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateStep {
+    pub rate: f64,
+    pub p99_ms: Option<f64>,
+    pub throughput_per_s: f64,
+    pub errors: u64,
+    pub pass: bool,
+}
+
+/// What `--find-rate` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct FindRate {
+    pub p99_bound_ms: f64,
+    /// The latency whose p99 is bounded.
+    pub latency: String,
+    /// The highest rate that passed (`None`: none did).
+    pub rate: Option<f64>,
+    /// `rate` (per s) × the floor (s) named by `floor_basis`.
+    pub rate_x_floor: Option<f64>,
+    pub steps: Vec<RateStep>,
 }
 
 /// What an `abuse-*` run did and what the legitimate client got meanwhile.
@@ -56,6 +126,7 @@ pub struct Phase {
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_each: Option<f64>,
     pub client_cpu_us_each: Option<f64>,
+    pub db_cpu_us_each: Option<f64>,
     pub server_rss_before_kib: Option<u64>,
     pub server_rss_after_kib: Option<u64>,
     /// Server RSS growth per item (idle: per connection).
@@ -74,6 +145,7 @@ impl Phase {
             server_cpu_s: u.server_cpu_s,
             server_cpu_us_each: each(u.server_cpu_s),
             client_cpu_us_each: each(u.client_cpu_s),
+            db_cpu_us_each: each(u.db_cpu_s),
             server_rss_before_kib: before,
             server_rss_after_kib: after,
             server_rss_kib_each: before
@@ -114,6 +186,15 @@ pub struct Report {
     /// What the server's CPU is divided by (`operations`, or live: delivered messages).
     pub cost_basis: u64,
     pub server: Option<ServerCost>,
+    pub db: Option<DbCost>,
+    /// The request floor (1 verify + 1 sign) and the live floor (1 verify + 2 signs) in µs.
+    pub floor_us: Option<f64>,
+    pub live_floor_us: Option<f64>,
+    pub floor: Option<Floor>,
+    /// Which floor the ratios divide by: `request` (HTTP scenarios) or `live message`.
+    pub floor_basis: Option<&'static str>,
+    /// Open loop: `rate` (per s) × that floor (s).
+    pub rate_x_floor: Option<f64>,
     pub client_cpu_s: Option<f64>,
     pub client_cpu_us_per_op: Option<f64>,
     pub phases: Vec<Phase>,
@@ -121,6 +202,15 @@ pub struct Report {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abuse: Option<AbuseSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<PrefillSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub find_rate: Option<FindRate>,
+    /// `--db-pid`s, for `take_usage`.
+    #[serde(skip)]
+    db_pids: Vec<u32>,
 }
 
 impl Report {
@@ -149,12 +239,22 @@ impl Report {
             counters: BTreeMap::new(),
             cost_basis: 0,
             server: None,
+            db: None,
+            floor_us: None,
+            live_floor_us: None,
+            floor: None,
+            floor_basis: None,
+            rate_x_floor: None,
             client_cpu_s: None,
             client_cpu_us_per_op: None,
             phases: Vec::new(),
             rss_marks: Vec::new(),
             notes: Vec::new(),
             abuse: None,
+            live: None,
+            prefill: None,
+            find_rate: None,
+            db_pids: o.db_pid.clone(),
         }
     }
 
@@ -182,6 +282,16 @@ impl Report {
                 rss_end_kib: after.rss_kib,
                 rss_peak_sampled_kib: peak_rss_kib.unwrap_or(after.rss_kib),
                 hwm_kib: after.hwm_kib,
+                floor_ratio: None,
+            });
+        }
+        if let (false, Some(cpu)) = (self.db_pids.is_empty(), u.db_cpu_s) {
+            self.db = Some(DbCost {
+                pids: self.db_pids.clone(),
+                cpu_s: cpu,
+                cpu_us_per_op: per(cpu),
+                cores: if u.seconds > 0.0 { cpu / u.seconds } else { 0.0 },
+                floor_ratio: None,
             });
         }
         self.client_cpu_s = u.client_cpu_s;
@@ -190,6 +300,57 @@ impl Report {
 
     pub fn error_total(&self) -> u64 {
         self.errors.values().sum()
+    }
+
+    /// The floor a unit of this report's work is judged against: a request's for the HTTP
+    /// scenarios (a handshake's too, as a yardstick), a live message's for `live`; none for
+    /// `idle` (per connection) and the abuse scenarios.
+    pub fn basis_floor(&self, f: &Floor) -> Option<(&'static str, f64)> {
+        if self.scenario.is_abuse() {
+            return None;
+        }
+        match self.scenario {
+            Scenario::Idle => None,
+            Scenario::Live => f.live_us.map(|v| ("live message", v)),
+            _ => Some(("request", f.request_us)),
+        }
+    }
+
+    /// Records the floor and divides the measured costs by it.
+    pub fn apply_floor(&mut self, floor: Option<Floor>) {
+        let Some(f) = floor else { return };
+        self.floor = Some(f);
+        self.floor_us = Some(f.request_us);
+        self.live_floor_us = f.live_us;
+        let Some((basis, us)) = self.basis_floor(&f) else { return };
+        self.floor_basis = Some(basis);
+        if let Some(s) = &mut self.server {
+            s.floor_ratio = s.cpu_us_per_op.map(|c| c / us);
+        }
+        if let Some(d) = &mut self.db {
+            d.floor_ratio = d.cpu_us_per_op.map(|c| c / us);
+        }
+        self.rate_x_floor = self.rate.map(|r| r * us / 1e6);
+        if let Some(fr) = &mut self.find_rate {
+            fr.rate_x_floor = fr.rate.map(|r| r * us / 1e6);
+        }
+    }
+
+    /// The p99 `--find-rate` bounds: a live message's delivery, otherwise the slowest of the
+    /// operation kinds run.
+    pub fn bounded_p99(&self) -> (String, Option<f64>) {
+        if self.scenario == Scenario::Live {
+            return ("delivery".into(), self.latency.get("delivery").map(|l| l.p99_ms));
+        }
+        let kinds = ["handshake", "send", "list", "ack"];
+        let worst = self
+            .latency
+            .iter()
+            .filter(|(k, _)| kinds.contains(&k.as_str()))
+            .map(|(_, l)| l.p99_ms)
+            .max_by(f64::total_cmp);
+        let names: Vec<&str> = kinds.iter().copied().filter(|k| self.latency.contains_key(*k)).collect();
+        (names.join("/"), worst)
     }
 
     /// The report for people.
@@ -228,13 +389,16 @@ impl Report {
             );
         }
         let mib = |k: u64| k as f64 / 1024.0;
+        let basis = self.floor_basis.unwrap_or("request");
+        let ratio = |r: Option<f64>| r.map_or(String::new(), |r| format!(" = {r:.2}× the {basis} floor"));
         if let Some(c) = &self.server {
             let per = c.cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}"));
             let _ = writeln!(
                 s,
-                "  server       CPU {:.2} s = {per} µs per {} ({} counted), {:.2} cores; RSS {:.1} -> {:.1} MiB (peak sampled {:.1}, VmHWM {:.1})",
+                "  server       CPU {:.2} s = {per} µs per {}{} ({} counted), {:.2} cores; RSS {:.1} -> {:.1} MiB (peak sampled {:.1}, VmHWM {:.1})",
                 c.cpu_s,
                 self.unit,
+                ratio(c.floor_ratio),
                 self.cost_basis,
                 c.cores,
                 mib(c.rss_start_kib),
@@ -243,6 +407,70 @@ impl Report {
                 mib(c.hwm_kib)
             );
         }
+        if let Some(d) = &self.db {
+            let per = d.cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                s,
+                "  db           CPU {:.2} s = {per} µs per {}{}, {:.2} cores (pids {:?})",
+                d.cpu_s,
+                self.unit,
+                ratio(d.floor_ratio),
+                d.cores,
+                d.pids
+            );
+        }
+        if let Some(f) = &self.floor {
+            let parts = match (f.verify_us, f.sign_us) {
+                (Some(v), Some(g)) => format!(" (verify {v:.1} + sign {g:.1})"),
+                _ => String::new(),
+            };
+            let live = f.live_us.map_or("-".into(), |v| format!("{v:.1}"));
+            let how = if f.source == "measured" {
+                format!("measured here in {:.2} s, median of {} batches ({} time)", f.seconds, f.batches, f.clock)
+            } else {
+                "given".into()
+            };
+            let _ = writeln!(s, "  floor        request {:.1} µs{parts}, live {live} µs; {how}", f.request_us);
+        }
+        if let (Some(r), Some(x)) = (self.rate, self.rate_x_floor) {
+            let _ = writeln!(s, "  open loop    rate {r}/s × {basis} floor = {x:.3}");
+        }
+        if let Some(l) = &self.live {
+            let _ = writeln!(
+                s,
+                "  live         {} delivered of {} expected ({} measured); {} broadcast copies to others, {} duplicates (not counted)",
+                l.delivered, l.expected, l.delivered_measured, l.broadcast_copies, l.duplicates
+            );
+        }
+        if let Some(p) = &self.prefill {
+            let mut line = format!(
+                "  prefill      {} of {} messages stored, {} recipients per send, {} back-offs",
+                p.stored, p.planned, p.recipients_per_send, p.backoffs
+            );
+            if let Some(why) = &p.stopped_by {
+                let _ = write!(line, "; stopped by {why}");
+            }
+            let _ = writeln!(s, "{line}");
+        }
+        if let Some(fr) = &self.find_rate {
+            let found = match (fr.rate, fr.rate_x_floor) {
+                (Some(r), Some(x)) => format!("{r:.0}/s (rate × {basis} floor = {x:.3})"),
+                (Some(r), None) => format!("{r:.0}/s"),
+                (None, _) => "no rate passed".into(),
+            };
+            let _ = writeln!(s, "  find rate    {} p99 < {} ms: {found}", fr.latency, fr.p99_bound_ms);
+            for st in &fr.steps {
+                let p99 = st.p99_ms.map_or("-".into(), |v| format!("{v:.2}"));
+                let _ = writeln!(
+                    s,
+                    "    step       {:>9.1}/s  p99 {p99} ms  {:.1}/s done  {} errors  {}",
+                    st.rate,
+                    st.throughput_per_s,
+                    st.errors,
+                    if st.pass { "pass" } else { "FAIL" }
+                );
+            }
+        }
         if let (Some(cpu), Some(per)) = (self.client_cpu_s, self.client_cpu_us_per_op) {
             let _ = writeln!(s, "  generator    CPU {cpu:.2} s = {per:.1} µs per {}", self.unit);
         }
@@ -250,6 +478,9 @@ impl Report {
             let mut line = format!("  phase        {:<9} n={} in {:.2}s", p.name, p.count, p.seconds);
             if let Some(v) = p.server_cpu_us_each {
                 let _ = write!(line, ", server {v:.1} CPU-µs each");
+            }
+            if let Some(v) = p.db_cpu_us_each {
+                let _ = write!(line, ", db {v:.1} CPU-µs each");
             }
             if let Some(v) = p.client_cpu_us_each {
                 let _ = write!(line, ", generator {v:.1} CPU-µs each");

@@ -98,12 +98,15 @@ where
 #[derive(Clone)]
 pub struct Meter {
     pub server: Option<Watch>,
+    /// `--db-pid`: another process measured over the same stretches (CPU only).
+    pub db: Option<Watch>,
     pub me: Watch,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Mark {
     pub server: Option<Sample>,
+    pub db: Option<Sample>,
     pub me: Option<Sample>,
     pub at: Instant,
 }
@@ -116,12 +119,14 @@ pub struct Usage {
     pub server_mem_before: Option<Memory>,
     pub server_mem_after: Option<Memory>,
     pub client_cpu_s: Option<f64>,
+    pub db_cpu_s: Option<f64>,
 }
 
 impl Meter {
     pub fn mark(&self) -> Mark {
         Mark {
             server: self.server.as_ref().and_then(|w| w.sample().ok()),
+            db: self.db.as_ref().and_then(|w| w.sample().ok()),
             me: self.me.sample().ok(),
             at: Instant::now(),
         }
@@ -134,6 +139,7 @@ impl Meter {
             server_mem_before: from.server.map(|s| s.mem),
             server_mem_after: to.server.map(|s| s.mem),
             client_cpu_s: from.me.zip(to.me).map(|(a, b)| b.cpu_s - a.cpu_s),
+            db_cpu_s: from.db.zip(to.db).map(|(a, b)| b.cpu_s - a.cpu_s),
         }
     }
 }

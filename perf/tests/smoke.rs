@@ -47,7 +47,26 @@ fn every_scenario_runs_against_our_server() {
     let server = start_server_with(&dir.path().join("smoke.sqlite3"), &lifted);
     let url = format!("http://{}", server.addr);
     let pid = std::process::id().to_string();
-    let common = ["--url", &url, "-d", "1s", "-w", "200ms", "-c", "2", "-t", "2", "-q", "--server-pid", &pid];
+    // The test process is also named as the "database": its CPU over the same window.
+    let common = [
+        "--url",
+        &url,
+        "-d",
+        "1s",
+        "-w",
+        "200ms",
+        "-c",
+        "2",
+        "-t",
+        "2",
+        "-q",
+        "--server-pid",
+        &pid,
+        "--db-pid",
+        &pid,
+        "--floor-time",
+        "150ms",
+    ];
     let runs: &[(&str, &[&str])] = &[
         ("handshake", &[]),
         ("send", &["--recipients", "2", "--body-size", "64"]),
@@ -72,6 +91,20 @@ fn every_scenario_runs_against_our_server() {
         if *scenario == "live" {
             assert!(report.latency.contains_key("delivery"), "{}", report.human());
             assert!(report.counters.get("delivered_measured").copied().unwrap_or(0) > 0);
+            // Our server sends a message to its recipient's connections only, once.
+            let live = report.live.as_ref().expect("a live summary");
+            assert_eq!((live.broadcast_copies, live.duplicates), (0, 0), "{}", report.human());
+            assert_eq!(live.delivered, live.expected, "{}", report.human());
+            assert_eq!(live.delivered_measured, report.cost_basis);
+            let boxes = report.phases.iter().find(|p| p.name == "boxes").expect("the boxes were made first");
+            assert_eq!(boxes.count, report.identities as u64, "{}", report.human());
+        }
+        check_floor(scenario, extra, &report);
+        if ["send", "list", "ack", "mixed"].contains(scenario) {
+            // The boxes were made first; nothing this small meets a quota.
+            let p = report.prefill.as_ref().expect("a prefill summary");
+            assert!(p.stored > 0 && p.stored == p.planned && p.stopped_by.is_none(), "{}", report.human());
+            assert_eq!(report.phases[1].name, "boxes", "{}", report.human());
         }
         if *scenario == "idle" {
             assert_eq!(report.phases[0].name, "connect");
@@ -79,6 +112,141 @@ fn every_scenario_runs_against_our_server() {
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["scenario"], *scenario);
     }
+    server.shutdown();
+}
+
+/// The floor was measured at start and every cost is also reported as a multiple of it: the
+/// request floor for the HTTP scenarios, the live one (1 verify + 2 signs) for `live`.
+fn check_floor(scenario: &str, extra: &[&str], report: &mbload::Report) {
+    let f = report.floor.expect("the floor is measured by default");
+    let (v, g) = (f.verify_us.unwrap(), f.sign_us.unwrap());
+    assert!(v > 0.0 && g > 0.0 && f.source == "measured", "{f:?}");
+    assert_eq!(report.floor_us, Some(f.request_us));
+    assert!((f.request_us - (v + g)).abs() < 1e-9 && (report.live_floor_us.unwrap() - (v + 2.0 * g)).abs() < 1e-9);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
+    let json = serde_json::to_value(report).unwrap();
+    let server = report.server.as_ref().unwrap();
+    let db = report.db.as_ref().expect("--db-pid is reported");
+    assert_eq!(db.pids, [std::process::id()]);
+    if scenario == "idle" {
+        assert_eq!((report.floor_basis, server.floor_ratio), (None, None), "no floor per connection");
+        return;
+    }
+    let basis = if scenario == "live" { report.live_floor_us.unwrap() } else { f.request_us };
+    assert_eq!(report.floor_basis, Some(if scenario == "live" { "live message" } else { "request" }));
+    let cpu = server.cpu_us_per_op.expect("operations were counted");
+    assert!(close(server.floor_ratio.unwrap(), cpu / basis), "{}", report.human());
+    assert!(close(db.floor_ratio.unwrap(), db.cpu_us_per_op.unwrap() / basis), "{}", report.human());
+    assert_eq!(json["server"]["floor_ratio"].as_f64(), server.floor_ratio);
+    assert_eq!(json["db"]["floor_ratio"].as_f64(), db.floor_ratio);
+    assert_eq!(json["floor_us"].as_f64(), Some(f.request_us));
+    match (extra.iter().position(|a| *a == "--rate"), report.rate_x_floor) {
+        (Some(i), Some(x)) => assert!(close(x, extra[i + 1].parse::<f64>().unwrap() * basis / 1e6)),
+        (None, None) => {}
+        other => panic!("rate × floor {other:?}: {}", report.human()),
+    }
+    assert!(report.human().contains("floor"), "{}", report.human());
+}
+
+/// The setup sizes itself to a server with small limits instead of failing: the recipients
+/// per setup send halve to the server's cap, a quota stops the prefill where it is and the run
+/// uses exactly what was stored, and a rate limit is waited out.
+#[test]
+fn the_prefill_sizes_itself_to_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = [
+        ("MESSAGE_BOX_MAX_RECIPIENTS", "2"),
+        ("MESSAGE_BOX_MAX_INBOX_MESSAGES", "40"),
+        ("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000"),
+        ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "1000000"),
+    ];
+    let server = start_server_with(&dir.path().join("sized.sqlite3"), &limits);
+    let url = format!("http://{}", server.addr);
+    let run = |scenario: &str, extra: &[&str]| {
+        let mut args = vec!["mbload", scenario, "--url", &url, "-d", "1s", "-t", "1", "-q", "--no-floor"];
+        args.extend(extra);
+        mbload::run(mbload::Options::try_parse_from(&args).unwrap()).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    // list: 5 identities' boxes of 30 messages, at most 2 recipients a send; the inbox quota
+    // (40) is not reached.
+    let r = run("list", &["-c", "2", "-i", "5", "--messages", "30", "-w", "200ms"]);
+    let p = r.prefill.as_ref().unwrap();
+    assert_eq!((p.planned, p.stored, p.recipients_per_send, p.stopped_by.as_deref()), (150, 150, 2, None));
+    assert!(r.errors.is_empty() && r.operations > 0, "{}", r.human());
+    // ack: 100 messages per worker would overflow each inbox (40): the prefill stops at the
+    // quota and the workers acknowledge only what is stored.
+    // (Another seed: the list's identities already hold 30 messages each.)
+    let r = run("ack", &["-c", "2", "--prefill", "100", "--rate", "200", "-w", "0s", "--seed", "2"]);
+    let p = r.prefill.as_ref().unwrap();
+    assert!(p.stopped_by.as_deref().is_some_and(|w| w.contains("ERR_INBOX_QUOTA_EXCEEDED")), "{}", r.human());
+    assert_eq!(p.stored, 80, "40 in each of the two inboxes: {}", r.human());
+    assert!(r.errors.is_empty(), "no ack of a message that was never stored: {}", r.human());
+    let acked = r.latency.get("ack").map_or(0, |l| l.count);
+    assert_eq!(acked, p.stored, "each stored message acknowledged once: {}", r.human());
+    assert!(r.notes.iter().any(|n| n.contains("the prefill stopped")), "{}", r.human());
+    server.shutdown();
+
+    // A per-identity rate limit of 40 a second: the prefill (75 sends per worker) waits.
+    let limited = [
+        ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "40"),
+        ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_WINDOW_MS", "1000"),
+        ("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000"),
+    ];
+    let server = start_server_with(&dir.path().join("limited.sqlite3"), &limited);
+    let url = format!("http://{}", server.addr);
+    let args = ["mbload", "list", "--url", &url, "-c", "2", "--messages", "150", "-d", "300ms", "-w", "0s", "-t", "1"];
+    let mut args = args.to_vec();
+    args.extend(["-q", "--no-floor", "--rate", "5"]);
+    let r = mbload::run(mbload::Options::try_parse_from(&args).unwrap()).unwrap();
+    let p = r.prefill.as_ref().unwrap();
+    assert!(p.backoffs > 0 && p.stored == p.planned && p.stopped_by.is_none(), "{}", r.human());
+    server.shutdown();
+}
+
+/// `--find-rate` steps the open-loop rate: a generous bound passes every step, so the rate
+/// doubles each time and the highest is reported with rate × floor.
+#[test]
+fn find_rate_steps_the_open_loop_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let lifted =
+        [("MESSAGE_BOX_PRE_AUTH_RATE_LIMIT_MAX", "1000000"), ("MESSAGE_BOX_AUTHENTICATED_RATE_LIMIT_MAX", "1000000")];
+    let server = start_server_with(&dir.path().join("rate.sqlite3"), &lifted);
+    let url = format!("http://{}", server.addr);
+    let args = [
+        "mbload",
+        "send",
+        "--url",
+        &url,
+        "--find-rate",
+        "--rate",
+        "20",
+        "--find-rate-steps",
+        "2",
+        "--p99",
+        "5s",
+        "-d",
+        "500ms",
+        "-w",
+        "100ms",
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "-q",
+        "--floor-us",
+        "50",
+        "--live-floor-us",
+        "70",
+    ];
+    let r = mbload::run(mbload::Options::try_parse_from(args).unwrap()).unwrap();
+    let fr = r.find_rate.as_ref().expect("a find-rate summary");
+    let rates: Vec<f64> = fr.steps.iter().map(|s| s.rate).collect();
+    assert_eq!(rates, [20.0, 40.0], "{}", r.human());
+    assert!(fr.steps.iter().all(|s| s.pass && s.p99_ms.is_some()), "{}", r.human());
+    assert_eq!((fr.rate, r.rate), (Some(40.0), Some(40.0)), "the report is the best run's");
+    assert!((fr.rate_x_floor.unwrap() - 40.0 * 50e-6).abs() < 1e-12);
+    assert_eq!(r.floor.unwrap().source, "given");
+    assert_eq!(fr.latency, "send");
     server.shutdown();
 }
 
