@@ -25,6 +25,10 @@ pub struct ServerCost {
     pub rss_peak_sampled_kib: u64,
     /// VmHWM at the end: the process's lifetime peak.
     pub hwm_kib: u64,
+    /// Context switches of the server's threads (voluntary + involuntary), and per unit of
+    /// work: how often work hopped between threads or waited.
+    pub ctx_switches: u64,
+    pub ctx_switches_per_op: Option<f64>,
 }
 
 /// What an `abuse-*` run did and what the legitimate client got meanwhile.
@@ -182,6 +186,8 @@ impl Report {
                 rss_end_kib: after.rss_kib,
                 rss_peak_sampled_kib: peak_rss_kib.unwrap_or(after.rss_kib),
                 hwm_kib: after.hwm_kib,
+                ctx_switches: u.server_switches.unwrap_or(0),
+                ctx_switches_per_op: (basis > 0).then(|| u.server_switches.unwrap_or(0) as f64 / basis as f64),
             });
         }
         self.client_cpu_s = u.client_cpu_s;
@@ -242,6 +248,8 @@ impl Report {
                 mib(c.rss_peak_sampled_kib),
                 mib(c.hwm_kib)
             );
+            let per = c.ctx_switches_per_op.map_or("-".into(), |v| format!("{v:.2}"));
+            let _ = writeln!(s, "  server       context switches {} = {per} per {}", c.ctx_switches, self.unit);
         }
         if let (Some(cpu), Some(per)) = (self.client_cpu_s, self.client_cpu_us_per_op) {
             let _ = writeln!(s, "  generator    CPU {cpu:.2} s = {per:.1} µs per {}", self.unit);
