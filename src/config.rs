@@ -77,7 +77,7 @@ pub const VARIABLES: &[(&str, &str)] = &[
     ("MESSAGEBOX_MAX_SESSIONS", "most live BRC-103 sessions (default 262144); when full, the oldest never-used session is evicted"),
     ("MESSAGEBOX_UNUSED_SESSION_TTL", "seconds a session lives before its first request (default 120)"),
     ("MESSAGEBOX_MAX_REQUESTS_PER_SESSION", "requests before a session is retired and the client re-handshakes (default 4096)"),
-    ("MESSAGE_BOX_DB_POOL_MAX", "MySQL connections (default 8; alias MESSAGEBOX_DB_POOL)"),
+    ("MESSAGE_BOX_DB_POOL_MAX", "MySQL connections in all, split between the cores and the store thread (default 8; alias MESSAGEBOX_DB_POOL)"),
     ("MESSAGEBOX_DB_POOL", "alias of MESSAGE_BOX_DB_POOL_MAX"),
     // The resource limits (spec ts-next-ops §1.2-§1.7). Limits take -1 or `unlimited` to
     // disable them unless said otherwise; defaults are per profile (small / standard /

@@ -161,6 +161,7 @@ fn tidy(e: &StoreError) -> String {
 pub async fn open_store(config: &Config, patience: Duration) -> Result<Store, StoreError> {
     let options = StoreOptions {
         pool_size: config.db_pool,
+        cores: config.threads,
         timeouts: config.resources.database,
         retention_days: config.resources.retention.days,
         quotas: crate::store::quota::QuotaLimits::from_resources(&config.resources),

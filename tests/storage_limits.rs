@@ -128,11 +128,15 @@ async fn d6_a_hung_database_is_answered_503_within_the_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let url = db.url();
     let key = PrivateKey::random().to_hex();
+    let maddr = format!("127.0.0.1:{}", common::free_port());
     let env = [
         ("DATABASE_URL", url.as_str()),
         ("SERVER_PRIVATE_KEY", key.as_str()),
         ("LOG_FORMAT", "json"),
         ("MESSAGEBOX_DB_POOL", "4"),
+        // Two cores, so the requests below run on the cores' own pools (`store::percore`).
+        ("MESSAGEBOX_THREADS", "2"),
+        ("MESSAGEBOX_METRICS_ADDR", maddr.as_str()),
     ];
     let server = Proc::spawn(&env, dir.path(), Stdio::piped());
     let addr = server.addr;
@@ -222,6 +226,15 @@ async fn d6_a_hung_database_is_answered_503_within_the_timeouts() {
     }
     let ready = tokio::task::spawn_blocking(move || get(addr, "/ready", &[]).0).await.unwrap();
     assert_eq!(ready, 200);
+    // The outage was met on the per-core path: the requests' operations ran on the cores.
+    let maddr: std::net::SocketAddr = maddr.parse().unwrap();
+    let metrics = tokio::task::spawn_blocking(move || get(maddr, "/metrics", &[]).2).await.unwrap();
+    let placed = |placement: &str| {
+        let name = format!("messagebox_store_operations_total{{placement=\"{placement}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&name)?.trim().parse::<u64>().ok()).unwrap_or(0)
+    };
+    assert!(placed("core") >= total, "{total} requests: {metrics}");
+    assert!(placed("handoff") < 5, "only start-up's calls hand off: {metrics}");
 
     let out = server.stop();
     let lines = log_messages(&out);

@@ -6,14 +6,15 @@
 # sqlite: a new file /tmp/mbload-bench.sqlite3; mysql: the database mbload_bench on
 # MBLOAD_MYSQL (default mysql://root@127.0.0.1:3306), dropped and created anew. Logs go to
 # /tmp/mbload-server.log (RUST_LOG=warn unless set). Extra server settings can be passed in
-# the environment (MESSAGEBOX_THREADS, MESSAGEBOX_DB_POOL, ...). Stop it with `kill PID`.
+# the environment (MESSAGEBOX_THREADS, MESSAGEBOX_DB_POOL, ...; MESSAGEBOX_BIN runs another
+# binary, e.g. a copy of an earlier build to compare). Stop it with `kill PID`.
 #
 # The per-client limits are lifted (perf/scripts/limits.sh; BENCH_LIMITS=default keeps them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:?usage: server.sh sqlite|mysql [port]}"
 port="${2:-8080}"
-bin=target/release/messagebox
+bin="${MESSAGEBOX_BIN:-target/release/messagebox}"   # another build to compare: MESSAGEBOX_BIN=path
 [ -x "$bin" ] || cargo build --release --bin messagebox >&2
 mysql="${MBLOAD_MYSQL:-mysql://root@127.0.0.1:3306}"
 case "$store" in

@@ -1,6 +1,7 @@
 //! Reading a process's CPU time and memory from `/proc` (Linux): `/proc/PID/stat` for
-//! user + system time, `/proc/PID/status` for `VmRSS` (now) and `VmHWM` (peak). Used for the
-//! server (`--server-pid`) and for the generator itself (its own cost per operation).
+//! user + system time, `/proc/PID/status` for `VmRSS` (now) and `VmHWM` (peak), and each
+//! thread's `/proc/PID/task/TID/status` for its context switches. Used for the server
+//! (`--server-pid`) and for the generator itself (its own cost per operation).
 
 use std::time::Instant;
 
@@ -49,6 +50,24 @@ pub fn parse_status(text: &str) -> Option<Memory> {
     Some(Memory { rss_kib: field("VmRSS:")?, hwm_kib: field("VmHWM:")? })
 }
 
+/// A thread's context switches from its `/proc/PID/task/TID/status`: voluntary (it waited)
+/// plus involuntary (it was preempted).
+pub fn parse_switches(text: &str) -> Option<u64> {
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok());
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
+}
+
+/// The context switches of every thread of a process alive now (`/proc/PID/status` has the
+/// main thread's only). A thread that ended took its count with it.
+fn switches(task_dir: &str) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(task_dir) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|text| parse_switches(&text))
+        .sum()
+}
+
 /// Clock ticks per second for `/proc/PID/stat`: `getconf CLK_TCK`, which is the only safe
 /// way to ask for `sysconf(_SC_CLK_TCK)` without `unsafe`; Linux has reported 100 on every
 /// mainstream architecture for decades, which is the fallback if `getconf` is missing.
@@ -69,6 +88,8 @@ pub struct Sample {
     pub at: Instant,
     pub cpu_s: f64,
     pub mem: Memory,
+    /// Context switches of the process's threads so far.
+    pub switches: u64,
 }
 
 /// A process, or several (a fleet's nodes), being watched: CPU and memory add up.
@@ -102,7 +123,7 @@ impl Watch {
     /// The sum over the watched processes (RSS and VmHWM: the sums of each one's).
     pub fn sample(&self) -> Result<Sample, String> {
         let at = Instant::now();
-        let mut total = Sample { at, cpu_s: 0.0, mem: Memory::default() };
+        let mut total = Sample { at, cpu_s: 0.0, mem: Memory::default(), switches: 0 };
         for &pid in &self.pids {
             let path = |f: &str| Self::path(pid, f);
             let read = |f: &str| std::fs::read_to_string(path(f)).map_err(|e| format!("{}: {e}", path(f)));
@@ -111,6 +132,7 @@ impl Watch {
             total.cpu_s += cpu.total() as f64 / self.ticks_per_s as f64;
             total.mem.rss_kib += mem.rss_kib;
             total.mem.hwm_kib += mem.hwm_kib;
+            total.switches += switches(&path("task"));
         }
         Ok(total)
     }
@@ -136,6 +158,13 @@ mod tests {
     }
 
     #[test]
+    fn thread_switches() {
+        let text = "Name:\tx\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_switches(text), Some(127));
+        assert_eq!(parse_switches("Name:\tx\n"), None);
+    }
+
+    #[test]
     fn watching_ourselves() {
         let hz = clock_ticks_per_second();
         assert!(hz >= 1);
@@ -149,6 +178,8 @@ mod tests {
         let b = w.sample().unwrap();
         assert!(b.cpu_s >= a.cpu_s);
         assert!(b.mem.rss_kib > 0 && b.mem.hwm_kib >= b.mem.rss_kib);
+        std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(5))).join().unwrap();
+        assert!(w.sample().unwrap().switches > a.switches, "this thread waited for another");
         assert!(Watch::new(Some(u32::MAX), hz).is_err());
         // Two processes add up: ourselves twice is twice ourselves.
         let me = std::process::id();

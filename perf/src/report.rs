@@ -28,6 +28,10 @@ pub struct ServerCost {
     pub hwm_kib: u64,
     /// `cpu_us_per_op` over the floor named by the report's `floor_basis`.
     pub floor_ratio: Option<f64>,
+    /// Context switches of the server's threads (voluntary + involuntary), and per unit of
+    /// work: how often work hopped between threads or waited.
+    pub ctx_switches: u64,
+    pub ctx_switches_per_op: Option<f64>,
 }
 
 /// `--db-pid`: another process's CPU over the measured window (e.g. the database's).
@@ -283,6 +287,8 @@ impl Report {
                 rss_peak_sampled_kib: peak_rss_kib.unwrap_or(after.rss_kib),
                 hwm_kib: after.hwm_kib,
                 floor_ratio: None,
+                ctx_switches: u.server_switches.unwrap_or(0),
+                ctx_switches_per_op: (basis > 0).then(|| u.server_switches.unwrap_or(0) as f64 / basis as f64),
             });
         }
         if let (false, Some(cpu)) = (self.db_pids.is_empty(), u.db_cpu_s) {
@@ -406,6 +412,8 @@ impl Report {
                 mib(c.rss_peak_sampled_kib),
                 mib(c.hwm_kib)
             );
+            let per = c.ctx_switches_per_op.map_or("-".into(), |v| format!("{v:.2}"));
+            let _ = writeln!(s, "  server       context switches {} = {per} per {}", c.ctx_switches, self.unit);
         }
         if let Some(d) = &self.db {
             let per = d.cpu_us_per_op.map_or("-".into(), |v| format!("{v:.1}"));

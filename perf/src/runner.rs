@@ -118,6 +118,8 @@ pub struct Usage {
     pub server_cpu_s: Option<f64>,
     pub server_mem_before: Option<Memory>,
     pub server_mem_after: Option<Memory>,
+    /// Context switches of the server's threads.
+    pub server_switches: Option<u64>,
     pub client_cpu_s: Option<f64>,
     pub db_cpu_s: Option<f64>,
 }
@@ -138,6 +140,7 @@ impl Meter {
             server_cpu_s: from.server.zip(to.server).map(|(a, b)| b.cpu_s - a.cpu_s),
             server_mem_before: from.server.map(|s| s.mem),
             server_mem_after: to.server.map(|s| s.mem),
+            server_switches: from.server.zip(to.server).map(|(a, b)| b.switches.saturating_sub(a.switches)),
             client_cpu_s: from.me.zip(to.me).map(|(a, b)| b.cpu_s - a.cpu_s),
             db_cpu_s: from.db.zip(to.db).map(|(a, b)| b.cpu_s - a.cpu_s),
         }

@@ -516,6 +516,13 @@ impl Collector for Scrape {
             "Message rows committed (one per recipient; duplicates not counted).",
             self.writer.inserted,
         )?;
+        labelled_counters(
+            &mut e,
+            "messagebox_store_operations",
+            "Store operations other than message inserts, by where they ran: on the server core that asked (core) or handed to the store's threads (handoff).",
+            "placement",
+            [("core", self.writer.on_core), ("handoff", self.writer.handed_off)].into_iter(),
+        )?;
         {
             let mut m = e.encode_descriptor(
                 "messagebox_store_batch_size",

@@ -1,7 +1,9 @@
 //! The thread-per-core runtime: one OS thread per core, each a tokio `current_thread`
 //! runtime with its own `SO_REUSEPORT` listener serving HTTP/1.x with hyper, the guard that
 //! keeps a second process off a port already served, and the graceful shutdown that stops
-//! accepting, lets in-flight requests finish and reports when every core is done.
+//! accepting, lets in-flight requests finish and reports when every core is done. Each core
+//! thread is marked as one for the store (`store::percore`), which then runs the core's
+//! database work on it.
 //! Connection limits (caps at accept, idle deadlines, requests per socket) are in [`conn`].
 
 use std::net::SocketAddr;
@@ -174,7 +176,12 @@ pub fn start(app: Arc<App>, addr: SocketAddr, threads: usize, limits: ParserLimi
                 }
             };
             let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, serve(core, app, l, rx, limits, shared));
+            local.block_on(&rt, async move {
+                // The stores run this core's database work here while it serves (`store::percore`).
+                let databases = crate::store::percore::enter();
+                serve(core, app, l, rx, limits, shared).await;
+                databases.close().await;
+            });
         })?;
         handles.push(handle);
     }

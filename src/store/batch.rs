@@ -102,6 +102,9 @@ impl Counters {
             fallbacks: self.fallbacks.load(Ordering::Relaxed),
             batch_rows: self.batch_rows.snapshot(),
             commit_seconds: self.commit_time.snapshot(),
+            // The backend adds where its other operations ran.
+            on_core: 0,
+            handed_off: 0,
         }
     }
 }

@@ -4,10 +4,14 @@
 //! lives once: the group-commit writer (`batch`), the default-fee rule (`fees`), the SQL
 //! both dialects read alike (`sql`) and the error type with its classes ([`StoreError`]).
 //!
-//! Route handlers run on the per-core runtimes and must never block them: each backend
-//! runs its own work elsewhere (MySQL: a dedicated tokio runtime thread owning the pool
-//! and the group-commit writer; SQLite: dedicated threads owning the connections) and
-//! hands results back through futures that any runtime can await.
+//! Route handlers run on the per-core runtimes and must never wait there for long. Database
+//! work stays on the core that received the request where it can ([`percore`]): MySQL
+//! operations run on a small pool of the core, SQLite's short reads on a read connection of
+//! the core, synchronously and within a time budget. Message inserts take one hand-off that
+//! batches: the group-commit writer on the store's own thread (MySQL: a tokio runtime thread
+//! that also serves callers that are no core; SQLite: the writer thread, which performs every
+//! write, beside reader threads for reads from elsewhere). Every store future is awaitable
+//! from any runtime.
 //!
 //! Comparisons stay in SQL so MySQL's case-insensitive collations behave as they did for
 //! the original (`'INBOX'` finds the `inbox` box, ids `abc` and `ABC` collide).
@@ -22,6 +26,7 @@ mod error;
 mod fees;
 pub mod migrate;
 pub mod mysql;
+pub mod percore;
 pub mod quota;
 mod sql;
 pub mod sqlite;
@@ -296,6 +301,12 @@ pub struct WriterStats {
     pub batch_rows: HistogramSnapshot,
     /// Time to write and commit each transaction, in seconds.
     pub commit_seconds: HistogramSnapshot,
+    /// Operations other than message inserts that ran on the server core that asked for
+    /// them ([`percore`]).
+    pub on_core: u64,
+    /// Operations other than message inserts handed to the store's own threads (callers
+    /// that are no core; SQLite reads that gave up on the core).
+    pub handed_off: u64,
 }
 
 impl Default for WriterStats {
@@ -308,6 +319,8 @@ impl Default for WriterStats {
             fallbacks: 0,
             batch_rows: HistogramSnapshot::empty(crate::metrics::histogram::BATCH_ROWS_BUCKETS, 1.0),
             commit_seconds: HistogramSnapshot::empty(crate::metrics::histogram::DURATION_BUCKETS, 1e-9),
+            on_core: 0,
+            handed_off: 0,
         }
     }
 }
@@ -341,8 +354,12 @@ pub struct StoreOptions {
     pub retention_days: Option<u64>,
     /// The storage quotas sends are held to (`config.resources.messages`).
     pub quotas: quota::QuotaLimits,
-    /// Connections in the MySQL pool.
+    /// MySQL connections in all, split between the store thread and the server cores (see
+    /// `mysql::split_pool`).
     pub pool_size: usize,
+    /// Server cores that will use the store, each with a pool of its own (MySQL); 0 when no
+    /// server runs on it (every operation then uses the store thread's pool).
+    pub cores: usize,
     /// Most rows in one group-committed insert.
     pub max_batch_rows: usize,
     /// Most queued insert requests before callers wait (back-pressure). SQLite also bounds
@@ -360,6 +377,7 @@ impl Default for StoreOptions {
             retention_days: crate::limits::ResourceLimits::default().retention.days,
             quotas: quota::QuotaLimits::default(),
             pool_size: 8,
+            cores: 0,
             max_batch_rows: 512,
             max_queued_inserts: 65_536,
             sqlite_readers: 2,

@@ -1,12 +1,20 @@
 //! The MySQL/MariaDB backend (`mysql_async`).
 //!
-//! It owns one OS thread running a tokio `current_thread` runtime, and that runtime owns
-//! the connection pool: mysql_async connections are bound to the runtime that created them,
-//! so the pool must not be shared by the server's per-core runtimes. Store methods spawn
-//! their work onto this runtime and await the `JoinHandle` (awaitable from any runtime).
+//! mysql_async connections are bound to the runtime that created them, so every runtime
+//! that talks to the database has a pool of its own:
+//! * each server core ([`super::percore`]) gets a small pool, created on its runtime when it
+//!   first needs one; an operation called on a core runs there, start to finish ([`MysqlStore::spawn`]);
+//! * the store's own OS thread runs a tokio `current_thread` runtime with the store pool: it
+//!   serves the group-commit writer and every caller that is no core (the operation is
+//!   spawned onto it and its `JoinHandle` awaited, from any runtime).
+//!
+//! Both paths bound an operation the same way (acquire/connect timeout plus the query
+//! timeout, [`bounded`]) and report it to the one outage log ([`Health`]).
+//! `MESSAGE_BOX_DB_POOL_MAX` is the process's total; [`split_pool`] divides it.
 //!
 //! Message inserts go through the shared group-commit writer (`store::batch`), driven by
-//! a task on the same runtime that writes up to [`PIPELINE`] batches at once. This module
+//! a task on the store runtime that writes up to [`PIPELINE`] batches at once: a core
+//! queues its rows and awaits the reply, the send's one hand-off, which batches. This module
 //! supplies the transaction (`BatchWriter`): a batch resolves its messageBox ids (a bounded
 //! cache, then one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all
 //! its rows in ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk;
@@ -35,6 +43,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row,
 use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
 use super::fees::{self, FeeRules};
+use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
 use super::{
     civil_from_timestamp, expiry, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
@@ -61,6 +70,9 @@ const BOX_CACHE_GENERATION: usize = 32_768;
 /// in-flight batches that share an id serialise on its row lock; the verification below
 /// keeps outcomes exact and a deadlock between them is retried.
 const PIPELINE: usize = 2;
+/// Connections the store thread's pool keeps at least, whatever the split: one per
+/// in-flight insert batch.
+const STORE_POOL_MIN: usize = PIPELINE;
 /// Retries after a deadlock or lock-wait timeout.
 const TRANSIENT_RETRIES: u32 = 2;
 /// Retries of a default permission insert that lost a lock conflict (see [`insert_default_fee`]).
@@ -97,24 +109,32 @@ pub struct MysqlStore {
 }
 
 struct Shared {
+    /// The store thread's pool.
     pool: Pool,
     /// For the migration's own connection (see [`migrate::run_mysql`]).
     opts: Opts,
+    /// For each core's pool: `opts` with the per-core size.
+    core_opts: Opts,
+    /// This store's key in each core's registry.
+    id: StoreId,
     max_batch_rows: usize,
     timeouts: DatabaseLimits,
     retention_days: Option<u64>,
     health: Health,
+    placement: Placement,
 }
 
 impl Shared {
-    /// A pooled connection, or `Unavailable` once the acquire (or connect) timeout passes:
-    /// mysql_async has no connect timeout of its own, and a stopped server accepts the TCP
-    /// connection and then never greets.
+    /// A connection of the store thread's pool (the group-commit writer's).
     async fn conn(&self) -> Result<Conn, StoreError> {
-        let wait = self.timeouts.acquire_timeout.max(self.timeouts.connect_timeout);
-        match tokio::time::timeout(wait, self.pool.get_conn()).await {
-            Ok(conn) => Ok(conn?),
-            Err(_) => Err(StoreError::Unavailable(format!("no MySQL connection within {} ms", wait.as_millis()))),
+        acquire(&self.pool, &self.timeouts).await
+    }
+
+    /// The calling core's pool (created now on its first use); `None` off a core.
+    fn core_pool(&self) -> Option<Pool> {
+        match percore::resource(self.id, || Resource::Mysql(Pool::new(self.core_opts.clone())))? {
+            Resource::Mysql(pool) => Some(pool),
+            Resource::Sqlite(_) => None,
         }
     }
 
@@ -122,6 +142,43 @@ impl Shared {
     fn deadline(&self) -> std::time::Duration {
         self.timeouts.acquire_timeout.max(self.timeouts.connect_timeout) + self.timeouts.query_timeout
     }
+}
+
+/// A connection from `pool`, or `Unavailable` once the acquire (or connect) timeout passes:
+/// mysql_async has no connect timeout of its own, and a stopped server accepts the TCP
+/// connection and then never greets.
+async fn acquire(pool: &Pool, timeouts: &DatabaseLimits) -> Result<Conn, StoreError> {
+    let wait = timeouts.acquire_timeout.max(timeouts.connect_timeout);
+    match tokio::time::timeout(wait, pool.get_conn()).await {
+        Ok(conn) => Ok(conn?),
+        Err(_) => Err(StoreError::Unavailable(format!("no MySQL connection within {} ms", wait.as_millis()))),
+    }
+}
+
+/// What one operation runs with: the store's settings and the pool of the runtime it runs
+/// on (the calling core's, or the store thread's).
+struct Db {
+    shared: Arc<Shared>,
+    pool: Pool,
+}
+
+impl Db {
+    /// A connection of this runtime's pool (see [`acquire`]).
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        acquire(&self.pool, &self.shared.timeouts).await
+    }
+}
+
+/// `(store thread, each core)`: the connections of `pool_size` (`MESSAGE_BOX_DB_POOL_MAX`)
+/// for the store thread's pool and for each of `cores` per-core pools. Each core gets
+/// `pool_size / (cores + 1)`, at least one; the store thread the rest, at least
+/// [`STORE_POOL_MIN`]. The total is `pool_size`, or `cores + STORE_POOL_MIN` when the pool
+/// is smaller than that.
+pub fn split_pool(pool_size: usize, cores: usize) -> (usize, usize) {
+    let total = pool_size.max(1);
+    let per_core = (total / (cores + 1)).max(1);
+    let store = total.saturating_sub(per_core * cores).max(STORE_POOL_MIN);
+    (store, per_core)
 }
 
 /// `f` bounded by `limit`: past it the work is dropped (its connection with it) and the
@@ -148,22 +205,28 @@ impl MysqlStore {
         if parsed.db_name().is_none_or(str::is_empty) {
             return Err(StoreError::Config("the MySQL URL names no database (mysql://…/<database>)".into()));
         }
-        let constraints = PoolConstraints::new(1, options.pool_size.max(1))
-            .ok_or_else(|| StoreError::Config("bad pool size".into()))?;
-        // Without an idle TTL mysql_async keeps only `min` idle connections and closes every
-        // other one on return: each use would reconnect and re-prepare its statements.
-        let pool_opts = PoolOpts::default()
-            .with_constraints(constraints)
-            .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
-            .with_reset_connection(false);
+        let (store_pool, core_pool) = split_pool(options.pool_size, options.cores);
+        let pool_opts = |size: usize| {
+            let constraints =
+                PoolConstraints::new(1, size).ok_or_else(|| StoreError::Config("bad pool size".into()))?;
+            // Without an idle TTL mysql_async keeps only `min` idle connections and closes
+            // every other one on return: each use would reconnect and re-prepare its statements.
+            Ok::<_, StoreError>(
+                PoolOpts::default()
+                    .with_constraints(constraints)
+                    .with_inactive_connection_ttl(IDLE_CONNECTION_TTL)
+                    .with_reset_connection(false),
+            )
+        };
         let opts: Opts = OptsBuilder::from_opts(parsed)
             // `setup` also runs after a connection reset; resets are off, but stay safe.
             .setup(vec!["SET time_zone = '+00:00'"])
             .stmt_cache_size(STMT_CACHE_SIZE)
             // Affected-row counts must mean "changed rows" (outcomes, insertId semantics).
             .client_found_rows(false)
-            .pool_opts(pool_opts)
+            .pool_opts(pool_opts(store_pool)?)
             .into();
+        let core_opts: Opts = OptsBuilder::from_opts(opts.clone()).pool_opts(pool_opts(core_pool)?).into();
 
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -177,10 +240,13 @@ impl MysqlStore {
         let shared = Arc::new(Shared {
             pool: pool.clone(),
             opts,
+            core_opts,
+            id: StoreId::next(),
             max_batch_rows: options.max_batch_rows.max(1),
             timeouts: options.timeouts,
             retention_days: options.retention_days,
             health: Health::default(),
+            placement: Placement::default(),
         });
         let (queue, intake) =
             batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
@@ -220,29 +286,40 @@ impl MysqlStore {
             host = %o.ip_or_hostname(),
             port = o.tcp_port(),
             database = o.db_name().unwrap_or_default(),
-            pool_size = options.pool_size.max(1),
+            store_pool,
+            cores = options.cores,
+            core_pool,
             max_batch_rows = store.shared.max_batch_rows,
             "MySQL store ready"
         );
         Ok(store)
     }
 
-    /// Runs `f` on the store runtime.
+    /// Runs `f` where it is awaited when that is a server core (on the core's pool), else on
+    /// the store runtime; bounded by the store's deadline and reported to its outage log
+    /// either way. Decided at the first poll: the thread that polls is the one that waits.
     fn spawn<T, F, Fut>(&self, f: F) -> StoreFuture<'_, T>
     where
-        F: FnOnce(Arc<Shared>) -> Fut,
+        F: FnOnce(Db) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
         let shared = self.shared.clone();
-        let work = f(shared.clone());
-        // The deadline runs on the store runtime, so the work stops there when it passes.
-        let task = self.runtime.spawn(async move {
-            let result = bounded(shared.deadline(), work).await;
-            shared.health.observe("mysql", &result);
-            result
-        });
         Box::pin(async move {
+            if let Some(pool) = shared.core_pool() {
+                shared.placement.count(true);
+                let result = bounded(shared.deadline(), f(Db { shared: shared.clone(), pool })).await;
+                shared.health.observe("mysql", &result);
+                return result;
+            }
+            shared.placement.count(false);
+            // The deadline runs on the store runtime, so the work stops there when it passes.
+            let task = self.runtime.spawn(async move {
+                let work = f(Db { shared: shared.clone(), pool: shared.pool.clone() });
+                let result = bounded(shared.deadline(), work).await;
+                shared.health.observe("mysql", &result);
+                result
+            });
             task.await.map_err(|e| StoreError::Unavailable(format!("MySQL store task did not finish: {e}")))?
         })
     }
@@ -892,8 +969,8 @@ fn device(row: Row) -> Result<Device, StoreError> {
     })
 }
 
-async fn devices(shared: Arc<Shared>, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
-    let mut conn = shared.conn().await?;
+async fn devices(db: Db, identity_key: String, only_active: bool) -> Result<Vec<Device>, StoreError> {
+    let mut conn = db.conn().await?;
     let rows: Vec<Row> = conn.exec(sql::devices(only_active), (identity_key, MAX_DEVICES)).await?;
     rows.into_iter().map(device).collect()
 }
@@ -1286,7 +1363,8 @@ impl Backend for MysqlStore {
     }
 
     fn stats(&self) -> WriterStats {
-        self.writer.stats()
+        let (on_core, handed_off) = self.shared.placement.snapshot();
+        WriterStats { on_core, handed_off, ..self.writer.stats() }
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -1364,6 +1442,24 @@ mod tests {
         assert_eq!((insert_bucket(129, 512), insert_bucket(180, 512), insert_bucket(390, 400)), (160, 192, 400));
         let shapes: HashSet<usize> = (1..=512).map(|n| insert_bucket(n, 512)).collect();
         assert!(shapes.len() <= 64, "{}", shapes.len());
+    }
+
+    #[test]
+    fn the_pool_is_split_between_the_store_thread_and_the_cores() {
+        // (store thread, each core)
+        assert_eq!(split_pool(8, 0), (8, 8), "no server: the store thread has it all");
+        assert_eq!(split_pool(8, 1), (4, 4));
+        assert_eq!(split_pool(8, 2), (4, 2));
+        assert_eq!(split_pool(8, 3), (2, 2));
+        assert_eq!(split_pool(8, 4), (4, 1));
+        assert_eq!(split_pool(4, 2), (2, 1));
+        // Fewer than cores + 2: one per core and the writer's two.
+        assert_eq!(split_pool(8, 16), (STORE_POOL_MIN, 1));
+        assert_eq!(split_pool(0, 2), (STORE_POOL_MIN, 1));
+        for (n, cores) in [(1, 1), (8, 2), (10, 4), (64, 7), (8, 32)] {
+            let (store, core) = split_pool(n, cores);
+            assert_eq!(store + core * cores, n.max(cores + STORE_POOL_MIN), "{n} over {cores}");
+        }
     }
 
     #[test]

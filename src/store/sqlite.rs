@@ -1,13 +1,19 @@
 //! The embedded SQLite backend (`rusqlite`, bundled), the default when no MySQL is named.
 //!
-//! SQLite calls block, so no connection is ever used on a caller's thread:
+//! SQLite calls block; where they run:
 //! * one **writer thread** owns the read-write connection and performs every write. It
 //!   drives the shared group-commit writer (`store::batch`): message inserts
 //!   queued while it was busy go into one transaction; other writes run one by one in
 //!   queue order between the batches;
+//! * for a file, each **server core** ([`super::percore`]) runs the reads it asks for itself,
+//!   synchronously, on a read-only connection of its own (opened on first use). Reads are
+//!   short indexed lookups and pages bounded by the list limits; what one may cost the core
+//!   is bounded too: past [`INLINE_READ_BUDGET`] (or when the file is locked) it is
+//!   interrupted and handed to a reader thread, which runs it in full;
 //! * for a file, `sqlite_readers` **reader threads** own one connection each and serve
-//!   reads (WAL lets them read while the writer writes); `:memory:` has a single connection,
-//!   so the writer thread serves reads too.
+//!   reads from callers that are no core (and those handed off); WAL lets them all read while
+//!   the writer writes. `:memory:` has a single connection, so the writer thread serves
+//!   every read.
 //!
 //! Callers hand closures to these threads over bounded channels (a full channel makes the
 //! caller wait) and get results back through oneshot channels, awaitable from any runtime.
@@ -15,15 +21,18 @@
 //! process crash, and against power loss up to the last checkpoint. Timestamps are INTEGER
 //! seconds since the epoch, UTC; text keys are `COLLATE NOCASE` (see the migration).
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::fees::{self, FeeRules};
+use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
 use super::{
     expiry, migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MessageOwner, MigrationReport,
@@ -36,6 +45,17 @@ const STMT_CACHE_SIZE: usize = 64;
 /// Most ids in one `IN (...)` list.
 const MAX_LIST: usize = 500;
 
+/// The most one read may hold up the core that runs it (checked every [`PROGRESS_STEPS`]
+/// virtual-machine steps, and as the lock wait); past it the read is redone on a reader thread.
+const INLINE_READ_BUDGET: Duration = Duration::from_millis(5);
+/// SQLite virtual-machine steps between two looks at the clock during an inline read.
+const PROGRESS_STEPS: std::ffi::c_int = 1000;
+
+thread_local! {
+    /// When the inline read running on this thread must give up (`None`: none is running).
+    static INLINE_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
 type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -46,6 +66,11 @@ pub struct SqliteStore {
     quotas: Arc<super::quota::Ledger>,
     /// `None` for `:memory:` (reads go to the writer).
     readers: Option<mpsc::Sender<ReadJob>>,
+    /// The file each core opens its read connection on; `None` for `:memory:`.
+    file: Option<String>,
+    /// This store's key in each core's registry.
+    id: StoreId,
+    placement: Placement,
 }
 
 /// What callers hear once a worker thread is gone.
@@ -124,20 +149,69 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
         let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
         tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
-        Ok(SqliteStore { writer, readers, quotas: super::quota::Ledger::new(options.quotas) })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            quotas: super::quota::Ledger::new(options.quotas),
+            file: (!memory).then(|| path.to_string()),
+            id: StoreId::next(),
+            placement: Placement::default(),
+        })
     }
 
-    /// Runs `f` on a reader connection (the writer's for `:memory:`).
+    /// This core's read connection, opened on first use; `None` off a core, for
+    /// `:memory:`, or when it could not be opened (said once per core; reads hand off).
+    fn core_reader(&self) -> Option<Rc<Connection>> {
+        let path = self.file.as_deref()?;
+        let open = || {
+            let conn = open_core_reader(path)
+                .inspect_err(|e| tracing::warn!(path, error = %e, "cannot open a core's SQLite read connection"));
+            Resource::Sqlite(conn.ok().map(Rc::new))
+        };
+        match percore::resource(self.id, open)? {
+            Resource::Sqlite(conn) => conn,
+            Resource::Mysql(_) => None,
+        }
+    }
+
+    /// Runs `f` on this core's read connection within [`INLINE_READ_BUDGET`]. `Err(f)` when
+    /// it did not run here (no core, `:memory:`) or gave up (over budget, the file locked):
+    /// the caller hands it off.
+    fn read_on_core<T, F>(&self, f: F) -> Result<Result<T, StoreError>, F>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Clone,
+    {
+        let Some(conn) = self.core_reader() else { return Err(f) };
+        let spare = f.clone();
+        INLINE_DEADLINE.with(|d| d.set(Some(Instant::now() + INLINE_READ_BUDGET)));
+        let result = f(&conn);
+        INLINE_DEADLINE.with(|d| d.set(None));
+        match result {
+            Err(e) if gave_up(&e) => Err(spare),
+            done => Ok(done),
+        }
+    }
+
+    /// Runs `f` on the calling core's read connection, or else on a reader connection (the
+    /// writer's for `:memory:`). `Clone` lets a read that gave up on the core run again.
     fn read<T, F>(&self, f: F) -> StoreFuture<'_, T>
     where
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Clone + Send + 'static,
         T: Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = move |conn: &Connection| {
-            let _ = reply.send(f(conn));
-        };
         Box::pin(async move {
+            let f = match self.read_on_core(f) {
+                Ok(done) => {
+                    self.placement.count(true);
+                    return done;
+                }
+                Err(f) => f,
+            };
+            self.placement.count(false);
+            let (reply, answer) = oneshot::channel();
+            let job = move |conn: &Connection| {
+                let _ = reply.send(f(conn));
+            };
             match &self.readers {
                 Some(readers) => readers.send(Box::new(job)).await.map_err(|_| gone())?,
                 None => self.writer.job(Box::new(move |conn: &mut Connection| job(conn))).await?,
@@ -161,6 +235,30 @@ impl SqliteStore {
             answer.await.map_err(|_| gone())?
         })
     }
+}
+
+/// A core's read connection: read-only, a lock wait within the inline budget, and a
+/// progress handler that interrupts a read past its deadline ([`INLINE_DEADLINE`]).
+fn open_core_reader(path: &str) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    configure(&conn, INLINE_READ_BUDGET)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    let past_deadline = || INLINE_DEADLINE.with(|d| d.get().is_some_and(|deadline| Instant::now() >= deadline));
+    conn.progress_handler(PROGRESS_STEPS, Some(past_deadline))?;
+    Ok(conn)
+}
+
+/// Whether an inline read failed because it gave up (interrupted past its budget, or the
+/// file locked beyond it): it may then succeed on a reader thread, which waits longer.
+fn gave_up(e: &StoreError) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    const SQLITE_INTERRUPT: i32 = 9;
+    matches!(e, StoreError::Database(super::DatabaseError { code: Some(super::ErrorCode::Sqlite(code)), .. })
+        if matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED | SQLITE_INTERRUPT))
 }
 
 fn reader_main(conn: Connection, rx: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
@@ -646,7 +744,8 @@ impl Backend for SqliteStore {
     }
 
     fn stats(&self) -> WriterStats {
-        self.writer.stats()
+        let (on_core, handed_off) = self.placement.snapshot();
+        WriterStats { on_core, handed_off, ..self.writer.stats() }
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
@@ -658,6 +757,45 @@ impl Backend for SqliteStore {
 mod tests {
     use super::*;
     use rusqlite::StatementStatus;
+
+    /// On a core, a read runs there; one past [`INLINE_READ_BUDGET`] is interrupted and redone
+    /// on a reader thread, with the full answer. Off a core every read hands off.
+    #[test]
+    fn reads_run_on_the_core_within_their_budget() {
+        const ROWS: u64 = 400_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("budget.sqlite3");
+        let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            store.migrate().await.unwrap();
+            // Enough of r's messages that counting them takes longer than the budget.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO messageBox (messageBoxId, identityKey, type, created_at, updated_at) \
+                 VALUES (1, 'r', 'inbox', 0, 0); \
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
+                 INSERT INTO messages (messageId, messageBoxId, sender, recipient, body, created_at, updated_at) \
+                 SELECT 'id' || i, 1, 's', 'r', 'body', i, i FROM n;"
+            ))
+            .unwrap();
+            let placed = |s: &SqliteStore| (s.stats().on_core, s.stats().handed_off);
+
+            assert_eq!(store.list_messages("r", "inbox", 3, 0).await.unwrap().len(), 3);
+            assert_eq!(placed(&store), (0, 1), "no core: handed off");
+
+            let core = percore::enter();
+            let page = store.list_messages("r", "inbox", 3, 0).await.unwrap();
+            assert_eq!(page.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), ["id1", "id2", "id3"]);
+            assert_eq!(placed(&store), (1, 1), "a short read runs on the core");
+
+            let started = Instant::now();
+            let usage = store.quota_usage(super::super::quota::Scope::Inbox, "r", now()).await.unwrap();
+            assert_eq!(usage.messages, ROWS, "the full answer, from the reader thread");
+            assert_eq!(placed(&store), (1, 2), "over its budget: handed off ({:?})", started.elapsed());
+            core.close().await;
+        });
+    }
 
     /// A cached statement is reused as is when its parameters change (see [`configure`]).
     #[test]
