@@ -33,8 +33,9 @@
 //! # Shape and bound
 //!
 //! Each table is [`SHARDS`] shards, each a mutex over a small map, chosen by a hash of the
-//! recipient (permissions) or the box (delivery fees): the two server cores meet only when
-//! they look up the same shard, for a few tens of nanoseconds. The bound ([`DEFAULT_ENTRIES`]
+//! recipient (permissions) or of the box and the thread (delivery fees, which every send
+//! needs: each core keeps its own copy): the two server cores meet only when they look up
+//! the same recipient at once, for a few tens of nanoseconds. The bound ([`DEFAULT_ENTRIES`]
 //! permission entries unless configured) is split evenly over the shards; a full shard drops
 //! an arbitrary entry (in effect a random one) for the new one. Expired entries are dropped
 //! when looked up.
@@ -42,7 +43,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -330,9 +331,17 @@ fn permission_hash(recipient: &str, message_box: &str, sender: &str) -> (usize, 
     (shard_of(r), fnv(id, sender.as_bytes()))
 }
 
+/// (shard, id) of a delivery-fee entry. Every send needs its box's fee, and most go to a few
+/// boxes: each thread (a server core) keeps its own copy of a box's entry, in a shard of its
+/// own, so the cores never meet on one lock for `inbox`. The price: each core reads a box's
+/// fee once per max age.
 fn delivery_hash(message_box: &str) -> (usize, u64) {
+    static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
+    }
     let h = fnv(FNV_OFFSET, message_box.as_bytes());
-    (shard_of(h), h)
+    (shard_of(h).wrapping_add(SLOT.with(|s| *s)) % SHARDS, h)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -452,7 +461,6 @@ impl<K, V: Copy> Table<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     const R1: &str = "02aaaa000000000000000000000000000000000000000000000000000000000001";
     const R2: &str = "02bbbb000000000000000000000000000000000000000000000000000000000002";
