@@ -1,13 +1,16 @@
 //! Operator commands beyond serving: the server's delivery fee per box (`server_fees`), which
 //! operators otherwise change with raw SQL (`messagebox fees list|set`). Arguments are checked
 //! here before any database is opened; `main` owns the configuration, the store and the exit
-//! codes. A running server needs no restart: the fee gate (`domain::fees::quote`) reads
-//! `server_fees` on every send and quote.
+//! codes. A running server needs no restart: it caches a box's delivery fee for at most
+//! [`DELIVERY_FEE_MAX_AGE`](crate::store::fee_cache::DELIVERY_FEE_MAX_AGE), and `fees set`
+//! reports success only once that has passed since its commit, so from then on no running
+//! server charges the old fee.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use crate::domain::js;
+use crate::store::fee_cache::DELIVERY_FEE_SETTLES;
 use crate::store::{iso8601, ServerFee, Store, StoreError};
 
 /// The most characters `server_fees.message_box` (a `varchar(255)`) holds.
@@ -68,12 +71,15 @@ impl FeesCommand {
         }
     }
 
-    /// Runs the command; the text to print on stdout (whole lines).
+    /// Runs the command; the text to print on stdout (whole lines). `set` returns
+    /// [`DELIVERY_FEE_SETTLES`] after its commit, when every running server's cached fee of the
+    /// box has expired.
     pub async fn run(&self, store: &Store) -> Result<String, StoreError> {
         match self {
             FeesCommand::List => Ok(fee_table(&store.server_fees().await?)),
             FeesCommand::Set { message_box, fee } => {
                 let previous = store.set_delivery_fee(message_box, *fee).await?;
+                tokio::time::sleep(DELIVERY_FEE_SETTLES).await;
                 Ok(format!("{}\n", FeeChange { message_box: message_box.clone(), previous, fee: *fee }))
             }
         }

@@ -303,6 +303,10 @@ pub fn app(config: &Config, key: PrivateKey, store: Store, parts: Parts) -> Arc<
         None => parts.live,
     };
     let broker = fleet.clone().map(crate::fleet::broker::Broker::new);
+    if let Some(b) = &broker {
+        // Before anything is served: cached permissions wait for the fee channel.
+        b.follow_fees(store.fee_cache().clone());
+    }
     if let (Some(b), Some(h)) = (&broker, &hub) {
         h.fanout().attach(b.clone());
     }

@@ -156,7 +156,8 @@ async fn two_processes_share_one_mysql_database() {
     assert_eq!(st, 200);
     let (_, v) = b1.post_json("/listMessages", &json!({"messageBox": "shared"})).await.unwrap();
     assert_eq!(v["messages"].as_array().unwrap().len(), 3);
-    // A permission set through one process governs sends through the other.
+    // A permission set through one process governs sends through the other once the other's
+    // cached fee has expired (without REDIS_URL no notice reaches it; `store::fee_cache`).
     let (st, _) = b1
         .post_json(
             "/permissions/set",
@@ -165,6 +166,7 @@ async fn two_processes_share_one_mysql_database() {
         .await
         .unwrap();
     assert_eq!(st, 200);
+    tokio::time::sleep(messagebox::store::fee_cache::PERMISSION_MAX_AGE).await;
     let mut a2 = AuthClient::new(alice, two.addr);
     let (st, v) = a2
         .post_json(

@@ -17,22 +17,27 @@
 //! a second of Redis coming back ([`MAX_BACKOFF`]). A broker that stops answering without
 //! closing the connection is noticed by the pings of the pub/sub connection
 //! ([`PING_EVERY`], [`COMMAND_TIMEOUT`]).
+//!
+//! It also carries the fee cache's notices ([`super::fees`]): the pub/sub connection
+//! subscribes to the fee channel first and tells the cache whether it hears it, and a third
+//! connection publishes this node's notices, each awaited by the request that made it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::delivery::{self, Channels, Health, Interest, Link, Transition};
 use super::Fleet;
 use crate::domain::Delivery;
 use crate::live::driver::hub::RemoteNodes;
 use crate::live::driver::LiveHub;
+use crate::store::fee_cache::FeeCache;
 
 /// Deliveries waiting to be published.
 const QUEUE: usize = 16_384;
@@ -51,6 +56,14 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Deliveries dropped while the broker is up (a full queue) are logged at most this often.
 const DROP_REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Fee notices waiting to be published (each is a permission change awaiting its answer).
+const NOTICE_QUEUE: usize = 1_024;
+/// Connecting for, and publishing, one fee notice fails after this long (its request then
+/// waits out the cache's max age instead).
+const NOTICE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A fee notice and who waits to hear whether Redis took it.
+type FeeNotice = (Vec<u8>, oneshot::Sender<bool>);
 
 /// What the link has done since the start (for tests, metrics and the logs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -88,6 +101,11 @@ pub struct Broker {
     received: AtomicU64,
     malformed: AtomicU64,
     subscribed: AtomicU64,
+    /// The fee cache this node's notices keep correct ([`Broker::follow_fees`]).
+    fees: OnceLock<Arc<FeeCache>>,
+    fee_channel: String,
+    notices: mpsc::Sender<FeeNotice>,
+    notices_rx: Mutex<Option<mpsc::Receiver<FeeNotice>>>,
 }
 
 impl std::fmt::Debug for Broker {
@@ -100,8 +118,13 @@ impl Broker {
     /// The link of `fleet`, not running yet ([`Broker::start`]); down until it connects.
     pub fn new(fleet: Arc<Fleet>) -> Arc<Broker> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (notices, notices_rx) = mpsc::channel(NOTICE_QUEUE);
         let db = fleet.client().get_connection_info().redis_settings().db();
         Arc::new(Broker {
+            fees: OnceLock::new(),
+            fee_channel: super::fees::channel(db),
+            notices,
+            notices_rx: Mutex::new(Some(notices_rx)),
             fleet,
             channels: Channels::new(db),
             up: AtomicBool::new(false),
@@ -142,11 +165,34 @@ impl Broker {
         self.channels.of(identity)
     }
 
+    /// Keeps `cache` correct across the fleet: this node's permission changes are published
+    /// to the other nodes, theirs are forgotten here, and cached permissions are served only
+    /// while the fee channel is heard. Call before [`Broker::start`]; once.
+    pub fn follow_fees(self: &Arc<Self>, cache: Arc<FeeCache>) {
+        if self.fees.set(cache.clone()).is_ok() {
+            cache.join_fleet(Arc::new(super::fees::BrokerNotices(Arc::downgrade(self))));
+        }
+    }
+
+    /// Publishes a fee notice; `true` once Redis took it (so every node subscribed then
+    /// receives it), `false` when the broker is down or did not answer in time.
+    pub async fn publish_fee_notice(&self, payload: Vec<u8>) -> bool {
+        if !self.is_up() {
+            return false;
+        }
+        let (done, answer) = oneshot::channel();
+        if self.notices.try_send((payload, done)).is_err() {
+            return false;
+        }
+        answer.await.unwrap_or(false)
+    }
+
     /// Starts the link's thread: deliveries from other nodes go to `hub`'s connections
     /// (`None`: WebSockets are off; the link then only watches the broker's health). It
     /// stops when `stop` turns true. Call once.
     pub fn start(self: &Arc<Self>, hub: Option<Arc<LiveHub>>, stop: watch::Receiver<bool>) -> std::io::Result<()> {
         let rx = self.rx.lock().unwrap_or_else(|p| p.into_inner()).take().expect("the broker link starts once");
+        let notices = self.notices_rx.lock().unwrap_or_else(|p| p.into_inner()).take().expect("starts once");
         let link = self.clone();
         std::thread::Builder::new().name("messagebox-fleet".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -159,6 +205,7 @@ impl Broker {
                 tokio::join!(
                     until_stopped(stop.clone(), run.publisher(rx)),
                     until_stopped(stop.clone(), run.subscriber()),
+                    until_stopped(stop.clone(), run.fee_notices(notices)),
                     until_stopped(stop, run.report_drops()),
                 );
             });
@@ -319,6 +366,30 @@ impl Run {
         }
     }
 
+    /// Publishes the fee notices one by one on a connection of their own, answering each. A
+    /// notice that fails is tried once more on a new connection (the old one may only have
+    /// gone stale while Redis restarted).
+    async fn fee_notices(&self, mut rx: mpsc::Receiver<FeeNotice>) {
+        let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+        while let Some((payload, done)) = rx.recv().await {
+            let mut published = false;
+            for _ in 0..2 {
+                if conn.is_none() {
+                    conn = tokio::time::timeout(NOTICE_TIMEOUT, self.connect()).await.ok().and_then(Result::ok);
+                }
+                let Some(c) = conn.as_mut() else { break };
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(&self.link.fee_channel).arg(&payload[..]);
+                if let Ok(Ok(_)) = tokio::time::timeout(NOTICE_TIMEOUT, publish.query_async::<i64>(c)).await {
+                    published = true;
+                    break;
+                }
+                conn = None;
+            }
+            let _ = done.send(published);
+        }
+    }
+
     fn release(&self, d: &Delivery) {
         self.link.queued_bytes.fetch_sub(footprint(d), Ordering::AcqRel);
     }
@@ -361,7 +432,11 @@ impl Run {
         let mut backoff = MIN_BACKOFF;
         loop {
             let mut subscribed = false;
-            match self.subscribe_session(&mut interest, &mut subscribed).await {
+            let result = self.subscribe_session(&mut interest, &mut subscribed).await;
+            if let Some(fees) = self.link.fees.get() {
+                fees.fleet_deaf();
+            }
+            match result {
                 Ok(()) => return,
                 Err(e) => self.failed(Link::Subscribe, e),
             }
@@ -393,6 +468,12 @@ impl Run {
             .map_err(timed("connect"))?
             .map_err(|e| e.to_string())?;
         let (mut sink, mut stream) = pubsub.split();
+        if self.link.fees.get().is_some() {
+            tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&self.link.fee_channel))
+                .await
+                .map_err(timed("SUBSCRIBE"))?
+                .map_err(|e| e.to_string())?;
+        }
         self.reconcile(interest);
         for chunk in interest.all().chunks(SUBSCRIBE_CHUNK) {
             let channels: Vec<String> = chunk.iter().map(|id| self.link.channels.of(id)).collect();
@@ -402,6 +483,10 @@ impl Run {
                 .map_err(|e| e.to_string())?;
         }
         *subscribed = true;
+        if let Some(fees) = self.link.fees.get() {
+            // Every notice published from now on reaches this node.
+            fees.fleet_hearing();
+        }
         self.ok(Link::Subscribe);
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,6 +525,16 @@ impl Run {
     /// A publication from the broker: to this node's connections of its recipient, unless
     /// this node published it (it delivered it locally already).
     fn inbound(&self, msg: &redis::Msg) {
+        if msg.get_channel_name() == self.link.fee_channel {
+            match (self.link.fees.get(), super::fees::decode_permission_change(msg.get_payload_bytes())) {
+                (Some(fees), Some(recipient)) => fees.forget_recipient(recipient),
+                _ => {
+                    self.link.malformed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(channel = msg.get_channel_name(), "fleet: a fee notice was ignored");
+                }
+            }
+            return;
+        }
         let Some(hub) = &self.hub else { return };
         let Some(recipient) = self.link.channels.identity(msg.get_channel_name()) else { return };
         match delivery::decode(recipient, msg.get_payload_bytes()) {

@@ -12,10 +12,12 @@
 //! - [`sessions`]: BRC-103 session tokens any node can verify, and the fleet-wide rules of
 //!   replay claims, idle expiry and retirement;
 //! - [`limits`]: the one Redis round trip per request that applies them together with the
-//!   fleet-wide rate limits, and the node-local fallback while Redis is unreachable.
+//!   fleet-wide rate limits, and the node-local fallback while Redis is unreachable;
+//! - [`fees`]: the fee cache's invalidation notices, carried by the broker link.
 
 pub mod broker;
 pub mod delivery;
+pub mod fees;
 pub mod forward;
 pub mod limits;
 pub mod nodes;

@@ -1,8 +1,9 @@
 //! Persistence: the [`Backend`] interface every route talks to, its two implementations
 //! (MySQL/MariaDB for production, an embedded SQLite file as the default) and the
 //! migrations that create or adopt the original server's schema. What the backends share
-//! lives once: the group-commit writer (`batch`), the default-fee rule (`fees`), the SQL
-//! both dialects read alike (`sql`) and the error type with its classes ([`StoreError`]).
+//! lives once: the group-commit writer (`batch`), the default-fee rule (`fees`), the fee
+//! cache ([`fee_cache`]), the SQL both dialects read alike (`sql`) and the error type with its
+//! classes ([`StoreError`]).
 //!
 //! Route handlers run on the per-core runtimes and must never wait there for long. Database
 //! work stays on the core that received the request where it can ([`percore`]): MySQL
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 mod batch;
 mod error;
+pub mod fee_cache;
 mod fees;
 pub mod migrate;
 pub mod mysql;
@@ -153,6 +155,8 @@ pub trait Backend: Send + Sync + 'static {
     fn migrate(&self) -> StoreFuture<'_, MigrationReport>;
 
     /// `server_fees.delivery_fee` for the box (exact match in SQL collation), `None` if no row.
+    /// Served from the [`fee_cache`] when it holds the box (at most
+    /// [`fee_cache::DELIVERY_FEE_MAX_AGE`] old).
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>>;
 
     /// Every `server_fees` row, ordered by box (in SQL collation). For operators
@@ -162,14 +166,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Sets the box's delivery fee: updates its row (the box as the collation matches it, so
     /// `INBOX` updates `inbox`) with `updated_at` = now, or inserts one. Returns the previous
     /// fee, `None` for a new box; read and upsert are one transaction. The column is a signed
-    /// 32-bit `int`, hence `i32`; that fees are not negative is the caller's rule. Routes read
-    /// the table per request, so a running server charges the new fee on its next send.
+    /// 32-bit `int`, hence `i32`; that fees are not negative is the caller's rule. This
+    /// process's cached delivery fees are forgotten once it committed; other processes' expire
+    /// within [`fee_cache::DELIVERY_FEE_SETTLES`] (`messagebox fees set` waits that long).
     fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>>;
 
     /// The fee each recipient charges `sender` for `message_box`: the sender-specific rule
     /// if one exists, else the box-wide rule (the newest row if duplicates exist), else a
-    /// box-wide row with `default_fee` is inserted and `default_fee` returned. Recipients are
-    /// resolved in one round trip where possible.
+    /// box-wide row with `default_fee` is inserted and `default_fee` returned. Served from the
+    /// [`fee_cache`] for the recipients it holds; the others are resolved in one round trip
+    /// where possible.
     fn recipient_fees(
         &self,
         sender: &str,
@@ -245,7 +251,8 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Upsert a rule. Sender-specific rules update in place; box-wide rules (sender NULL)
     /// are upserted too (update the newest box-wide row, insert if none) — the original
-    /// inserted a duplicate on every call.
+    /// inserted a duplicate on every call. The recipient's cached fees are forgotten (in a
+    /// fleet, on every node) before the future resolves ([`fee_cache`]).
     fn set_permission(&self, recipient: &str, sender: Option<&str>, message_box: &str, fee: i64)
         -> StoreFuture<'_, ()>;
 
@@ -268,6 +275,10 @@ pub trait Backend: Send + Sync + 'static {
         offset: u64,
         created_asc: bool,
     ) -> StoreFuture<'_, (Vec<Permission>, u64)>;
+
+    /// The cache of [`Backend::delivery_fee`] and [`Backend::recipient_fees`] (a fleet node
+    /// plugs its invalidation notices into it).
+    fn fee_cache(&self) -> &Arc<fee_cache::FeeCache>;
 
     /// Waits until every accepted write is committed (graceful shutdown).
     fn flush(&self) -> StoreFuture<'_, ()>;
@@ -368,6 +379,8 @@ pub struct StoreOptions {
     /// Reader threads (one connection each) for an SQLite file; `:memory:` uses the
     /// writer's connection for everything.
     pub sqlite_readers: usize,
+    /// Most recipient fees the [`fee_cache`] holds.
+    pub fee_cache_entries: usize,
 }
 
 impl Default for StoreOptions {
@@ -381,6 +394,7 @@ impl Default for StoreOptions {
             max_batch_rows: 512,
             max_queued_inserts: 65_536,
             sqlite_readers: 2,
+            fee_cache_entries: fee_cache::DEFAULT_ENTRIES,
         }
     }
 }

@@ -42,6 +42,7 @@ use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row,
 
 use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
+use super::fee_cache::FeeCache;
 use super::fees::{self, FeeRules};
 use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
@@ -102,6 +103,7 @@ pub fn bound_driver_buffers() {
 /// The MySQL store handle. Dropping it closes the writer queue; the store thread then
 /// commits what is queued, closes the pool and exits.
 pub struct MysqlStore {
+    fees: Arc<FeeCache>,
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
     writer: batch::Queue<Infallible>,
@@ -272,8 +274,14 @@ impl MysqlStore {
             })
             .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
 
-        let store =
-            MysqlStore { runtime: handle, shared, writer: queue, quotas: super::quota::Ledger::new(options.quotas) };
+        let fees = Arc::new(FeeCache::new(options.fee_cache_entries));
+        let store = MysqlStore {
+            fees,
+            runtime: handle,
+            shared,
+            writer: queue,
+            quotas: super::quota::Ledger::new(options.quotas),
+        };
         store
             .spawn(|s| async move {
                 let mut conn = s.conn().await?;
@@ -975,30 +983,9 @@ async fn devices(db: Db, identity_key: String, only_active: bool) -> Result<Vec<
     rows.into_iter().map(device).collect()
 }
 
-impl Backend for MysqlStore {
-    fn kind(&self) -> &'static str {
-        "mysql"
-    }
-
-    fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
-        // Not under the per-operation deadline: building an index on a large table takes
-        // as long as it takes. Connecting is bounded.
-        let s = self.shared.clone();
-        let task = self.runtime.spawn(async move {
-            // Its own connection: the migration lock must leave with it.
-            let mut conn = bounded(s.timeouts.connect_timeout, async { Ok(Conn::new(s.opts.clone()).await?) }).await?;
-            let report = migrate::run_mysql(&mut conn).await;
-            if let Err(e) = conn.disconnect().await {
-                tracing::debug!(error = %e, "closing the migration connection failed");
-            }
-            report
-        });
-        Box::pin(async move {
-            task.await.map_err(|e| StoreError::Unavailable(format!("MySQL migration task did not finish: {e}")))?
-        })
-    }
-
-    fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
+/// The fee reads and writes themselves; [`Backend`]'s go through the fee cache.
+impl MysqlStore {
+    fn read_delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.spawn(|s| async move {
             let mut conn = s.conn().await?;
@@ -1007,15 +994,7 @@ impl Backend for MysqlStore {
         })
     }
 
-    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
-        self.spawn(|s| async move {
-            let mut conn = s.conn().await?;
-            let rows: Vec<Row> = conn.exec(sql::SERVER_FEES, ()).await?;
-            rows.into_iter().map(server_fee).collect()
-        })
-    }
-
-    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
+    fn write_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.spawn(move |s| async move {
             let mut conn = s.conn().await?;
@@ -1040,7 +1019,7 @@ impl Backend for MysqlStore {
         })
     }
 
-    fn recipient_fees(
+    fn read_recipient_fees(
         &self,
         sender: &str,
         message_box: &str,
@@ -1056,6 +1035,104 @@ impl Backend for MysqlStore {
             let found = lookup_fees(&mut conn, &sender, &message_box, &recipients).await?;
             let mut rules = Fees { conn: &mut conn, sender: &sender, message_box: &message_box };
             fees::with_defaults(&mut rules, &recipients, found, default_fee).await
+        })
+    }
+
+    fn write_permission(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        message_box: &str,
+        fee: i64,
+    ) -> StoreFuture<'_, ()> {
+        let (recipient, sender, message_box) =
+            (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
+        self.spawn(move |s| async move {
+            let mut conn = s.conn().await?;
+            let ts = date_value(now());
+            if let Some(sender) = sender {
+                conn.exec_drop(
+                    "INSERT INTO message_permissions \
+                     (recipient, sender, message_box, recipient_fee, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+                     ON DUPLICATE KEY UPDATE recipient_fee = ?, updated_at = ?",
+                    vec![
+                        Value::from(recipient),
+                        Value::from(sender),
+                        Value::from(message_box),
+                        Value::from(fee),
+                        ts.clone(),
+                        ts.clone(),
+                        Value::from(fee),
+                        ts,
+                    ],
+                )
+                .await?;
+                return Ok(());
+            }
+            // Box-wide: NULL senders are distinct to the unique key, so upsert by hand.
+            let mut attempt = 0;
+            loop {
+                match set_box_wide(&mut conn, &recipient, &message_box, fee, &ts).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
+                        attempt += 1;
+                        tracing::warn!(error = %e, "box-wide permission upsert hit a lock conflict; retrying");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+    }
+}
+
+impl Backend for MysqlStore {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
+        // Not under the per-operation deadline: building an index on a large table takes
+        // as long as it takes. Connecting is bounded.
+        let s = self.shared.clone();
+        let task = self.runtime.spawn(async move {
+            // Its own connection: the migration lock must leave with it.
+            let mut conn = bounded(s.timeouts.connect_timeout, async { Ok(Conn::new(s.opts.clone()).await?) }).await?;
+            let report = migrate::run_mysql(&mut conn).await;
+            if let Err(e) = conn.disconnect().await {
+                tracing::debug!(error = %e, "closing the migration connection failed");
+            }
+            report
+        });
+        Box::pin(async move {
+            task.await.map_err(|e| StoreError::Unavailable(format!("MySQL migration task did not finish: {e}")))?
+        })
+    }
+
+    fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
+        self.fees.delivery_fee(message_box, || self.read_delivery_fee(message_box))
+    }
+
+    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
+        self.spawn(|s| async move {
+            let mut conn = s.conn().await?;
+            let rows: Vec<Row> = conn.exec(sql::SERVER_FEES, ()).await?;
+            rows.into_iter().map(server_fee).collect()
+        })
+    }
+
+    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
+        self.fees.delivery_fee_write(self.write_delivery_fee(message_box, fee))
+    }
+
+    fn recipient_fees(
+        &self,
+        sender: &str,
+        message_box: &str,
+        recipients: &[String],
+        default_fee: i64,
+    ) -> StoreFuture<'_, Vec<i64>> {
+        self.fees.recipient_fees(sender, message_box, recipients, |missed| {
+            self.read_recipient_fees(sender, message_box, &missed, default_fee)
         })
     }
 
@@ -1164,6 +1241,10 @@ impl Backend for MysqlStore {
 
     fn quotas(&self) -> &Arc<super::quota::Ledger> {
         &self.quotas
+    }
+
+    fn fee_cache(&self) -> &Arc<FeeCache> {
+        &self.fees
     }
 
     fn claim_payment(&self, txid: &str) -> StoreFuture<'_, bool> {
@@ -1278,43 +1359,7 @@ impl Backend for MysqlStore {
         message_box: &str,
         fee: i64,
     ) -> StoreFuture<'_, ()> {
-        let (recipient, sender, message_box) =
-            (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
-        self.spawn(move |s| async move {
-            let mut conn = s.conn().await?;
-            let ts = date_value(now());
-            if let Some(sender) = sender {
-                conn.exec_drop(
-                    "INSERT INTO message_permissions \
-                     (recipient, sender, message_box, recipient_fee, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
-                     ON DUPLICATE KEY UPDATE recipient_fee = ?, updated_at = ?",
-                    vec![
-                        Value::from(recipient),
-                        Value::from(sender),
-                        Value::from(message_box),
-                        Value::from(fee),
-                        ts.clone(),
-                        ts.clone(),
-                        Value::from(fee),
-                        ts,
-                    ],
-                )
-                .await?;
-                return Ok(());
-            }
-            // Box-wide: NULL senders are distinct to the unique key, so upsert by hand.
-            let mut attempt = 0;
-            loop {
-                match set_box_wide(&mut conn, &recipient, &message_box, fee, &ts).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if is_transient(&e) && attempt < TRANSIENT_RETRIES => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, "box-wide permission upsert hit a lock conflict; retrying");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        })
+        self.fees.permission_write(recipient, self.write_permission(recipient, sender, message_box, fee))
     }
 
     fn get_permission(

@@ -31,6 +31,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBeha
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{self, BatchWriter, Work, WriteFailure};
+use super::fee_cache::FeeCache;
 use super::fees::{self, FeeRules};
 use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
@@ -62,6 +63,7 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 /// The SQLite store handle. Dropping it closes the queues; the threads finish what is
 /// queued and close their connections.
 pub struct SqliteStore {
+    fees: Arc<FeeCache>,
     writer: batch::Queue<WriteJob>,
     quotas: Arc<super::quota::Ledger>,
     /// `None` for `:memory:` (reads go to the writer).
@@ -149,7 +151,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer thread: {e}")))?;
         let reader_threads = if memory { 0 } else { options.sqlite_readers.max(1) };
         tracing::info!(path, reader_threads, max_batch_rows = options.max_batch_rows.max(1), "SQLite store ready");
+        let fees = Arc::new(FeeCache::new(options.fee_cache_entries));
         Ok(SqliteStore {
+            fees,
             writer,
             readers,
             quotas: super::quota::Ledger::new(options.quotas),
@@ -419,16 +423,9 @@ fn devices(conn: &Connection, identity_key: &str, only_active: bool) -> Result<V
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-impl Backend for SqliteStore {
-    fn kind(&self) -> &'static str {
-        "sqlite"
-    }
-
-    fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
-        self.write(migrate::run_sqlite)
-    }
-
-    fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
+/// The fee reads and writes themselves; [`Backend`]'s go through the fee cache.
+impl SqliteStore {
+    fn read_delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(sql::DELIVERY_FEE)?;
@@ -436,22 +433,7 @@ impl Backend for SqliteStore {
         })
     }
 
-    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
-        self.read(|conn| {
-            let mut stmt = conn.prepare_cached(sql::SERVER_FEES)?;
-            let rows = stmt.query_map([], |r| {
-                Ok(ServerFee {
-                    message_box: r.get(0)?,
-                    delivery_fee: r.get(1)?,
-                    created_at: r.get(2)?,
-                    updated_at: r.get(3)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
-        })
-    }
-
-    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
+    fn write_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
         let message_box = message_box.to_string();
         self.write(move |conn| {
             let ts = now();
@@ -471,7 +453,7 @@ impl Backend for SqliteStore {
         })
     }
 
-    fn recipient_fees(
+    fn read_recipient_fees(
         &self,
         sender: &str,
         message_box: &str,
@@ -494,6 +476,85 @@ impl Backend for SqliteStore {
                 blocking(fees::with_defaults(&mut rules, &recipients, found, default_fee))
             })
             .await
+        })
+    }
+
+    fn write_permission(
+        &self,
+        recipient: &str,
+        sender: Option<&str>,
+        message_box: &str,
+        fee: i64,
+    ) -> StoreFuture<'_, ()> {
+        let (recipient, sender, message_box) =
+            (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
+        self.write(move |conn| {
+            let ts = now();
+            if let Some(sender) = sender {
+                conn.prepare_cached(
+                    "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (recipient, sender, message_box) \
+                     DO UPDATE SET recipient_fee = excluded.recipient_fee, updated_at = excluded.updated_at",
+                )?
+                .execute(params![recipient, sender, message_box, fee, ts])?;
+                return Ok(());
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let newest: Option<i64> = tx
+                .prepare_cached(sql::NEWEST_BOX_WIDE_ID)?
+                .query_row(params![recipient, message_box], |r| r.get(0))
+                .optional()?;
+            match newest {
+                Some(id) => tx.prepare_cached(sql::UPDATE_PERMISSION_FEE)?.execute(params![fee, ts, id])?,
+                None => tx.prepare_cached(sql::INSERT_BOX_WIDE)?.execute(params![recipient, message_box, fee, ts, ts])?,
+            };
+            tx.commit()?;
+            Ok(())
+        })
+    }
+}
+
+impl Backend for SqliteStore {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
+        self.write(migrate::run_sqlite)
+    }
+
+    fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
+        self.fees.delivery_fee(message_box, || self.read_delivery_fee(message_box))
+    }
+
+    fn server_fees(&self) -> StoreFuture<'_, Vec<ServerFee>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(sql::SERVER_FEES)?;
+            let rows = stmt.query_map([], |r| {
+                Ok(ServerFee {
+                    message_box: r.get(0)?,
+                    delivery_fee: r.get(1)?,
+                    created_at: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+    }
+
+    fn set_delivery_fee(&self, message_box: &str, fee: i32) -> StoreFuture<'_, Option<i64>> {
+        self.fees.delivery_fee_write(self.write_delivery_fee(message_box, fee))
+    }
+
+    fn recipient_fees(
+        &self,
+        sender: &str,
+        message_box: &str,
+        recipients: &[String],
+        default_fee: i64,
+    ) -> StoreFuture<'_, Vec<i64>> {
+        self.fees.recipient_fees(sender, message_box, recipients, |missed| {
+            self.read_recipient_fees(sender, message_box, &missed, default_fee)
         })
     }
 
@@ -595,6 +656,10 @@ impl Backend for SqliteStore {
         &self.quotas
     }
 
+    fn fee_cache(&self) -> &Arc<FeeCache> {
+        &self.fees
+    }
+
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
         let quotas = self.quotas.clone();
@@ -664,31 +729,7 @@ impl Backend for SqliteStore {
         message_box: &str,
         fee: i64,
     ) -> StoreFuture<'_, ()> {
-        let (recipient, sender, message_box) =
-            (recipient.to_string(), sender.map(str::to_string), message_box.to_string());
-        self.write(move |conn| {
-            let ts = now();
-            if let Some(sender) = sender {
-                conn.prepare_cached(
-                    "INSERT INTO message_permissions (recipient, sender, message_box, recipient_fee, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (recipient, sender, message_box) \
-                     DO UPDATE SET recipient_fee = excluded.recipient_fee, updated_at = excluded.updated_at",
-                )?
-                .execute(params![recipient, sender, message_box, fee, ts])?;
-                return Ok(());
-            }
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let newest: Option<i64> = tx
-                .prepare_cached(sql::NEWEST_BOX_WIDE_ID)?
-                .query_row(params![recipient, message_box], |r| r.get(0))
-                .optional()?;
-            match newest {
-                Some(id) => tx.prepare_cached(sql::UPDATE_PERMISSION_FEE)?.execute(params![fee, ts, id])?,
-                None => tx.prepare_cached(sql::INSERT_BOX_WIDE)?.execute(params![recipient, message_box, fee, ts, ts])?,
-            };
-            tx.commit()?;
-            Ok(())
-        })
+        self.fees.permission_write(recipient, self.write_permission(recipient, sender, message_box, fee))
     }
 
     fn get_permission(
