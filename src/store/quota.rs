@@ -248,16 +248,18 @@ impl Shard {
         self.entries[i as usize].as_ref()
     }
 
-    /// The entry's slot, created empty; idle entries are forgotten first when the shard is full.
-    fn slot(&mut self, key: &str) -> u32 {
+    /// The entry's slot, created empty; idle entries are forgotten first when the shard is
+    /// full, except those `keep` names (the caller's other identities, whose slots it holds
+    /// or whose figures it has just checked).
+    fn slot(&mut self, key: &str, keep: impl Fn(&str) -> bool) -> u32 {
         if let Some(&i) = self.index.get(key) {
             return i;
         }
         if self.index.len() >= MAX_TRACKED_IDENTITIES / SHARDS {
             let (entries, free) = (&mut self.entries, &mut self.free);
-            self.index.retain(|_, i| {
+            self.index.retain(|k, i| {
                 let slot = &mut entries[*i as usize];
-                if slot.as_ref().is_some_and(|e| e.sides.iter().all(Side::idle)) {
+                if !keep(k) && slot.as_ref().is_some_and(|e| e.sides.iter().all(Side::idle)) {
                     *slot = None;
                     free.push(*i);
                     false
@@ -449,10 +451,15 @@ impl Ledger {
         if !missing.is_empty() && !last {
             return Check::Load(missing);
         }
-        for d in demand.iter_mut() {
+        // Every slot first: creating one may forget idle entries, never one of this send's.
+        for i in 0..demand.len() {
+            let (key, shard) = (demand[i].key, demand[i].shard);
+            let slot = guards[shard].as_mut().expect("locked above").slot(key, |k| demand.iter().any(|d| d.key == k));
+            demand[i].slot = slot;
+        }
+        for d in &demand {
             let (max_messages, max_bytes) = self.limits.of(d.scope);
             let guard = guards[d.shard].as_mut().expect("locked above");
-            d.slot = guard.slot(d.key);
             let side = guard.side(d.slot, d.scope);
             let total = side.base.unwrap_or_default().plus(side.inflight).plus(d.new);
             let over = [(Resource::Messages, max_messages, total.messages), (Resource::Bytes, max_bytes, total.bytes)]
@@ -589,7 +596,7 @@ impl<'l> Waiter<'l> {
     fn new(ledger: &'l Ledger, scope: Scope, key: &str) -> Waiter<'l> {
         let shard = ledger.shard_of(key);
         let mut guard = ledger.lock(shard);
-        let index = guard.slot(key);
+        let index = guard.slot(key, |_| false);
         guard.side(index, scope).waiting += 1;
         Waiter { ledger, scope, slot: Slot { shard: shard as u32, index } }
     }
@@ -660,7 +667,7 @@ mod tests {
     /// Sets what a database read would have set: `base` and a fresh `read_at`.
     fn read(ledger: &Ledger, scope: Scope, key: &str, usage: Usage) {
         let mut shard = ledger.lock(ledger.shard_of(key));
-        let i = shard.slot(key);
+        let i = shard.slot(key, |_| false);
         let side = shard.side(i, scope);
         side.base = Some(usage);
         side.read_at = Some(Instant::now());
@@ -708,20 +715,23 @@ mod tests {
     #[test]
     fn a_full_shard_forgets_idle_entries_and_keeps_busy_slots() {
         let mut shard = Shard::default();
-        let busy = shard.slot("busy");
+        let none = |_: &str| false;
+        let busy = shard.slot("busy", none);
         shard.side(busy, Scope::Inbox).inflight.add(Usage { messages: 1, bytes: 1 });
-        let waited = shard.slot("waited");
+        let waited = shard.slot("waited", none);
         shard.side(waited, Scope::Sender).waiting = 1;
         for i in 0..MAX_TRACKED_IDENTITIES / SHARDS - 2 {
-            shard.slot(&format!("idle-{i}"));
+            shard.slot(&format!("idle-{i}"), none);
         }
         assert_eq!(shard.index.len(), MAX_TRACKED_IDENTITIES / SHARDS);
-        let new = shard.slot("new");
-        assert_eq!(shard.index.len(), 3, "idle entries went");
-        assert_eq!((shard.slot("busy"), shard.slot("waited")), (busy, waited), "busy slots stay where they were");
+        let kept = shard.slot("idle-7", none);
+        let new = shard.slot("new", |k| k == "idle-7");
+        assert_eq!(shard.index.len(), 4, "idle entries went, but for the one the caller keeps");
+        assert_eq!(shard.slot("idle-7", none), kept);
+        assert_eq!((shard.slot("busy", none), shard.slot("waited", none)), (busy, waited), "busy slots stay where they were");
         assert_eq!(shard.find("busy").unwrap().sides[Scope::Inbox.index()].inflight.messages, 1);
         assert!(shard.find("idle-0").is_none());
         assert_ne!(new, busy);
-        assert_eq!(shard.entries.iter().filter(|e| e.is_some()).count(), 3);
+        assert_eq!(shard.entries.iter().filter(|e| e.is_some()).count(), 4);
     }
 }
