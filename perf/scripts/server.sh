@@ -9,12 +9,13 @@
 # the environment (MESSAGEBOX_THREADS, MESSAGEBOX_DB_POOL, ...). Stop it with `kill PID`.
 #
 # The per-client limits are lifted (perf/scripts/limits.sh; BENCH_LIMITS=default keeps them).
+# MESSAGEBOX_BIN runs another build (e.g. a baseline) instead of target/release/messagebox.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:?usage: server.sh sqlite|mysql [port]}"
 port="${2:-8080}"
-bin=target/release/messagebox
-[ -x "$bin" ] || cargo build --release --bin messagebox >&2
+bin="${MESSAGEBOX_BIN:-target/release/messagebox}"
+[ -x "$bin" ] || [ -n "${MESSAGEBOX_BIN:-}" ] || cargo build --release --bin messagebox >&2
 mysql="${MBLOAD_MYSQL:-mysql://root@127.0.0.1:3306}"
 case "$store" in
   sqlite)
