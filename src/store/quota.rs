@@ -728,7 +728,11 @@ mod tests {
         let new = shard.slot("new", |k| k == "idle-7");
         assert_eq!(shard.index.len(), 4, "idle entries went, but for the one the caller keeps");
         assert_eq!(shard.slot("idle-7", none), kept);
-        assert_eq!((shard.slot("busy", none), shard.slot("waited", none)), (busy, waited), "busy slots stay where they were");
+        assert_eq!(
+            (shard.slot("busy", none), shard.slot("waited", none)),
+            (busy, waited),
+            "busy slots stay where they were"
+        );
         assert_eq!(shard.find("busy").unwrap().sides[Scope::Inbox.index()].inflight.messages, 1);
         assert!(shard.find("idle-0").is_none());
         assert_ne!(new, busy);
