@@ -22,6 +22,9 @@ use messagebox::store::{InsertOutcome, Store, StoreOptions};
 
 const SENDER: &str = "028d37b941208cd6b8a4c28288eda5f2f16c2b3ab0fcb6d13c18b47fe37b971fc1";
 const RECIPIENT: &str = "0236d3b5b3c6c6b1c1a2f3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f70819";
+/// A second pair, for two threads that send as different identities.
+const SENDER_2: &str = "03f2a1c8b0e4d6f70819a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7a1";
+const RECIPIENT_2: &str = "02c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3";
 
 /// Lifted maxima (as a benchmark runs): the limiters count every request but never refuse.
 fn limiters() -> (IpLimiter, IdentityLimiter) {
@@ -37,25 +40,38 @@ fn rate_limit_request(ip: &IpLimiter, id: &IdentityLimiter, addr: IpAddr, identi
 }
 
 async fn quota_send(store: &Store, n: u64) {
-    let charge = Charge { sender: SENDER.into(), recipient: RECIPIENT.into(), bytes: 120 + n % 7 };
-    let r = store.quotas().reserve(store.as_ref(), vec![charge], messagebox::store::now()).await.expect("fits");
+    quota_send_as(store, SENDER, RECIPIENT, n).await
+}
+
+async fn quota_send_as(store: &Store, sender: &str, recipient: &str, n: u64) {
+    let charge = Charge { sender, recipient, bytes: 120 + n % 7 };
+    let r = store.quotas().reserve(store.as_ref(), &[charge], messagebox::store::now()).await.expect("fits");
     r.stored(|_| InsertOutcome::Inserted);
 }
 
 /// `per_thread` operations on each of two threads; the wall time of the slower.
 fn two_threads(per_thread: u64, op: impl Fn(u64) + Sync) -> Duration {
+    two_threads_each(per_thread, |_, i| op(i))
+}
+
+/// The same, telling `op` which thread (0 or 1) runs it.
+fn two_threads_each(per_thread: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
     let start = Barrier::new(2);
-    let run = || {
-        start.wait();
-        let t = Instant::now();
-        for i in 0..per_thread {
-            op(i);
+    let run = |thread: usize| {
+        let op = &op;
+        let start = &start;
+        move || {
+            start.wait();
+            let t = Instant::now();
+            for i in 0..per_thread {
+                op(thread, i);
+            }
+            t.elapsed()
         }
-        t.elapsed()
     };
     std::thread::scope(|s| {
-        let a = s.spawn(run);
-        let b = s.spawn(run);
+        let a = s.spawn(run(0));
+        let b = s.spawn(run(1));
         a.join().unwrap().max(b.join().unwrap())
     })
 }
@@ -94,11 +110,24 @@ fn bench(c: &mut Criterion) {
     c.bench_function("quota ledger: the same from two threads at once (per send)", |b| {
         b.iter_custom(|iters| two_threads(iters, |i| poll_once(&store, i)))
     });
+    // As two cores serving different clients do: each thread its own sender and recipient.
+    rt.block_on(quota_send_as(&store, SENDER_2, RECIPIENT_2, 0));
+    c.bench_function("quota ledger: two threads, each its own identities (per send)", |b| {
+        b.iter_custom(|iters| {
+            two_threads_each(iters, |thread, i| {
+                let (sender, recipient) = if thread == 0 { (SENDER, RECIPIENT) } else { (SENDER_2, RECIPIENT_2) };
+                poll_ready(quota_send_as(&store, sender, recipient, i))
+            })
+        })
+    });
 }
 
 /// One quota send polled once, off any runtime: a known identity's reservation never waits.
 fn poll_once(store: &Store, i: u64) {
-    let fut = quota_send(store, i);
+    poll_ready(quota_send(store, i))
+}
+
+fn poll_ready(fut: impl Future<Output = ()>) {
     let waker = std::task::Waker::noop();
     let mut cx = std::task::Context::from_waker(waker);
     let mut fut = std::pin::pin!(fut);

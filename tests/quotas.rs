@@ -1,8 +1,9 @@
 //! Storage quotas (issue 9, track C2): `MESSAGE_BOX_MAX_SENDER_MESSAGES` / `_BYTES` and
 //! `MESSAGE_BOX_MAX_INBOX_MESSAGES` / `_BYTES` over HTTP `/sendMessage` and the live path, on
 //! SQLite and MySQL: the 429 bodies exactly, the sender quota first, `-1` disables, expired
-//! rows do not count, acknowledging frees the inbox, an idempotent re-send stays 200, and
-//! concurrent sends never overshoot (the bound is 0: reservations are atomic in the process).
+//! rows do not count (a sender's once swept), acknowledging frees the inbox and the sender, an
+//! idempotent re-send stays 200, and concurrent sends never overshoot (the bound is 0:
+//! reservations are atomic in the process).
 
 mod common;
 
@@ -64,6 +65,7 @@ on_both_stores!(acknowledging_frees_the_inbox_quota, acknowledge_frees, db);
 on_both_stores!(an_idempotent_resend_stays_200_and_counts_once, idempotent_resend, db);
 on_both_stores!(concurrent_sends_never_overshoot, concurrent_sends, db);
 on_both_stores!(the_live_path_is_held_to_the_quotas, live_path, db);
+on_both_stores!(a_sender_at_its_quota_is_freed_by_an_ack_and_by_expiry, sender_freed, db);
 
 /// Message counts: A fills its sender quota (2) and B's inbox (2) at once; A's third send is
 /// refused by the sender quota (checked first although B's inbox is full too), C's by B's inbox.
@@ -176,6 +178,33 @@ async fn acknowledge_frees(db: &TestDb) {
     assert_eq!(acked.0, 200, "{}", acked.1);
     ok(&mut a, &bk, "k-3", "three").await;
     assert_quota(&send(&mut a, &bk, "k-4", "four").await, Scope::Inbox, "messages", 2);
+    s.stop();
+}
+
+/// A sender's usage is its row of `messagebox_sender_usage`, which counts expired rows until
+/// they are swept. A's sender quota (2) is full; B acknowledges one of A's messages and A may
+/// send one more at once (the delete names A's row); then both of A's rows expire, and once the
+/// refusal's recheck interval has passed, the read that would confirm the refusal sweeps them
+/// first: A sends two more, and the expired rows are gone from the database.
+async fn sender_freed(db: &TestDb) {
+    let s = TestServer::start(&db.url, &[("MESSAGE_BOX_MAX_SENDER_MESSAGES", "2")]).await;
+    let (mut a, mut b) = (s.client(), s.client());
+    let (ak, bk) = (hex(&a), hex(&b));
+    ok(&mut a, &bk, "f-1", "one").await;
+    ok(&mut a, &bk, "f-2", "two").await;
+    assert_quota(&send(&mut a, &bk, "f-3", "three").await, Scope::Sender, "messages", 2);
+    let acked = b.post_json("/acknowledgeMessage", &json!({"messageIds": ["f-1"]})).await.unwrap();
+    assert_eq!(acked.0, 200, "{}", acked.1);
+    ok(&mut a, &bk, "f-3", "three").await;
+    assert_quota(&send(&mut a, &bk, "f-4", "four").await, Scope::Sender, "messages", 2);
+
+    let past = if db.kind.is_mysql() { "'2001-01-01 00:00:00'" } else { "1" };
+    db.exec(&format!("UPDATE messages SET expires_at = {past} WHERE sender = '{ak}'")).await;
+    tokio::time::sleep(RECHECK_AFTER + Duration::from_millis(100)).await;
+    ok(&mut a, &bk, "f-4", "four").await;
+    ok(&mut a, &bk, "f-5", "five").await;
+    assert_quota(&send(&mut a, &bk, "f-6", "six").await, Scope::Sender, "messages", 2);
+    assert_eq!(count(db, "sender", &ak).await, 2, "the expired rows were swept");
     s.stop();
 }
 

@@ -795,9 +795,10 @@ fn mysql_statements_per_single_recipient_send() {
         let executed = count().await - before;
         eprintln!("statements executed for one single-recipient send: {executed}");
         // Other tests run concurrently on the same server, so this only bounds from below
-        // when the machine is busy; alone it is exactly 1: the fees come from the fee cache
-        // (`tests/fee_cache.rs` shows that no statement reads them).
-        assert!(executed >= 1);
+        // when the machine is busy; alone it is exactly 2: the insert and the sender's usage
+        // upsert, in one transaction (BEGIN and COMMIT are text queries, not counted here); the
+        // fees come from the fee cache (`tests/fee_cache.rs` shows that no statement reads them).
+        assert!(executed >= 2);
     });
 }
 
@@ -859,8 +860,8 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
         let mut expected: Vec<String> = KNEX_NAMES.iter().map(|n| format!("{n}.js")).collect();
         expected.push("0001_index_messages_recipient_box_created_at".into());
         expected.push("0002_messages_expires_at".into());
-        expected.push("0003_index_messages_sender_expires_at".into());
         expected.push("0004_payment_replays".into());
+        expected.push("0005_messagebox_sender_usage".into());
         assert_eq!(report.applied, expected);
 
         let messages = show_create(&db, "messages").await;
@@ -898,8 +899,8 @@ fn mysql_migrates_a_fresh_database_to_the_original_schema() {
             vec![
                 vec![Some("0001_index_messages_recipient_box_created_at".into())],
                 vec![Some("0002_messages_expires_at".into())],
-                vec![Some("0003_index_messages_sender_expires_at".into())],
-                vec![Some("0004_payment_replays".into())]
+                vec![Some("0004_payment_replays".into())],
+                vec![Some("0005_messagebox_sender_usage".into())]
             ]
         );
 
@@ -925,17 +926,18 @@ fn mysql_adopts_a_database_created_by_the_original() {
             [
                 "0001_index_messages_recipient_box_created_at",
                 "0002_messages_expires_at",
-                "0003_index_messages_sender_expires_at",
-                "0004_payment_replays"
+                "0004_payment_replays",
+                "0005_messagebox_sender_usage"
             ]
         );
         assert_eq!(knex_names(&db).await.len(), 5, "nothing recorded in knex_migrations");
-        // The table is as it was, plus our two indexes, `expires_at` and its index.
+        // The table is as it was, plus our recipient index, `expires_at` and its index.
         let after = show_create(&db, "messages").await;
         for line in tables_before.lines().filter(|l| l.starts_with("  ")) {
             assert!(after.contains(line.trim_end_matches(',')), "{line} missing from {after}");
         }
-        assert_eq!(after.lines().count(), tables_before.lines().count() + 4, "{after}");
+        assert_eq!(after.lines().count(), tables_before.lines().count() + 3, "{after}");
+        assert!(!after.contains("messages_sender_expires_at_index"), "{after}");
         check_works_on_original_data(&db, &store).await;
         assert!(store.migrate().await.unwrap().applied.is_empty());
     });
@@ -961,7 +963,7 @@ fn mysql_adopts_an_original_database_with_upstream_additions() {
         let store = store::open(&db.url, &Default::default()).await.unwrap();
         let report = store.migrate().await.unwrap();
         assert!(report.adopted_existing, ".ts names count as recorded");
-        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at", "0003_index_messages_sender_expires_at", "0004_payment_replays"]);
+        assert_eq!(report.applied, ["0001_index_messages_recipient_box_created_at", "0002_messages_expires_at", "0004_payment_replays", "0005_messagebox_sender_usage"]);
         check_works_on_original_data(&db, &store).await;
         let knex = knex_names(&db).await;
         assert_eq!(knex.len(), 6);
@@ -1000,8 +1002,8 @@ fn mysql_completes_a_partially_migrated_original_database() {
                 "2025-01-31-002-device-registrations.js",
                 "0001_index_messages_recipient_box_created_at",
                 "0002_messages_expires_at",
-                "0003_index_messages_sender_expires_at",
-                "0004_payment_replays"
+                "0004_payment_replays",
+                "0005_messagebox_sender_usage"
             ]
         );
         let knex = knex_names(&db).await;
@@ -1204,8 +1206,9 @@ mod retention {
 }
 
 /// What the storage quotas read (`quota_usage`) on every backend: a sender's rows across
-/// recipients and a recipient's across boxes, unexpired only, bytes as stored (UTF-8, so a
-/// multi-byte character counts its bytes), identities compared in SQL collation.
+/// recipients (until deleted: expired ones count until swept) and a recipient's across boxes
+/// (unexpired only), bytes as stored (UTF-8, so a multi-byte character counts its bytes),
+/// identities compared in SQL collation.
 mod quota_usage {
     use super::*;
     use messagebox::store::quota::{Scope, Usage};
@@ -1230,16 +1233,284 @@ mod quota_usage {
             let upper = "02CCCC000000000000000000000000000000000000000000000000000000000003";
             assert_eq!(usage(Scope::Sender, upper, t).await.messages, 3, "the collation compares");
             assert_eq!(usage(Scope::Sender, BOB, t).await, Usage::default());
-            // 31 days on (retention is 30 by default), every row has expired.
-            assert_eq!(usage(Scope::Sender, CAROL, t + 31 * 86_400).await, Usage::default());
+            // 31 days on (retention is 30 by default), every row has expired: the inbox's
+            // aggregate skips them, the sender's row counts them until they are swept.
+            let later = t + 31 * 86_400;
+            assert_eq!(usage(Scope::Inbox, BOB, later).await, Usage::default());
+            assert_eq!(usage(Scope::Sender, CAROL, later).await.messages, 3);
             store.acknowledge(BOB, &strings(&["q-1"])).await.unwrap();
             assert_eq!(usage(Scope::Inbox, BOB, t).await, Usage { messages: 1, bytes: body("q-2") });
+            assert_eq!(usage(Scope::Sender, CAROL, t).await, Usage { messages: 2, bytes: body("q-2") + 5 });
+            assert_eq!(store.delete_expired(later, None).await.unwrap(), 2);
+            assert_eq!(usage(Scope::Sender, CAROL, later).await, Usage::default());
         });
     }
 
     #[test]
     fn sqlite_memory() {
         case(Kind::SqliteMemory);
+    }
+
+    #[test]
+    fn sqlite_file() {
+        case(Kind::SqliteFile);
+    }
+
+    #[test]
+    fn mysql() {
+        case(Kind::Mysql);
+    }
+}
+
+/// `messagebox_sender_usage`, what the sender quota reads (`quota_usage(Scope::Sender, …)`),
+/// stays exact through every change this server makes to `messages`: group-committed batches
+/// (several senders, a multi-byte body, several recipients of one sender), re-sent and
+/// in-batch duplicate ids (which add nothing), acknowledgements and retention sweeps (which
+/// subtract what they deleted). Expired rows count until swept. On a file or MySQL the table
+/// is also compared with an aggregate over `messages`.
+mod sender_usage {
+    use super::*;
+    use messagebox::store::quota::{Scope, Usage};
+
+    fn from(id: &str, sender: &str, recipient: &str) -> NewMessage {
+        NewMessage { sender: sender.into(), ..msg(id, recipient, "inbox") }
+    }
+
+    fn used(rows: &[&NewMessage]) -> Usage {
+        Usage { messages: rows.len() as u64, bytes: rows.iter().map(|m| m.body.len() as u64).sum() }
+    }
+
+    async fn usage(store: &Store, sender: &str) -> Usage {
+        store.quota_usage(Scope::Sender, sender, now()).await.unwrap()
+    }
+
+    /// The table holds what `messages` holds, per sender (rows at 0 may stay).
+    pub(super) async fn matches_messages(db: &TestDb) {
+        if db.kind == Kind::SqliteMemory {
+            return;
+        }
+        let table = db
+            .query("SELECT sender, messages, bytes FROM messagebox_sender_usage WHERE messages <> 0 OR bytes <> 0 ORDER BY sender")
+            .await;
+        let rows = db
+            .query("SELECT sender, COUNT(*), SUM(OCTET_LENGTH(body)) FROM messages GROUP BY sender ORDER BY sender")
+            .await;
+        assert_eq!(table, rows);
+    }
+
+    fn case(kind: Kind) {
+        with_store(kind, StoreOptions::default(), |db, store| async move {
+            let mut first = vec![from("u-1", ALICE, BOB), from("u-2", ALICE, CAROL), from("u-3", BOB, CAROL)];
+            first[2].body = "é€".into(); // 2 + 3 bytes
+            assert_eq!(store.insert_messages(first.clone()).await.unwrap(), [Inserted; 3]);
+            assert_eq!(usage(&store, ALICE).await, used(&[&first[0], &first[1]]));
+            assert_eq!(usage(&store, BOB).await, Usage { messages: 1, bytes: 5 });
+            assert_eq!(usage(&store, CAROL).await, Usage::default(), "no row: nothing stored");
+            let upper = ALICE.to_uppercase();
+            assert_eq!(usage(&store, &upper).await, usage(&store, ALICE).await, "the collation compares");
+
+            // A re-sent id and an id repeated in one call (any case) store, and add, nothing.
+            let second = vec![from("u-1", ALICE, BOB), from("u-4", ALICE, BOB), from("U-4", ALICE, BOB)];
+            assert_eq!(store.insert_messages(second.clone()).await.unwrap(), [Duplicate, Inserted, Duplicate]);
+            assert_eq!(usage(&store, ALICE).await, used(&[&first[0], &first[1], &second[1]]));
+
+            // Concurrent calls, group-committed into batches of several requests and senders.
+            let calls = (0..40).map(|i| {
+                let (store, sender) = (store.clone(), if i % 2 == 0 { ALICE } else { CAROL });
+                async move { store.insert_messages(vec![from(&format!("c-{i}"), sender, BOB)]).await }
+            });
+            assert!(futures_join_all(calls).await.iter().all(|o| o.as_deref() == Ok(&[Inserted][..])));
+            let carol: Vec<NewMessage> = (1..40).step_by(2).map(|i| from(&format!("c-{i}"), CAROL, BOB)).collect();
+            assert_eq!(usage(&store, CAROL).await, used(&carol.iter().collect::<Vec<_>>()));
+            assert_eq!(usage(&store, ALICE).await.messages, 3 + 20);
+            matches_messages(&db).await;
+
+            // An acknowledgement subtracts what it deleted, per sender; unknown ids nothing.
+            let acked = store.acknowledge(BOB, &strings(&["U-1", "c-0", "c-1", "c-3", "nope"])).await.unwrap();
+            assert_eq!(acked, 4);
+            assert_eq!(usage(&store, ALICE).await.messages, 3 + 20 - 2);
+            let carol_left: Vec<&NewMessage> = carol.iter().skip(2).collect();
+            assert_eq!(usage(&store, CAROL).await, used(&carol_left));
+            assert_eq!(store.acknowledge(CAROL, &strings(&["u-2", "u-3"])).await.unwrap(), 2);
+            assert_eq!(usage(&store, BOB).await, Usage::default());
+            matches_messages(&db).await;
+        });
+
+        // Retention 0 days: rows expire the second they are stored, and count until swept.
+        let expired = StoreOptions { retention_days: Some(0), ..Default::default() };
+        with_store(kind, expired, |db, store| async move {
+            let rows: Vec<NewMessage> =
+                ["x-1", "x-2", "x-3"].iter().map(|id| from(id, ALICE, BOB)).chain([from("x-4", CAROL, BOB)]).collect();
+            store.insert_messages(rows.clone()).await.unwrap();
+            assert_eq!(usage(&store, ALICE).await, used(&[&rows[0], &rows[1], &rows[2]]), "expired, not swept");
+            assert_eq!(store.delete_expired(now(), Some(3)).await.unwrap(), 3, "a bounded sweep");
+            let left = usage(&store, ALICE).await.messages + usage(&store, CAROL).await.messages;
+            assert_eq!(left, 1);
+            matches_messages(&db).await;
+            assert_eq!(store.delete_expired(now(), None).await.unwrap(), 1);
+            assert_eq!((usage(&store, ALICE).await, usage(&store, CAROL).await), (Usage::default(), Usage::default()));
+            matches_messages(&db).await;
+        });
+    }
+
+    #[test]
+    fn sqlite_memory() {
+        case(Kind::SqliteMemory);
+    }
+
+    #[test]
+    fn sqlite_file() {
+        case(Kind::SqliteFile);
+    }
+
+    #[test]
+    fn mysql() {
+        case(Kind::Mysql);
+    }
+}
+
+/// A group-committed batch that fails on one request's row is written again request by
+/// request (the writer's fallback): the failed batch's usage was rolled back with it, and each
+/// request that then succeeds adds its own, exactly once. The test holds the writer (SQLite:
+/// another connection's write lock; MySQL: rows whose trigger sleeps 1 s, filling the
+/// writer's pipeline) so that three requests queue into one batch; a trigger fails the row `bad`.
+mod sender_usage_after_a_fallback {
+    use super::*;
+    use messagebox::store::quota::{Scope, Usage};
+
+    fn call(store: &Store, id: &str) -> tokio::task::JoinHandle<Result<Vec<InsertOutcome>, StoreError>> {
+        let (store, row) = (store.clone(), NewMessage { sender: ALICE.into(), ..msg(id, BOB, "inbox") });
+        tokio::spawn(async move { store.insert_messages(vec![row]).await })
+    }
+
+    fn case(kind: Kind) {
+        with_store(kind, StoreOptions::default(), |db, store| async move {
+            let pause = || tokio::time::sleep(Duration::from_millis(150));
+            let mut blocker = None;
+            let mut calls = Vec::new();
+            if kind.is_mysql() {
+                db.exec(
+                    "CREATE TRIGGER mb_test_rows BEFORE INSERT ON messages FOR EACH ROW BEGIN \
+                     IF NEW.messageId = 'bad' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bad row'; END IF; \
+                     IF NEW.messageId LIKE 'slow%' THEN DO SLEEP(1); END IF; END",
+                )
+                .await;
+                for id in ["slow-0", "slow-1", "g-2"] {
+                    calls.push(call(&store, id));
+                    pause().await;
+                }
+            } else {
+                db.exec(
+                    "CREATE TRIGGER mb_test_rows BEFORE INSERT ON messages WHEN NEW.messageId = 'bad' \
+                     BEGIN SELECT RAISE(ABORT, 'bad row'); END",
+                )
+                .await;
+                let conn = rusqlite::Connection::open(db.file().unwrap()).unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                blocker = Some(conn);
+                calls.push(call(&store, "g-0"));
+                pause().await;
+            }
+            let before = store.stats().fallbacks;
+            for id in ["g-3", "bad", "g-4"] {
+                calls.push(call(&store, id));
+            }
+            pause().await;
+            drop(blocker);
+            let mut outcomes = Vec::new();
+            for c in calls {
+                outcomes.push(c.await.unwrap());
+            }
+            let bad = outcomes.len() - 2;
+            assert!(outcomes[bad].is_err(), "{:?}", outcomes[bad]);
+            assert!(
+                outcomes.iter().enumerate().all(|(i, o)| i == bad || o.as_deref() == Ok(&[Inserted][..])),
+                "{outcomes:?}"
+            );
+            assert_eq!(store.stats().fallbacks, before + 1, "the batch of three was split");
+            let stored: &[&str] =
+                if kind.is_mysql() { &["slow-0", "slow-1", "g-2", "g-3", "g-4"] } else { &["g-0", "g-3", "g-4"] };
+            let bytes = stored.iter().map(|id| msg(id, BOB, "inbox").body.len() as u64).sum();
+            let got = store.quota_usage(Scope::Sender, ALICE, now()).await.unwrap();
+            assert_eq!(got, Usage { messages: stored.len() as u64, bytes });
+            super::sender_usage::matches_messages(&db).await;
+        });
+    }
+
+    #[test]
+    fn sqlite_file() {
+        case(Kind::SqliteFile);
+    }
+
+    #[test]
+    fn mysql() {
+        case(Kind::Mysql);
+    }
+}
+
+/// The sender usage migration on a database an earlier version left: rows already stored
+/// (several senders, expired and not) and the `(sender, expires_at)` index. The step fills the
+/// table from `messages` with one aggregate, drops the index, and runs once.
+mod sender_usage_migration {
+    use super::*;
+    use messagebox::store::quota::{Scope, Usage};
+
+    fn case(kind: Kind) {
+        let Some(db) = TestDb::new(kind) else { return };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let store = db.open(&StoreOptions::default()).await;
+            let rows = vec![
+                NewMessage { sender: ALICE.into(), ..msg("o-1", BOB, "inbox") },
+                NewMessage { sender: ALICE.into(), body: "é€".into(), ..msg("o-2", CAROL, "other") },
+                NewMessage { sender: BOB.into(), ..msg("o-3", CAROL, "inbox") },
+            ];
+            store.insert_messages(rows.clone()).await.unwrap();
+            store.flush().await.unwrap();
+            drop(store);
+            // Back to what the earlier version left: no usage table, the sender index, its record.
+            let (step, old_step, index) = if kind.is_mysql() {
+                (
+                    "0005_messagebox_sender_usage",
+                    "INSERT INTO messagebox_migrations (name, applied_at) VALUES ('0003_index_messages_sender_expires_at', NOW())",
+                    "ALTER TABLE messages ADD INDEX messages_sender_expires_at_index (sender, expires_at)",
+                )
+            } else {
+                (
+                    "0006_messagebox_sender_usage",
+                    "INSERT INTO messagebox_migrations (name, applied_at) VALUES ('0004_index_messages_sender_expires_at', 0)",
+                    "CREATE INDEX messages_sender_expires_at_index ON messages (sender, expires_at)",
+                )
+            };
+            db.exec("DROP TABLE messagebox_sender_usage").await;
+            db.exec(&format!("DELETE FROM messagebox_migrations WHERE name = '{step}'")).await;
+            db.exec(old_step).await;
+            db.exec(index).await;
+            let expired = if kind.is_mysql() { "'2001-01-01 00:00:00'" } else { "1" };
+            db.exec(&format!("UPDATE messages SET expires_at = {expired} WHERE messageId = 'o-1'")).await;
+
+            let store = store::open(&db.url, &StoreOptions::default()).await.unwrap();
+            assert_eq!(store.migrate().await.unwrap().applied, [step]);
+            let indexes = if kind.is_mysql() {
+                db.query("SELECT INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'messages'").await
+            } else {
+                db.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'").await
+            };
+            assert!(!indexes.iter().any(|r| r[0].as_deref() == Some("messages_sender_expires_at_index")), "{indexes:?}");
+            let bytes = |m: &NewMessage| m.body.len() as u64;
+            let usage = |key: &'static str| {
+                let store = store.clone();
+                async move { store.quota_usage(Scope::Sender, key, now()).await.unwrap() }
+            };
+            assert_eq!(usage(ALICE).await, Usage { messages: 2, bytes: bytes(&rows[0]) + 5 }, "expired rows count until swept");
+            assert_eq!(usage(BOB).await, Usage { messages: 1, bytes: bytes(&rows[2]) });
+            super::sender_usage::matches_messages(&db).await;
+            assert!(store.migrate().await.unwrap().applied.is_empty());
+            // From here on the server keeps it: the sweep subtracts the expired row.
+            assert_eq!(store.delete_expired(now(), None).await.unwrap(), 1);
+            assert_eq!(usage(ALICE).await, Usage { messages: 1, bytes: 5 });
+            super::sender_usage::matches_messages(&db).await;
+        });
     }
 
     #[test]

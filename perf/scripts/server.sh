@@ -14,8 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 store="${1:?usage: server.sh sqlite|mysql [port]}"
 port="${2:-8080}"
-bin="${MESSAGEBOX_BIN:-target/release/messagebox}"   # another build to compare: MESSAGEBOX_BIN=path
-[ -x "$bin" ] || cargo build --release --bin messagebox >&2
+bin="${MESSAGEBOX_BIN:-target/release/messagebox}"
+[ -x "$bin" ] || [ -n "${MESSAGEBOX_BIN:-}" ] || cargo build --release --bin messagebox >&2
 mysql="${MBLOAD_MYSQL:-mysql://root@127.0.0.1:3306}"
 case "$store" in
   sqlite)

@@ -534,18 +534,15 @@ async fn store_owned(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertO
         let key = id_key(&r.message_id);
         if !stored_ids.contains(&key) && counted.insert(key) {
             charged_rows.push(i);
-            charges.push(Charge {
-                sender: r.sender.clone(),
-                recipient: r.recipient.clone(),
-                bytes: r.body.len() as u64,
-            });
+            charges.push(Charge { sender: &r.sender, recipient: &r.recipient, bytes: r.body.len() as u64 });
         }
     }
     let reservation =
-        store.quotas().reserve(store.as_ref(), charges, crate::store::now()).await.map_err(|e| match e {
+        store.quotas().reserve(store.as_ref(), &charges, crate::store::now()).await.map_err(|e| match e {
             ReserveError::Exceeded(q) => Refused::Quota(q),
             ReserveError::Store(e) => Refused::Store(e),
         })?;
+    drop(charges);
     // Dropped unfinished on an error: the rows count as stored (they may be).
     let outcomes = store.insert_messages(rows).await.map_err(Refused::Store)?;
     reservation.stored(|i| outcomes[charged_rows[i]]);
@@ -574,8 +571,8 @@ enum Fallback {
 /// row before charging.
 async fn store_one(store: &Store, rows: Vec<NewMessage>) -> Result<Vec<InsertOutcome>, Fallback> {
     let [row] = &rows[..] else { return Err(Fallback::Checked(rows)) };
-    let charge = Charge { sender: row.sender.clone(), recipient: row.recipient.clone(), bytes: row.body.len() as u64 };
-    let reservation = match store.quotas().reserve(store.as_ref(), vec![charge], crate::store::now()).await {
+    let charge = Charge { sender: &row.sender, recipient: &row.recipient, bytes: row.body.len() as u64 };
+    let reservation = match store.quotas().reserve(store.as_ref(), &[charge], crate::store::now()).await {
         Ok(r) => r,
         Err(ReserveError::Exceeded(_)) => return Err(Fallback::Checked(rows)),
         Err(ReserveError::Store(e)) => return Err(Fallback::Refused(Refused::Store(e))),

@@ -14,12 +14,16 @@
 //! `knex_migrations` rows) are left alone. A named lock (`GET_LOCK`) serialises processes
 //! that start together.
 //!
-//! **SQLite.** One step creates the final schema and one adds our index; both are recorded
+//! **SQLite.** One step creates the final schema and the others add to it; they are recorded
 //! in `messagebox_migrations` inside one `BEGIN IMMEDIATE` transaction, which is also what
 //! serialises concurrent migrators.
 //!
+//! A step that a later one undoes leaves the list (its name stays recorded where it ran):
+//! `0003` (MySQL) / `0004` (SQLite) created the `(sender, expires_at)` index, which the
+//! sender usage step (`0005` / `0006`) drops where it exists; new databases never build it.
+//!
 //! Guards are comment lines in the SQL files, right above the statement they protect:
-//! `-- guard: no-table T`, `no-index T I`, `no-column T C`, `column T C`,
+//! `-- guard: no-table T`, `no-index T I`, `index T I`, `no-column T C`, `column T C`,
 //! `column-type T C TYPE` (`information_schema.COLUMNS.DATA_TYPE`), `no-foreign-key T NAME`.
 //! A statement without a guard always runs (it must be idempotent by itself).
 
@@ -69,11 +73,11 @@ pub(crate) const MYSQL_OWN_STEPS: [Step; 4] = [
         sql: include_str!("../../migrations/mysql/0001_index_messages_recipient_box_created_at.sql"),
     },
     Step { name: "0002_messages_expires_at", sql: include_str!("../../migrations/mysql/0002_messages_expires_at.sql") },
-    Step {
-        name: "0003_index_messages_sender_expires_at",
-        sql: include_str!("../../migrations/mysql/0003_index_messages_sender_expires_at.sql"),
-    },
     Step { name: "0004_payment_replays", sql: include_str!("../../migrations/mysql/0004_payment_replays.sql") },
+    Step {
+        name: "0005_messagebox_sender_usage",
+        sql: include_str!("../../migrations/mysql/0005_messagebox_sender_usage.sql"),
+    },
 ];
 
 const MYSQL_KNEX_TABLES: &str = include_str!("../../migrations/mysql/bookkeeping_knex_tables.sql");
@@ -90,15 +94,15 @@ pub(crate) const SQLITE_STEPS: [Step; 5] = [
         name: "0003_messages_expires_at",
         sql: include_str!("../../migrations/sqlite/0003_messages_expires_at.sql"),
     },
-    Step {
-        name: "0004_index_messages_sender_expires_at",
-        sql: include_str!("../../migrations/sqlite/0004_index_messages_sender_expires_at.sql"),
-    },
     Step { name: "0005_payment_replays", sql: include_str!("../../migrations/sqlite/0005_payment_replays.sql") },
+    Step {
+        name: "0006_messagebox_sender_usage",
+        sql: include_str!("../../migrations/sqlite/0006_messagebox_sender_usage.sql"),
+    },
 ];
 
 /// The columns our queries name, per table; anything else in the database is ignored.
-const REQUIRED_COLUMNS: [(&str, &[&str]); 6] = [
+const REQUIRED_COLUMNS: [(&str, &[&str]); 7] = [
     ("messageBox", &["messageBoxId", "created_at", "updated_at", "type", "identityKey"]),
     (
         "messages",
@@ -121,6 +125,7 @@ const REQUIRED_COLUMNS: [(&str, &[&str]); 6] = [
         ],
     ),
     ("payment_replays", &["transaction_id", "created_at", "expires_at"]),
+    ("messagebox_sender_usage", &["sender", "messages", "bytes"]),
 ];
 
 /// How long a process waits for another one's migration before giving up.
@@ -132,6 +137,7 @@ pub(crate) enum Guard {
     Always,
     NoTable(String),
     NoIndex(String, String),
+    Index(String, String),
     NoColumn(String, String),
     Column(String, String),
     ColumnType(String, String, String),
@@ -184,6 +190,7 @@ fn parse_guard(spec: &str) -> Result<Guard, StoreError> {
     Ok(match (words.first().map(String::as_str), words.len()) {
         (Some("no-table"), 2) => Guard::NoTable(w(1)),
         (Some("no-index"), 3) => Guard::NoIndex(w(1), w(2)),
+        (Some("index"), 3) => Guard::Index(w(1), w(2)),
         (Some("no-column"), 3) => Guard::NoColumn(w(1), w(2)),
         (Some("column"), 3) => Guard::Column(w(1), w(2)),
         (Some("column-type"), 4) => Guard::ColumnType(w(1), w(2), w(3)),
@@ -318,6 +325,12 @@ async fn table_exists(conn: &mut mysql_async::Conn, table: &str) -> Result<bool,
     Ok(count(conn, sql, vec![table]).await? > 0)
 }
 
+async fn index_exists(conn: &mut mysql_async::Conn, table: &str, index: &str) -> Result<bool, StoreError> {
+    let sql = "SELECT COUNT(*) FROM information_schema.STATISTICS \
+               WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?";
+    Ok(count(conn, sql, vec![table, index]).await? > 0)
+}
+
 async fn column_count(
     conn: &mut mysql_async::Conn,
     table: &str,
@@ -342,11 +355,8 @@ async fn guard_allows(conn: &mut mysql_async::Conn, guard: &Guard) -> Result<boo
     Ok(match guard {
         Guard::Always => true,
         Guard::NoTable(t) => !table_exists(conn, t).await?,
-        Guard::NoIndex(t, i) => {
-            let sql = "SELECT COUNT(*) FROM information_schema.STATISTICS \
-                       WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND INDEX_NAME = ?";
-            count(conn, sql, vec![t, i]).await? == 0
-        }
+        Guard::NoIndex(t, i) => !index_exists(conn, t, i).await?,
+        Guard::Index(t, i) => index_exists(conn, t, i).await?,
         Guard::NoColumn(t, c) => column_count(conn, t, c, None).await? == 0,
         Guard::Column(t, c) => column_count(conn, t, c, None).await? > 0,
         Guard::ColumnType(t, c, ty) => column_count(conn, t, c, Some(ty)).await? > 0,
@@ -364,7 +374,8 @@ async fn verify_mysql(conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
     let rows: Vec<(String, String)> = conn
         .query(
             "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME IN \
-             ('messageBox', 'messages', 'message_permissions', 'server_fees', 'device_registrations', 'payment_replays')",
+             ('messageBox', 'messages', 'message_permissions', 'server_fees', 'device_registrations', 'payment_replays', \
+             'messagebox_sender_usage')",
         )
         .await
         .map_err(StoreError::from)?;
@@ -488,8 +499,8 @@ mod tests {
                 "0001_create_schema",
                 "0002_index_messages_recipient_box_created_at",
                 "0003_messages_expires_at",
-                "0004_index_messages_sender_expires_at",
-                "0005_payment_replays"
+                "0005_payment_replays",
+                "0006_messagebox_sender_usage"
             ]
         );
         let second = run_sqlite(&mut conn).unwrap();

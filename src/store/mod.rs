@@ -32,6 +32,7 @@ pub mod percore;
 pub mod quota;
 mod sql;
 pub mod sqlite;
+mod usage;
 
 pub use error::{DatabaseError, ErrorClass, ErrorCode, StoreError};
 
@@ -185,8 +186,9 @@ pub trait Backend: Send + Sync + 'static {
     ) -> StoreFuture<'_, Vec<i64>>;
 
     /// Stores messages, creating missing boxes. Concurrent calls are group-committed: many
-    /// requests' rows go into one multi-row `INSERT IGNORE` in one transaction, and each
-    /// future resolves only after its batch committed. A duplicate `messageId` is ignored.
+    /// requests' rows go into one multi-row `INSERT IGNORE` in one transaction, with one
+    /// upsert of the senders' usage (`store::usage`) for the rows really inserted, and each future
+    /// resolves only after its batch committed. A duplicate `messageId` is ignored.
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>>;
 
     /// The stored rows whose messageId equals one of `message_ids` in SQL collation (MySQL's
@@ -216,20 +218,24 @@ pub trait Backend: Send + Sync + 'static {
         offset: u64,
     ) -> StoreFuture<'_, Vec<StoredMessage>>;
 
-    /// Deletes up to `batch` (`None`: all) messages whose `expires_at` is at or before `now`;
-    /// returns how many went (the retention sweeper).
+    /// Deletes up to `batch` (`None`: all, in transactions of at most 10 000 rows) messages
+    /// whose `expires_at` is at or before `now`, subtracting them from their senders' usage in
+    /// the same transaction (`store::usage`); returns how many went (the retention sweeper, and the
+    /// quota ledger before it confirms a sender's refusal).
     fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64>;
 
-    /// `scope`'s unexpired rows of `identity` at `now` (`messages.sender` or
-    /// `messages.recipient` equal to it in SQL collation) and the UTF-8 bytes of their bodies:
-    /// what the storage quotas count ([`quota`]).
+    /// What the storage quotas count ([`quota`]) for `identity` (compared in SQL collation):
+    /// as a recipient, its rows unexpired at `now` and the UTF-8 bytes of their bodies; as a
+    /// sender, its row of `messagebox_sender_usage` (`store::usage`: every stored row until it is
+    /// deleted, expired or not; `now` is unused), zero without one.
     fn quota_usage(&self, scope: quota::Scope, identity: &str, now: Timestamp) -> StoreFuture<'_, quota::Usage>;
 
     /// The storage quotas and this process's ledger of what each identity stored
     /// ([`quota::Ledger`]); every send reserves in it before inserting.
     fn quotas(&self) -> &Arc<quota::Ledger>;
 
-    /// Deletes `recipient`'s messages with these ids (any box, expired or not); returns how many went.
+    /// Deletes `recipient`'s messages with these ids (any box, expired or not), subtracting
+    /// them from their senders' usage in the same transaction; returns how many went.
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64>;
 
     /// Upsert on `fcm_token`; returns the MySQL-style `insertId` (new id, the existing id

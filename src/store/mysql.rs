@@ -46,6 +46,7 @@ use super::fee_cache::FeeCache;
 use super::fees::{self, FeeRules};
 use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
+use super::usage::{self, Dialect};
 use super::{
     civil_from_timestamp, expiry, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
     ErrorCode, Health, InsertOutcome, MessageOwner, MigrationReport, NewMessage, Permission, ServerFee, StoreError,
@@ -124,9 +125,16 @@ struct Shared {
     retention_days: Option<u64>,
     health: Health,
     placement: Placement,
+    /// The server is MariaDB (its version string says so; read when the store opens): its
+    /// deletes return what they deleted (`DELETE … RETURNING`), MySQL's need a locking read.
+    mariadb: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    fn mariadb(&self) -> bool {
+        self.mariadb.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A connection of the store thread's pool (the group-commit writer's).
     async fn conn(&self) -> Result<Conn, StoreError> {
         acquire(&self.pool, &self.timeouts).await
@@ -168,6 +176,10 @@ impl Db {
     /// A connection of this runtime's pool (see [`acquire`]).
     async fn conn(&self) -> Result<Conn, StoreError> {
         acquire(&self.pool, &self.shared.timeouts).await
+    }
+
+    fn mariadb(&self) -> bool {
+        self.shared.mariadb()
     }
 }
 
@@ -249,6 +261,7 @@ impl MysqlStore {
             retention_days: options.retention_days,
             health: Health::default(),
             placement: Placement::default(),
+            mariadb: std::sync::atomic::AtomicBool::new(false),
         });
         let (queue, intake) =
             batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
@@ -285,7 +298,9 @@ impl MysqlStore {
         store
             .spawn(|s| async move {
                 let mut conn = s.conn().await?;
-                conn.ping().await?;
+                let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+                let mariadb = version.is_some_and(|v| v.to_ascii_lowercase().contains("mariadb"));
+                s.shared.mariadb.store(mariadb, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             })
             .await?;
@@ -633,14 +648,21 @@ impl Committer {
         let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
         match mode {
             Mode::Single => {
-                conn.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts, &expires)).await?;
-                if conn.affected_rows() == 1 {
-                    Ok(vec![InsertOutcome::Inserted])
-                } else if conn.get_warnings() > 0 && fk_warning(&mut conn).await? {
-                    Err(AttemptError::StaleBox)
+                let mut tx = conn.start_transaction(TxOpts::default()).await?;
+                tx.exec_drop(insert_sql(1), row_params(rows[0], box_ids[0], &ts, &expires)).await?;
+                let outcome = if tx.affected_rows() == 1 {
+                    InsertOutcome::Inserted
+                } else if tx.get_warnings() > 0 && fk_warning(&mut tx).await? {
+                    tx.rollback().await?;
+                    return Err(AttemptError::StaleBox);
                 } else {
-                    Ok(vec![InsertOutcome::Duplicate])
-                }
+                    // A duplicate changed nothing: no usage to add, nothing to commit.
+                    tx.rollback().await?;
+                    return Ok(vec![InsertOutcome::Duplicate]);
+                };
+                change_usage(&mut tx, &usage::inserted(rows, &[outcome]), Change::Add).await?;
+                tx.commit().await?;
+                Ok(vec![outcome])
             }
             Mode::Optimistic | Mode::Batch => {
                 let mut tx = conn.start_transaction(TxOpts::default()).await?;
@@ -665,6 +687,7 @@ impl Committer {
                         return Err(if stale { AttemptError::StaleBox } else { AttemptError::Ambiguous });
                     }
                 }
+                change_usage(&mut tx, &usage::inserted(rows, &predicted), Change::Add).await?;
                 tx.commit().await?;
                 Ok(predicted)
             }
@@ -682,6 +705,7 @@ impl Committer {
                         out.push(InsertOutcome::Duplicate);
                     }
                 }
+                change_usage(&mut tx, &usage::inserted(rows, &out), Change::Add).await?;
                 tx.commit().await?;
                 Ok(out)
             }
@@ -742,6 +766,135 @@ impl Committer {
         }
         Ok(ids)
     }
+}
+
+/// Whether [`change_usage`] adds or subtracts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Subtract,
+}
+
+/// Applies `deltas` to `messagebox_sender_usage` ([`usage`]), inside the caller's transaction.
+async fn change_usage<Q: Queryable + Send>(
+    q: &mut Q,
+    deltas: &[usage::Delta<'_>],
+    change: Change,
+) -> Result<(), mysql_async::Error> {
+    for chunk in deltas.chunks(usage::MAX_SENDERS) {
+        let (sql, params) = match change {
+            Change::Add => usage::add(Dialect::Mysql, chunk),
+            Change::Subtract => usage::subtract(Dialect::Mysql, chunk),
+        };
+        let params: Vec<Value> = params
+            .into_iter()
+            .map(|p| match p {
+                usage::Param::Text(s) => Value::from(s),
+                usage::Param::Int(i) => Value::from(i),
+            })
+            .collect();
+        q.exec_drop(sql, params).await?;
+    }
+    Ok(())
+}
+
+/// `(sender, body bytes)` of rows read or returned as `sender, OCTET_LENGTH(body)` from `at`.
+fn sender_bytes(rows: Vec<Row>, at: usize) -> Vec<(String, u64)> {
+    rows.into_iter()
+        .filter_map(|r| {
+            let mut it = values(r).skip(at);
+            let sender = v_string(it.next()?)?;
+            Some((sender, v_i64(it.next()?)?.max(0) as u64))
+        })
+        .collect()
+}
+
+/// Deletes `recipient`'s messages among `ids` and subtracts them from their senders' usage,
+/// in one transaction; returns the deleted rows' senders and bytes. MariaDB: per chunk of
+/// ids one `DELETE … RETURNING` (begin, delete, usage, commit: 4 round trips for an
+/// acknowledgement); MySQL: a locking read of the rows first, then the delete.
+async fn acknowledge_once(
+    conn: &mut Conn,
+    mariadb: bool,
+    recipient: &str,
+    ids: &[String],
+) -> Result<Vec<(String, u64)>, mysql_async::Error> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let mut gone = Vec::new();
+    for chunk in ids.chunks(MAX_LIST) {
+        let size = bucket(chunk.len(), MAX_LIST);
+        let params: Vec<Value> =
+            std::iter::once(Value::from(recipient)).chain(padded(chunk, size).map(Value::from)).collect();
+        if mariadb {
+            let sql = format!("{} RETURNING sender, OCTET_LENGTH(body)", sql::delete_messages(size));
+            gone.extend(sender_bytes(tx.exec(sql, params).await?, 0));
+        } else {
+            let read = format!(
+                "SELECT sender, OCTET_LENGTH(body) FROM messages WHERE recipient = ? AND messageId IN ({}) FOR UPDATE",
+                sql::placeholders(size)
+            );
+            gone.extend(sender_bytes(tx.exec(read, params.clone()).await?, 0));
+            tx.exec_drop(sql::delete_messages(size), params).await?;
+        }
+    }
+    change_usage(&mut tx, &usage::deleted(&gone), Change::Subtract).await?;
+    tx.commit().await?;
+    Ok(gone)
+}
+
+/// Deletes up to `limit` expired messages and subtracts them from their senders' usage, in
+/// one transaction; returns the deleted rows' senders and bytes. MariaDB: `DELETE … LIMIT …
+/// RETURNING`; MySQL: a locking read of the rows along the expiration index, then a delete
+/// of those ids.
+async fn sweep_once(
+    conn: &mut Conn,
+    mariadb: bool,
+    now: Timestamp,
+    limit: u64,
+) -> Result<Vec<(String, u64)>, mysql_async::Error> {
+    let mut tx = conn.start_transaction(TxOpts::default()).await?;
+    let expired = "FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?";
+    let gone = if mariadb {
+        let sql = format!("DELETE {expired} RETURNING sender, OCTET_LENGTH(body)");
+        sender_bytes(tx.exec(sql, (date_value(now), limit)).await?, 0)
+    } else {
+        let sql = format!("SELECT messageId, sender, OCTET_LENGTH(body) {expired} FOR UPDATE");
+        let rows: Vec<Row> = tx.exec(sql, (date_value(now), limit)).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut gone = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut it = values(row);
+            let (id, sender, bytes) = (v_string(next(&mut it)), v_string(next(&mut it)), v_i64(next(&mut it)));
+            if let (Some(id), Some(sender), Some(bytes)) = (id, sender, bytes) {
+                ids.push(id);
+                gone.push((sender, bytes.max(0) as u64));
+            }
+        }
+        for chunk in ids.chunks(MAX_LIST) {
+            let size = bucket(chunk.len(), MAX_LIST);
+            let params: Vec<Value> = padded(chunk, size).map(Value::from).collect();
+            let sql = format!("DELETE FROM messages WHERE messageId IN ({})", sql::placeholders(size));
+            tx.exec_drop(sql, params).await?;
+        }
+        gone
+    };
+    change_usage(&mut tx, &usage::deleted(&gone), Change::Subtract).await?;
+    tx.commit().await?;
+    Ok(gone)
+}
+
+/// Most expired rows one sweep transaction deletes (a sweep without a batch size runs several).
+const SWEEP_CHUNK: u64 = 10_000;
+
+/// Whether a failed delete may run again: a deadlock or lock wait timeout, at most
+/// [`TRANSIENT_RETRIES`] times (`attempt` counts them).
+fn retry_delete(what: &str, e: &mysql_async::Error, attempt: &mut u32) -> bool {
+    if !is_transient(e) || *attempt >= TRANSIENT_RETRIES {
+        return false;
+    }
+    *attempt += 1;
+    tracing::warn!(error = %e, attempt = *attempt, "{what} hit a lock conflict; retrying");
+    true
 }
 
 fn insert_sql(rows: usize) -> String {
@@ -1186,14 +1339,29 @@ impl Backend for MysqlStore {
     }
 
     fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64> {
+        let quotas = self.quotas.clone();
         self.spawn(move |s| async move {
             let mut conn = s.conn().await?;
-            let sql = "DELETE FROM messages WHERE expires_at IS NOT NULL AND expires_at <= ?";
-            match batch {
-                Some(n) => conn.exec_drop(format!("{sql} LIMIT ?"), (date_value(now), n)).await?,
-                None => conn.exec_drop(sql, (date_value(now),)).await?,
+            let mut deleted = 0;
+            loop {
+                let limit = batch.map_or(SWEEP_CHUNK, |n| n.saturating_sub(deleted).min(SWEEP_CHUNK));
+                if limit == 0 {
+                    return Ok(deleted);
+                }
+                let mut attempt = 0;
+                let gone = loop {
+                    match sweep_once(&mut conn, s.mariadb(), now, limit).await {
+                        Ok(gone) => break gone,
+                        Err(e) if retry_delete("the retention sweep", &e, &mut attempt) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                quotas.deleted(None, usage::deleted(&gone).iter().map(|d| d.sender));
+                deleted += gone.len() as u64;
+                if (gone.len() as u64) < limit {
+                    return Ok(deleted);
+                }
             }
-            Ok(conn.affected_rows())
         })
     }
 
@@ -1231,10 +1399,15 @@ impl Backend for MysqlStore {
         let identity = identity.to_string();
         self.spawn(move |s| async move {
             let mut conn = s.conn().await?;
-            let row: Option<Row> = conn.exec_first(sql::usage(scope), (identity, date_value(now))).await?;
-            let mut it = values(row.ok_or_else(|| StoreError::database("an aggregate returned no row"))?);
-            let messages = required(v_i64(next(&mut it)), "COUNT(*)")?;
-            let bytes = required(v_i64(next(&mut it)), "SUM(OCTET_LENGTH(body))")?;
+            let row: Option<Row> = match scope {
+                super::quota::Scope::Sender => conn.exec_first(usage::READ, (identity,)).await?,
+                super::quota::Scope::Inbox => conn.exec_first(sql::INBOX_USAGE, (identity, date_value(now))).await?,
+            };
+            // No usage row: the sender has stored nothing.
+            let Some(row) = row else { return Ok(super::quota::Usage::default()) };
+            let mut it = values(row);
+            let messages = required(v_i64(next(&mut it)), "the message count")?;
+            let bytes = required(v_i64(next(&mut it)), "the byte count")?;
             Ok(super::quota::Usage { messages: messages.max(0) as u64, bytes: bytes.max(0) as u64 })
         })
     }
@@ -1279,18 +1452,17 @@ impl Backend for MysqlStore {
                 return Ok(0);
             }
             let mut conn = s.conn().await?;
-            let mut deleted = 0;
-            for chunk in ids.chunks(MAX_LIST) {
-                let size = bucket(chunk.len(), MAX_LIST);
-                let params: Vec<Value> = std::iter::once(Value::from(recipient.as_str()))
-                    .chain(padded(chunk, size).map(Value::from))
-                    .collect();
-                conn.exec_drop(sql::delete_messages(size), params).await?;
-                deleted += conn.affected_rows();
-            }
-            // The inbox shrank: a quota refusal must ask the database again.
-            quotas.acknowledged(&recipient);
-            Ok(deleted)
+            let mut attempt = 0;
+            let gone = loop {
+                match acknowledge_once(&mut conn, s.mariadb(), &recipient, &ids).await {
+                    Ok(gone) => break gone,
+                    Err(e) if retry_delete("an acknowledgement", &e, &mut attempt) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            };
+            // The inbox and these senders hold less: a quota refusal must ask the database again.
+            quotas.deleted(Some(&recipient), usage::deleted(&gone).iter().map(|d| d.sender));
+            Ok(gone.len() as u64)
         })
     }
 
@@ -1586,6 +1758,50 @@ mod tests {
                 .unwrap();
             assert_eq!(zone.as_deref(), Some("+00:00"));
             assert_eq!(prepares, Some(1), "one prepare for three executions");
+        });
+    }
+
+    /// On a live server: the MySQL 8 way of deleting (a locking read, then the delete; MySQL
+    /// has no `DELETE … RETURNING`) subtracts exactly what it deleted, as the MariaDB way does.
+    /// Run here against whatever server the tests have (MariaDB runs both ways).
+    #[test]
+    fn deletes_without_returning_keep_sender_usage_exact() {
+        let Some(server) = std::env::var("MESSAGEBOX_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(std::env::var("MESSAGEBOX_REQUIRE_ALL").as_deref() != Ok("1"), "MySQL tests must run");
+            eprintln!("SKIPPED deletes_without_returning_keep_sender_usage_exact: MESSAGEBOX_TEST_MYSQL_URL unset");
+            return;
+        };
+        let server = server.trim_end_matches('/').to_string();
+        let name = format!("mbunit_usage_{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut admin = Conn::from_url(format!("{server}/")).await.unwrap();
+            admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
+            admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
+            let options = StoreOptions { retention_days: Some(0), ..Default::default() };
+            let store = MysqlStore::open(&format!("{server}/{name}"), &options).await.unwrap();
+            store.migrate().await.unwrap();
+            let mut rows: Vec<NewMessage> = (0..5).map(|i| msg(&format!("m-{i}"))).collect();
+            rows[4].sender = "s2".into();
+            store.insert_messages(rows).await.unwrap();
+            let usage = |sender: &'static str| store.quota_usage(super::super::quota::Scope::Sender, sender, 0);
+            let one = msg("m-0").body.len() as u64;
+            let mut conn = Conn::from_url(format!("{server}/{name}")).await.unwrap();
+            let ids = ["m-0".to_string(), "m-4".to_string(), "nope".to_string()];
+            let gone = acknowledge_once(&mut conn, false, "r", &ids).await.unwrap();
+            assert_eq!(gone.len(), 2);
+            assert_eq!(usage("s").await.unwrap().messages, 3);
+            assert_eq!(usage("s2").await.unwrap(), Default::default());
+            // Every row has expired (retention 0): a bounded sweep, then the rest.
+            assert_eq!(sweep_once(&mut conn, false, now(), 2).await.unwrap().len(), 2);
+            assert_eq!(usage("s").await.unwrap(), super::super::quota::Usage { messages: 1, bytes: one });
+            assert_eq!(sweep_once(&mut conn, false, now(), 10).await.unwrap().len(), 1);
+            assert_eq!(usage("s").await.unwrap(), Default::default());
+            let left: Option<i64> = conn.query_first("SELECT COUNT(*) FROM messages").await.unwrap();
+            assert_eq!(left, Some(0));
+            drop(conn);
+            drop(store);
+            admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
         });
     }
 

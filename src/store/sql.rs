@@ -75,22 +75,12 @@ pub(crate) const LIST_MESSAGES: &str = "SELECT m.messageId, m.body, m.sender, m.
      WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? AND (m.expires_at IS NULL OR m.expires_at > ?) \
      ORDER BY m.created_at, m.messageId LIMIT ? OFFSET ?";
 
-/// A sender's unexpired rows and their body bytes (the storage quotas). Parameters: sender,
-/// now. `OCTET_LENGTH` is MySQL's byte length and SQLite's (3.43+), which reads the length
-/// from the record header without loading the body.
-pub(crate) const SENDER_USAGE: &str = "SELECT COUNT(*), COALESCE(SUM(OCTET_LENGTH(body)), 0) FROM messages \
-     WHERE sender = ? AND (expires_at IS NULL OR expires_at > ?)";
-/// The same for a recipient (all boxes). Parameters: recipient, now.
+/// A recipient's unexpired rows and their body bytes, all boxes (the inbox storage quota; a
+/// sender's usage is its row of `messagebox_sender_usage`, see `store::usage`). Parameters:
+/// recipient, now. `OCTET_LENGTH` is MySQL's byte length and SQLite's (3.43+), which reads
+/// the length from the record header without loading the body.
 pub(crate) const INBOX_USAGE: &str = "SELECT COUNT(*), COALESCE(SUM(OCTET_LENGTH(body)), 0) FROM messages \
      WHERE recipient = ? AND (expires_at IS NULL OR expires_at > ?)";
-
-/// The usage query of a quota scope.
-pub(crate) fn usage(scope: super::quota::Scope) -> &'static str {
-    match scope {
-        super::quota::Scope::Sender => SENDER_USAGE,
-        super::quota::Scope::Inbox => INBOX_USAGE,
-    }
-}
 
 /// Parameters: identity_key, limit.
 const ALL_DEVICES: &str = concat!(

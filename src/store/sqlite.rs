@@ -35,6 +35,7 @@ use super::fee_cache::FeeCache;
 use super::fees::{self, FeeRules};
 use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
+use super::usage::{self, Dialect};
 use super::{
     expiry, migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MessageOwner, MigrationReport,
     NewMessage, Permission, ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats,
@@ -350,9 +351,56 @@ fn insert_rows(
             out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
         }
     }
+    change_usage(&tx, &usage::inserted(rows, &out), Change::Add)?;
     tx.commit()?;
     Ok(out)
 }
+
+/// Whether [`change_usage`] adds or subtracts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Add,
+    Subtract,
+}
+
+/// Applies `deltas` to `messagebox_sender_usage` ([`usage`]), inside the caller's transaction.
+fn change_usage(conn: &Connection, deltas: &[usage::Delta<'_>], change: Change) -> rusqlite::Result<()> {
+    for chunk in deltas.chunks(usage::MAX_SENDERS) {
+        let (sql, params) = match change {
+            Change::Add => usage::add(Dialect::Sqlite, chunk),
+            Change::Subtract => usage::subtract(Dialect::Sqlite, chunk),
+        };
+        conn.prepare_cached(&sql)?.execute(rusqlite::params_from_iter(params))?;
+    }
+    Ok(())
+}
+
+impl rusqlite::ToSql for usage::Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            usage::Param::Text(s) => s.to_sql(),
+            usage::Param::Int(i) => i.to_sql(),
+        }
+    }
+}
+
+/// Runs a `DELETE … RETURNING sender, OCTET_LENGTH(body)` and subtracts what it deleted from
+/// the senders' usage, in the caller's transaction; returns the deleted rows' senders and bytes.
+fn delete_returning(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<(String, u64)>> {
+    let gone: Vec<(String, u64)> = conn
+        .prepare_cached(sql)?
+        .query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+        .collect::<Result<_, _>>()?;
+    change_usage(conn, &usage::deleted(&gone), Change::Subtract)?;
+    Ok(gone)
+}
+
+/// Most expired rows one sweep transaction deletes (a sweep without a batch size runs several).
+const SWEEP_CHUNK: u64 = 10_000;
 
 /// The fee rule that applies, as in the MySQL backend: sender-specific first, else the
 /// newest box-wide rule.
@@ -587,16 +635,30 @@ impl Backend for SqliteStore {
     }
 
     fn delete_expired(&self, now: Timestamp, batch: Option<u64>) -> StoreFuture<'_, u64> {
+        let quotas = self.quotas.clone();
         self.write(move |conn| {
-            // SQLite's DELETE has no LIMIT unless compiled with it; -1 is "no limit".
-            let limit = batch.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-            let deleted = conn
-                .prepare_cached(
+            let mut deleted = 0;
+            loop {
+                let limit = batch.map_or(SWEEP_CHUNK, |n| n.saturating_sub(deleted).min(SWEEP_CHUNK));
+                if limit == 0 {
+                    return Ok(deleted);
+                }
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // SQLite's DELETE has no LIMIT unless compiled with it.
+                let gone = delete_returning(
+                    &tx,
                     "DELETE FROM messages WHERE rowid IN (SELECT rowid FROM messages \
-                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2)",
-                )?
-                .execute(params![now, limit])?;
-            Ok(deleted as u64)
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1 LIMIT ?2) \
+                     RETURNING sender, OCTET_LENGTH(body)",
+                    params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
+                )?;
+                tx.commit()?;
+                quotas.deleted(None, usage::deleted(&gone).iter().map(|d| d.sender));
+                deleted += gone.len() as u64;
+                if (gone.len() as u64) < limit {
+                    return Ok(deleted);
+                }
+            }
         })
     }
 
@@ -645,9 +707,16 @@ impl Backend for SqliteStore {
     ) -> StoreFuture<'_, super::quota::Usage> {
         let identity = identity.to_string();
         self.read(move |conn| {
-            let (messages, bytes): (i64, i64) = conn
-                .prepare_cached(sql::usage(scope))?
-                .query_row(params![identity, now], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let (messages, bytes): (i64, i64) = match scope {
+                super::quota::Scope::Sender => conn
+                    .prepare_cached(usage::READ)?
+                    .query_row(params![identity], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                    .unwrap_or((0, 0)),
+                super::quota::Scope::Inbox => conn
+                    .prepare_cached(sql::INBOX_USAGE)?
+                    .query_row(params![identity, now], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            };
             Ok(super::quota::Usage { messages: messages.max(0) as u64, bytes: bytes.max(0) as u64 })
         })
     }
@@ -668,16 +737,16 @@ impl Backend for SqliteStore {
                 return Ok(0);
             }
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut deleted = 0;
+            let mut gone = Vec::new();
             for chunk in ids.chunks(MAX_LIST) {
                 let params = std::iter::once(recipient.as_str()).chain(chunk.iter().map(String::as_str));
-                let delete = sql::delete_messages(chunk.len());
-                deleted += tx.prepare_cached(&delete)?.execute(rusqlite::params_from_iter(params))? as u64;
+                let delete = format!("{} RETURNING sender, OCTET_LENGTH(body)", sql::delete_messages(chunk.len()));
+                gone.extend(delete_returning(&tx, &delete, rusqlite::params_from_iter(params))?);
             }
             tx.commit()?;
-            // The inbox shrank: a quota refusal must ask the database again.
-            quotas.acknowledged(&recipient);
-            Ok(deleted)
+            // The inbox and these senders hold less: a quota refusal must ask the database again.
+            quotas.deleted(Some(&recipient), usage::deleted(&gone).iter().map(|d| d.sender));
+            Ok(gone.len() as u64)
         })
     }
 
