@@ -148,7 +148,7 @@ impl LiveClient {
         c.emit("authenticated", &json!({ "identityKey": me }).to_string()).await?;
         let ev = c.wait_event(|n| n == "authenticationSuccess" || n == "authenticationFailed").await?;
         if ev.name != "authenticationSuccess" {
-            return Err(OpError::auth(format!("authenticationFailed: {}", ev.data.unwrap_or_default())));
+            return Err(OpError::auth(format!("authenticationFailed: {}", ev.data_value().unwrap_or_default())));
         }
         Ok(c)
     }
@@ -185,7 +185,7 @@ impl LiveClient {
         self.emit("joinRoom", &Value::String(room).to_string()).await?;
         let ev = self.wait_event(|n| n == "joinedRoom" || n == "joinFailed").await?;
         if ev.name != "joinedRoom" {
-            return Err(OpError::protocol(format!("joinFailed: {}", ev.data.unwrap_or_default())));
+            return Err(OpError::protocol(format!("joinFailed: {}", ev.data_value().unwrap_or_default())));
         }
         Ok(())
     }
@@ -466,7 +466,7 @@ pub struct Receiver {
 impl Receiver {
     /// An event on a connection to node `node`.
     fn event(&self, ev: AppEvent, pending: &Pending, node: usize) {
-        let data = ev.data.unwrap_or(Value::Null);
+        let data = ev.data_value().unwrap_or(Value::Null);
         if ev.name.starts_with("sendMessageAck-") {
             let id = data["messageId"].as_str().unwrap_or_default();
             if let Some(waiter) = pending.borrow_mut().remove(id) {
