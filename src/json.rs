@@ -10,8 +10,8 @@
 //!
 //! [`Lazy`] and [`Fields`] read a checked document only as deep as a handler asks: objects as
 //! borrowed (key, raw value) lists with `Value`'s last-key-wins lookup, strings borrowed unless
-//! they hold escapes. [`write_bytes`] writes a byte array as `JSON.stringify` writes a
-//! `number[]`.
+//! they hold escapes. [`parse_byte_array`] and [`write_bytes`] read and write a byte array as
+//! `JSON.stringify` writes a `number[]`, without a serde call per element.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -117,33 +117,60 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
     }
 }
 
-/// A JSON array of byte values (`number[]` of integers 0–255), read straight into bytes, as
-/// `Vec<u8>`'s own `Deserialize` reads it (integers only, range-checked) but with room for a
-/// typical payload reserved up front.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ByteArray(pub Vec<u8>);
-
-impl<'de> Deserialize<'de> for ByteArray {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ByteArray, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ByteArray;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array of byte values")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ByteArray, A::Error> {
-                // serde_json gives no length hint; most payloads fit in 512 bytes.
-                let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(512).min(4096));
-                while let Some(b) = seq.next_element::<u8>()? {
-                    bytes.push(b);
+/// Reads a `number[]` of byte values from its JSON text straight into bytes: `[`, integers
+/// 0–255 separated by `,`, `]`, with JSON white space anywhere between. `None` for anything
+/// else, including what `Vec<u8>`'s `Deserialize` would also refuse (a fraction, an exponent,
+/// `-0`, a number past 255), so where this reads bytes `Vec<u8>` reads the same ones.
+pub fn parse_byte_array(text: &str) -> Option<Vec<u8>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while b.get(*i).is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+    };
+    skip_ws(&mut i);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i += 1;
+    skip_ws(&mut i);
+    // Most elements take three or four characters with their comma.
+    let mut out = Vec::with_capacity(b.len() / 3);
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            let start = i;
+            let mut v: u32 = 0;
+            while let Some(d) = b.get(i).filter(|c| c.is_ascii_digit()) {
+                v = v * 10 + u32::from(d - b'0');
+                if v > 255 {
+                    return None;
                 }
-                Ok(ByteArray(bytes))
+                i += 1;
+            }
+            // No digits, or a leading zero (not JSON).
+            if i == start || (b[start] == b'0' && i - start > 1) {
+                return None;
+            }
+            out.push(v as u8);
+            skip_ws(&mut i);
+            match b.get(i) {
+                Some(b',') => {
+                    i += 1;
+                    skip_ws(&mut i);
+                }
+                Some(b']') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
             }
         }
-        d.deserialize_seq(V)
     }
+    skip_ws(&mut i);
+    (i == b.len()).then_some(out)
 }
 
 /// Writes `bytes` as `JSON.stringify` writes a `number[]`: `[1,2,255]`.
@@ -279,6 +306,7 @@ mod tests {
 
     #[test]
     fn bytes_read_and_write_as_number_arrays() {
+        use rand::{Rng, SeedableRng};
         let all: Vec<u8> = (0..=255).collect();
         let mut out = Vec::new();
         write_bytes(&mut out, &all);
@@ -286,11 +314,28 @@ mod tests {
         let mut empty = Vec::new();
         write_bytes(&mut empty, &[]);
         assert_eq!(empty, b"[]");
-        assert_eq!(serde_json::from_slice::<ByteArray>(&out).unwrap().0, all);
-        assert_eq!(serde_json::from_str::<ByteArray>(" [ 1 , 2 ] ").unwrap().0, [1, 2]);
-        for bad in ["[256]", "[-1]", "[-0]", "[1.0]", "[1e0]", "[\"1\"]", "[null]", "{}", "\"ab\"", "[1,]"] {
-            assert!(serde_json::from_str::<ByteArray>(bad).is_err(), "{bad}");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(parse_byte_array(&text).unwrap(), all);
+        assert_eq!(parse_byte_array(" [ 1 ,\n2\t]\r").unwrap(), [1, 2]);
+        assert_eq!(parse_byte_array("[ ]").unwrap(), Vec::<u8>::new());
+        for bad in [
+            "[256]", "[-1]", "[-0]", "[1.0]", "[1e0]", "[\"1\"]", "[null]", "{}", "\"ab\"", "[1,]", "[01]", "[1 2]",
+            "[1]]", "[", "",
+        ] {
+            assert!(parse_byte_array(bad).is_none(), "{bad}");
             assert!(serde_json::from_str::<Vec<u8>>(bad).is_err(), "{bad}");
+        }
+        // Where it reads bytes, `Vec<u8>` reads the same; it reads every array `Vec<u8>` writes.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let alphabet = b"[],0123456789 -.e\n";
+        for _ in 0..50_000 {
+            let n = rng.random_range(0..12);
+            let s: String = (0..n).map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())])).collect();
+            if let Some(v) = parse_byte_array(&s) {
+                assert_eq!(serde_json::from_str::<Vec<u8>>(&s).ok(), Some(v), "{s}");
+            }
+            let bytes: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            assert_eq!(parse_byte_array(&serde_json::to_string(&bytes).unwrap()), Some(bytes));
         }
     }
 

@@ -7,8 +7,8 @@
 //! fields of the message's type are kept. A field a type requires may still be absent here;
 //! the handler refuses it in the SDK's order of checks, with the SDK's words.
 //!
-//! Reading is typed ([`Typed`]: fields straight into strings and byte vectors, no `Value`
-//! tree); a message it does not accept is read again through `Value`, which gives the
+//! Reading is typed ([`Typed`]: fields straight into strings, byte arrays scanned into byte
+//! vectors, no `Value` tree); a message it does not accept is read again through `Value`, which gives the
 //! verdict and the error text, so the typed reader only decides how fast a good message is
 //! read, never what is accepted. Writing ([`AuthMessage::to_json`]) writes the bytes
 //! `serde_json` would write for [`AuthMessage`]'s `Serialize`, with byte arrays written by
@@ -19,13 +19,14 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::keys::PublicKey;
 use super::payload::{
     H_IDENTITY_KEY, H_MESSAGE_TYPE, H_NONCE, H_REQUESTED_CERTIFICATES, H_SIGNATURE, H_VERSION, H_YOUR_NONCE,
 };
-use crate::json::{write_bytes, AnyJson, ByteArray};
+use crate::json::{parse_byte_array, write_bytes, AnyJson};
 
 /// The only protocol version any implementation speaks.
 pub const AUTH_VERSION: &str = "0.1";
@@ -294,6 +295,11 @@ fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> 
     Ok(())
 }
 
+/// A byte-array field as read: `null` is absent; anything but a `number[]` of bytes is refused.
+fn bytes<E: de::Error>(raw: Option<&RawValue>) -> Result<Option<Vec<u8>>, E> {
+    raw.map(|r| parse_byte_array(r.get()).ok_or_else(|| E::custom("not an array of byte values"))).transpose()
+}
+
 impl<'de> Visitor<'de> for TypedVisitor {
     type Value = Typed;
 
@@ -332,8 +338,8 @@ impl<'de> Visitor<'de> for TypedVisitor {
                 "requestedCertificates" => {
                     once(&mut requested_certificates, map.next_value::<Option<Value>>()?, "requestedCertificates")?
                 }
-                "payload" => once(&mut payload, map.next_value::<Option<ByteArray>>()?, "payload")?,
-                "signature" => once(&mut signature, map.next_value::<Option<ByteArray>>()?, "signature")?,
+                "payload" => once(&mut payload, bytes(map.next_value()?)?, "payload")?,
+                "signature" => once(&mut signature, bytes(map.next_value()?)?, "signature")?,
                 _ => {
                     map.next_value::<AnyJson>()?;
                 }
@@ -351,8 +357,8 @@ impl<'de> Visitor<'de> for TypedVisitor {
             your_nonce: your_nonce.flatten(),
             certificates: certificates.flatten(),
             requested_certificates: requested_certificates.flatten(),
-            payload: payload.flatten().map(|b| b.0),
-            signature: signature.flatten().map(|b| b.0),
+            payload: payload.flatten(),
+            signature: signature.flatten(),
         }))
     }
 }
