@@ -144,9 +144,21 @@ fn typed_vs_value(c: &mut Criterion) {
         });
     }
 
+    // A payload's byte array alone: scanned from its text, or read by serde per element.
+    let AuthMessage::General(general) = &send_msg else { unreachable!() };
+    let array = serde_json::to_string(general.payload.as_ref().unwrap()).unwrap();
+    g.bench_function("payload byte array: scan", |b| {
+        b.iter(|| black_box(messagebox::json::parse_byte_array(black_box(&array)).unwrap()))
+    });
+    g.bench_function("payload byte array: serde Vec<u8>", |b| {
+        b.iter(|| black_box(serde_json::from_str::<Vec<u8>>(black_box(&array)).unwrap()))
+    });
+    g.bench_function("payload byte array: serde Value", |b| {
+        b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(black_box(&array)).unwrap()))
+    });
+
     // The verify of one general message (the BRC-42 child key folded in), on the session's
     // parsed key or parsing the identity key (a decompression) first.
-    let AuthMessage::General(general) = &send_msg else { unreachable!() };
     let payload = general.payload.clone().unwrap();
     let sig = Signature::from_der(general.signature.as_deref().unwrap()).unwrap();
     let mut invoice = b"2-auth message signature-".to_vec();
