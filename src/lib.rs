@@ -11,6 +11,7 @@ pub mod config;
 pub mod domain;
 pub mod fleet;
 pub mod http;
+pub mod json;
 pub mod limits;
 pub mod live;
 pub mod metrics;

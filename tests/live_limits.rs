@@ -112,7 +112,8 @@ impl RealClient {
                 let frame = next_text(&mut self.ws).await.expect("the socket stays open");
                 if let Some(msg) = auth_message(&frame) {
                     let ev = decode_envelope(&self.session.verify_general(&msg).unwrap()).unwrap();
-                    return (ev.name, ev.data);
+                    let data = ev.data_value();
+                    return (ev.name, data);
                 }
             }
         };

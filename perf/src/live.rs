@@ -150,7 +150,7 @@ impl LiveClient {
         c.emit("authenticated", &json!({ "identityKey": me }).to_string()).await?;
         let ev = c.wait_event(|n| n == "authenticationSuccess" || n == "authenticationFailed").await?;
         if ev.name != "authenticationSuccess" {
-            return Err(OpError::auth(format!("authenticationFailed: {}", ev.data.unwrap_or_default())));
+            return Err(OpError::auth(format!("authenticationFailed: {}", ev.data_value().unwrap_or_default())));
         }
         Ok(c)
     }
@@ -187,7 +187,7 @@ impl LiveClient {
         self.emit("joinRoom", &Value::String(room.clone()).to_string()).await?;
         let ev = self.wait_event(|n| n == "joinedRoom" || n == "joinFailed").await?;
         if ev.name != "joinedRoom" {
-            return Err(OpError::protocol(format!("joinFailed: {}", ev.data.unwrap_or_default())));
+            return Err(OpError::protocol(format!("joinFailed: {}", ev.data_value().unwrap_or_default())));
         }
         self.room = Some(room);
         Ok(())
@@ -504,7 +504,7 @@ impl Inbox {
 impl Receiver {
     /// An event on a connection to node `node`.
     fn event(&self, ev: AppEvent, pending: &Pending, node: usize, inbox: &mut Inbox) {
-        let data = ev.data.unwrap_or(Value::Null);
+        let data = ev.data_value().unwrap_or(Value::Null);
         if ev.name.starts_with("sendMessageAck-") {
             let id = data["messageId"].as_str().unwrap_or_default();
             if let Some(waiter) = pending.borrow_mut().remove(id) {

@@ -6,17 +6,27 @@
 //! every field the protocol knows is type-checked whatever the message type, then only the
 //! fields of the message's type are kept. A field a type requires may still be absent here;
 //! the handler refuses it in the SDK's order of checks, with the SDK's words.
+//!
+//! Reading is typed ([`Typed`]: fields straight into strings, byte arrays scanned into byte
+//! vectors, no `Value` tree); a message it does not accept is read again through `Value`, which gives the
+//! verdict and the error text, so the typed reader only decides how fast a good message is
+//! read, never what is accepted. Writing ([`AuthMessage::to_json`]) writes the bytes
+//! `serde_json` would write for [`AuthMessage`]'s `Serialize`, with byte arrays written by
+//! [`crate::json::write_bytes`].
 
 use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::keys::PublicKey;
 use super::payload::{
     H_IDENTITY_KEY, H_MESSAGE_TYPE, H_NONCE, H_REQUESTED_CERTIFICATES, H_SIGNATURE, H_VERSION, H_YOUR_NONCE,
 };
+use crate::json::{parse_byte_array, write_bytes, AnyJson};
 
 /// The only protocol version any implementation speaks.
 pub const AUTH_VERSION: &str = "0.1";
@@ -221,6 +231,138 @@ struct WireOut<'a> {
     signature: Option<&'a [u8]>,
 }
 
+impl WireOut<'_> {
+    /// `serde_json`'s compact form of this struct's `Serialize`, field for field.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        fn string(out: &mut Vec<u8>, name: &str, s: &str) {
+            out.extend_from_slice(name.as_bytes());
+            serde_json::to_writer(&mut *out, s).expect("writing a string to a Vec cannot fail");
+        }
+        fn value(out: &mut Vec<u8>, name: &str, v: &impl Serialize) {
+            out.extend_from_slice(name.as_bytes());
+            serde_json::to_writer(&mut *out, v).expect("a JSON value always serialises");
+        }
+        string(out, "{\"version\":", self.version);
+        string(out, ",\"messageType\":", self.message_type.as_str());
+        string(out, ",\"identityKey\":", &self.identity_key);
+        for (name, field) in [
+            (",\"nonce\":", self.nonce),
+            (",\"initialNonce\":", self.initial_nonce),
+            (",\"yourNonce\":", self.your_nonce),
+        ] {
+            if let Some(s) = field {
+                string(out, name, s);
+            }
+        }
+        if let Some(c) = self.certificates {
+            value(out, ",\"certificates\":", &c);
+        }
+        if let Some(r) = self.requested_certificates {
+            value(out, ",\"requestedCertificates\":", r);
+        }
+        for (name, field) in [(",\"payload\":", self.payload), (",\"signature\":", self.signature)] {
+            if let Some(b) = field {
+                out.extend_from_slice(name.as_bytes());
+                write_bytes(out, b);
+            }
+        }
+        out.push(b'}');
+    }
+}
+
+/// The typed reader of [`AuthMessage::from_json`]: one pass into [`WireIn`], no `Value` tree.
+/// It accepts only what the `Value` reading accepts with the same result, and refuses the
+/// rest (which is then read through `Value`): the version must be the string `"0.1"`, the
+/// message type one of the five names, each known field appear at most once (`Value` keeps
+/// the last of a repeated key; the fallback does that), and unknown fields are walked with
+/// [`AnyJson`] so they are held to `Value`'s limits.
+struct Typed(WireIn);
+
+impl<'de> Deserialize<'de> for Typed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Typed, D::Error> {
+        d.deserialize_map(TypedVisitor)
+    }
+}
+
+struct TypedVisitor;
+
+/// Stores a field read once; a second occurrence is refused.
+fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+    if slot.is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// A byte-array field as read: `null` is absent; anything but a `number[]` of bytes is refused.
+fn bytes<E: de::Error>(raw: Option<&RawValue>) -> Result<Option<Vec<u8>>, E> {
+    raw.map(|r| parse_byte_array(r.get()).ok_or_else(|| E::custom("not an array of byte values"))).transpose()
+}
+
+impl<'de> Visitor<'de> for TypedVisitor {
+    type Value = Typed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a BRC-103 message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Typed, A::Error> {
+        let mut version: Option<crate::json::CowStr<'de>> = None;
+        let mut message_type = None;
+        let mut identity_key = None;
+        // `Some(None)`: present as `null`, read as absent, as `Option`'s `Deserialize` does.
+        let (mut nonce, mut initial_nonce, mut your_nonce) = (None, None, None);
+        let (mut certificates, mut requested_certificates) = (None, None);
+        let (mut payload, mut signature) = (None, None);
+        while let Some(key) = map.next_key::<crate::json::CowStr<'de>>()? {
+            match &*key.0 {
+                "version" => once(&mut version, map.next_value()?, "version")?,
+                "messageType" => {
+                    let name: crate::json::CowStr<'de> = map.next_value()?;
+                    let t = match &*name.0 {
+                        "initialRequest" => MessageType::InitialRequest,
+                        "initialResponse" => MessageType::InitialResponse,
+                        "certificateRequest" => MessageType::CertificateRequest,
+                        "certificateResponse" => MessageType::CertificateResponse,
+                        "general" => MessageType::General,
+                        other => return Err(de::Error::unknown_variant(other, &[])),
+                    };
+                    once(&mut message_type, t, "messageType")?
+                }
+                "identityKey" => once(&mut identity_key, map.next_value::<String>()?, "identityKey")?,
+                "nonce" => once(&mut nonce, map.next_value::<Option<String>>()?, "nonce")?,
+                "initialNonce" => once(&mut initial_nonce, map.next_value::<Option<String>>()?, "initialNonce")?,
+                "yourNonce" => once(&mut your_nonce, map.next_value::<Option<String>>()?, "yourNonce")?,
+                "certificates" => once(&mut certificates, map.next_value::<Option<Vec<Value>>>()?, "certificates")?,
+                "requestedCertificates" => {
+                    once(&mut requested_certificates, map.next_value::<Option<Value>>()?, "requestedCertificates")?
+                }
+                "payload" => once(&mut payload, bytes(map.next_value()?)?, "payload")?,
+                "signature" => once(&mut signature, bytes(map.next_value()?)?, "signature")?,
+                _ => {
+                    map.next_value::<AnyJson>()?;
+                }
+            }
+        }
+        match version {
+            Some(v) if v.0 == AUTH_VERSION => {}
+            _ => return Err(de::Error::custom("not version 0.1")),
+        }
+        Ok(Typed(WireIn {
+            message_type: message_type.ok_or_else(|| de::Error::missing_field("messageType"))?,
+            identity_key: identity_key.ok_or_else(|| de::Error::missing_field("identityKey"))?,
+            nonce: nonce.flatten(),
+            initial_nonce: initial_nonce.flatten(),
+            your_nonce: your_nonce.flatten(),
+            certificates: certificates.flatten(),
+            requested_certificates: requested_certificates.flatten(),
+            payload: payload.flatten(),
+            signature: signature.flatten(),
+        }))
+    }
+}
+
 impl WireIn {
     fn into_message(self) -> AuthMessage {
         let WireIn {
@@ -274,6 +416,16 @@ impl WireIn {
 impl AuthMessage {
     /// Parses and checks the version, as `Peer.handleIncomingMessage` does first.
     pub fn from_json(bytes: &[u8]) -> Result<AuthMessage, MessageError> {
+        match serde_json::from_slice::<Typed>(bytes) {
+            Ok(Typed(wire)) => Ok(wire.into_message()),
+            // Refused or unusual (a repeated field): `Value` decides, with its error text.
+            Err(_) => Self::from_json_value(bytes),
+        }
+    }
+
+    /// [`Self::from_json`] through a `Value` tree: the reference the typed reader agrees with
+    /// (and the baseline of `benches/live.rs`).
+    pub fn from_json_value(bytes: &[u8]) -> Result<AuthMessage, MessageError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| MessageError::Malformed(e.to_string()))?;
         Self::from_value(value)
     }
@@ -357,8 +509,13 @@ impl AuthMessage {
         w
     }
 
+    /// The JSON text: the bytes `serde_json::to_string(self)` writes, without its per-element
+    /// serializer calls for the byte arrays.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&self.wire()).expect("an AuthMessage always serialises")
+        let w = self.wire();
+        let mut out = Vec::with_capacity(160 + w.payload.map_or(0, |p| p.len() * 4));
+        w.write_json(&mut out);
+        String::from_utf8(out).expect("serde_json and write_bytes write UTF-8")
     }
 
     pub fn to_value(&self) -> Value {
@@ -555,6 +712,114 @@ mod tests {
             AuthMessage::from_json(br#"{"messageType":"general","identityKey":"x"}"#).unwrap_err().to_string(),
             "Invalid or unsupported message auth version! Received: undefined, expected: 0.1"
         );
+    }
+
+    /// The typed reader accepts a document only with the `Value` reading's result, and the
+    /// messages peers really send take it.
+    #[test]
+    fn typed_reading_agrees_with_value_reading() {
+        use rand::{Rng, SeedableRng};
+        let typed = |b: &[u8]| serde_json::from_slice::<Typed>(b).ok().map(|t| t.0.into_message());
+        let key = PrivateKey::from_bytes(&[5; 32]).unwrap().public_key().to_hex();
+        let general = format!(
+            r#"{{"version":"0.1","messageType":"general","identityKey":"{key}","nonce":"bm9uY2U=","yourNonce":"eW91cg==","payload":[123,34,101,0,255,9],"signature":[48,69,2,33]}}"#
+        );
+        let request = format!(
+            r#"{{"version":"0.1","messageType":"initialRequest","identityKey":"{key}","initialNonce":"aW5pdA==","requestedCertificates":{{"certifiers":[],"types":{{}}}}}}"#
+        );
+        for real in [&general, &request] {
+            let m = typed(real.as_bytes()).expect("the typed reader takes a real message");
+            assert_eq!(Ok(m), AuthMessage::from_json_value(real.as_bytes()));
+        }
+        let deep = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        let variants = [
+            general.replace(r#""nonce""#, r#""extra":{"a":[1,2,{"b":null}]},"nonce""#),
+            general.replace(r#""nonce""#, r#""nonce":null,"nonce""#),
+            general.replace(r#""nonce""#, r#""payload":"x","nonce""#),
+            general.replace(r#""version":"0.1""#, r#""version":"0.2","version":"0.1""#),
+            general.replace(r#""version":"0.1""#, r#""version":null"#),
+            general.replace(r#""version":"0.1","#, ""),
+            general.replace(r#""messageType":"general""#, r#""messageType":{"general":null}"#),
+            general.replace(r#""messageType":"general""#, r#""messageType":"General""#),
+            general.replace(r#""nonce""#, r#""payl\u006fad":[1],"nonce""#),
+            general.replace(r#""nonce""#, &format!(r#""x":{deep},"nonce""#)),
+            general.replace(r#""nonce""#, r#""x":"\ud800","nonce""#),
+            general.replace(r#""nonce""#, r#""x":1e400,"nonce""#),
+            general.replace("[123,", "[1.0,"),
+            general.replace("[123,", "[-0,"),
+            general.replace("[123,", "[ 123 ,"),
+            general.replace(r#""payload":[123,34,101,0,255,9]"#, r#""payload":null"#),
+            general.replace(r#""identityKey""#, r#""identityKey":null,"identityKey""#),
+            general.replace(r#""yourNonce":"eW91cg==""#, r#""yourNonce":"\u00e9\n""#),
+            request.replace(r#""types":{}"#, r#""types":{"a":["b"]},"x":[1e5]"#),
+            request.replace(r#""requestedCertificates""#, r#""certificates":[{"a":1}],"requestedCertificates""#),
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut docs: Vec<Vec<u8>> = variants.iter().map(|v| v.clone().into_bytes()).collect();
+        for _ in 0..20_000 {
+            let mut d = if rng.random() { general.clone().into_bytes() } else { request.clone().into_bytes() };
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..d.len());
+                match rng.random_range(0..3) {
+                    0 => {
+                        let alphabet = b"{}[],:\"\\0123456789.-eu ntl";
+                        d[i] = alphabet[rng.random_range(0..alphabet.len())];
+                    }
+                    1 => {
+                        d.remove(i);
+                    }
+                    _ => d.insert(i, b",:\"[]{}1"[rng.random_range(0..8)]),
+                }
+            }
+            docs.push(d);
+        }
+        let mut taken = 0;
+        for d in &docs {
+            let reference = AuthMessage::from_json_value(d);
+            assert_eq!(AuthMessage::from_json(d), reference, "{}", String::from_utf8_lossy(d));
+            if let Some(m) = typed(d) {
+                taken += 1;
+                assert_eq!(Ok(m), reference, "{}", String::from_utf8_lossy(d));
+            }
+        }
+        assert!(taken > 1000, "the typed reader took {taken} of {}", docs.len());
+    }
+
+    /// `to_json` writes the bytes `serde_json` writes for the message.
+    #[test]
+    fn written_json_is_serde_json_output() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut messages = Vec::new();
+        for i in 0..200 {
+            let payload: Vec<u8> = (0..rng.random_range(0..600)).map(|_| rng.random()).collect();
+            let odd = ["é\"\\\n\u{1}\u{7f}\u{2028}", "plain", ""][i % 3].to_string();
+            messages.push(AuthMessage::General(General {
+                identity_key: format!("02{odd}"),
+                nonce: Some(odd.clone()),
+                your_nonce: (i % 2 == 0).then(|| "y".into()),
+                payload: Some(payload),
+                signature: (i % 5 != 0).then(|| vec![0, 9, 10, 99, 100, 255]),
+            }));
+            messages.push(AuthMessage::CertificateResponse(CertificateResponse {
+                identity_key: odd.clone(),
+                nonce: None,
+                initial_nonce: Some(odd.clone()),
+                your_nonce: Some("y".into()),
+                certificates: Some(vec![serde_json::json!({"type": odd, "n": 1.5, "a": [1, null]})]),
+                signature: Some(Vec::new()),
+            }));
+            messages.push(AuthMessage::InitialRequest(InitialRequest {
+                identity_key: WireKey::Unreadable(odd.clone()),
+                initial_nonce: None,
+                requested_certificates: Some(serde_json::json!({"certifiers": [odd], "types": {"t": []}})),
+            }));
+        }
+        for m in &messages {
+            let json = m.to_json();
+            assert_eq!(json, serde_json::to_string(m).unwrap());
+            assert_eq!(AuthMessage::from_json(json.as_bytes()).unwrap(), *m);
+        }
     }
 
     #[test]

@@ -13,8 +13,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
-
 use crate::payments::check::PaymentChecker;
 use crate::payments::PaymentAcceptor;
 use crate::store::Store;
@@ -136,9 +134,19 @@ impl Delivery {
             recipient: recipient.as_str().to_string(),
             event: format!("sendMessage-{room_id}"),
             room_id,
-            data: json!({ "sender": sender, "messageId": message_id, "body": body }).to_string(),
+            data: serde_json::to_string(&DeliveryData { sender, message_id, body }).expect("strings always serialise"),
         }
     }
+}
+
+/// A delivery's `data`, written field by field (no `Value` tree: this is built once per
+/// message delivered).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeliveryData<'a> {
+    sender: &'a str,
+    message_id: &'a str,
+    body: &'a str,
 }
 
 /// Where stored messages are also delivered live (the socket layer).

@@ -18,7 +18,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use crate::auth::message::{AuthMessage, MessageError};
 use crate::auth::server::ServerHandshake;
@@ -37,11 +39,41 @@ pub const MAX_QUEUED_EVENTS: usize = 64;
 pub const MAX_SERVER_HANDSHAKES: u32 = 4;
 
 /// An application event from a verified `general` message.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct AppEvent {
     pub name: String,
-    /// `None` when the envelope had no `data` key.
-    pub data: Option<Value>,
+    /// The JSON text of `data`, `None` when the envelope had no `data` key. It comes from a
+    /// payload `Value` would read ([`decode_envelope`]); the event layer reads it with
+    /// [`crate::json::Lazy`].
+    pub data: Option<Box<RawValue>>,
+}
+
+impl AppEvent {
+    /// An event with `data` given as JSON text (`None` when it is not one JSON value).
+    pub fn new(name: impl Into<String>, data: Option<&str>) -> Option<AppEvent> {
+        let data = match data {
+            Some(d) if crate::json::check(d) => Some(RawValue::from_string(d.to_string()).ok()?),
+            Some(_) => return None,
+            None => None,
+        };
+        Some(AppEvent { name: name.into(), data })
+    }
+
+    /// `data`, to read as deep as needed.
+    pub fn data(&self) -> Option<crate::json::Lazy<'_>> {
+        self.data.as_deref().map(crate::json::Lazy)
+    }
+
+    /// `data` as a `Value` tree (tests and tools; the event layer reads [`Self::data`]).
+    pub fn data_value(&self) -> Option<serde_json::Value> {
+        self.data.as_deref().and_then(|d| serde_json::from_str(d.get()).ok())
+    }
+}
+
+impl PartialEq for AppEvent {
+    fn eq(&self, other: &AppEvent) -> bool {
+        self.name == other.name && self.data.as_ref().map(|d| d.get()) == other.data.as_ref().map(|d| d.get())
+    }
 }
 
 /// What an inbound `authMessage` amounted to.
@@ -255,12 +287,52 @@ pub fn envelope(event: &str, data: Option<&str>) -> String {
 }
 
 /// Reads an event envelope from a verified payload. Bytes that are not UTF-8 are replaced, as
-/// the SDK's decoder does; anything that is not `{"eventName":<string>,…}` is not an event.
+/// the SDK's decoder does; anything that is not `{"eventName":<string>,…}` is not an event,
+/// nor is a payload `Value` would not read (checked first, so the typed read that follows
+/// agrees with the `Value` one it replaces). Of a repeated key the last counts, as in `Value`.
 pub fn decode_envelope(payload: &[u8]) -> Option<AppEvent> {
     let text = String::from_utf8_lossy(payload);
-    let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&text) else { return None };
-    let Some(Value::String(name)) = map.remove("eventName") else { return None };
-    Some(AppEvent { name, data: map.remove("data") })
+    if !crate::json::check(&text) {
+        return None;
+    }
+    let Envelope { name, data } = serde_json::from_str::<Envelope>(&text).ok()?;
+    let name = name?.as_str()?.into_owned();
+    Some(AppEvent { name, data: data.map(|d| d.0.to_owned()) })
+}
+
+/// `{"eventName":…,"data":…}` as read: both kept raw (the last of a repeated key), the rest
+/// skipped. Only objects are envelopes.
+struct Envelope<'a> {
+    name: Option<crate::json::Lazy<'a>>,
+    data: Option<crate::json::Lazy<'a>>,
+}
+
+impl<'de> Deserialize<'de> for Envelope<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Envelope<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Envelope<'de>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event envelope object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope<'de>, A::Error> {
+                let mut env = Envelope { name: None, data: None };
+                while let Some(key) = map.next_key::<crate::json::CowStr<'de>>()? {
+                    match &*key.0 {
+                        "eventName" => env.name = Some(crate::json::Lazy(map.next_value::<&RawValue>()?)),
+                        "data" => env.data = Some(crate::json::Lazy(map.next_value::<&RawValue>()?)),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(env)
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[cfg(test)]
@@ -315,11 +387,73 @@ mod tests {
         assert_eq!(envelope("x", None), r#"{"eventName":"x"}"#);
         assert_eq!(envelope("joinRoom", Some(r#""k-inbox""#)), r#"{"eventName":"joinRoom","data":"k-inbox"}"#);
         let e = decode_envelope(br#"{"eventName":"a","data":{"b":"\u00e9"}}"#).unwrap();
-        assert_eq!((e.name.as_str(), e.data.unwrap()["b"].as_str()), ("a", Some("é")));
-        assert_eq!(decode_envelope(br#"{"eventName":"a"}"#).unwrap().data, None);
+        assert_eq!((e.name.as_str(), e.data_value().unwrap()["b"].as_str()), ("a", Some("é")));
+        assert!(decode_envelope(br#"{"eventName":"a"}"#).unwrap().data.is_none());
         for bad in [&b"not json"[..], b"[]", br#"{"eventName":5}"#, br#"{"data":1}"#, b"\xff\xfe", b""] {
             assert!(decode_envelope(bad).is_none());
         }
+    }
+
+    /// The `Value` reading `decode_envelope` replaced.
+    fn decode_envelope_value(payload: &[u8]) -> Option<(String, Option<serde_json::Value>)> {
+        use serde_json::Value;
+        let text = String::from_utf8_lossy(payload);
+        let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(&text) else { return None };
+        let Some(Value::String(name)) = map.remove("eventName") else { return None };
+        Some((name, map.remove("data")))
+    }
+
+    #[test]
+    fn typed_envelope_reads_as_value_did() {
+        use rand::{Rng, SeedableRng};
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let mut docs: Vec<Vec<u8>> = [
+            r#"{"eventName":"sendMessage","data":{"roomId":"r","message":{"body":"b\u00e9","n":1.0}}}"#.to_string(),
+            r#"{"data":null,"eventName":"x"}"#.into(),
+            r#"{"eventName":"a","eventName":"b","data":1,"data":[2]}"#.into(),
+            r#"{"eventName":5,"eventName":"b"}"#.into(),
+            r#"{"eventName":"b","eventName":5}"#.into(),
+            r#"{"eventNam\u0065":"esc","dat\u0061":"d"}"#.into(),
+            r#" { "eventName" : "ws" , "data" : [ 1 , { } ] } "#.into(),
+            format!(r#"{{"eventName":"d","data":{}}}"#, deep(127)),
+            format!(r#"{{"eventName":"d","data":{}}}"#, deep(126)),
+            format!(r#"{{"eventName":"d","other":{}}}"#, deep(127)),
+            r#"{"eventName":"d","data":"\ud800"}"#.into(),
+            r#"{"eventName":"d","x":"\udc00"}"#.into(),
+            r#"{"eventName":"d","x":1e400}"#.into(),
+            r#"{"eventName":"d","data":-1e309}"#.into(),
+            r#"["eventName","x"]"#.into(),
+            r#""eventName""#.into(),
+            r#"{"eventName":"x"} trailing"#.into(),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        docs.push(b"{\"eventName\":\"\xff\xfe\",\"data\":\"\xc3\"}".to_vec());
+        let base = br#"{"eventName":"sendMessage","data":{"roomId":"k-inbox","message":{"messageId":"m","body":"x"}}}"#;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let mut d = base.to_vec();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..d.len());
+                let alphabet = b"{}[],:\"\\0123456789.-eu ntl\xff";
+                match rng.random_range(0..3) {
+                    0 => d[i] = alphabet[rng.random_range(0..alphabet.len())],
+                    1 => {
+                        d.remove(i);
+                    }
+                    _ => d.insert(i, alphabet[rng.random_range(0..alphabet.len())]),
+                }
+            }
+            docs.push(d);
+        }
+        let mut events = 0;
+        for d in &docs {
+            let typed = decode_envelope(d).map(|e| (e.name.clone(), e.data_value()));
+            events += usize::from(typed.is_some());
+            assert_eq!(typed, decode_envelope_value(d), "{}", String::from_utf8_lossy(d));
+        }
+        assert!(events > 1000, "{events} events");
     }
 
     #[test]
@@ -333,7 +467,7 @@ mod tests {
         let got = t.handle(&general(&me, &s, "authenticated", Some(r#"{"identityKey":"x"}"#))).unwrap();
         let Inbound::Event(ev) = got else { panic!("{got:?}") };
         assert_eq!(ev.name, "authenticated");
-        assert_eq!(ev.data.unwrap()["identityKey"], "x");
+        assert_eq!(ev.data_value().unwrap()["identityKey"], "x");
 
         t.emit("authenticationSuccess", Some(r#"{"status":"success"}"#));
         let mut out = msg(&t.poll_send().unwrap());

@@ -29,16 +29,18 @@
 //! room cap. Each rate-limit refusal is also reported as [`EventAction::RateLimited`] so the
 //! driver can count it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::auth::PublicKey;
 use crate::domain::IdentityKey;
+use crate::json::Lazy;
 use crate::metrics::RateScope;
 
 use super::authsocket::AppEvent;
+use super::engineio::json_string;
 
 pub const AUTH_SUCCESS: &str = "authenticationSuccess";
 pub const AUTH_FAILED: &str = "authenticationFailed";
@@ -200,6 +202,58 @@ pub struct MessageBoxEvents {
     sends: Window,
     /// `joinRoom` + `leaveRoom` events in the current window.
     controls: Window,
+    keys: KeyCache,
+}
+
+/// Entries of a connection's [`KeyCache`].
+const KEY_CACHE_ENTRIES: usize = 8;
+/// The longest text cached: a key in its longest accepted form (130 hex digits).
+const MAX_CACHED_KEY_TEXT: usize = 130;
+
+/// The key texts a connection named lately (room keys, recipients, its `authenticated`
+/// claim) with what they parse to. Decompressing a key costs a square root, and a client
+/// names the same room key and recipient in every `sendMessage`; what a text parses to
+/// depends on the text alone, so a cached answer is the parse's answer. Bounded: the oldest
+/// entry goes first. Allocated at the first entry: a connection that only listens has none.
+#[derive(Debug, Default)]
+struct KeyCache {
+    /// Boxed: an idle connection's state is 8 bytes, not a `VecDeque`'s 32.
+    entries: Option<Box<KeyEntries>>,
+}
+
+#[derive(Debug)]
+struct KeyEntries(VecDeque<KeyEntry>);
+
+/// A key text and its canonical hex (`None`: not a key).
+type KeyEntry = (Box<str>, Option<Box<str>>);
+
+impl KeyCache {
+    /// `PublicKey::parse_lenient(text)` as canonical hex (`None`: not a key). The
+    /// connection's verified `identity` is such hex already: naming it needs no parse.
+    fn canonical(&mut self, identity: &str, text: &str) -> Option<String> {
+        if text == identity {
+            return Some(identity.to_string());
+        }
+        if let Some((_, known)) = self.entries().find(|(t, _)| &**t == text) {
+            return known.as_deref().map(str::to_string);
+        }
+        let parsed = PublicKey::parse_lenient(text).ok().map(|k| k.to_hex());
+        if text.len() <= MAX_CACHED_KEY_TEXT {
+            let entries = &mut self
+                .entries
+                .get_or_insert_with(|| Box::new(KeyEntries(VecDeque::with_capacity(KEY_CACHE_ENTRIES))))
+                .0;
+            if entries.len() >= KEY_CACHE_ENTRIES {
+                entries.pop_front();
+            }
+            entries.push_back((text.into(), parsed.as_deref().map(Into::into)));
+        }
+        parsed
+    }
+
+    fn entries(&self) -> impl Iterator<Item = &KeyEntry> {
+        self.entries.iter().flat_map(|e| e.0.iter())
+    }
 }
 
 impl MessageBoxEvents {
@@ -215,6 +269,7 @@ impl MessageBoxEvents {
             actions: Default::default(),
             sends: Window { start: now, used: 0 },
             controls: Window { start: now, used: 0 },
+            keys: KeyCache::default(),
         }
     }
 
@@ -255,7 +310,12 @@ impl MessageBoxEvents {
     }
 
     fn emit(&mut self, event: impl Into<String>, data: Value) {
-        self.actions.push_back(EventAction::Emit { event: event.into(), data: data.to_string() });
+        self.emit_json(event, data.to_string());
+    }
+
+    /// Emits `data` given as JSON text.
+    fn emit_json(&mut self, event: impl Into<String>, data: String) {
+        self.actions.push_back(EventAction::Emit { event: event.into(), data });
     }
 
     fn reason(&mut self, event: &str, reason: &str) {
@@ -270,7 +330,7 @@ impl MessageBoxEvents {
     /// Handles one verified application event at `now`; `identity` is the connection's
     /// verified identity (compressed lowercase hex). Unknown events are ignored.
     pub fn handle(&mut self, now: Instant, identity: &str, event: &AppEvent) {
-        let data = event.data.as_ref();
+        let data = event.data();
         match event.name.as_str() {
             "authenticated" => self.on_authenticated(identity, data),
             "joinRoom" => self.on_room(now, identity, data, true),
@@ -280,24 +340,24 @@ impl MessageBoxEvents {
         }
     }
 
-    fn on_authenticated(&mut self, identity: &str, data: Option<&Value>) {
+    fn on_authenticated(&mut self, identity: &str, data: Option<Lazy<'_>>) {
         // `data.identityKey` of a string or an array is undefined: only objects carry one.
-        let claimed = match data.and_then(|d| d.get("identityKey")) {
-            Some(Value::String(k)) if !k.trim().is_empty() => k,
+        let claimed = match data.and_then(|d| d.object_like()).and_then(|f| f.get("identityKey")?.as_str()) {
+            Some(k) if !k.trim().is_empty() => k,
             _ => return self.reason(AUTH_FAILED, REASON_MISSING_IDENTITY),
         };
         // `PublicKey.fromString` of the original, on the string as given.
-        let Ok(key) = PublicKey::parse_lenient(claimed) else {
+        let Some(key) = self.keys.canonical(identity, &claimed) else {
             return self.reason(AUTH_FAILED, REASON_INVALID_IDENTITY);
         };
-        if key.to_hex() != identity {
+        if key != identity {
             return self.reason(AUTH_FAILED, REASON_IDENTITY_MISMATCH);
         }
         self.authenticated = true;
         self.emit(AUTH_SUCCESS, json!({ "status": "success" }));
     }
 
-    fn on_room(&mut self, now: Instant, identity: &str, data: Option<&Value>, join: bool) {
+    fn on_room(&mut self, now: Instant, identity: &str, data: Option<Lazy<'_>>, join: bool) {
         let failed = if join { JOIN_FAILED } else { LEAVE_FAILED };
         // Every control event, whatever follows, takes one unit first (§6.3).
         if !self.controls.take(now, self.limits.control_rate) {
@@ -307,10 +367,11 @@ impl MessageBoxEvents {
         if !self.authenticated {
             return self.reason(failed, REASON_UNAUTHORIZED);
         }
-        let room = match data {
-            Some(Value::String(r)) if !r.trim().is_empty() => r,
+        let room = match data.and_then(|d| d.as_str()) {
+            Some(r) if !r.trim().is_empty() => r,
             _ => return self.reason(failed, REASON_INVALID_ROOM),
         };
+        let room = &*room;
         if !owns_room(identity, room) {
             // Upstream names the room (and a code) on a refused join only.
             if join {
@@ -326,7 +387,7 @@ impl MessageBoxEvents {
             if !self.rooms.contains(room) && self.rooms.len() >= self.limits.max_joined_rooms {
                 return self.coded(failed, REASON_ROOM_LIMIT, CODE_ROOM_LIMIT);
             }
-            self.rooms.insert(room.clone());
+            self.rooms.insert(room.to_string());
             self.left.remove(&canonical);
             self.emit(JOINED_ROOM, json!({ "roomId": room }));
         } else {
@@ -341,18 +402,15 @@ impl MessageBoxEvents {
         }
     }
 
-    fn on_send(&mut self, now: Instant, identity: &str, data: Option<&Value>) {
+    fn on_send(&mut self, now: Instant, identity: &str, data: Option<Lazy<'_>>) {
         // The send limiter first, taken by every event, even invalid ones (§6.4 step 1).
         if !self.sends.take(now, self.limits.send_rate) {
             self.actions.push_back(EventAction::RateLimited(RateScope::LiveSend));
             return self.coded(MESSAGE_FAILED, REASON_SEND_RATE_LIMITED, CODE_SEND_RATE_LIMITED);
         }
         // The original's checks, in its order (an array passes as an object there too).
-        let empty = Map::new();
-        let fields = match data {
-            Some(Value::Object(m)) => m,
-            Some(Value::Array(_)) => &empty,
-            _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_DATA),
+        let Some(fields) = data.and_then(|d| d.object_like()) else {
+            return self.reason(MESSAGE_FAILED, REASON_INVALID_DATA);
         };
         if !self.authenticated {
             return self.reason(PAYMENT_FAILED, REASON_UNAUTHORIZED);
@@ -361,41 +419,44 @@ impl MessageBoxEvents {
         if self.pending.len() >= self.limits.max_concurrent_sends {
             return self.coded(MESSAGE_FAILED, REASON_TOO_MANY_SENDS, CODE_TOO_MANY_SENDS);
         }
-        let room_id = match fields.get("roomId") {
-            Some(Value::String(r)) if !r.trim().is_empty() => r.clone(),
+        let room_id = match fields.get("roomId").and_then(|r| r.as_str()) {
+            Some(r) if !r.trim().is_empty() => r.into_owned(),
             _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_ROOM),
         };
-        let message = match fields.get("message") {
-            Some(Value::Object(m)) => m,
-            Some(Value::Array(_)) => &empty,
-            _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_MESSAGE),
+        let Some(message) = fields.get("message").and_then(|m| m.object_like()) else {
+            return self.reason(MESSAGE_FAILED, REASON_INVALID_MESSAGE);
         };
-        let body = match message.get("body") {
-            Some(Value::String(b)) if !b.trim().is_empty() => b.clone(),
+        let body = match message.get("body").and_then(|b| b.as_str()) {
+            Some(b) if !b.trim().is_empty() => b.into_owned(),
             _ => return self.reason(MESSAGE_FAILED, REASON_INVALID_BODY),
         };
 
-        // Ours: a failure from here on is a non-success ack.
+        // Ours: a failure from here on is a non-success ack, echoing the messageId as sent.
         let raw_id = message.get("messageId");
-        let Some((room_key, message_box)) = split_room(&room_id) else {
-            return self.nack(&room_id, raw_id, ACK_INVALID_ROOM);
+        let echo = |id: Option<Lazy<'_>>| id.map(|v| v.to_value_string());
+        let keys = &mut self.keys;
+        let Some((room_key, message_box)) = split_room_with(&room_id, |k| keys.canonical(identity, k)) else {
+            return self.nack(&room_id, echo(raw_id), ACK_INVALID_ROOM);
         };
         let recipient = match message.get("recipient") {
-            Some(Value::String(r)) => match PublicKey::parse_lenient(r) {
-                Ok(k) => k.to_hex(),
-                Err(_) => return self.nack(&room_id, raw_id, &format!("Invalid recipient key: {r}")),
+            Some(r) => match r.as_str() {
+                Some(text) => match self.keys.canonical(identity, &text) {
+                    Some(k) => k,
+                    None => return self.nack(&room_id, echo(raw_id), &format!("Invalid recipient key: {text}")),
+                },
+                None => {
+                    let shown = r.to_value_string();
+                    return self.nack(&room_id, echo(raw_id), &format!("Invalid recipient key: {shown}"));
+                }
             },
-            other => {
-                let shown = other.map_or("undefined".to_string(), Value::to_string);
-                return self.nack(&room_id, raw_id, &format!("Invalid recipient key: {shown}"));
-            }
+            None => return self.nack(&room_id, echo(raw_id), "Invalid recipient key: undefined"),
         };
         if recipient != room_key {
-            return self.nack(&room_id, raw_id, ACK_RECIPIENT_MISMATCH);
+            return self.nack(&room_id, echo(raw_id), ACK_RECIPIENT_MISMATCH);
         }
-        let message_id = match raw_id {
-            Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
-            _ => return self.nack(&room_id, raw_id, ACK_INVALID_MESSAGE_ID),
+        let message_id = match raw_id.and_then(|id| id.as_str()) {
+            Some(id) if !id.trim().is_empty() => id.into_owned(),
+            _ => return self.nack(&room_id, echo(raw_id), ACK_INVALID_MESSAGE_ID),
         };
 
         let token = StoreToken(self.next_token);
@@ -406,16 +467,21 @@ impl MessageBoxEvents {
         self.actions.push_back(EventAction::Store(request));
     }
 
-    /// `sendMessageAck-<roomId>` `{"status":"error","messageId"?,"description"}`: `messageId`
-    /// is echoed as received and left out when absent, as `JSON.stringify` drops `undefined`.
-    fn nack(&mut self, room_id: &str, message_id: Option<&Value>, description: &str) {
-        let mut m = Map::new();
-        m.insert("status".into(), "error".into());
+    /// `sendMessageAck-<roomId>` `{"status":"error","messageId"?,"description"}`:
+    /// `message_id` is the JSON text of the id as received, left out when absent, as
+    /// `JSON.stringify` drops `undefined`.
+    fn nack(&mut self, room_id: &str, message_id: Option<String>, description: &str) {
+        let description = json_string(description);
+        let mut data = String::with_capacity(48 + message_id.as_ref().map_or(0, String::len) + description.len());
+        data.push_str(r#"{"status":"error""#);
         if let Some(id) = message_id {
-            m.insert("messageId".into(), id.clone());
+            data.push_str(r#","messageId":"#);
+            data.push_str(&id);
         }
-        m.insert("description".into(), description.into());
-        self.emit(ack_event(room_id), Value::Object(m));
+        data.push_str(r#","description":"#);
+        data.push_str(&description);
+        data.push('}');
+        self.emit_json(ack_event(room_id), data);
     }
 
     /// The driver's report on a [`StoreRequest`]. Returns false for a token this connection
@@ -424,7 +490,8 @@ impl MessageBoxEvents {
         let Some(p) = self.pending.remove(&token) else { return false };
         let description = match outcome {
             StoreOutcome::Stored | StoreOutcome::Duplicate => {
-                self.emit(ack_event(&p.room_id), json!({ "status": "success", "messageId": p.message_id }));
+                let data = format!(r#"{{"status":"success","messageId":{}}}"#, json_string(&p.message_id));
+                self.emit_json(ack_event(&p.room_id), data);
                 if outcome == StoreOutcome::Stored {
                     self.actions.push_back(EventAction::Deliver(p.delivery()));
                 }
@@ -438,8 +505,7 @@ impl MessageBoxEvents {
             StoreOutcome::QuotaExceeded(q) => crate::domain::ApiError::QuotaExceeded(q).description().into_owned(),
             StoreOutcome::Failed => ACK_STORE_FAILED.to_string(),
         };
-        let id = Value::String(p.message_id.clone());
-        self.nack(&p.room_id, Some(&id), &description);
+        self.nack(&p.room_id, Some(json_string(&p.message_id)), &description);
         true
     }
 }
@@ -466,15 +532,21 @@ fn canonical_room(identity: &str, room: &str) -> String {
 /// A room id's recipient key (canonical hex) and box: `<66-hex key>` is box [`DEFAULT_BOX`],
 /// `<66-hex key>-<box>` is `<box>` (which may itself contain `-`). Anything else is `None`.
 pub fn split_room(room_id: &str) -> Option<(String, String)> {
+    split_room_with(room_id, |key| PublicKey::from_compressed_hex(key).ok().map(|k| k.to_hex()))
+}
+
+/// [`split_room`] with the key part read by `canonical` (a lenient parse to canonical hex,
+/// which reads exactly 66 hex digits as the strict compressed form does).
+fn split_room_with(room_id: &str, canonical: impl FnOnce(&str) -> Option<String>) -> Option<(String, String)> {
     let (key, message_box) = match room_id.split_once('-') {
         Some((k, b)) => (k, b),
         None => (room_id, DEFAULT_BOX),
     };
-    if message_box.is_empty() {
+    // The compressed form only: 66 hex digits.
+    if message_box.is_empty() || key.len() != 66 {
         return None;
     }
-    let key = PublicKey::from_compressed_hex(key).ok()?;
-    Some((key.to_hex(), message_box.to_string()))
+    Some((canonical(key)?, message_box.to_string()))
 }
 
 #[cfg(test)]
@@ -486,7 +558,7 @@ mod tests {
     }
 
     fn ev(name: &str, data: Option<Value>) -> AppEvent {
-        AppEvent { name: name.into(), data }
+        AppEvent::new(name, data.map(|d| d.to_string()).as_deref()).unwrap()
     }
 
     fn drain(m: &mut MessageBoxEvents) -> Vec<EventAction> {
@@ -713,6 +785,76 @@ mod tests {
         );
     }
 
+    /// Event data `json!` cannot write (repeated keys, escapes, numbers as sent) reads and
+    /// echoes as the `Value` reading did: last key wins, the id echoed as `Value` writes it.
+    #[test]
+    fn send_message_data_as_sent() {
+        let me = key();
+        let other = key();
+        let mut m = authed(&me);
+        let room = format!("{other}-inbox");
+        let raw = |data: &str| AppEvent::new("sendMessage", Some(data)).unwrap();
+        let ack = |body: &str| vec![emit(&format!("sendMessageAck-{room}"), body)];
+        m.handle(
+            Instant::now(),
+            &me,
+            &raw(&format!(
+                r#"{{"roomId":"x","roomId":"{room}","message":{{"messageId":1.50,"recipient":{{"k" : "\u00e9"}},"body":"b"}}}}"#
+            )),
+        );
+        assert_eq!(
+            drain(&mut m),
+            ack(r#"{"status":"error","messageId":1.5,"description":"Invalid recipient key: {\"k\":\"é\"}"}"#)
+        );
+        m.handle(
+            Instant::now(),
+            &me,
+            &raw(&format!(
+                r#"{{"roomId":"{room}","message":{{"messageId":["a", 1e2],"recipient":"{other}","body":"b"}}}}"#
+            )),
+        );
+        assert_eq!(
+            drain(&mut m),
+            ack(&format!(r#"{{"status":"error","messageId":["a",100.0],"description":"{ACK_INVALID_MESSAGE_ID}"}}"#))
+        );
+        m.handle(
+            Instant::now(),
+            &me,
+            &raw(&format!(
+                r#"{{"roomId":"{room}","message":{{"messageId":"m\u0031","recipient":"{}","body":"b\n\u00e9","body":"last"}}}}"#,
+                other.to_uppercase()
+            )),
+        );
+        let acts = drain(&mut m);
+        let [EventAction::Store(req)] = &acts[..] else { panic!("{acts:?}") };
+        assert_eq!((req.message_id.as_str(), req.body.as_str(), req.recipient.as_str()), ("m1", "last", &*other));
+    }
+
+    /// A key text parses once per connection; the cache answers as the parse does and stays
+    /// bounded.
+    #[test]
+    fn key_cache() {
+        let me = key();
+        let mut c = KeyCache::default();
+        assert_eq!(c.canonical(&me, &me), Some(me.clone()));
+        assert!(c.entries.is_none(), "the identity needs no entry");
+        let other = key();
+        for _ in 0..2 {
+            assert_eq!(c.canonical(&me, &other.to_uppercase()), Some(other.clone()));
+            assert_eq!(c.canonical(&me, "zz"), None);
+            assert_eq!(c.canonical(&me, &other[..65]), None);
+        }
+        assert_eq!(c.entries().count(), 3);
+        for _ in 0..(KEY_CACHE_ENTRIES * 2) {
+            let k = key();
+            assert_eq!(c.canonical(&me, &k), Some(k.clone()));
+        }
+        assert_eq!(c.entries().count(), KEY_CACHE_ENTRIES);
+        let long = "0".repeat(MAX_CACHED_KEY_TEXT + 1);
+        assert_eq!(c.canonical(&me, &long), None);
+        assert!(c.entries().all(|(t, _)| t.len() <= MAX_CACHED_KEY_TEXT));
+    }
+
     #[test]
     fn send_message_stores_then_acks_then_delivers() {
         let me = key();
@@ -830,7 +972,7 @@ mod limit_tests {
     }
 
     fn ev(name: &str, data: Option<Value>) -> AppEvent {
-        AppEvent { name: name.into(), data }
+        AppEvent::new(name, data.map(|d| d.to_string()).as_deref()).unwrap()
     }
 
     fn drain(m: &mut MessageBoxEvents) -> Vec<EventAction> {

@@ -106,7 +106,8 @@ impl JsClient {
                     .expect("a general on a session the client holds");
                 let payload = s.verify_general(&msg).unwrap();
                 let ev = decode_envelope(&payload).unwrap();
-                self.received.push((ev.name, ev.data));
+                let data = ev.data_value();
+                self.received.push((ev.name, data));
             }
             other => panic!("unexpected {:?}", other.message_type()),
         }

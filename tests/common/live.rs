@@ -134,7 +134,8 @@ impl Listener {
                 let Some(msg) = auth_message(&frame) else { continue };
                 let Ok(payload) = verifier.verify_general(&msg) else { continue };
                 if let Some(ev) = decode_envelope(&payload) {
-                    if events_tx.send((ev.name, ev.data)).is_err() {
+                    let data = ev.data_value();
+                    if events_tx.send((ev.name, data)).is_err() {
                         break;
                     }
                 }
