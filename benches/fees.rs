@@ -89,7 +89,12 @@ fn bench(c: &mut Criterion) {
         })
     });
     let stats = store.fee_cache().stats();
-    assert!(stats.hits > stats.misses * 1000, "the benchmark measured the cache: {stats:?}");
+    // Under `cargo bench` (criterion is given `--bench`) every benchmark runs long enough
+    // that misses (the warm-up and the cache's max age) are rare; under `cargo test` each
+    // runs once, so only a real benchmark run can check that it measured hits.
+    if std::env::args().any(|a| a == "--bench") {
+        assert!(stats.hits > stats.misses * 1000, "the benchmark measured the cache: {stats:?}");
+    }
     eprintln!("fee cache: {stats:?}");
 }
 
