@@ -39,6 +39,29 @@ pub struct Floor {
     /// What the batches were timed with: `thread-cpu` (on-CPU time, preemption excluded) or
     /// `wall`.
     pub clock: &'static str,
+    /// How `verify_us` and `sign_us` were taken from the batches: `p10` (the lowest decile).
+    pub estimate: &'static str,
+    /// The spread of the batches, µs per operation (`None` when given): a p90 far above the
+    /// p10 says the loop was disturbed (another process on the core's sibling, a VM
+    /// neighbour), and the floor may read high.
+    pub verify_batches: Option<Spread>,
+    pub sign_batches: Option<Spread>,
+}
+
+/// p10, p50 and p90 of a primitive's batches, µs per operation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    pub p10: f64,
+    pub p50: f64,
+    pub p90: f64,
+}
+
+impl Spread {
+    /// Sorts `v` (not empty) and reads its deciles.
+    fn of(v: &mut [f64]) -> Spread {
+        v.sort_by(f64::total_cmp);
+        Spread { p10: quantile(v, 0.1), p50: quantile(v, 0.5), p90: quantile(v, 0.9) }
+    }
 }
 
 impl Floor {
@@ -53,29 +76,44 @@ impl Floor {
             seconds: 0.0,
             batches: 0,
             clock: "given",
+            estimate: "given",
+            verify_batches: None,
+            sign_batches: None,
         }
     }
 
-    /// From measured per-operation times.
-    pub fn from_parts(verify_us: f64, sign_us: f64, seconds: f64, batches: usize, clock: &'static str) -> Floor {
+    /// From the measured batches of each primitive: each one's p10.
+    pub fn from_batches(verify: Spread, sign: Spread, seconds: f64, batches: usize, clock: &'static str) -> Floor {
+        let (v, s) = (verify.p10, sign.p10);
         Floor {
-            verify_us: Some(verify_us),
-            sign_us: Some(sign_us),
-            request_us: verify_us + sign_us,
-            live_us: Some(verify_us + 2.0 * sign_us),
+            verify_us: Some(v),
+            sign_us: Some(s),
+            request_us: v + s,
+            live_us: Some(v + 2.0 * s),
             source: "measured",
             seconds,
             batches,
             clock,
+            estimate: "p10",
+            verify_batches: Some(verify),
+            sign_batches: Some(sign),
+        }
+    }
+
+    /// The request floor's p90 over its p10 (1 when given): how disturbed the loop was.
+    pub fn disturbance(&self) -> f64 {
+        match (self.verify_batches, self.sign_batches) {
+            (Some(v), Some(s)) => (v.p90 + s.p90) / (v.p10 + s.p10),
+            _ => 1.0,
         }
     }
 }
 
 /// Distinct signed inputs, so the loop is not one input repeated.
 const INPUTS: usize = 64;
-/// Each timed batch lasts about this long: long enough that the clock's cost vanishes,
-/// short enough that a preemption spoils only a few of them.
-const BATCH_TARGET: Duration = Duration::from_millis(10);
+/// Each timed batch lasts about this long: long enough that the clock's cost (a vDSO or
+/// syscall read, under a µs) vanishes, short enough that many fit between disturbances.
+const BATCH_TARGET: Duration = Duration::from_millis(2);
 
 /// What one verify and one sign work on, as the server has them for a session.
 struct Bench {
@@ -118,11 +156,16 @@ impl Bench {
     }
 }
 
-/// This thread's time on a CPU in nanoseconds: the first field of
-/// `/proc/thread-self/schedstat`. `None` where the kernel does not provide it.
+/// This thread's time on a CPU in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`), exact to the
+/// call: the kernel adds the running slice. (`/proc/thread-self/schedstat` is not: it
+/// advances only at scheduler ticks, 4 ms here, which made 10 ms batches read ±40 %.)
+/// `None` where the clock is missing.
 fn thread_cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_ascii_whitespace().next()?.parse().ok()
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration; the clock id is a
+    // constant the kernel knows or rejects with an error.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// Times `n` runs of `op`; µs per run. On-CPU time when the kernel reports it, so time the
@@ -144,20 +187,19 @@ fn batch(n: usize, mut op: impl FnMut(usize) -> usize) -> f64 {
     spent.as_secs_f64() * 1e6 / n as f64
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    }
+/// The `q` quantile of sorted, non-empty `v`, interpolated between neighbours.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let at = q * (v.len() - 1) as f64;
+    let (lo, hi) = (at.floor() as usize, at.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (at - lo as f64)
 }
 
 /// Runs the loop on the calling thread for about `budget`: alternating timed batches of
-/// verifies and of signs; each primitive's cost is the median batch's on-CPU time per run
-/// (a batch disturbed anyway, e.g. by a busy sibling hyperthread, is an outlier the median
-/// ignores).
+/// verifies and of signs; each primitive's cost is its batches' lowest decile. On-CPU time
+/// already leaves out preemption, but not what slows the core while the thread runs (a VM
+/// neighbour, a busy sibling, a cold cache after a switch): that only ever adds time, so the
+/// quiet batches are the machine's speed and the median of a busy machine's batches reads
+/// high. The p10 rather than the minimum, so one odd batch does not set the floor.
 pub fn measure(budget: Duration) -> Result<Floor, String> {
     let started = Instant::now();
     let bench = Bench::new();
@@ -168,16 +210,17 @@ pub fn measure(budget: Duration) -> Result<Floor, String> {
     let probe = batch(16, |i| usize::from(bench.verify(i))) + batch(16, |i| bench.sign(i));
     let n = ((BATCH_TARGET.as_secs_f64() * 1e6 / probe.max(0.01)) as usize).clamp(8, 100_000);
     let (mut verify, mut sign) = (Vec::new(), Vec::new());
-    while verify.len() < 3 || started.elapsed() < budget {
+    while verify.len() < 10 || started.elapsed() < budget {
         verify.push(batch(n, |i| usize::from(bench.verify(i))));
         sign.push(batch(n, |i| bench.sign(i)));
-        if verify.len() >= 1000 {
+        if verify.len() >= 5000 {
             break;
         }
     }
     let batches = verify.len();
     let clock = if thread_cpu_ns().is_some() { "thread-cpu" } else { "wall" };
-    Ok(Floor::from_parts(median(&mut verify), median(&mut sign), started.elapsed().as_secs_f64(), batches, clock))
+    let (verify, sign) = (Spread::of(&mut verify), Spread::of(&mut sign));
+    Ok(Floor::from_batches(verify, sign, started.elapsed().as_secs_f64(), batches, clock))
 }
 
 #[cfg(test)]
@@ -191,7 +234,11 @@ mod tests {
         assert!(v > 0.0 && s > 0.0, "{f:?}");
         assert!((f.request_us - (v + s)).abs() < 1e-9);
         assert!((f.live_us.unwrap() - (v + 2.0 * s)).abs() < 1e-9);
-        assert!(f.batches >= 3 && f.seconds > 0.0);
+        assert!(f.batches >= 10 && f.seconds > 0.0);
+        let (vb, sb) = (f.verify_batches.unwrap(), f.sign_batches.unwrap());
+        assert_eq!((vb.p10, sb.p10), (v, s));
+        assert!(vb.p10 <= vb.p50 && vb.p50 <= vb.p90 && sb.p10 <= sb.p50 && sb.p50 <= sb.p90);
+        assert!(f.disturbance() >= 1.0);
         assert_eq!(f.source, "measured");
     }
 
@@ -208,8 +255,11 @@ mod tests {
     }
 
     #[test]
-    fn medians() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    fn quantiles() {
+        assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.5), 2.0);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        assert_eq!(quantile(&[5.0], 0.1), 5.0);
+        let s = Spread::of(&mut (0..=100).rev().map(f64::from).collect::<Vec<_>>());
+        assert_eq!((s.p10, s.p50, s.p90), (10.0, 50.0, 90.0));
     }
 }

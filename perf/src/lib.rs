@@ -63,11 +63,13 @@ fn crypto_floor(opts: &Options) -> Result<Option<floor::Floor>, String> {
     let f = floor::measure(opts.floor_time)?;
     if !opts.quiet {
         eprintln!(
-            "mbload: crypto floor {:.1} µs per request (verify {:.1} + sign {:.1}), {:.1} µs per live message",
+            "mbload: crypto floor {:.1} µs per request (verify {:.1} + sign {:.1}), {:.1} µs per live message; batches p50 {:.1}, p90/p10 {:.2}",
             f.request_us,
             f.verify_us.unwrap_or_default(),
             f.sign_us.unwrap_or_default(),
-            f.live_us.unwrap_or_default()
+            f.live_us.unwrap_or_default(),
+            f.verify_batches.zip(f.sign_batches).map_or(0.0, |(v, s)| v.p50 + s.p50),
+            f.disturbance()
         );
     }
     Ok(Some(f))

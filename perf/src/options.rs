@@ -279,7 +279,7 @@ pub struct Options {
     pub live_floor_us: Option<f64>,
 
     /// How long the floor loop runs (on one thread, before anything else).
-    #[arg(long, value_parser = parse_duration, default_value = "600ms")]
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub floor_time: Duration,
 
     /// Find the highest open-loop rate whose p99 stays under --p99: short runs of

@@ -433,8 +433,17 @@ impl Report {
                 _ => String::new(),
             };
             let live = f.live_us.map_or("-".into(), |v| format!("{v:.1}"));
-            let how = if f.source == "measured" {
-                format!("measured here in {:.2} s, median of {} batches ({} time)", f.seconds, f.batches, f.clock)
+            let how = if let (Some(v), Some(g)) = (f.verify_batches, f.sign_batches) {
+                format!(
+                    "measured here in {:.2} s, {} of {} batches ({} time; batches p10/p50/p90 {:.1}/{:.1}/{:.1})",
+                    f.seconds,
+                    f.estimate,
+                    f.batches,
+                    f.clock,
+                    v.p10 + g.p10,
+                    v.p50 + g.p50,
+                    v.p90 + g.p90
+                )
             } else {
                 "given".into()
             };
