@@ -155,7 +155,8 @@ for store in stores:
             vals = [f(r, sends.get(i)) for i, r in rs.items()]
             vals = [v for v in vals if v is not None]
             meds.append(statistics.median(vals) if vals else None)
-            cells.append(cell(vals, fmt))
+            # A search where no rate kept the p99 under the bound has no rate to show.
+            cells.append("none passed" if what == "findrate" and rs and not vals else cell(vals, fmt))
         if all(c == "–" for c in cells):
             continue
         row = f"| {store} | {label} | {target} | " + " | ".join(cells) + " |"
