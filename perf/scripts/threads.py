@@ -57,12 +57,9 @@ def main():
         g[3] += nonvol - nonvol0
     per = f" {'µs/op':>7} {'vol/op':>7} {'invol/op':>8}" if rate else ""
     print(f"{'threads':<20} {'n':>2} {'cores':>6} {'vol/s':>8} {'invol/s':>8}{per}")
-    total = [0, 0.0, 0, 0]
-    for comm, (n, cpu, vol, nonvol) in sorted(groups.items(), key=lambda kv: -kv[1][1]) + [("(all)", None)]:
-        if comm == "(all)":
-            n, cpu, vol, nonvol = total
-        else:
-            total = [total[0] + n, total[1] + cpu, total[2] + vol, total[3] + nonvol]
+    rows = sorted(groups.items(), key=lambda kv: -kv[1][1])
+    total = [sum(g[i] for _, g in rows) for i in range(4)]
+    for comm, (n, cpu, vol, nonvol) in rows + [("(all)", total)]:
         line = f"{comm:<20} {n:>2} {cpu / window:>6.3f} {vol / window:>8.0f} {nonvol / window:>8.0f}"
         if rate:
             ops = rate * window
