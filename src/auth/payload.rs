@@ -4,6 +4,8 @@
 //! Serialisers write into any [`Sink`], so the server can stream a request straight into
 //! SHA-256 without copying the body, and tests can capture the exact bytes.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 pub const H_VERSION: &str = "x-bsv-auth-version";
@@ -157,8 +159,12 @@ fn is_signed_custom(name: &str) -> bool {
 }
 
 /// Header bytes as Node exposes them (Latin-1), re-encoded as UTF-8 by the TS middleware.
-fn latin1_to_utf8(v: &[u8]) -> String {
-    v.iter().map(|&b| b as char).collect()
+/// ASCII (every header a client normally sends) is the same in both and is borrowed.
+fn latin1_to_utf8(v: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(ascii) if v.is_ascii() => Cow::Borrowed(ascii),
+        _ => Cow::Owned(v.iter().map(|&b| b as char).collect()),
+    }
 }
 
 /// The signed request headers, as the server rebuilds them: `content-type` (cut at `;`,
@@ -168,22 +174,28 @@ fn latin1_to_utf8(v: &[u8]) -> String {
 pub fn select_request_headers<'a>(headers: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for (name, value) in headers {
-        let name = name.to_ascii_lowercase();
-        let value = latin1_to_utf8(value);
-        let value = if name == "content-type" {
-            value.split(';').next().unwrap_or("").trim().to_string()
-        } else if name == "authorization" || is_signed_custom(&name) {
-            value.trim().to_string()
+        // Every request carries headers that are not signed: they are skipped before any
+        // copy is made (hyper's names are lower case already).
+        let lowered;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = name.to_ascii_lowercase();
+            lowered.as_str()
         } else {
-            continue;
+            name
         };
+        let content_type = name == "content-type";
+        if !content_type && name != "authorization" && !is_signed_custom(name) {
+            continue;
+        }
+        let value = latin1_to_utf8(value);
+        let value = if content_type { value.split(';').next().unwrap_or("").trim() } else { value.trim() };
         match out.iter_mut().find(|(k, _)| *k == name) {
-            Some((_, existing)) if is_signed_custom(&name) => {
+            Some((_, existing)) if is_signed_custom(name) => {
                 existing.push_str(", ");
-                existing.push_str(&value);
+                existing.push_str(value);
             }
             Some(_) => {}
-            None => out.push((name, value)),
+            None => out.push((name.to_string(), value.to_string())),
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
