@@ -524,6 +524,9 @@ enum AttemptError {
     Ambiguous,
     /// A cached messageBox id no longer exists; rolled back.
     StaleBox,
+    /// The one-round-trip statement inserted fewer rows than the batch has (a duplicate id
+    /// or a stale box); rolled back, the exact path decides.
+    Missed,
 }
 
 impl From<mysql_async::Error> for AttemptError {
@@ -597,9 +600,14 @@ impl Committer {
         };
         let mut stale_retried = false;
         let mut transient = 0;
+        // The one-round-trip statement first (Single and Optimistic only); once it misses,
+        // the exact path decides.
+        let mut one_trip = true;
         loop {
-            match self.attempt(rows, mode).await {
+            match self.attempt(rows, mode, one_trip).await {
                 Ok(outcomes) => return Ok(outcomes),
+                Err(AttemptError::Missed) if mode == Mode::Optimistic => mode = Mode::Batch,
+                Err(AttemptError::Missed) => one_trip = false,
                 Err(AttemptError::Ambiguous) if mode == Mode::Optimistic => mode = Mode::Batch,
                 Err(AttemptError::Ambiguous) => {
                     tracing::debug!(rows = rows.len(), "batch outcome ambiguous; redoing it row by row");
@@ -630,8 +638,13 @@ impl Committer {
         }
     }
 
-    async fn attempt(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
-        match tokio::time::timeout(self.shared.deadline(), self.attempt_unbounded(rows, mode)).await {
+    async fn attempt(
+        &self,
+        rows: &[&NewMessage],
+        mode: Mode,
+        one_trip: bool,
+    ) -> Result<Vec<InsertOutcome>, AttemptError> {
+        match tokio::time::timeout(self.shared.deadline(), self.attempt_unbounded(rows, mode, one_trip)).await {
             Ok(result) => result,
             Err(_) => Err(AttemptError::Unavailable(StoreError::Unavailable(format!(
                 "storing messages did not finish within {} ms",
@@ -640,12 +653,28 @@ impl Committer {
         }
     }
 
-    async fn attempt_unbounded(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
+    async fn attempt_unbounded(
+        &self,
+        rows: &[&NewMessage],
+        mode: Mode,
+        one_trip: bool,
+    ) -> Result<Vec<InsertOutcome>, AttemptError> {
         let mut conn = self.shared.conn().await.map_err(AttemptError::Unavailable)?;
         let created = now();
         let ts = date_value(created);
-        let expires = expiry(created, self.shared.retention_days).map_or(Value::NULL, date_value);
+        let expires_at = expiry(created, self.shared.retention_days);
+        let expires = expires_at.map_or(Value::NULL, date_value);
         let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
+        if one_trip
+            && matches!(mode, Mode::Single | Mode::Optimistic)
+            && fits_one_trip(rows, self.shared.max_batch_rows)
+        {
+            if let Some(no_backslash_escapes) = no_backslash_escapes(&conn) {
+                let sql = one_trip_batch_sql(rows, &box_ids, created, expires_at, no_backslash_escapes);
+                run_one_trip(conn, &sql).await?;
+                return Ok(vec![InsertOutcome::Inserted; rows.len()]);
+            }
+        }
         match mode {
             Mode::Single => {
                 let mut tx = conn.start_transaction(TxOpts::default()).await?;
@@ -786,13 +815,7 @@ async fn change_usage<Q: Queryable + Send>(
             Change::Add => usage::add(Dialect::Mysql, chunk),
             Change::Subtract => usage::subtract(Dialect::Mysql, chunk),
         };
-        let params: Vec<Value> = params
-            .into_iter()
-            .map(|p| match p {
-                usage::Param::Text(s) => Value::from(s),
-                usage::Param::Int(i) => Value::from(i),
-            })
-            .collect();
+        let params: Vec<Value> = params.into_iter().map(param_value).collect();
         q.exec_drop(sql, params).await?;
     }
     Ok(())
@@ -895,6 +918,180 @@ fn retry_delete(what: &str, e: &mysql_async::Error, attempt: &mut u32) -> bool {
     *attempt += 1;
     tracing::warn!(error = %e, attempt = *attempt, "{what} hit a lock conflict; retrying");
     true
+}
+
+/// Most body bytes (and ids, senders, recipients) of a batch written in one round trip:
+/// half the prepared path's chunk bound, so its escaped text (at most twice the bytes) is
+/// no larger a packet than a prepared chunk.
+const MAX_ONE_TRIP_BYTES: usize = MAX_CHUNK_BYTES / 2;
+
+/// MySQL's "Subquery returns more than 1 row": what the one-round-trip guard raises.
+const ER_SUBQUERY_NO_1_ROW: u16 = 1242;
+
+/// Whether `rows` go in one one-round-trip statement: one chunk, small enough a packet.
+fn fits_one_trip(rows: &[&NewMessage], max_rows: usize) -> bool {
+    let bytes: usize =
+        rows.iter().map(|r| r.body.len() + r.message_id.len() + r.sender.len() + r.recipient.len()).sum();
+    rows.len() <= max_rows && bytes <= MAX_ONE_TRIP_BYTES
+}
+
+/// Whether the connection's session has `NO_BACKSLASH_ESCAPES` (how a literal must be
+/// escaped), from the server status of its last OK packet; `None` when it has none yet.
+/// The server owns the flag; this process never changes a session's `sql_mode`.
+fn no_backslash_escapes(conn: &Conn) -> Option<bool> {
+    let status = conn.last_ok_packet()?.status_flags();
+    Some(status.contains(mysql_async::consts::StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES))
+}
+
+/// Appends `sql` with each `?` replaced by the next of `params` as an SQL literal (escaped
+/// by the driver's own `Value::as_sql`). `sql` must have no `?` but its placeholders.
+fn push_inlined(out: &mut String, sql: &str, params: impl IntoIterator<Item = Value>, no_backslash_escapes: bool) {
+    let mut params = params.into_iter();
+    for (i, part) in sql.split('?').enumerate() {
+        if i > 0 {
+            out.push_str(&params.next().unwrap_or(Value::NULL).as_sql(no_backslash_escapes));
+        }
+        out.push_str(part);
+    }
+}
+
+/// The text of a whole batch written in ONE round trip (a multi-statement query; the
+/// connection has `CLIENT_MULTI_STATEMENTS`, which mysql_async always asks for):
+///
+/// `START TRANSACTION; INSERT IGNORE INTO messages … VALUES (…),…; <guard>; <usage upsert>…; COMMIT`
+///
+/// Every row is expected to go in. The guard, right after the INSERT, reads its
+/// `ROW_COUNT()` (rows really inserted: duplicates and foreign-key failures are ignored
+/// rows) and, when that is not the row count, selects a scalar subquery of two rows, which
+/// fails with error 1242; the server then runs none of the remaining statements, so nothing
+/// is committed and the caller rolls back. The guard relies only on standard SQL evaluated
+/// eagerly (no lazy `IF` branch and no `DO`, whose errors MariaDB turns into warnings), and on
+/// `ROW_COUNT()` meaning the previous statement's count inside a subquery, which MariaDB
+/// 10.11 and MySQL 8 document. Values are escaped for the session's `no_backslash_escapes`
+/// ([`no_backslash_escapes`]). `rows` and `box_ids` pair up; `created` and `expires` are UTC.
+pub fn one_trip_batch_sql(
+    rows: &[&NewMessage],
+    box_ids: &[u32],
+    created: Timestamp,
+    expires: Option<Timestamp>,
+    no_backslash_escapes: bool,
+) -> String {
+    let ts = date_value(created).as_sql(no_backslash_escapes);
+    let expires = expires.map_or(Value::NULL, date_value).as_sql(no_backslash_escapes);
+    let body_bytes: usize = rows.iter().map(|r| r.body.len() + r.message_id.len() + 200).sum();
+    let mut sql = String::with_capacity(body_bytes + body_bytes / 8 + 512);
+    sql.push_str("START TRANSACTION;");
+    sql.push_str(INSERT_MESSAGES_PREFIX);
+    for (i, (row, box_id)) in rows.iter().zip(box_ids).enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        sql.push_str(&Value::from(row.message_id.as_str()).as_sql(no_backslash_escapes));
+        sql.push(',');
+        sql.push_str(&box_id.to_string());
+        for text in [row.sender.as_str(), row.recipient.as_str(), &row.body] {
+            sql.push(',');
+            sql.push_str(&Value::from(text).as_sql(no_backslash_escapes));
+        }
+        for v in [&ts, &ts, &expires] {
+            sql.push(',');
+            sql.push_str(v);
+        }
+        sql.push(')');
+    }
+    let n = rows.len();
+    sql.push_str(&format!(
+        ";SELECT (SELECT 1 FROM DUAL WHERE ROW_COUNT() <> {n} UNION ALL SELECT 2 FROM DUAL WHERE ROW_COUNT() <> {n});"
+    ));
+    let outcomes = vec![InsertOutcome::Inserted; n];
+    for chunk in usage::inserted(rows, &outcomes).chunks(usage::MAX_SENDERS) {
+        let (template, params) = usage::add(Dialect::Mysql, chunk);
+        push_inlined(&mut sql, &template, params.into_iter().map(param_value), no_backslash_escapes);
+        sql.push(';');
+    }
+    sql.push_str("COMMIT");
+    sql
+}
+
+/// The prepared path's statement for one chunk (the multi-row INSERT padded to its bucket
+/// size, and its parameters), as the exact path builds it; for the `batch` bench.
+pub fn prepared_batch_statement(
+    rows: &[&NewMessage],
+    box_ids: &[u32],
+    created: Timestamp,
+    expires: Option<Timestamp>,
+    max_rows: usize,
+) -> (String, Vec<Value>) {
+    let ts = date_value(created);
+    let expires = expires.map_or(Value::NULL, date_value);
+    let size = insert_bucket(rows.len(), max_rows);
+    (insert_sql(size), chunk_params(rows, box_ids, size, &ts, &expires))
+}
+
+/// Runs [`one_trip_batch_sql`]'s text on `conn`, reading every result. On an error the
+/// transaction is rolled back (the guard's error becomes [`AttemptError::Missed`]). A
+/// connection that may hold an open transaction (dropped mid-way, or the rollback failed)
+/// is closed instead of going back to the pool ([`OpenTx`]).
+async fn run_one_trip(conn: Conn, sql: &str) -> Result<(), AttemptError> {
+    let mut open = OpenTx(Some(conn));
+    let Some(c) = open.0.as_mut() else { unreachable!("just set") };
+    let outcome: Result<(), mysql_async::Error> = async {
+        let mut result = c.query_iter(sql).await?;
+        while !result.is_empty() {
+            result.collect::<Row>().await?;
+        }
+        Ok(())
+    }
+    .await;
+    match outcome {
+        Ok(()) => {
+            open.release();
+            Ok(())
+        }
+        Err(e) => {
+            let fatal = !matches!(e, mysql_async::Error::Server(_));
+            if !fatal {
+                c.query_drop("ROLLBACK").await?;
+                open.release();
+            }
+            match e {
+                mysql_async::Error::Server(s) if s.code == ER_SUBQUERY_NO_1_ROW => Err(AttemptError::Missed),
+                e => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// A connection whose session may be inside a transaction that mysql_async does not know
+/// of (begun by text): dropped unreleased, it is disconnected (the server rolls back), so it
+/// never goes back to the pool with that transaction open.
+struct OpenTx(Option<Conn>);
+
+impl OpenTx {
+    /// The session is clean again: the connection may go back to the pool.
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(e) = conn.disconnect().await {
+                    tracing::debug!(error = %e, "closing a connection with an unfinished transaction failed");
+                }
+            });
+        }
+    }
+}
+
+fn param_value(p: usage::Param<'_>) -> Value {
+    match p {
+        usage::Param::Text(s) => Value::from(s),
+        usage::Param::Int(i) => Value::from(i),
+    }
 }
 
 fn insert_sql(rows: usize) -> String {
@@ -1800,6 +1997,96 @@ mod tests {
             let left: Option<i64> = conn.query_first("SELECT COUNT(*) FROM messages").await.unwrap();
             assert_eq!(left, Some(0));
             drop(conn);
+            drop(store);
+            admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
+        });
+    }
+
+    /// On a live server: the one-round-trip batch stores ids, senders and bodies with quotes,
+    /// backslashes, NUL, emoji and an injection attempt byte-exact, with `NO_BACKSLASH_ESCAPES`
+    /// off and on (read from the session, as the writer does); its guard rolls back a batch
+    /// that would have inserted fewer rows than it has, leaving messages and usage untouched.
+    #[test]
+    fn one_trip_batches_escape_in_both_sql_modes_and_guard() {
+        let Some(server) = std::env::var("MESSAGEBOX_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(std::env::var("MESSAGEBOX_REQUIRE_ALL").as_deref() != Ok("1"), "MySQL tests must run");
+            eprintln!("SKIPPED one_trip_batches_escape_in_both_sql_modes_and_guard: MESSAGEBOX_TEST_MYSQL_URL unset");
+            return;
+        };
+        let server = server.trim_end_matches('/').to_string();
+        let name = format!("mbunit_onetrip_{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut admin = Conn::from_url(format!("{server}/")).await.unwrap();
+            admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
+            admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
+            let url = format!("{server}/{name}");
+            let store = MysqlStore::open(&url, &StoreOptions::default()).await.unwrap();
+            store.migrate().await.unwrap();
+            store.insert_messages(vec![msg("warm")]).await.unwrap();
+            let mut reader = Conn::from_url(url.clone()).await.unwrap();
+            let box_id: u32 = reader.query_first("SELECT messageBoxId FROM messageBox").await.unwrap().unwrap();
+            let nasty =
+                ["it's", "back\\slash\\", "nul\0byte", "\\'; DROP TABLE messages; --", "emoji 😀 \"q\"\n\r\x1a"];
+            for nbe in [false, true] {
+                let mut conn = Conn::from_url(url.clone()).await.unwrap();
+                let mode = if nbe {
+                    "CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')"
+                } else {
+                    "REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')"
+                };
+                conn.query_drop(format!("SET SESSION sql_mode = {mode}")).await.unwrap();
+                assert_eq!(no_backslash_escapes(&conn), Some(nbe), "the session's mode is read");
+                let rows: Vec<NewMessage> = nasty
+                    .iter()
+                    .map(|n| NewMessage {
+                        message_id: format!("{n}-{nbe}"),
+                        sender: format!("{n}-sender"),
+                        body: format!("{{\"b\":\"{n}\"}} {n}").into(),
+                        ..msg("")
+                    })
+                    .collect();
+                let refs: Vec<&NewMessage> = rows.iter().collect();
+                let sql = one_trip_batch_sql(&refs, &vec![box_id; refs.len()], now(), None, nbe);
+                assert!(run_one_trip(conn, &sql).await.is_ok());
+                for row in &rows {
+                    let got: Option<(String, String, String)> = reader
+                        .exec_first(
+                            "SELECT messageId, sender, body FROM messages WHERE messageId = ?",
+                            (&row.message_id,),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(got, Some((row.message_id.clone(), row.sender.clone(), row.body.to_string())));
+                    let used: Option<(i64, i64)> = reader
+                        .exec_first(
+                            "SELECT messages, bytes FROM messagebox_sender_usage WHERE sender = ?",
+                            (&row.sender,),
+                        )
+                        .await
+                        .unwrap();
+                    let expected = if nbe { 2 } else { 1 };
+                    assert_eq!(used.map(|u| u.0), Some(expected), "{:?}", row.sender);
+                }
+
+                // One id is stored already: the guard stops the batch, nothing of it stays.
+                let mut conn = Conn::from_url(url.clone()).await.unwrap();
+                conn.query_drop(format!("SET SESSION sql_mode = {mode}")).await.unwrap();
+                let fresh = NewMessage { message_id: format!("fresh-{nbe}"), ..rows[0].clone() };
+                let sql = one_trip_batch_sql(&[&fresh, &rows[1]], &[box_id, box_id], now(), None, nbe);
+                assert!(matches!(run_one_trip(conn, &sql).await, Err(AttemptError::Missed)));
+                let fresh_rows: Option<i64> = reader
+                    .exec_first("SELECT COUNT(*) FROM messages WHERE messageId = ?", (&fresh.message_id,))
+                    .await
+                    .unwrap();
+                assert_eq!(fresh_rows, Some(0));
+                let used: Option<i64> = reader
+                    .exec_first("SELECT messages FROM messagebox_sender_usage WHERE sender = ?", (&rows[0].sender,))
+                    .await
+                    .unwrap();
+                assert_eq!(used, Some(if nbe { 2 } else { 1 }), "rolled back with the batch");
+            }
+            drop(reader);
             drop(store);
             admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
         });
