@@ -26,6 +26,11 @@
 //! * when they disagree (a concurrent writer, or a collation our Rust-side comparison does
 //!   not model) the batch is rolled back and redone row by row, which is exact.
 //!
+//! The common batch (one row, or distinct ids; one chunk) first goes in TWO round trips of
+//! text multi-statement queries, `START TRANSACTION; INSERT …` then `<usage upsert>; COMMIT`,
+//! committed only when the INSERT stored every row ([`text_batch_sql`]); otherwise it is
+//! rolled back and takes the exact path above.
+//!
 //! Every connection runs with `time_zone = '+00:00'`, so TIMESTAMP columns read and write
 //! UTC, and keeps its prepared statements across uses (no reset on return to the pool).
 //! Statements with variable-length lists are padded to a few bucket sizes so that each
@@ -524,6 +529,21 @@ enum AttemptError {
     Ambiguous,
     /// A cached messageBox id no longer exists; rolled back.
     StaleBox,
+    /// The text batch inserted fewer rows than the batch has (a duplicate id
+    /// or a stale box); rolled back, the exact path decides.
+    Missed,
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttemptError::Db(e) => write!(f, "{e}"),
+            AttemptError::Unavailable(e) => write!(f, "{e}"),
+            AttemptError::Ambiguous => f.write_str("ambiguous"),
+            AttemptError::StaleBox => f.write_str("stale box"),
+            AttemptError::Missed => f.write_str("missed"),
+        }
+    }
 }
 
 impl From<mysql_async::Error> for AttemptError {
@@ -597,9 +617,13 @@ impl Committer {
         };
         let mut stale_retried = false;
         let mut transient = 0;
+        // The text batch first (Single and Optimistic only); once it misses, the exact path decides.
+        let mut text = true;
         loop {
-            match self.attempt(rows, mode).await {
+            match self.attempt(rows, mode, text).await {
                 Ok(outcomes) => return Ok(outcomes),
+                Err(AttemptError::Missed) if mode == Mode::Optimistic => mode = Mode::Batch,
+                Err(AttemptError::Missed) => text = false,
                 Err(AttemptError::Ambiguous) if mode == Mode::Optimistic => mode = Mode::Batch,
                 Err(AttemptError::Ambiguous) => {
                     tracing::debug!(rows = rows.len(), "batch outcome ambiguous; redoing it row by row");
@@ -630,8 +654,8 @@ impl Committer {
         }
     }
 
-    async fn attempt(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
-        match tokio::time::timeout(self.shared.deadline(), self.attempt_unbounded(rows, mode)).await {
+    async fn attempt(&self, rows: &[&NewMessage], mode: Mode, text: bool) -> Result<Vec<InsertOutcome>, AttemptError> {
+        match tokio::time::timeout(self.shared.deadline(), self.attempt_unbounded(rows, mode, text)).await {
             Ok(result) => result,
             Err(_) => Err(AttemptError::Unavailable(StoreError::Unavailable(format!(
                 "storing messages did not finish within {} ms",
@@ -640,12 +664,26 @@ impl Committer {
         }
     }
 
-    async fn attempt_unbounded(&self, rows: &[&NewMessage], mode: Mode) -> Result<Vec<InsertOutcome>, AttemptError> {
+    async fn attempt_unbounded(
+        &self,
+        rows: &[&NewMessage],
+        mode: Mode,
+        text: bool,
+    ) -> Result<Vec<InsertOutcome>, AttemptError> {
         let mut conn = self.shared.conn().await.map_err(AttemptError::Unavailable)?;
         let created = now();
         let ts = date_value(created);
-        let expires = expiry(created, self.shared.retention_days).map_or(Value::NULL, date_value);
+        let expires_at = expiry(created, self.shared.retention_days);
+        let expires = expires_at.map_or(Value::NULL, date_value);
         let box_ids = self.resolve_boxes(&mut conn, rows, &ts).await?;
+        if text && matches!(mode, Mode::Single | Mode::Optimistic) && fits_text_batch(rows, self.shared.max_batch_rows)
+        {
+            if let Some(no_backslash_escapes) = no_backslash_escapes(&conn) {
+                let (insert, usage_sql) = text_batch_sql(rows, &box_ids, created, expires_at, no_backslash_escapes);
+                run_text_batch(conn, &insert, &usage_sql, rows.len()).await?;
+                return Ok(vec![InsertOutcome::Inserted; rows.len()]);
+            }
+        }
         match mode {
             Mode::Single => {
                 let mut tx = conn.start_transaction(TxOpts::default()).await?;
@@ -786,13 +824,7 @@ async fn change_usage<Q: Queryable + Send>(
             Change::Add => usage::add(Dialect::Mysql, chunk),
             Change::Subtract => usage::subtract(Dialect::Mysql, chunk),
         };
-        let params: Vec<Value> = params
-            .into_iter()
-            .map(|p| match p {
-                usage::Param::Text(s) => Value::from(s),
-                usage::Param::Int(i) => Value::from(i),
-            })
-            .collect();
+        let params: Vec<Value> = params.into_iter().map(param_value).collect();
         q.exec_drop(sql, params).await?;
     }
     Ok(())
@@ -811,8 +843,8 @@ fn sender_bytes(rows: Vec<Row>, at: usize) -> Vec<(String, u64)> {
 
 /// Deletes `recipient`'s messages among `ids` and subtracts them from their senders' usage,
 /// in one transaction; returns the deleted rows' senders and bytes. MariaDB: per chunk of
-/// ids one `DELETE … RETURNING` (begin, delete, usage, commit: 4 round trips for an
-/// acknowledgement); MySQL: a locking read of the rows first, then the delete.
+/// ids one `DELETE … RETURNING` (begin, delete, usage, commit: 4 round trips; the usual way
+/// is [`acknowledge_two_trips`]); MySQL: a locking read of the rows first, then the delete.
 async fn acknowledge_once(
     conn: &mut Conn,
     mariadb: bool,
@@ -840,6 +872,56 @@ async fn acknowledge_once(
     change_usage(&mut tx, &usage::deleted(&gone), Change::Subtract).await?;
     tx.commit().await?;
     Ok(gone)
+}
+
+/// [`acknowledge_once`] on MariaDB in two round trips of text multi-statement queries:
+/// `START TRANSACTION; DELETE … RETURNING …` (one `DELETE` per chunk of ids), then the usage
+/// subtraction and `COMMIT`. Values are escaped for the session's `no_backslash_escapes`.
+/// On an error the transaction is rolled back; a connection that may still hold it is
+/// closed ([`OpenTx`]).
+async fn acknowledge_two_trips(
+    conn: Conn,
+    no_backslash_escapes: bool,
+    recipient: &str,
+    ids: &[String],
+) -> Result<Vec<(String, u64)>, mysql_async::Error> {
+    let mut open = OpenTx(Some(conn));
+    let Some(c) = open.0.as_mut() else { unreachable!("just set") };
+    let outcome: Result<Vec<(String, u64)>, mysql_async::Error> = async {
+        let mut sql = String::from("START TRANSACTION");
+        for chunk in ids.chunks(MAX_LIST) {
+            sql.push(';');
+            let params = std::iter::once(recipient).chain(chunk.iter().map(String::as_str)).map(Value::from);
+            push_inlined(&mut sql, &sql::delete_messages(chunk.len()), params, no_backslash_escapes);
+            sql.push_str(" RETURNING sender, OCTET_LENGTH(body)");
+        }
+        let mut gone = Vec::new();
+        let mut result = c.query_iter(sql).await?;
+        while !result.is_empty() {
+            gone.extend(sender_bytes(result.collect::<Row>().await?, 0));
+        }
+        drop(result);
+        let mut sql = String::new();
+        for chunk in usage::deleted(&gone).chunks(usage::MAX_SENDERS) {
+            let (template, params) = usage::subtract(Dialect::Mysql, chunk);
+            push_inlined(&mut sql, &template, params.into_iter().map(param_value), no_backslash_escapes);
+            sql.push(';');
+        }
+        sql.push_str("COMMIT");
+        let mut result = c.query_iter(sql).await?;
+        while !result.is_empty() {
+            result.collect::<Row>().await?;
+        }
+        Ok(gone)
+    }
+    .await;
+    if let Err(mysql_async::Error::Server(_)) = &outcome {
+        c.query_drop("ROLLBACK").await?;
+    }
+    if !matches!(outcome, Err(ref e) if !matches!(e, mysql_async::Error::Server(_))) {
+        open.release();
+    }
+    outcome
 }
 
 /// Deletes up to `limit` expired messages and subtracts them from their senders' usage, in
@@ -895,6 +977,192 @@ fn retry_delete(what: &str, e: &mysql_async::Error, attempt: &mut u32) -> bool {
     *attempt += 1;
     tracing::warn!(error = %e, attempt = *attempt, "{what} hit a lock conflict; retrying");
     true
+}
+
+/// Most body bytes (and ids, senders, recipients) of a batch written in one round trip:
+/// half the prepared path's chunk bound, so its escaped text (at most twice the bytes) is
+/// no larger a packet than a prepared chunk.
+const MAX_TEXT_BATCH_BYTES: usize = MAX_CHUNK_BYTES / 2;
+
+/// Whether `rows` go in one text batch: one chunk, small enough a packet.
+fn fits_text_batch(rows: &[&NewMessage], max_rows: usize) -> bool {
+    let bytes: usize =
+        rows.iter().map(|r| r.body.len() + r.message_id.len() + r.sender.len() + r.recipient.len()).sum();
+    rows.len() <= max_rows && bytes <= MAX_TEXT_BATCH_BYTES
+}
+
+/// Whether the connection's session has `NO_BACKSLASH_ESCAPES` (how a literal must be
+/// escaped), from the server status of its last OK packet; `None` when it has none yet.
+/// The server owns the flag; this process never changes a session's `sql_mode`.
+fn no_backslash_escapes(conn: &Conn) -> Option<bool> {
+    let status = conn.last_ok_packet()?.status_flags();
+    Some(status.contains(mysql_async::consts::StatusFlags::SERVER_STATUS_NO_BACKSLASH_ESCAPES))
+}
+
+/// Appends `sql` with each `?` replaced by the next of `params` as an SQL literal (escaped
+/// by the driver's own `Value::as_sql`). `sql` must have no `?` but its placeholders.
+fn push_inlined(out: &mut String, sql: &str, params: impl IntoIterator<Item = Value>, no_backslash_escapes: bool) {
+    let mut params = params.into_iter();
+    for (i, part) in sql.split('?').enumerate() {
+        if i > 0 {
+            out.push_str(&params.next().unwrap_or(Value::NULL).as_sql(no_backslash_escapes));
+        }
+        out.push_str(part);
+    }
+}
+
+/// The text of a whole batch written in TWO round trips of text multi-statement queries
+/// (the connection has `CLIENT_MULTI_STATEMENTS`, which mysql_async always asks for):
+///
+/// 1. `START TRANSACTION; INSERT IGNORE INTO messages … VALUES (…),…` — the INSERT's
+///    affected-row count (rows really inserted: duplicates and foreign-key failures are
+///    ignored rows) must be the row count;
+/// 2. if it is, `<usage upsert>; COMMIT`; otherwise the caller rolls back and the batch
+///    takes the exact path.
+///
+/// Against the prepared path's four round trips (BEGIN, INSERT, upsert, COMMIT). ONE round
+/// trip would need a guard between the INSERT and COMMIT that stops the batch in the
+/// server: a scalar subquery of two rows (`SELECT (SELECT 1 … UNION ALL SELECT 2 …)`,
+/// error 1242) measured ~60-90 µs more MariaDB CPU per batch than `SELECT 0` (the UNION's
+/// temporary table), more than the round trips it saves; `DO` cannot guard (MariaDB turns
+/// its errors into warnings), and a compound `IF … SIGNAL` inside a multi-statement query
+/// was not reported reliably by MariaDB 10.11 (the results after it went missing).
+///
+/// Values are escaped by the driver for the session's `no_backslash_escapes`
+/// ([`no_backslash_escapes`]). `rows` and `box_ids` pair up; `created` and `expires` are UTC.
+pub fn text_batch_sql(
+    rows: &[&NewMessage],
+    box_ids: &[u32],
+    created: Timestamp,
+    expires: Option<Timestamp>,
+    no_backslash_escapes: bool,
+) -> (String, String) {
+    let ts = date_value(created).as_sql(no_backslash_escapes);
+    let expires = expires.map_or(Value::NULL, date_value).as_sql(no_backslash_escapes);
+    let body_bytes: usize = rows.iter().map(|r| r.body.len() + r.message_id.len() + 200).sum();
+    let mut insert = String::with_capacity(body_bytes + body_bytes / 8 + 256);
+    insert.push_str("START TRANSACTION;");
+    insert.push_str(INSERT_MESSAGES_PREFIX);
+    for (i, (row, box_id)) in rows.iter().zip(box_ids).enumerate() {
+        if i > 0 {
+            insert.push(',');
+        }
+        insert.push('(');
+        insert.push_str(&Value::from(row.message_id.as_str()).as_sql(no_backslash_escapes));
+        insert.push(',');
+        insert.push_str(&box_id.to_string());
+        for text in [row.sender.as_str(), row.recipient.as_str(), &row.body] {
+            insert.push(',');
+            insert.push_str(&Value::from(text).as_sql(no_backslash_escapes));
+        }
+        for v in [&ts, &ts, &expires] {
+            insert.push(',');
+            insert.push_str(v);
+        }
+        insert.push(')');
+    }
+    let mut usage_sql = String::with_capacity(256);
+    let outcomes = vec![InsertOutcome::Inserted; rows.len()];
+    for chunk in usage::inserted(rows, &outcomes).chunks(usage::MAX_SENDERS) {
+        let (template, params) = usage::add(Dialect::Mysql, chunk);
+        push_inlined(&mut usage_sql, &template, params.into_iter().map(param_value), no_backslash_escapes);
+        usage_sql.push(';');
+    }
+    usage_sql.push_str("COMMIT");
+    (insert, usage_sql)
+}
+
+/// The prepared path's statement for one chunk (the multi-row INSERT padded to its bucket
+/// size, and its parameters), as the exact path builds it; for the `batch` bench.
+pub fn prepared_batch_statement(
+    rows: &[&NewMessage],
+    box_ids: &[u32],
+    created: Timestamp,
+    expires: Option<Timestamp>,
+    max_rows: usize,
+) -> (String, Vec<Value>) {
+    let ts = date_value(created);
+    let expires = expires.map_or(Value::NULL, date_value);
+    let size = insert_bucket(rows.len(), max_rows);
+    (insert_sql(size), chunk_params(rows, box_ids, size, &ts, &expires))
+}
+
+/// Runs [`text_batch_sql`]'s two queries on `conn` for a batch of `n` rows, reading every
+/// result. When the INSERT stored fewer rows the transaction is rolled back
+/// ([`AttemptError::Missed`]); on an error too. A connection that may hold an open
+/// transaction (dropped mid-way, or the rollback failed) is closed instead of going back
+/// to the pool ([`OpenTx`]).
+async fn run_text_batch(conn: Conn, insert: &str, usage_sql: &str, n: usize) -> Result<(), AttemptError> {
+    let mut open = OpenTx(Some(conn));
+    let Some(c) = open.0.as_mut() else { unreachable!("just set") };
+    let outcome: Result<bool, mysql_async::Error> = async {
+        let mut result = c.query_iter(insert).await?;
+        // The first result is START TRANSACTION's; the INSERT's comes next.
+        result.collect::<Row>().await?;
+        let inserted = result.affected_rows();
+        while !result.is_empty() {
+            result.collect::<Row>().await?;
+        }
+        drop(result);
+        if inserted != n as u64 {
+            return Ok(false);
+        }
+        let mut result = c.query_iter(usage_sql).await?;
+        while !result.is_empty() {
+            result.collect::<Row>().await?;
+        }
+        Ok(true)
+    }
+    .await;
+    match outcome {
+        Ok(true) => {
+            open.release();
+            Ok(())
+        }
+        Ok(false) => {
+            c.query_drop("ROLLBACK").await?;
+            open.release();
+            Err(AttemptError::Missed)
+        }
+        Err(e) => {
+            if matches!(e, mysql_async::Error::Server(_)) {
+                c.query_drop("ROLLBACK").await?;
+                open.release();
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// A connection whose session may be inside a transaction that mysql_async does not know
+/// of (begun by text): dropped unreleased, it is disconnected (the server rolls back), so it
+/// never goes back to the pool with that transaction open.
+struct OpenTx(Option<Conn>);
+
+impl OpenTx {
+    /// The session is clean again: the connection may go back to the pool.
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let (Some(conn), Ok(rt)) = (self.0.take(), tokio::runtime::Handle::try_current()) {
+            rt.spawn(async move {
+                if let Err(e) = conn.disconnect().await {
+                    tracing::debug!(error = %e, "closing a connection with an unfinished transaction failed");
+                }
+            });
+        }
+    }
+}
+
+fn param_value(p: usage::Param<'_>) -> Value {
+    match p {
+        usage::Param::Text(s) => Value::from(s),
+        usage::Param::Int(i) => Value::from(i),
+    }
 }
 
 fn insert_sql(rows: usize) -> String {
@@ -1451,10 +1719,14 @@ impl Backend for MysqlStore {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let mut conn = s.conn().await?;
             let mut attempt = 0;
             let gone = loop {
-                match acknowledge_once(&mut conn, s.mariadb(), &recipient, &ids).await {
+                let mut conn = s.conn().await?;
+                let result = match (s.mariadb(), no_backslash_escapes(&conn)) {
+                    (true, Some(nbe)) => acknowledge_two_trips(conn, nbe, &recipient, &ids).await,
+                    (mariadb, _) => acknowledge_once(&mut conn, mariadb, &recipient, &ids).await,
+                };
+                match result {
                     Ok(gone) => break gone,
                     Err(e) if retry_delete("an acknowledgement", &e, &mut attempt) => {}
                     Err(e) => return Err(e.into()),
@@ -1800,6 +2072,97 @@ mod tests {
             let left: Option<i64> = conn.query_first("SELECT COUNT(*) FROM messages").await.unwrap();
             assert_eq!(left, Some(0));
             drop(conn);
+            drop(store);
+            admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
+        });
+    }
+
+    /// On a live server: the text batch stores ids, senders and bodies with quotes,
+    /// backslashes, NUL, emoji and an injection attempt byte-exact, with `NO_BACKSLASH_ESCAPES`
+    /// off and on (read from the session, as the writer does); its guard rolls back a batch
+    /// that would have inserted fewer rows than it has is rolled back, messages and usage untouched.
+    #[test]
+    fn text_batches_escape_in_both_sql_modes_and_roll_back() {
+        let Some(server) = std::env::var("MESSAGEBOX_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(std::env::var("MESSAGEBOX_REQUIRE_ALL").as_deref() != Ok("1"), "MySQL tests must run");
+            eprintln!("SKIPPED text_batches_escape_in_both_sql_modes_and_roll_back: MESSAGEBOX_TEST_MYSQL_URL unset");
+            return;
+        };
+        let server = server.trim_end_matches('/').to_string();
+        let name = format!("mbunit_onetrip_{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut admin = Conn::from_url(format!("{server}/")).await.unwrap();
+            admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
+            admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
+            let url = format!("{server}/{name}");
+            let store = MysqlStore::open(&url, &StoreOptions::default()).await.unwrap();
+            store.migrate().await.unwrap();
+            store.insert_messages(vec![msg("warm")]).await.unwrap();
+            let mut reader = Conn::from_url(url.clone()).await.unwrap();
+            let box_id: u32 = reader.query_first("SELECT messageBoxId FROM messageBox").await.unwrap().unwrap();
+            let nasty =
+                ["it's", "back\\slash\\", "nul\0byte", "\\'; DROP TABLE messages; --", "emoji 😀 \"q\"\n\r\x1a"];
+            for nbe in [false, true] {
+                let mut conn = Conn::from_url(url.clone()).await.unwrap();
+                let mode = if nbe {
+                    "CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')"
+                } else {
+                    "REPLACE(@@sql_mode, 'NO_BACKSLASH_ESCAPES', '')"
+                };
+                conn.query_drop(format!("SET SESSION sql_mode = {mode}")).await.unwrap();
+                assert_eq!(no_backslash_escapes(&conn), Some(nbe), "the session's mode is read");
+                let rows: Vec<NewMessage> = nasty
+                    .iter()
+                    .map(|n| NewMessage {
+                        message_id: format!("{n}-{nbe}"),
+                        sender: format!("{n}-sender"),
+                        body: format!("{{\"b\":\"{n}\"}} {n}").into(),
+                        ..msg("")
+                    })
+                    .collect();
+                let refs: Vec<&NewMessage> = rows.iter().collect();
+                let (insert, usage_sql) = text_batch_sql(&refs, &vec![box_id; refs.len()], now(), None, nbe);
+                assert!(run_text_batch(conn, &insert, &usage_sql, refs.len()).await.is_ok());
+                for row in &rows {
+                    let got: Option<(String, String, String)> = reader
+                        .exec_first(
+                            "SELECT messageId, sender, body FROM messages WHERE messageId = ?",
+                            (&row.message_id,),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(got, Some((row.message_id.clone(), row.sender.clone(), row.body.to_string())));
+                    let used: Option<(i64, i64)> = reader
+                        .exec_first(
+                            "SELECT messages, bytes FROM messagebox_sender_usage WHERE sender = ?",
+                            (&row.sender,),
+                        )
+                        .await
+                        .unwrap();
+                    let expected = if nbe { 2 } else { 1 };
+                    assert_eq!(used.map(|u| u.0), Some(expected), "{:?}", row.sender);
+                }
+
+                // One id is stored already: the batch is rolled back, nothing of it stays.
+                let mut conn = Conn::from_url(url.clone()).await.unwrap();
+                conn.query_drop(format!("SET SESSION sql_mode = {mode}")).await.unwrap();
+                let fresh = NewMessage { message_id: format!("fresh-{nbe}"), ..rows[0].clone() };
+                let (insert, usage_sql) = text_batch_sql(&[&fresh, &rows[1]], &[box_id, box_id], now(), None, nbe);
+                let missed = run_text_batch(conn, &insert, &usage_sql, 2).await;
+                assert!(matches!(missed, Err(AttemptError::Missed)), "{:?}", missed.err().map(|e| e.to_string()));
+                let fresh_rows: Option<i64> = reader
+                    .exec_first("SELECT COUNT(*) FROM messages WHERE messageId = ?", (&fresh.message_id,))
+                    .await
+                    .unwrap();
+                assert_eq!(fresh_rows, Some(0));
+                let used: Option<i64> = reader
+                    .exec_first("SELECT messages FROM messagebox_sender_usage WHERE sender = ?", (&rows[0].sender,))
+                    .await
+                    .unwrap();
+                assert_eq!(used, Some(if nbe { 2 } else { 1 }), "rolled back with the batch");
+            }
+            drop(reader);
             drop(store);
             admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
         });
