@@ -826,6 +826,15 @@ fn mysql_one_trip_batches_fall_back_exactly() {
             assert_eq!(usage(row.sender.clone()).await, Usage { messages: 1, bytes: row.body.len() as u64 });
         }
         sender_usage::matches_messages(&db).await;
+
+        // The acknowledgement inlines the ids as well (MariaDB's two-round-trip path).
+        let nasty_ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+        assert_eq!(store.acknowledge(BOB, &nasty_ids).await.unwrap(), 5);
+        assert_eq!(ids(&store, BOB, "inbox").await, ["dup-3"]);
+        for row in &rows {
+            assert_eq!(usage(row.sender.clone()).await, Usage { messages: 0, bytes: 0 });
+        }
+        sender_usage::matches_messages(&db).await;
     });
 }
 
