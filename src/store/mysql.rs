@@ -2033,23 +2033,38 @@ mod tests {
         });
     }
 
+    /// A fresh database `<tag>_<pid>` on the tests' MySQL server: (server URL, its name, an
+    /// admin connection, the runtime it was made on). `None` (the test skips) without
+    /// `MESSAGEBOX_TEST_MYSQL_URL`, unless `MESSAGEBOX_REQUIRE_ALL=1`.
+    fn test_database(test: &str, tag: &str) -> Option<(String, String, Conn, tokio::runtime::Runtime)> {
+        let Some(server) = std::env::var("MESSAGEBOX_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()) else {
+            assert!(std::env::var("MESSAGEBOX_REQUIRE_ALL").as_deref() != Ok("1"), "MySQL tests must run");
+            eprintln!("SKIPPED {test}: MESSAGEBOX_TEST_MYSQL_URL unset");
+            return None;
+        };
+        let server = server.trim_end_matches('/').to_string();
+        let name = format!("{tag}_{}", std::process::id());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let admin = rt.block_on(async {
+            let mut admin = Conn::from_url(format!("{server}/")).await.unwrap();
+            admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
+            admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
+            admin
+        });
+        Some((server, name, admin, rt))
+    }
+
     /// On a live server: the MySQL 8 way of deleting (a locking read, then the delete; MySQL
     /// has no `DELETE … RETURNING`) subtracts exactly what it deleted, as the MariaDB way does.
     /// Run here against whatever server the tests have (MariaDB runs both ways).
     #[test]
     fn deletes_without_returning_keep_sender_usage_exact() {
-        let Some(server) = std::env::var("MESSAGEBOX_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()) else {
-            assert!(std::env::var("MESSAGEBOX_REQUIRE_ALL").as_deref() != Ok("1"), "MySQL tests must run");
-            eprintln!("SKIPPED deletes_without_returning_keep_sender_usage_exact: MESSAGEBOX_TEST_MYSQL_URL unset");
+        let Some((server, name, mut admin, rt)) =
+            test_database("deletes_without_returning_keep_sender_usage_exact", "mbunit_usage")
+        else {
             return;
         };
-        let server = server.trim_end_matches('/').to_string();
-        let name = format!("mbunit_usage_{}", std::process::id());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let mut admin = Conn::from_url(format!("{server}/")).await.unwrap();
-            admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
-            admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
             let options = StoreOptions { retention_days: Some(0), ..Default::default() };
             let store = MysqlStore::open(&format!("{server}/{name}"), &options).await.unwrap();
             store.migrate().await.unwrap();
@@ -2079,22 +2094,16 @@ mod tests {
 
     /// On a live server: the text batch stores ids, senders and bodies with quotes,
     /// backslashes, NUL, emoji and an injection attempt byte-exact, with `NO_BACKSLASH_ESCAPES`
-    /// off and on (read from the session, as the writer does); its guard rolls back a batch
-    /// that would have inserted fewer rows than it has is rolled back, messages and usage untouched.
+    /// off and on (read from the session, as the writer does); a batch that inserts fewer rows
+    /// than it has is rolled back, messages and usage untouched.
     #[test]
     fn text_batches_escape_in_both_sql_modes_and_roll_back() {
-        let Some(server) = std::env::var("MESSAGEBOX_TEST_MYSQL_URL").ok().filter(|u| !u.is_empty()) else {
-            assert!(std::env::var("MESSAGEBOX_REQUIRE_ALL").as_deref() != Ok("1"), "MySQL tests must run");
-            eprintln!("SKIPPED text_batches_escape_in_both_sql_modes_and_roll_back: MESSAGEBOX_TEST_MYSQL_URL unset");
+        let Some((server, name, mut admin, rt)) =
+            test_database("text_batches_escape_in_both_sql_modes_and_roll_back", "mbunit_onetrip")
+        else {
             return;
         };
-        let server = server.trim_end_matches('/').to_string();
-        let name = format!("mbunit_onetrip_{}", std::process::id());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let mut admin = Conn::from_url(format!("{server}/")).await.unwrap();
-            admin.query_drop(format!("DROP DATABASE IF EXISTS `{name}`")).await.unwrap();
-            admin.query_drop(format!("CREATE DATABASE `{name}`")).await.unwrap();
             let url = format!("{server}/{name}");
             let store = MysqlStore::open(&url, &StoreOptions::default()).await.unwrap();
             store.migrate().await.unwrap();
