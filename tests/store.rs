@@ -1398,6 +1398,21 @@ mod sender_usage {
             assert_eq!(store.acknowledge(CAROL, &strings(&["u-2", "u-3"])).await.unwrap(), 2);
             assert_eq!(usage(&store, BOB).await, Usage::default());
             matches_messages(&db).await;
+
+            // Concurrent acknowledgements (SQLite commits consecutive ones together), each
+            // racing its neighbour for one id: every row is deleted, and subtracted, once.
+            let rest = ids(&store, BOB, "inbox").await;
+            assert_eq!(rest.len(), 1 + 20 - 1 + 20 - 2);
+            let acks = rest.iter().enumerate().map(|(i, id)| {
+                let store = store.clone();
+                let mine = vec![id.clone(), rest[(i + 1) % rest.len()].clone(), "nope".to_string()];
+                async move { store.acknowledge(BOB, &mine).await.unwrap() }
+            });
+            let deleted: u64 = futures_join_all(acks).await.into_iter().sum();
+            assert_eq!(deleted, rest.len() as u64);
+            assert!(ids(&store, BOB, "inbox").await.is_empty());
+            assert_eq!((usage(&store, ALICE).await, usage(&store, CAROL).await), (Usage::default(), Usage::default()));
+            matches_messages(&db).await;
         });
 
         // Retention 0 days: rows expire the second they are stored, and count until swept.

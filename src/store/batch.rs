@@ -193,6 +193,25 @@ impl<J> Intake<J> {
         })
     }
 
+    /// The next queued message if it is a job `take` accepts (`Ok`), without waiting: a
+    /// backend that can commit several such jobs together gathers them with this. A job it
+    /// hands back (`Err`), or anything else, stays first in line for [`Intake::next`].
+    pub(crate) fn next_job_now<T>(&mut self, take: impl FnOnce(J) -> Result<T, J>) -> Option<T> {
+        let queued = match self.held.take() {
+            Some(held) => held,
+            None => self.rx.try_recv().ok()?,
+        };
+        let back = match queued {
+            Queued::Job(job) => match take(job) {
+                Ok(taken) => return Some(taken),
+                Err(job) => Queued::Job(job),
+            },
+            other => other,
+        };
+        self.held = Some(back);
+        None
+    }
+
     fn gather(&mut self, first: Pending) -> Batch {
         let mut rows = first.rows.len();
         let mut requests = vec![first];
@@ -445,6 +464,32 @@ mod tests {
         assert_eq!(fake.transactions, [vec!["bad"]]);
         assert_eq!(run.answers, [Err(StoreError::database("bad row"))]);
         assert_eq!(counts(&run.stats), (0, 1, 0, 0));
+    }
+
+    /// Jobs gathered with `next_job_now` come in queue order; one refused, or an insert
+    /// behind them, is not lost but next in line.
+    #[test]
+    fn jobs_are_gathered_in_order_and_nothing_refused_is_lost() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let (queue, mut intake) = queue::<u32>(16, 8, "stopped");
+            for job in [1, 2, 3] {
+                queue.job(job).await.unwrap();
+            }
+            let mut insert: StoreFuture<'_, Vec<InsertOutcome>> = queue.insert(msgs(&["a"]));
+            assert!(futures_util::FutureExt::now_or_never(&mut insert).is_none());
+            queue.job(4).await.unwrap();
+            let odd = |j: u32| if j % 2 == 1 { Ok(j) } else { Err(j) };
+
+            assert!(matches!(intake.next().await, Some(Work::Job(1))));
+            assert_eq!(intake.next_job_now(odd), None, "2 is refused");
+            assert!(matches!(intake.next().await, Some(Work::Job(2))), "and next in line");
+            assert_eq!(intake.next_job_now(odd), Some(3));
+            assert_eq!(intake.next_job_now(odd), None, "an insert is not a job");
+            assert!(matches!(intake.next().await, Some(Work::Batch(_))), "and keeps its place");
+            assert_eq!(intake.next_job_now(Ok), Some(4));
+            assert_eq!(intake.next_job_now(Ok), None, "the queue is empty");
+        });
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! SQLite calls block; where they run:
 //! * one **writer thread** owns the read-write connection and performs every write. It
 //!   drives the shared group-commit writer (`store::batch`): message inserts
-//!   queued while it was busy go into one transaction; other writes run one by one in
-//!   queue order between the batches;
+//!   queued while it was busy go into one transaction, and so do consecutive queued
+//!   acknowledgements (each in a savepoint); other writes run one by one in queue order
+//!   between the batches;
 //! * for a file, each **server core** ([`super::percore`]) runs the reads it asks for itself,
 //!   synchronously, on a read-only connection of its own (opened on first use). Reads are
 //!   short indexed lookups and pages bounded by the list limits; what one may cost the core
@@ -58,7 +59,24 @@ thread_local! {
     static INLINE_DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-type WriteJob = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the writer thread besides inserts.
+enum WriteJob {
+    /// Any write (or, for `:memory:`, read), run alone.
+    Run(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// An acknowledgement: consecutive ones share one transaction ([`commit_acks`]).
+    Ack(Ack),
+}
+
+/// One queued `acknowledge` call.
+struct Ack {
+    recipient: String,
+    ids: Vec<String>,
+    quotas: Arc<super::quota::Ledger>,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Most acknowledgements one transaction commits.
+const MAX_ACKS_PER_COMMIT: usize = 64;
 type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// The SQLite store handle. Dropping it closes the queues; the threads finish what is
@@ -219,7 +237,7 @@ impl SqliteStore {
             };
             match &self.readers {
                 Some(readers) => readers.send(Box::new(job)).await.map_err(|_| gone())?,
-                None => self.writer.job(Box::new(move |conn: &mut Connection| job(conn))).await?,
+                None => self.writer.job(WriteJob::Run(Box::new(move |conn: &mut Connection| job(conn)))).await?,
             }
             answer.await.map_err(|_| gone())?
         })
@@ -232,9 +250,9 @@ impl SqliteStore {
         T: Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn: &mut Connection| {
+        let job = WriteJob::Run(Box::new(move |conn: &mut Connection| {
             let _ = reply.send(f(conn));
-        });
+        }));
         Box::pin(async move {
             self.writer.job(job).await?;
             answer.await.map_err(|_| gone())?
@@ -286,7 +304,19 @@ async fn write_main(mut writer: Writer, mut intake: batch::Intake<WriteJob>) {
     while let Some(work) = intake.next().await {
         match work {
             Work::Batch(batch) => batch.commit(&mut writer).await,
-            Work::Job(job) => job(&mut writer.conn),
+            Work::Job(WriteJob::Run(job)) => job(&mut writer.conn),
+            Work::Job(WriteJob::Ack(first)) => {
+                let mut acks = vec![first];
+                while acks.len() < MAX_ACKS_PER_COMMIT {
+                    let next = intake.next_job_now(|job| match job {
+                        WriteJob::Ack(ack) => Ok(ack),
+                        other => Err(other),
+                    });
+                    let Some(ack) = next else { break };
+                    acks.push(ack);
+                }
+                commit_acks(&mut writer.conn, acks);
+            }
             Work::Flush(done) => {
                 let _ = done.send(());
             }
@@ -391,12 +421,66 @@ fn delete_returning(
     sql: &str,
     params: impl rusqlite::Params,
 ) -> rusqlite::Result<Vec<(String, u64)>> {
-    let gone: Vec<(String, u64)> = conn
-        .prepare_cached(sql)?
-        .query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
-        .collect::<Result<_, _>>()?;
+    let gone = deleted_rows(conn, sql, params)?;
     change_usage(conn, &usage::deleted(&gone), Change::Subtract)?;
     Ok(gone)
+}
+
+/// Runs a `DELETE … RETURNING sender, OCTET_LENGTH(body)`; the deleted rows' senders and bytes.
+fn deleted_rows(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<Vec<(String, u64)>> {
+    conn.prepare_cached(sql)?
+        .query_map(params, |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)))?
+        .collect()
+}
+
+/// Commits consecutive acknowledgements in ONE transaction (each in a savepoint, so one that
+/// fails leaves the others), subtracts what they deleted from the senders' usage once, and
+/// answers each only after the COMMIT. A failed COMMIT (or usage update) fails them all.
+fn commit_acks(conn: &mut Connection, acks: Vec<Ack>) {
+    let mut results: Vec<Result<Vec<(String, u64)>, StoreError>> = Vec::with_capacity(acks.len());
+    let committed = (|| -> Result<(), StoreError> {
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for ack in &acks {
+            let mut sp = tx.savepoint()?;
+            let deleted = (|| -> rusqlite::Result<Vec<(String, u64)>> {
+                let mut gone = Vec::new();
+                for chunk in ack.ids.chunks(MAX_LIST) {
+                    let params = std::iter::once(ack.recipient.as_str()).chain(chunk.iter().map(String::as_str));
+                    let delete = format!("{} RETURNING sender, OCTET_LENGTH(body)", sql::delete_messages(chunk.len()));
+                    gone.extend(deleted_rows(&sp, &delete, rusqlite::params_from_iter(params))?);
+                }
+                Ok(gone)
+            })();
+            match deleted {
+                Ok(gone) => {
+                    sp.commit()?;
+                    results.push(Ok(gone));
+                }
+                Err(e) => {
+                    // Undo this one only; dropping the savepoint then releases it.
+                    sp.rollback()?;
+                    results.push(Err(e.into()));
+                }
+            }
+        }
+        let all: Vec<(String, u64)> = results.iter().flatten().flatten().cloned().collect();
+        change_usage(&tx, &usage::deleted(&all), Change::Subtract)?;
+        tx.commit()?;
+        Ok(())
+    })();
+    for (ack, result) in acks.into_iter().zip(results.into_iter().map(Some).chain(std::iter::repeat_with(|| None))) {
+        let answer = match (&committed, result) {
+            (Err(e), _) => Err(e.clone()),
+            (Ok(()), Some(Ok(gone))) => {
+                // The inbox and these senders hold less: a quota refusal must ask the database again.
+                ack.quotas.deleted(Some(&ack.recipient), usage::deleted(&gone).iter().map(|d| d.sender));
+                Ok(gone.len() as u64)
+            }
+            (Ok(()), Some(Err(e))) => Err(e),
+            (Ok(()), None) => Err(StoreError::database("acknowledgement not attempted")),
+        };
+        let _ = ack.reply.send(answer);
+    }
 }
 
 /// Most expired rows one sweep transaction deletes (a sweep without a batch size runs several).
@@ -732,21 +816,13 @@ impl Backend for SqliteStore {
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
         let quotas = self.quotas.clone();
-        self.write(move |conn| {
+        Box::pin(async move {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut gone = Vec::new();
-            for chunk in ids.chunks(MAX_LIST) {
-                let params = std::iter::once(recipient.as_str()).chain(chunk.iter().map(String::as_str));
-                let delete = format!("{} RETURNING sender, OCTET_LENGTH(body)", sql::delete_messages(chunk.len()));
-                gone.extend(delete_returning(&tx, &delete, rusqlite::params_from_iter(params))?);
-            }
-            tx.commit()?;
-            // The inbox and these senders hold less: a quota refusal must ask the database again.
-            quotas.deleted(Some(&recipient), usage::deleted(&gone).iter().map(|d| d.sender));
-            Ok(gone.len() as u64)
+            let (reply, answer) = oneshot::channel();
+            self.writer.job(WriteJob::Ack(Ack { recipient, ids, quotas, reply })).await?;
+            answer.await.map_err(|_| gone())?
         })
     }
 
