@@ -24,7 +24,7 @@ import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { format } from 'node:util'
 import { Checks, control, expect, expectEqual, installNetworkTripwire, parseArgs, postJson } from '../interop/lib.mjs'
-import { ChainStandIn, addRoot } from './chain.mjs'
+import { ChainStandIn, addRoot, readRoots } from './chain.mjs'
 
 const args = parseArgs({
   url: { required: true },
@@ -107,7 +107,11 @@ async function fund (who, rootsFile = args.roots) {
   const { publicKey } = await new ProtoWallet(funder).getPublicKey({ protocolID: BRC29, keyID: `${prefix} ${suffix}`, counterparty: who.key })
   const tx = new Transaction(1, [{ sourceTXID: Utils.toHex(Random(32)), sourceOutputIndex: 0, unlockingScript: UnlockingScript.fromHex('51'), sequence: 0xffffffff }],
     [{ lockingScript: new P2PKH().lock(PublicKey.fromString(publicKey).toAddress()), satoshis: 100000 }], 0)
-  const height = 800 + Math.floor(Math.random() * 100)
+  // A height no roots file uses yet: a tracker takes the first file's root for a height, so
+  // a stranger's block at the payer's height would be refused by the stranger's own wallet.
+  const taken = new Set([args.roots, rootsFile].flatMap(f => Object.keys(readRoots(f))).map(Number))
+  let height = 800 + Math.floor(Math.random() * 100)
+  while (taken.has(height)) height++
   tx.merklePath = new MerklePath(height, [[{ offset: 0, hash: tx.id('hex'), txid: true }, { offset: 1, hash: Utils.toHex(Random(32)) }]])
   addRoot(rootsFile, height, tx.merklePath.computeRoot(tx.id('hex')))
   const r = await who.wallet.internalizeAction({
