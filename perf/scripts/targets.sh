@@ -18,6 +18,7 @@
 #   live     live -k 100 -c 16 -d D                  server CPU/delivery × live floor
 #   findrate send --find-rate --p99 50ms -c 64 -d 4s -w 1s --find-rate-steps 6   rate, rate × floor
 #   send2000 send --rate 2000 -c 64 -d D             server CPU/send at 2000/s over `send`'s
+# MEASURES (default all six, space-separated) picks a subset, e.g. MEASURES="ack".
 # Each run's report (text and JSON) and the exact command are kept in OUTDIR (default
 # /tmp/mbload-targets-<tag>-<time>; commands in OUTDIR/commands.log). ROUNDS=1 with both
 # builds takes about 8 minutes on 2 cores. Needs target/release/mbload.
@@ -43,7 +44,7 @@ fi
 dbpid="$(pgrep -x mariadbd || pgrep -x mysqld || true)"
 dbpid="${dbpid%%$'\n'*}"
 
-measurements=(send list ack live findrate send2000)
+read -r -a measurements <<< "${MEASURES:-send list ack live findrate send2000}"
 args_of() {
   case "$1" in
     send) echo "send -c 16 -d ${secs}s" ;;
@@ -123,7 +124,10 @@ ROWS = [
     ("send -c 16: p99 ms", "", "send", lambda r, s: lat(r, "send"), "{:.1f}"),
     ("send -c 16: ctx switches/send", "", "send", lambda r, s: get(r, "server.ctx_switches_per_op"), "{:.2f}"),
     ("list (10 messages): server × floor", "≤ 2.0", "list", lambda r, s: get(r, "server.floor_ratio"), "{:.2f}"),
+    ("ack: server CPU-µs/ack", "", "ack", lambda r, s: get(r, "server.cpu_us_per_op"), "{:.0f}"),
     ("ack: server × floor", "≤ 2.0", "ack", lambda r, s: get(r, "server.floor_ratio"), "{:.2f}"),
+    ("ack: MariaDB CPU-µs/ack", "", "ack", lambda r, s: get(r, "db.cpu_us_per_op"), "{:.0f}"),
+    ("ack: throughput /s", "", "ack", lambda r, s: get(r, "throughput_per_s"), "{:.0f}"),
     ("live: server × live floor", "≤ 2.0", "live", lambda r, s: get(r, "server.floor_ratio"), "{:.2f}"),
     ("live: delivery p99 ms", "", "live", lambda r, s: lat(r, "delivery"), "{:.1f}"),
     ("find-rate p99 < 50 ms: rate /s", "", "findrate", lambda r, s: get(r, "find_rate.rate"), "{:.0f}"),
