@@ -31,6 +31,12 @@
 //! committed only when the INSERT stored every row ([`text_batch_sql`]); otherwise it is
 //! rolled back and takes the exact path above.
 //!
+//! Acknowledgements go through the same queue and pipeline: consecutive queued ones (at most
+//! [`MAX_ACKS_PER_COMMIT`], about [`MAX_LIST`] ids) are deleted in ONE transaction with one
+//! usage subtraction for all ([`Committer::acknowledge`]); on MariaDB two round trips of text
+//! ([`acknowledge_two_trips`]), else prepared ([`acknowledge_once`]). Each is answered after
+//! COMMIT with its own count; a batch that fails on a statement is redone one at a time.
+//!
 //! Every connection runs with `time_zone = '+00:00'`, so TIMESTAMP columns read and write
 //! UTC, and keeps its prepared statements across uses (no reset on return to the pool).
 //! Statements with variable-length lists are padded to a few bucket sizes so that each
@@ -311,13 +317,7 @@ impl MysqlStore {
             .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
 
         let fees = Arc::new(FeeCache::new(options.fee_cache_entries));
-        let store = MysqlStore {
-            fees,
-            runtime: handle,
-            shared,
-            writer: queue,
-            quotas,
-        };
+        let store = MysqlStore { fees, runtime: handle, shared, writer: queue, quotas };
         store
             .spawn(|s| async move {
                 let mut conn = s.conn().await?;
@@ -2327,6 +2327,123 @@ mod tests {
                 assert_eq!(used, Some(if nbe { 2 } else { 1 }), "rolled back with the batch");
             }
             drop(reader);
+            drop(store);
+            admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn acknowledgement_batches_read_each_result_into_its_own_acknowledgement() {
+        let long: Vec<String> = (0..MAX_LIST + 1).map(|i| format!("l-{i}")).collect();
+        let (a, b) = (vec!["it's".to_string()], vec!["x".to_string(), "y".to_string()]);
+        let acks = [("r", &a[..]), ("r2", &long[..]), ("r", &b[..])];
+        let (sql, deletes) = ack_delete_sql(&acks, false);
+        assert_eq!(deletes, [1, 2, 1], "the long one is two chunks");
+        assert!(sql.starts_with("START TRANSACTION;DELETE "));
+        assert_eq!(sql.matches("RETURNING sender, OCTET_LENGTH(body)").count(), 4);
+        assert!(sql.contains("'it\\'s'"), "escaped: {}", &sql[..120]);
+        let sets = vec![vec![1], vec![2], vec![3, 4], vec![]];
+        assert_eq!(split_per_ack(sets, &deletes), Some(vec![vec![1], vec![2, 3, 4], vec![]]));
+        assert_eq!(split_per_ack(vec![vec![1]; 3], &deletes), None, "a result missing");
+        assert_eq!(split_per_ack(vec![vec![1]; 5], &deletes), None, "one too many");
+    }
+
+    /// On a live server: consecutive acknowledgements committed together, the text way
+    /// (MariaDB) and the prepared way (MySQL 8's, which MariaDB runs too): each gets its own
+    /// count, an id two of them name is deleted (and subtracted) once, a recipient's ids are
+    /// not another's; when one of them fails its statement (a trigger refuses `poison`) the
+    /// others are redone alone and answered, the failed one gets the error, usage stays exact.
+    #[test]
+    fn acknowledgements_share_a_transaction_and_one_failure_fails_only_itself() {
+        let Some((server, name, mut admin, rt)) =
+            test_database("acknowledgements_share_a_transaction_and_one_failure_fails_only_itself", "mbunit_acks")
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let url = format!("{server}/{name}");
+            let store = MysqlStore::open(&url, &StoreOptions::default()).await.unwrap();
+            store.migrate().await.unwrap();
+            let mariadb = store.shared.mariadb();
+            let committer = Arc::new(Committer {
+                shared: store.shared.clone(),
+                boxes: std::sync::Mutex::new(BoxCache::new(8)),
+                counters: store.writer.counters(),
+                quotas: store.quotas.clone(),
+            });
+            // Runs `acks` (recipient, ids) as one batch on the store thread; each one's answer.
+            let batch = |acks: Vec<(&str, Vec<String>)>| {
+                let committer = committer.clone();
+                let (acks, answers): (Vec<Ack>, Vec<_>) = acks
+                    .into_iter()
+                    .map(|(recipient, ids)| {
+                        let (reply, answer) = oneshot::channel();
+                        (Ack { recipient: recipient.into(), ids, reply }, answer)
+                    })
+                    .unzip();
+                let store = &store;
+                async move {
+                    store
+                        .spawn(move |_| async move {
+                            committer.acknowledge(acks).await;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                    let mut out = Vec::new();
+                    for a in answers {
+                        out.push(a.await.unwrap());
+                    }
+                    out
+                }
+            };
+            let strings = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let usage = |sender: &'static str| store.quota_usage(super::super::quota::Scope::Sender, sender, 0);
+            for (round, text) in [(0, true), (1, false)] {
+                store.shared.mariadb.store(mariadb && text, std::sync::atomic::Ordering::Relaxed);
+                let id = |i: usize| format!("{round}-{i}");
+                let mut rows: Vec<NewMessage> = (0..6).map(|i| msg(&id(i))).collect();
+                rows[5].recipient = "other".into();
+                rows[4].message_id = format!("{round}-it's \\ nasty");
+                store.insert_messages(rows.clone()).await.unwrap();
+                assert_eq!(usage("s").await.unwrap().messages, 6);
+                let answers = batch(vec![
+                    ("r", vec![id(0), id(1), "nope".into()]),
+                    ("r", vec![id(1), id(2)]),
+                    ("r", vec![id(5), rows[4].message_id.clone()]),
+                    ("R", vec![id(0), id(3)]),
+                ])
+                .await;
+                assert_eq!(answers, [Ok(2), Ok(1), Ok(1), Ok(1)], "text: {text}");
+                assert_eq!(usage("s").await.unwrap().messages, 1, "only `other`'s message is left");
+                assert_eq!(batch(vec![("other", vec![id(5)]), ("other", vec![id(5)])]).await, [Ok(1), Ok(0)]);
+                assert_eq!(usage("s").await.unwrap(), Default::default());
+            }
+
+            let mut conn = Conn::from_url(url.clone()).await.unwrap();
+            conn.query_drop(
+                "CREATE TRIGGER mb_test_poison BEFORE DELETE ON messages FOR EACH ROW                  IF OLD.messageId = 'poison' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poisoned'; END IF",
+            )
+            .await
+            .unwrap();
+            for text in [true, false] {
+                store.shared.mariadb.store(mariadb && text, std::sync::atomic::Ordering::Relaxed);
+                // `poison` stays from the first round (a duplicate then).
+                let rows: Vec<NewMessage> = ["a", "poison", "b"].iter().map(|i| msg(i)).collect();
+                store.insert_messages(rows).await.unwrap();
+                let before = store.stats().fallbacks;
+                let answers =
+                    batch(vec![("r", strings(&["a"])), ("r", strings(&["poison", "b"])), ("r", strings(&["b"]))])
+                        .await;
+                assert_eq!(answers[0], Ok(1));
+                assert!(answers[1].is_err(), "{:?}", answers[1]);
+                assert_eq!(answers[2], Ok(1), "redone alone: `b` is still there");
+                assert_eq!(store.stats().fallbacks, before + 1);
+                assert_eq!(usage("s").await.unwrap().messages, 1, "`poison` stays");
+                let left: Vec<String> = conn.query("SELECT messageId FROM messages").await.unwrap();
+                assert_eq!(left, ["poison"]);
+            }
+            drop(conn);
             drop(store);
             admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
         });
