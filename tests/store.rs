@@ -1399,20 +1399,35 @@ mod sender_usage {
             assert_eq!(usage(&store, BOB).await, Usage::default());
             matches_messages(&db).await;
 
-            // Concurrent acknowledgements (SQLite commits consecutive ones together), each
-            // racing its neighbour for one id: every row is deleted, and subtracted, once.
+            // Concurrent acknowledgements (both backends commit consecutive ones together), each
+            // racing its neighbour for one id, amid sends to another inbox: every row is
+            // deleted, and subtracted, once; what was sent meanwhile counts.
             let rest = ids(&store, BOB, "inbox").await;
             assert_eq!(rest.len(), 1 + 20 - 1 + 20 - 2);
-            let acks = rest.iter().enumerate().map(|(i, id)| {
-                let store = store.clone();
+            let sent: Vec<NewMessage> = (0..10).map(|i| from(&format!("s-{i}"), CAROL, ALICE)).collect();
+            type Call = std::pin::Pin<Box<dyn std::future::Future<Output = u64>>>;
+            let mut calls: Vec<Call> = Vec::new();
+            for (i, id) in rest.iter().enumerate() {
+                let acker = store.clone();
                 let mine = vec![id.clone(), rest[(i + 1) % rest.len()].clone(), "nope".to_string()];
-                async move { store.acknowledge(BOB, &mine).await.unwrap() }
-            });
-            let deleted: u64 = futures_join_all(acks).await.into_iter().sum();
+                calls.push(Box::pin(async move { acker.acknowledge(BOB, &mine).await.unwrap() }));
+                if let Some(row) = sent.get(i / 4).filter(|_| i % 4 == 0) {
+                    let (store, row) = (store.clone(), row.clone());
+                    calls.push(Box::pin(async move {
+                        assert_eq!(store.insert_messages(vec![row]).await.unwrap(), [Inserted]);
+                        0
+                    }));
+                }
+            }
+            let deleted: u64 = futures_join_all(calls.into_iter()).await.into_iter().sum();
             assert_eq!(deleted, rest.len() as u64);
             assert!(ids(&store, BOB, "inbox").await.is_empty());
-            assert_eq!((usage(&store, ALICE).await, usage(&store, CAROL).await), (Usage::default(), Usage::default()));
+            assert_eq!(usage(&store, ALICE).await, Usage::default());
+            assert_eq!(usage(&store, CAROL).await, used(&sent.iter().collect::<Vec<_>>()));
             matches_messages(&db).await;
+            let left = ids(&store, ALICE, "inbox").await;
+            assert_eq!(store.acknowledge(ALICE, &left).await.unwrap(), sent.len() as u64);
+            assert_eq!(usage(&store, CAROL).await, Usage::default());
         });
 
         // Retention 0 days: rows expire the second they are stored, and count until swept.
@@ -1524,6 +1539,59 @@ mod sender_usage_after_a_fallback {
     #[test]
     fn mysql() {
         case(Kind::Mysql);
+    }
+}
+
+/// MySQL commits consecutive acknowledgements in one transaction; when one of them fails its
+/// statement (a trigger refuses the row `bad`), the others are redone alone and answered with
+/// their own counts, the failed one gets the error, and usage stays exact. Two acknowledgements
+/// of rows whose trigger sleeps 1 s fill the writer's pipeline, so that three queue into one batch.
+mod acknowledgement_fallback {
+    use super::*;
+    use messagebox::store::quota::{Scope, Usage};
+
+    #[test]
+    fn mysql() {
+        with_store(Kind::Mysql, StoreOptions::default(), |db, store| async move {
+            db.exec(
+                "CREATE TRIGGER mb_test_deletes BEFORE DELETE ON messages FOR EACH ROW BEGIN \
+                 IF OLD.messageId = 'bad' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'bad row'; END IF; \
+                 IF OLD.messageId LIKE 'slow%' THEN DO SLEEP(1); END IF; END",
+            )
+            .await;
+            let all = ["slow-0", "slow-1", "g-3", "bad", "g-4", "g-5"];
+            let rows: Vec<NewMessage> =
+                all.iter().map(|id| NewMessage { sender: ALICE.into(), ..msg(id, BOB, "inbox") }).collect();
+            store.insert_messages(rows).await.unwrap();
+            let ack = |ids: &[&str]| {
+                let (store, ids) = (store.clone(), strings(ids));
+                tokio::spawn(async move { store.acknowledge(BOB, &ids).await })
+            };
+            let mut calls = Vec::new();
+            for ids in [&["slow-0"][..], &["slow-1"]] {
+                calls.push(ack(ids));
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            let before = store.stats().fallbacks;
+            for ids in [&["g-3", "g-4"][..], &["bad", "g-5"], &["g-4", "g-5"]] {
+                calls.push(ack(ids));
+            }
+            let mut answers = Vec::new();
+            for c in calls {
+                answers.push(c.await.unwrap());
+            }
+            assert_eq!(answers[..3], [Ok(1), Ok(1), Ok(2)]);
+            assert!(answers[3].is_err(), "{:?}", answers[3]);
+            assert_eq!(answers[4], Ok(1), "alone, after `bad` failed: `g-5` was still there");
+            assert_eq!(store.stats().fallbacks, before + 1, "the batch of three was split");
+            assert_eq!(ids(&store, BOB, "inbox").await, ["bad"]);
+            let one = msg("bad", BOB, "inbox").body.len() as u64;
+            assert_eq!(
+                store.quota_usage(Scope::Sender, ALICE, now()).await.unwrap(),
+                Usage { messages: 1, bytes: one }
+            );
+            super::sender_usage::matches_messages(&db).await;
+        });
     }
 }
 

@@ -31,19 +31,25 @@
 //! committed only when the INSERT stored every row ([`text_batch_sql`]); otherwise it is
 //! rolled back and takes the exact path above.
 //!
+//! Acknowledgements go through the same queue and pipeline: consecutive queued ones (at most
+//! [`MAX_ACKS_PER_COMMIT`], about [`MAX_LIST`] ids) are deleted in ONE transaction with one
+//! usage subtraction for all ([`Committer::acknowledge`]); on MariaDB two round trips of text
+//! ([`acknowledge_two_trips`]), else prepared ([`acknowledge_once`]). Each is answered after
+//! COMMIT with its own count; a batch that fails on a statement is redone one at a time.
+//!
 //! Every connection runs with `time_zone = '+00:00'`, so TIMESTAMP columns read and write
 //! UTC, and keeps its prepared statements across uses (no reset on return to the pool).
 //! Statements with variable-length lists are padded to a few bucket sizes so that each
 //! connection caches a handful of statement shapes instead of one per length.
 
 use std::collections::{HashMap, HashSet};
-use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, Row, TxOpts, Value};
+use tokio::sync::oneshot;
 
 use super::batch::{self, BatchWriter, Work, WriteFailure};
 use super::error::mysql_codes::{ER_NO_REFERENCED_ROW, ER_NO_REFERENCED_ROW_2};
@@ -112,9 +118,25 @@ pub struct MysqlStore {
     fees: Arc<FeeCache>,
     runtime: tokio::runtime::Handle,
     shared: Arc<Shared>,
-    writer: batch::Queue<Infallible>,
+    writer: batch::Queue<WriteJob>,
     quotas: Arc<super::quota::Ledger>,
 }
+
+/// Work for the writer besides inserts: acknowledgements, which consecutive ones commit
+/// together ([`Committer::acknowledge`]).
+enum WriteJob {
+    Ack(Ack),
+}
+
+/// One queued `acknowledge` call.
+struct Ack {
+    recipient: String,
+    ids: Vec<String>,
+    reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// Most acknowledgements one transaction commits.
+const MAX_ACKS_PER_COMMIT: usize = 64;
 
 struct Shared {
     /// The store thread's pool.
@@ -270,12 +292,14 @@ impl MysqlStore {
         });
         let (queue, intake) =
             batch::queue(options.max_queued_inserts, options.max_batch_rows, "the MySQL writer has stopped");
+        let quotas = super::quota::Ledger::new(options.quotas);
         let writer = Writer {
             intake,
             committer: Arc::new(Committer {
                 shared: shared.clone(),
                 boxes: std::sync::Mutex::new(BoxCache::new(BOX_CACHE_GENERATION)),
                 counters: queue.counters(),
+                quotas: quotas.clone(),
             }),
             in_flight: Arc::new(tokio::sync::Semaphore::new(PIPELINE)),
         };
@@ -293,13 +317,7 @@ impl MysqlStore {
             .map_err(|e| StoreError::Config(format!("cannot start the MySQL thread: {e}")))?;
 
         let fees = Arc::new(FeeCache::new(options.fee_cache_entries));
-        let store = MysqlStore {
-            fees,
-            runtime: handle,
-            shared,
-            writer: queue,
-            quotas: super::quota::Ledger::new(options.quotas),
-        };
+        let store = MysqlStore { fees, runtime: handle, shared, writer: queue, quotas };
         store
             .spawn(|s| async move {
                 let mut conn = s.conn().await?;
@@ -552,10 +570,11 @@ impl From<mysql_async::Error> for AttemptError {
     }
 }
 
-/// Hands each batch of the queue to a [`Committer`] task; at most [`PIPELINE`] batches are
-/// in flight, so one can execute in MySQL while the next is built.
+/// Hands each batch of the queue (inserts, or consecutive acknowledgements) to a
+/// [`Committer`] task; at most [`PIPELINE`] batches are in flight, so one can execute in
+/// MySQL while the next is built.
 struct Writer {
-    intake: batch::Intake<Infallible>,
+    intake: batch::Intake<WriteJob>,
     committer: Arc<Committer>,
     in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -565,6 +584,8 @@ struct Committer {
     shared: Arc<Shared>,
     boxes: std::sync::Mutex<BoxCache>,
     counters: Arc<batch::Counters>,
+    /// Told what each acknowledgement deleted, once it is committed.
+    quotas: Arc<super::quota::Ledger>,
 }
 
 impl Writer {
@@ -585,10 +606,38 @@ impl Writer {
                     self.drain().await;
                     let _ = done.send(());
                 }
-                Work::Job(never) => match never {},
+                Work::Job(WriteJob::Ack(first)) => {
+                    // The permit first: acknowledgements queued while the batches in flight
+                    // execute join this one.
+                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
+                    let acks = self.gather_acks(first);
+                    let committer = self.committer.clone();
+                    tokio::spawn(async move {
+                        committer.acknowledge(acks).await;
+                        drop(permit);
+                    });
+                }
             }
         }
         self.drain().await;
+    }
+
+    /// `first` and the acknowledgements queued right behind it, without waiting: at most
+    /// [`MAX_ACKS_PER_COMMIT`], and beyond the first no more than [`MAX_LIST`] ids in all (a
+    /// larger one waits for the next batch).
+    fn gather_acks(&mut self, first: Ack) -> Vec<Ack> {
+        let mut ids = first.ids.len();
+        let mut acks = vec![first];
+        while acks.len() < MAX_ACKS_PER_COMMIT {
+            let next = self.intake.next_job_now(|job| match job {
+                WriteJob::Ack(ack) if ids + ack.ids.len() <= MAX_LIST => Ok(ack),
+                other => Err(other),
+            });
+            let Some(ack) = next else { break };
+            ids += ack.ids.len();
+            acks.push(ack);
+        }
+        acks
     }
 
     /// Waits until no batch is in flight.
@@ -606,6 +655,73 @@ impl BatchWriter for Arc<Committer> {
 }
 
 impl Committer {
+    /// Deletes what each acknowledgement names in ONE transaction and answers each with its
+    /// own count once it is committed (the quota ledger told per acknowledgement). A shared
+    /// transaction that fails on a statement is redone one acknowledgement at a time, so one
+    /// bad acknowledgement cannot fail the others; any other failure answers each with it.
+    async fn acknowledge(&self, acks: Vec<Ack>) {
+        let results = if let [ack] = acks.as_slice() {
+            vec![self.acknowledge_alone(ack).await]
+        } else {
+            self.acknowledge_together(&acks).await
+        };
+        for (ack, result) in acks.into_iter().zip(results) {
+            let answer = result.map(|gone| {
+                // The inbox and these senders hold less: a quota refusal must ask the database again.
+                self.quotas.deleted(Some(&ack.recipient), usage::deleted(&gone).iter().map(|d| d.sender));
+                gone.len() as u64
+            });
+            let _ = ack.reply.send(answer);
+        }
+    }
+
+    /// Several acknowledgements in one transaction (in queue order: an id two of them name is
+    /// deleted by the first, and the second finds nothing, as if they ran one after the other).
+    async fn acknowledge_together(&self, acks: &[Ack]) -> Vec<Result<Vec<(String, u64)>, StoreError>> {
+        let batch: Vec<(&str, &[String])> = acks.iter().map(|a| (a.recipient.as_str(), a.ids.as_slice())).collect();
+        let mut attempt = 0;
+        loop {
+            let outcome = bounded(self.shared.deadline(), async {
+                let conn = self.shared.conn().await?;
+                Ok(delete_acknowledged(conn, self.shared.mariadb(), &batch).await)
+            })
+            .await;
+            match outcome {
+                Ok(Ok(gone)) => return gone.into_iter().map(Ok).collect(),
+                Ok(Err(e)) if retry_delete("group-committed acknowledgements", &e, &mut attempt) => {}
+                Ok(Err(mysql_async::Error::Server(e))) => {
+                    tracing::warn!(error = %e, acks = acks.len(), "group-committed acknowledgements failed; redoing each alone");
+                    self.counters.count_fallback();
+                    let mut each = Vec::with_capacity(acks.len());
+                    for ack in acks {
+                        each.push(self.acknowledge_alone(ack).await);
+                    }
+                    return each;
+                }
+                // Nothing was committed (the connection is closed if it may hold the transaction).
+                Ok(Err(e)) => return vec![Err(e.into()); acks.len()],
+                Err(e) => return vec![Err(e); acks.len()],
+            }
+        }
+    }
+
+    /// One acknowledgement in its own transaction, retried after a lock conflict.
+    async fn acknowledge_alone(&self, ack: &Ack) -> Result<Vec<(String, u64)>, StoreError> {
+        let one = [(ack.recipient.as_str(), ack.ids.as_slice())];
+        bounded(self.shared.deadline(), async {
+            let mut attempt = 0;
+            loop {
+                let conn = self.shared.conn().await?;
+                match delete_acknowledged(conn, self.shared.mariadb(), &one).await {
+                    Ok(mut gone) => return Ok(gone.pop().unwrap_or_default()),
+                    Err(e) if retry_delete("an acknowledgement", &e, &mut attempt) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        })
+        .await
+    }
+
     /// Writes `rows` (in order) and returns each row's outcome, retrying what is safe to retry.
     async fn write(&self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
         let mut mode = if rows.len() == 1 {
@@ -841,68 +957,113 @@ fn sender_bytes(rows: Vec<Row>, at: usize) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Deletes `recipient`'s messages among `ids` and subtracts them from their senders' usage,
-/// in one transaction; returns the deleted rows' senders and bytes. MariaDB: per chunk of
-/// ids one `DELETE … RETURNING` (begin, delete, usage, commit: 4 round trips; the usual way
-/// is [`acknowledge_two_trips`]); MySQL: a locking read of the rows first, then the delete.
+/// Deletes what each acknowledgement of `acks` (recipient, ids) names and subtracts it from
+/// the senders' usage, in ONE transaction; returns each acknowledgement's deleted rows
+/// (senders and bytes), in order. MariaDB with a known `NO_BACKSLASH_ESCAPES` flag: two round
+/// trips of text ([`acknowledge_two_trips`]); otherwise the prepared statements of
+/// [`acknowledge_once`].
+async fn delete_acknowledged(
+    mut conn: Conn,
+    mariadb: bool,
+    acks: &[(&str, &[String])],
+) -> Result<Vec<Vec<(String, u64)>>, mysql_async::Error> {
+    match (mariadb, no_backslash_escapes(&conn)) {
+        (true, Some(nbe)) => acknowledge_two_trips(conn, nbe, acks).await,
+        (mariadb, _) => acknowledge_once(&mut conn, mariadb, acks).await,
+    }
+}
+
+/// [`delete_acknowledged`] with prepared statements: per acknowledgement and chunk of its ids,
+/// MariaDB one `DELETE … RETURNING` (the usual way is [`acknowledge_two_trips`]), MySQL (no
+/// `RETURNING`) a locking read of the rows first, then the delete; then one usage
+/// subtraction for all, and COMMIT.
 async fn acknowledge_once(
     conn: &mut Conn,
     mariadb: bool,
-    recipient: &str,
-    ids: &[String],
-) -> Result<Vec<(String, u64)>, mysql_async::Error> {
+    acks: &[(&str, &[String])],
+) -> Result<Vec<Vec<(String, u64)>>, mysql_async::Error> {
     let mut tx = conn.start_transaction(TxOpts::default()).await?;
-    let mut gone = Vec::new();
-    for chunk in ids.chunks(MAX_LIST) {
-        let size = bucket(chunk.len(), MAX_LIST);
-        let params: Vec<Value> =
-            std::iter::once(Value::from(recipient)).chain(padded(chunk, size).map(Value::from)).collect();
-        if mariadb {
-            let sql = format!("{} RETURNING sender, OCTET_LENGTH(body)", sql::delete_messages(size));
-            gone.extend(sender_bytes(tx.exec(sql, params).await?, 0));
-        } else {
-            let read = format!(
-                "SELECT sender, OCTET_LENGTH(body) FROM messages WHERE recipient = ? AND messageId IN ({}) FOR UPDATE",
-                sql::placeholders(size)
-            );
-            gone.extend(sender_bytes(tx.exec(read, params.clone()).await?, 0));
-            tx.exec_drop(sql::delete_messages(size), params).await?;
+    let mut each = Vec::with_capacity(acks.len());
+    for (recipient, ids) in acks {
+        let mut gone = Vec::new();
+        for chunk in ids.chunks(MAX_LIST) {
+            let size = bucket(chunk.len(), MAX_LIST);
+            let params: Vec<Value> =
+                std::iter::once(Value::from(*recipient)).chain(padded(chunk, size).map(Value::from)).collect();
+            if mariadb {
+                let sql = format!("{} RETURNING sender, OCTET_LENGTH(body)", sql::delete_messages(size));
+                gone.extend(sender_bytes(tx.exec(sql, params).await?, 0));
+            } else {
+                let read = format!(
+                    "SELECT sender, OCTET_LENGTH(body) FROM messages WHERE recipient = ? AND messageId IN ({}) FOR UPDATE",
+                    sql::placeholders(size)
+                );
+                gone.extend(sender_bytes(tx.exec(read, params.clone()).await?, 0));
+                tx.exec_drop(sql::delete_messages(size), params).await?;
+            }
         }
+        each.push(gone);
     }
-    change_usage(&mut tx, &usage::deleted(&gone), Change::Subtract).await?;
+    change_usage(&mut tx, &usage::deleted_all(&each), Change::Subtract).await?;
     tx.commit().await?;
-    Ok(gone)
+    Ok(each)
 }
 
-/// [`acknowledge_once`] on MariaDB in two round trips of text multi-statement queries:
-/// `START TRANSACTION; DELETE … RETURNING …` (one `DELETE` per chunk of ids), then the usage
-/// subtraction and `COMMIT`. Values are escaped for the session's `no_backslash_escapes`.
-/// On an error the transaction is rolled back; a connection that may still hold it is
-/// closed ([`OpenTx`]).
-async fn acknowledge_two_trips(
-    conn: Conn,
-    no_backslash_escapes: bool,
-    recipient: &str,
-    ids: &[String],
-) -> Result<Vec<(String, u64)>, mysql_async::Error> {
-    let mut open = OpenTx(Some(conn));
-    let Some(c) = open.0.as_mut() else { unreachable!("just set") };
-    let outcome: Result<Vec<(String, u64)>, mysql_async::Error> = async {
-        let mut sql = String::from("START TRANSACTION");
+/// The first round trip of [`acknowledge_two_trips`]: `START TRANSACTION`, then per
+/// acknowledgement one `DELETE … RETURNING sender, OCTET_LENGTH(body)` per chunk of its ids,
+/// values escaped for `no_backslash_escapes`; and how many DELETEs each acknowledgement has.
+fn ack_delete_sql(acks: &[(&str, &[String])], no_backslash_escapes: bool) -> (String, Vec<usize>) {
+    let mut sql = String::from("START TRANSACTION");
+    let mut deletes = Vec::with_capacity(acks.len());
+    for (recipient, ids) in acks {
+        deletes.push(ids.len().div_ceil(MAX_LIST));
         for chunk in ids.chunks(MAX_LIST) {
             sql.push(';');
-            let params = std::iter::once(recipient).chain(chunk.iter().map(String::as_str)).map(Value::from);
+            let params = std::iter::once(*recipient).chain(chunk.iter().map(String::as_str)).map(Value::from);
             push_inlined(&mut sql, &sql::delete_messages(chunk.len()), params, no_backslash_escapes);
             sql.push_str(" RETURNING sender, OCTET_LENGTH(body)");
         }
-        let mut gone = Vec::new();
+    }
+    (sql, deletes)
+}
+
+/// The result sets of [`ack_delete_sql`]'s DELETEs (after START TRANSACTION's), in order,
+/// joined per acknowledgement (`deletes` from [`ack_delete_sql`]); `None` unless there is
+/// exactly one set per DELETE.
+fn split_per_ack<T>(sets: Vec<Vec<T>>, deletes: &[usize]) -> Option<Vec<Vec<T>>> {
+    if sets.len() != deletes.iter().sum::<usize>() {
+        return None;
+    }
+    let mut sets = sets.into_iter();
+    Some(deletes.iter().map(|n| sets.by_ref().take(*n).flatten().collect()).collect())
+}
+
+/// [`acknowledge_once`] on MariaDB in two round trips of text multi-statement queries:
+/// `START TRANSACTION; DELETE … RETURNING …; …` ([`ack_delete_sql`], each result set read
+/// into its own acknowledgement), then the usage subtraction for all and `COMMIT`. Values are
+/// escaped for the session's `no_backslash_escapes`. On an error the transaction is rolled
+/// back; a connection that may still hold it is closed ([`OpenTx`]).
+async fn acknowledge_two_trips(
+    conn: Conn,
+    no_backslash_escapes: bool,
+    acks: &[(&str, &[String])],
+) -> Result<Vec<Vec<(String, u64)>>, mysql_async::Error> {
+    let mut open = OpenTx(Some(conn));
+    let Some(c) = open.0.as_mut() else { unreachable!("just set") };
+    let outcome: Result<Vec<Vec<(String, u64)>>, mysql_async::Error> = async {
+        let (sql, deletes) = ack_delete_sql(acks, no_backslash_escapes);
+        let mut sets = Vec::with_capacity(deletes.len() + 1);
         let mut result = c.query_iter(sql).await?;
         while !result.is_empty() {
-            gone.extend(sender_bytes(result.collect::<Row>().await?, 0));
+            sets.push(sender_bytes(result.collect::<Row>().await?, 0));
         }
         drop(result);
+        // The first set is START TRANSACTION's.
+        let each = split_per_ack(sets.into_iter().skip(1).collect(), &deletes).ok_or_else(|| {
+            mysql_async::Error::Other("an acknowledgement batch returned an unexpected number of results".into())
+        })?;
         let mut sql = String::new();
-        for chunk in usage::deleted(&gone).chunks(usage::MAX_SENDERS) {
+        for chunk in usage::deleted_all(&each).chunks(usage::MAX_SENDERS) {
             let (template, params) = usage::subtract(Dialect::Mysql, chunk);
             push_inlined(&mut sql, &template, params.into_iter().map(param_value), no_backslash_escapes);
             sql.push(';');
@@ -912,7 +1073,7 @@ async fn acknowledge_two_trips(
         while !result.is_empty() {
             result.collect::<Row>().await?;
         }
-        Ok(gone)
+        Ok(each)
     }
     .await;
     if let Err(mysql_async::Error::Server(_)) = &outcome {
@@ -1714,27 +1875,21 @@ impl Backend for MysqlStore {
 
     fn acknowledge(&self, recipient: &str, message_ids: &[String]) -> StoreFuture<'_, u64> {
         let (recipient, ids) = (recipient.to_string(), message_ids.to_vec());
-        let quotas = self.quotas.clone();
-        self.spawn(move |s| async move {
+        // Queued for the writer, which commits consecutive acknowledgements together. As for
+        // inserts, the caller waits at most one deadline (the delete may still be committed
+        // later; acknowledging again then deletes nothing).
+        Box::pin(async move {
             if ids.is_empty() {
                 return Ok(0);
             }
-            let mut attempt = 0;
-            let gone = loop {
-                let mut conn = s.conn().await?;
-                let result = match (s.mariadb(), no_backslash_escapes(&conn)) {
-                    (true, Some(nbe)) => acknowledge_two_trips(conn, nbe, &recipient, &ids).await,
-                    (mariadb, _) => acknowledge_once(&mut conn, mariadb, &recipient, &ids).await,
-                };
-                match result {
-                    Ok(gone) => break gone,
-                    Err(e) if retry_delete("an acknowledgement", &e, &mut attempt) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            };
-            // The inbox and these senders hold less: a quota refusal must ask the database again.
-            quotas.deleted(Some(&recipient), usage::deleted(&gone).iter().map(|d| d.sender));
-            Ok(gone.len() as u64)
+            let result = bounded(self.shared.deadline(), async {
+                let (reply, answer) = oneshot::channel();
+                self.writer.job(WriteJob::Ack(Ack { recipient, ids, reply })).await?;
+                answer.await.map_err(|_| self.writer.stopped())?
+            })
+            .await;
+            self.shared.health.observe("mysql", &result);
+            result
         })
     }
 
@@ -2075,8 +2230,8 @@ mod tests {
             let one = msg("m-0").body.len() as u64;
             let mut conn = Conn::from_url(format!("{server}/{name}")).await.unwrap();
             let ids = ["m-0".to_string(), "m-4".to_string(), "nope".to_string()];
-            let gone = acknowledge_once(&mut conn, false, "r", &ids).await.unwrap();
-            assert_eq!(gone.len(), 2);
+            let gone = acknowledge_once(&mut conn, false, &[("r", &ids[..])]).await.unwrap();
+            assert_eq!(gone.iter().map(Vec::len).collect::<Vec<_>>(), [2]);
             assert_eq!(usage("s").await.unwrap().messages, 3);
             assert_eq!(usage("s2").await.unwrap(), Default::default());
             // Every row has expired (retention 0): a bounded sweep, then the rest.
@@ -2172,6 +2327,123 @@ mod tests {
                 assert_eq!(used, Some(if nbe { 2 } else { 1 }), "rolled back with the batch");
             }
             drop(reader);
+            drop(store);
+            admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
+        });
+    }
+
+    #[test]
+    fn acknowledgement_batches_read_each_result_into_its_own_acknowledgement() {
+        let long: Vec<String> = (0..MAX_LIST + 1).map(|i| format!("l-{i}")).collect();
+        let (a, b) = (vec!["it's".to_string()], vec!["x".to_string(), "y".to_string()]);
+        let acks = [("r", &a[..]), ("r2", &long[..]), ("r", &b[..])];
+        let (sql, deletes) = ack_delete_sql(&acks, false);
+        assert_eq!(deletes, [1, 2, 1], "the long one is two chunks");
+        assert!(sql.starts_with("START TRANSACTION;DELETE "));
+        assert_eq!(sql.matches("RETURNING sender, OCTET_LENGTH(body)").count(), 4);
+        assert!(sql.contains("'it\\'s'"), "escaped: {}", &sql[..120]);
+        let sets = vec![vec![1], vec![2], vec![3, 4], vec![]];
+        assert_eq!(split_per_ack(sets, &deletes), Some(vec![vec![1], vec![2, 3, 4], vec![]]));
+        assert_eq!(split_per_ack(vec![vec![1]; 3], &deletes), None, "a result missing");
+        assert_eq!(split_per_ack(vec![vec![1]; 5], &deletes), None, "one too many");
+    }
+
+    /// On a live server: consecutive acknowledgements committed together, the text way
+    /// (MariaDB) and the prepared way (MySQL 8's, which MariaDB runs too): each gets its own
+    /// count, an id two of them name is deleted (and subtracted) once, a recipient's ids are
+    /// not another's; when one of them fails its statement (a trigger refuses `poison`) the
+    /// others are redone alone and answered, the failed one gets the error, usage stays exact.
+    #[test]
+    fn acknowledgements_share_a_transaction_and_one_failure_fails_only_itself() {
+        let Some((server, name, mut admin, rt)) =
+            test_database("acknowledgements_share_a_transaction_and_one_failure_fails_only_itself", "mbunit_acks")
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let url = format!("{server}/{name}");
+            let store = MysqlStore::open(&url, &StoreOptions::default()).await.unwrap();
+            store.migrate().await.unwrap();
+            let mariadb = store.shared.mariadb();
+            let committer = Arc::new(Committer {
+                shared: store.shared.clone(),
+                boxes: std::sync::Mutex::new(BoxCache::new(8)),
+                counters: store.writer.counters(),
+                quotas: store.quotas.clone(),
+            });
+            // Runs `acks` (recipient, ids) as one batch on the store thread; each one's answer.
+            let batch = |acks: Vec<(&str, Vec<String>)>| {
+                let committer = committer.clone();
+                let (acks, answers): (Vec<Ack>, Vec<_>) = acks
+                    .into_iter()
+                    .map(|(recipient, ids)| {
+                        let (reply, answer) = oneshot::channel();
+                        (Ack { recipient: recipient.into(), ids, reply }, answer)
+                    })
+                    .unzip();
+                let store = &store;
+                async move {
+                    store
+                        .spawn(move |_| async move {
+                            committer.acknowledge(acks).await;
+                            Ok(())
+                        })
+                        .await
+                        .unwrap();
+                    let mut out = Vec::new();
+                    for a in answers {
+                        out.push(a.await.unwrap());
+                    }
+                    out
+                }
+            };
+            let strings = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let usage = |sender: &'static str| store.quota_usage(super::super::quota::Scope::Sender, sender, 0);
+            for (round, text) in [(0, true), (1, false)] {
+                store.shared.mariadb.store(mariadb && text, std::sync::atomic::Ordering::Relaxed);
+                let id = |i: usize| format!("{round}-{i}");
+                let mut rows: Vec<NewMessage> = (0..6).map(|i| msg(&id(i))).collect();
+                rows[5].recipient = "other".into();
+                rows[4].message_id = format!("{round}-it's \\ nasty");
+                store.insert_messages(rows.clone()).await.unwrap();
+                assert_eq!(usage("s").await.unwrap().messages, 6);
+                let answers = batch(vec![
+                    ("r", vec![id(0), id(1), "nope".into()]),
+                    ("r", vec![id(1), id(2)]),
+                    ("r", vec![id(5), rows[4].message_id.clone()]),
+                    ("R", vec![id(0), id(3)]),
+                ])
+                .await;
+                assert_eq!(answers, [Ok(2), Ok(1), Ok(1), Ok(1)], "text: {text}");
+                assert_eq!(usage("s").await.unwrap().messages, 1, "only `other`'s message is left");
+                assert_eq!(batch(vec![("other", vec![id(5)]), ("other", vec![id(5)])]).await, [Ok(1), Ok(0)]);
+                assert_eq!(usage("s").await.unwrap(), Default::default());
+            }
+
+            let mut conn = Conn::from_url(url.clone()).await.unwrap();
+            conn.query_drop(
+                "CREATE TRIGGER mb_test_poison BEFORE DELETE ON messages FOR EACH ROW                  IF OLD.messageId = 'poison' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'poisoned'; END IF",
+            )
+            .await
+            .unwrap();
+            for text in [true, false] {
+                store.shared.mariadb.store(mariadb && text, std::sync::atomic::Ordering::Relaxed);
+                // `poison` stays from the first round (a duplicate then).
+                let rows: Vec<NewMessage> = ["a", "poison", "b"].iter().map(|i| msg(i)).collect();
+                store.insert_messages(rows).await.unwrap();
+                let before = store.stats().fallbacks;
+                let answers =
+                    batch(vec![("r", strings(&["a"])), ("r", strings(&["poison", "b"])), ("r", strings(&["b"]))])
+                        .await;
+                assert_eq!(answers[0], Ok(1));
+                assert!(answers[1].is_err(), "{:?}", answers[1]);
+                assert_eq!(answers[2], Ok(1), "redone alone: `b` is still there");
+                assert_eq!(store.stats().fallbacks, before + 1);
+                assert_eq!(usage("s").await.unwrap().messages, 1, "`poison` stays");
+                let left: Vec<String> = conn.query("SELECT messageId FROM messages").await.unwrap();
+                assert_eq!(left, ["poison"]);
+            }
+            drop(conn);
             drop(store);
             admin.query_drop(format!("DROP DATABASE `{name}`")).await.unwrap();
         });

@@ -68,6 +68,11 @@ pub(crate) fn deleted(rows: &[(String, u64)]) -> Vec<Delta<'_>> {
     group(rows.iter().map(|(s, b)| (s.as_str(), *b)).collect())
 }
 
+/// What several deletes of one transaction subtract together.
+pub(crate) fn deleted_all(sets: &[Vec<(String, u64)>]) -> Vec<Delta<'_>> {
+    group(sets.iter().flatten().map(|(s, b)| (s.as_str(), *b)).collect())
+}
+
 /// The statement shape for `n` senders: the next power of two (padding entries change
 /// nothing), so each connection caches a few shapes.
 fn shape(n: usize) -> usize {
