@@ -591,10 +591,13 @@ struct Committer {
 impl Writer {
     /// Serves the queue until every sender is gone and the queue is empty.
     async fn run(mut self) {
-        while let Some(work) = self.intake.next().await {
+        loop {
+            // A pipeline slot before the next work: while every slot is busy, what arrives
+            // waits in the queue and joins one bigger batch instead of many small ones.
+            let Ok(permit) = self.in_flight.clone().acquire_owned().await else { break };
+            let Some(work) = self.intake.next().await else { break };
             match work {
                 Work::Batch(batch) => {
-                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
                     let mut committer = self.committer.clone();
                     tokio::spawn(async move {
                         batch.commit(&mut committer).await;
@@ -603,13 +606,11 @@ impl Writer {
                 }
                 // Everything queued before the flush is in a batch by now: answer after them.
                 Work::Flush(done) => {
+                    drop(permit);
                     self.drain().await;
                     let _ = done.send(());
                 }
                 Work::Job(WriteJob::Ack(first)) => {
-                    // The permit first: acknowledgements queued while the batches in flight
-                    // execute join this one.
-                    let Ok(permit) = self.in_flight.clone().acquire_owned().await else { return };
                     let acks = self.gather_acks(first);
                     let committer = self.committer.clone();
                     tokio::spawn(async move {
