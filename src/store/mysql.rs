@@ -13,8 +13,10 @@
 //! `MESSAGE_BOX_DB_POOL_MAX` is the process's total; [`split_pool`] divides it.
 //!
 //! Message inserts go through the shared group-commit writer (`store::batch`), driven by
-//! a task on the store runtime that writes up to [`PIPELINE`] batches at once: a core
-//! queues its rows and awaits the reply, the send's one hand-off, which batches. This module
+//! a task on the store runtime that writes up to [`PIPELINE`] batches at once (it takes a
+//! slot before it gathers the next batch, so what arrives while every slot is busy joins one
+//! bigger batch): a core queues its rows and awaits the reply, the send's one hand-off,
+//! which batches. This module
 //! supplies the transaction (`BatchWriter`): a batch resolves its messageBox ids (a bounded
 //! cache, then one multi-row `INSERT IGNORE` plus one lookup for the misses) and writes all
 //! its rows in ONE transaction with one multi-row `INSERT IGNORE INTO messages` per chunk;
