@@ -686,7 +686,8 @@ fn leader_commits_case(kind: Kind) {
                             let mut out = Vec::new();
                             for i in (k..calls).step_by(4) {
                                 let id = format!("t{t}-{i}");
-                                let rows = vec![msg(&id, BOB, "inbox"), msg("shared", BOB, "inbox"), msg(&id, BOB, "inbox")];
+                                let rows =
+                                    vec![msg(&id, BOB, "inbox"), msg("shared", BOB, "inbox"), msg(&id, BOB, "inbox")];
                                 out.push(store.insert_messages(rows).await.unwrap());
                                 // Let the other tasks of this core in between.
                                 tokio::task::yield_now().await;

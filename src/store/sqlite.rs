@@ -337,7 +337,13 @@ async fn write_main(shared: Arc<Mutex<Writer>>, mut intake: batch::Intake<WriteJ
         let mut writer = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let writer = &mut *writer;
         match work {
-            Work::Batch(batch) => batch.commit(writer).await,
+            // Its SQLite calls block, so the commit finishes on its first poll (the guard is
+            // never held across a wait); were it ever to wait, its callers hear "stopped".
+            Work::Batch(batch) => {
+                if futures_util::FutureExt::now_or_never(batch.commit(writer)).is_none() {
+                    tracing::error!("an SQLite batch waited on the writer thread; its requests failed");
+                }
+            }
             Work::Job(WriteJob::Run(job)) => job(&mut writer.conn),
             Work::Job(WriteJob::Ack(first)) => {
                 let mut acks = vec![first];
