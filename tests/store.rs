@@ -634,6 +634,118 @@ fn group_commit_mysql() {
     group_commit_case(Kind::Mysql);
 }
 
+/// SQLite's leader commit: a send on a server core while the writer is idle is committed by
+/// that core itself (`WriterStats::led`); under concurrency from several cores (several tasks
+/// each) and from a thread that is no core, every row is stored exactly once and the sender
+/// usage stays exact, whichever path each request took. Other stores queue every insert.
+fn leader_commits_case(kind: Kind) {
+    use messagebox::store::quota::Scope;
+    let Some(db) = TestDb::new(kind) else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let store = rt.block_on(db.open(&StoreOptions { max_queued_inserts: 64, ..Default::default() }));
+    let leads = kind == Kind::SqliteFile;
+
+    // A lone send on an idle core (the writer is idle once it asked for more after its
+    // last work, the migration: give it that moment).
+    std::thread::sleep(Duration::from_millis(100));
+    let before = store.stats();
+    let lone = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let core = store::percore::enter();
+                let out = store.insert_messages(vec![msg("lone", ALICE, "inbox")]).await.unwrap();
+                core.close().await;
+                out
+            })
+        })
+        .join()
+        .unwrap()
+    };
+    assert_eq!(lone, [Inserted]);
+    let after = store.stats();
+    assert_eq!(after.requests - before.requests, 1);
+    assert_eq!(after.batches - before.batches, 1, "one commit, counted like the writer's");
+    assert_eq!(after.led - before.led, u64::from(leads), "{after:?}");
+
+    // Cores (4 tasks each) and a thread that is no core, all at once; every call also
+    // carries an id they all share, and one id is sent twice by the same call.
+    let (cores, calls) = (3, 60);
+    let mut threads: Vec<_> = (0..=cores)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    // The last thread is no core: its inserts always queue.
+                    let core = (t < cores).then(store::percore::enter);
+                    let tasks = (0..4).map(|k| {
+                        let store = store.clone();
+                        async move {
+                            let mut out = Vec::new();
+                            for i in (k..calls).step_by(4) {
+                                let id = format!("t{t}-{i}");
+                                let rows =
+                                    vec![msg(&id, BOB, "inbox"), msg("shared", BOB, "inbox"), msg(&id, BOB, "inbox")];
+                                out.push(store.insert_messages(rows).await.unwrap());
+                                // Let the other tasks of this core in between.
+                                tokio::task::yield_now().await;
+                            }
+                            out
+                        }
+                    });
+                    let out = futures_join_all(tasks).await;
+                    if let Some(core) = core {
+                        core.close().await;
+                    }
+                    out.into_iter().flatten().collect::<Vec<_>>()
+                })
+            })
+        })
+        .collect();
+    let outcomes: Vec<Vec<InsertOutcome>> = threads.drain(..).flat_map(|h| h.join().unwrap()).collect();
+    let total = (cores + 1) * calls;
+    assert_eq!(outcomes.len(), total);
+    assert!(outcomes.iter().all(|o| o[0] == Inserted && o[2] == Duplicate), "each unique id stored once");
+    assert_eq!(outcomes.iter().filter(|o| o[1] == Inserted).count(), 1, "the shared id stored once");
+    let end = store.stats();
+    assert_eq!(end.requests - after.requests, total as u64);
+    assert_eq!(end.inserted - after.inserted, total as u64 + 1);
+    if leads {
+        assert!(end.led > after.led, "some sends led: {end:?}");
+    } else {
+        assert_eq!(end.led, 0);
+    }
+    rt.block_on(async {
+        store.flush().await.unwrap();
+        let listed: Vec<String> = ids(&store, BOB, "inbox").await;
+        let unique: HashSet<&String> = listed.iter().collect();
+        assert_eq!((listed.len(), unique.len()), (total + 1, total + 1));
+        // Every row of CAROL's (the sender of all of them) is counted once, with its bytes.
+        let bytes: u64 = listed.iter().map(|id| msg(id, BOB, "inbox").body.len() as u64).sum::<u64>()
+            + msg("lone", ALICE, "inbox").body.len() as u64;
+        let usage = store.quota_usage(Scope::Sender, CAROL, now()).await.unwrap();
+        assert_eq!((usage.messages, usage.bytes), (total as u64 + 2, bytes));
+        sender_usage::matches_messages(&db).await;
+    });
+}
+
+#[test]
+fn leader_commits_sqlite_file() {
+    leader_commits_case(Kind::SqliteFile);
+}
+
+#[test]
+fn leader_commits_sqlite_memory() {
+    leader_commits_case(Kind::SqliteMemory);
+}
+
+#[test]
+fn leader_commits_mysql() {
+    leader_commits_case(Kind::Mysql);
+}
+
 store_test!(
     back_pressure_with_a_tiny_queue | db,
     store | {
