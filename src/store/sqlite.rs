@@ -165,8 +165,7 @@ impl SqliteStore {
 
         let (writer, intake) = batch::queue(queue, options.max_batch_rows, STOPPED);
         let retention_days = options.retention_days;
-        let busy = options.timeouts.query_timeout;
-        let shared = Arc::new(Mutex::new(Writer { conn: writer_conn, retention_days, busy, begun: false }));
+        let shared = Arc::new(Mutex::new(Writer { conn: writer_conn, retention_days }));
         let leader = (!memory).then(|| shared.clone());
         // The shared writer is async; this runtime only drives it (it never waits on I/O:
         // every SQLite call blocks this thread, which exists for them). Built on that thread:
@@ -267,14 +266,10 @@ impl SqliteStore {
         }
         // Poisoned (a panic while it was held): leave it to the writer, as before.
         let Ok(mut writer) = shared.try_lock() else { return Err(rows) };
-        // The file's write lock held by another process: the writer thread waits for it
-        // (up to the busy timeout), never a core, whose other requests would wait too.
-        if !self.writer.idle() || !writer.begin_now() {
+        if !self.writer.idle() {
             return Err(rows);
         }
-        let done = blocking(self.writer.commit_now(rows, &mut *writer));
-        writer.end_unused();
-        Ok(done)
+        Ok(blocking(self.writer.commit_now(rows, &mut *writer)))
     }
 
     /// Runs `f` on the writer connection, in queue order with the inserts.
@@ -373,33 +368,6 @@ async fn write_main(shared: Arc<Mutex<Writer>>, mut intake: batch::Intake<WriteJ
 struct Writer {
     conn: Connection,
     retention_days: Option<u64>,
-    /// The connection's busy timeout (how long a write waits for another process's lock).
-    busy: Duration,
-    /// A leading core began the transaction ([`Writer::begin_now`]); the next insert
-    /// commits it rather than beginning its own.
-    begun: bool,
-}
-
-impl Writer {
-    /// `BEGIN IMMEDIATE` without waiting: false (nothing begun) when another connection,
-    /// e.g. another process, holds the file's write lock.
-    fn begin_now(&mut self) -> bool {
-        if self.conn.busy_timeout(Duration::ZERO).is_err() {
-            return false;
-        }
-        self.begun = self.conn.execute_batch("BEGIN IMMEDIATE").is_ok();
-        if let Err(e) = self.conn.busy_timeout(self.busy) {
-            tracing::warn!(error = %e, "cannot restore the SQLite writer's busy timeout");
-        }
-        self.begun
-    }
-
-    /// Rolls back a transaction [`Writer::begin_now`] began that no insert used.
-    fn end_unused(&mut self) {
-        if std::mem::take(&mut self.begun) {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-    }
 }
 
 impl BatchWriter for Writer {
@@ -407,41 +375,19 @@ impl BatchWriter for Writer {
     /// change count is the row's outcome (rows run in order, so a later duplicate within the
     /// batch is seen as one). Any error may be the statement's, so the batch may be split.
     async fn write(&mut self, rows: &[&NewMessage]) -> Result<Vec<InsertOutcome>, WriteFailure> {
-        let begun = std::mem::take(&mut self.begun);
-        insert_rows(&self.conn, rows, self.retention_days, begun)
+        insert_rows(&mut self.conn, rows, self.retention_days)
             .map_err(|e| WriteFailure { error: e.into(), statement_level: true })
     }
 }
 
-/// Writes `rows` in one `IMMEDIATE` transaction (`begun`: already begun by
-/// [`Writer::begin_now`]), rolled back on any error.
 fn insert_rows(
-    conn: &Connection,
-    rows: &[&NewMessage],
-    retention_days: Option<u64>,
-    begun: bool,
-) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
-    if !begun {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-    }
-    let written = insert_rows_in(conn, rows, retention_days).and_then(|out| {
-        conn.execute_batch("COMMIT")?;
-        Ok(out)
-    });
-    if written.is_err() && !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    written
-}
-
-/// [`insert_rows`]'s statements, inside the caller's transaction.
-fn insert_rows_in(
-    tx: &Connection,
+    conn: &mut Connection,
     rows: &[&NewMessage],
     retention_days: Option<u64>,
 ) -> Result<Vec<InsertOutcome>, rusqlite::Error> {
     let ts = now();
     let expires = expiry(ts, retention_days);
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(rows.len());
     {
         let mut boxes: HashMap<(&str, &str), i64> = HashMap::new();
@@ -475,7 +421,8 @@ fn insert_rows_in(
             out.push(if changed == 1 { InsertOutcome::Inserted } else { InsertOutcome::Duplicate });
         }
     }
-    change_usage(tx, &usage::inserted(rows, &out), Change::Add)?;
+    change_usage(&tx, &usage::inserted(rows, &out), Change::Add)?;
+    tx.commit()?;
     Ok(out)
 }
 
@@ -1080,44 +1027,6 @@ mod tests {
             let usage = store.quota_usage(super::super::quota::Scope::Inbox, "r", now()).await.unwrap();
             assert_eq!(usage.messages, ROWS, "the full answer, from the reader thread");
             assert_eq!(placed(&store), (1, 2), "over its budget: handed off ({:?})", started.elapsed());
-            core.close().await;
-        });
-    }
-
-    /// Another connection (another process) holding the file's write lock: a core's send
-    /// does not wait for it on the core (its other requests would wait too); it is queued,
-    /// and the writer thread, its busy timeout intact, commits it once the lock is free.
-    #[test]
-    fn a_core_does_not_wait_for_another_writers_lock() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("locked.sqlite3");
-        let store = SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default()).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let row = |id: &str| super::super::tests::message(id);
-        rt.block_on(async {
-            store.migrate().await.unwrap();
-            let core = percore::enter();
-            while !store.writer.idle() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let other = Connection::open(&path).unwrap();
-            other.execute_batch("BEGIN IMMEDIATE").unwrap();
-            let started = Instant::now();
-            let mut send = store.insert_messages(vec![row("while-locked")]);
-            assert!(futures_util::FutureExt::now_or_never(&mut send).is_none(), "queued, not led");
-            // The busy timeout is 10 s: a core that waited for the lock would be seconds late.
-            assert!(started.elapsed() < Duration::from_secs(1), "the core waited {:?}", started.elapsed());
-            assert_eq!(store.stats().led, 0);
-            // Let the writer thread meet the lock and wait on it, then free it.
-            std::thread::sleep(Duration::from_millis(200));
-            other.execute_batch("COMMIT").unwrap();
-            assert_eq!(send.await.unwrap(), [InsertOutcome::Inserted]);
-            // The lock free again: the core leads.
-            while !store.writer.idle() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            assert_eq!(store.insert_messages(vec![row("after")]).await.unwrap(), [InsertOutcome::Inserted]);
-            assert_eq!(store.stats().led, 1);
             core.close().await;
         });
     }
