@@ -414,10 +414,6 @@ async fn metrics_count_exactly_the_requests_made() {
     assert_eq!(delta("messagebox_auth_failures_total", &[("reason", "unknown_session")]), 1.0);
     assert_eq!(delta("messagebox_auth_failures_total", &[("reason", "bad_signature")]), 0.0);
     assert_eq!(delta("messagebox_messages_stored_total", &[]), 2.0, "two recipients, two rows");
-    // The core commits the send itself if the writer is idle by then (it may still be
-    // finishing the new recipient's default fee, written just before).
-    assert!(after.has("messagebox_store_led_inserts_total"));
-    assert!(delta("messagebox_store_led_inserts_total", &[]) <= 1.0, "one send, led at most once");
     assert!(delta("messagebox_store_batch_size", &[]) >= 1.0, "at least one group commit");
     assert_eq!(
         after.value("messagebox_store_batch_size_sum", &[]) - before.value("messagebox_store_batch_size_sum", &[]),

@@ -516,12 +516,6 @@ impl Collector for Scrape {
             "Message rows committed (one per recipient; duplicates not counted).",
             self.writer.inserted,
         )?;
-        counter(
-            &mut e,
-            "messagebox_store_led_inserts",
-            "Message inserts the server core that received them committed itself, the writer being idle (SQLite), instead of queueing them for the writer.",
-            self.writer.led,
-        )?;
         labelled_counters(
             &mut e,
             "messagebox_store_operations",

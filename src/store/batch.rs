@@ -9,12 +9,8 @@
 //! (MySQL on its runtime thread, several batches in flight; SQLite inline on its writer
 //! thread, between its other writes). The intake ends only when every [`Queue`] is gone and
 //! the queue is empty, so what was accepted before shutdown is committed.
-//!
-//! A caller may also commit its own request inline ([`Queue::commit_now`], SQLite's "leader"
-//! commit on a server core) through the same policy and counters, when the backend's writer
-//! is idle: [`Queue::idle`] says nothing queued is still unanswered, so nothing is overtaken.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -64,12 +60,11 @@ pub(crate) enum Work<J> {
 
 /// The writer's counters (read through [`Queue::stats`]).
 ///
-/// Written by one thread at a time (the writer's, or a caller committing inline while it
-/// holds the backend's writer; the metrics scrape reads them), so they cost no contention.
+/// Written by the writer's one thread only (the metrics scrape reads them), so they cost
+/// no contention.
 #[derive(Debug)]
 pub(crate) struct Counters {
     batches: AtomicU64,
-    led: AtomicU64,
     requests: AtomicU64,
     rows: AtomicU64,
     inserted: AtomicU64,
@@ -82,7 +77,6 @@ impl Default for Counters {
     fn default() -> Self {
         Counters {
             batches: AtomicU64::new(0),
-            led: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             rows: AtomicU64::new(0),
             inserted: AtomicU64::new(0),
@@ -102,7 +96,6 @@ impl Counters {
     fn snapshot(&self) -> WriterStats {
         WriterStats {
             batches: self.batches.load(Ordering::Relaxed),
-            led: self.led.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             rows: self.rows.load(Ordering::Relaxed),
             inserted: self.inserted.load(Ordering::Relaxed),
@@ -120,8 +113,6 @@ impl Counters {
 pub(crate) struct Queue<J> {
     tx: mpsc::Sender<Queued<J>>,
     counters: Arc<Counters>,
-    /// Messages queued and not yet finished by the writer ([`Queue::idle`]).
-    outstanding: Arc<AtomicUsize>,
     /// The `Unavailable` message once the writer is gone.
     stopped: &'static str,
 }
@@ -133,9 +124,6 @@ pub(crate) struct Intake<J> {
     held: Option<Queued<J>>,
     max_batch_rows: usize,
     counters: Arc<Counters>,
-    outstanding: Arc<AtomicUsize>,
-    /// Messages handed out since the last [`Intake::next`]: finished once it is called again.
-    handed_out: usize,
 }
 
 /// A queue of at most `capacity` requests whose batches hold at most `max_batch_rows` rows
@@ -144,16 +132,8 @@ pub(crate) struct Intake<J> {
 pub(crate) fn queue<J>(capacity: usize, max_batch_rows: usize, stopped: &'static str) -> (Queue<J>, Intake<J>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let counters = Arc::new(Counters::default());
-    let outstanding = Arc::new(AtomicUsize::new(0));
-    let intake = Intake {
-        rx,
-        held: None,
-        max_batch_rows: max_batch_rows.max(1),
-        counters: counters.clone(),
-        outstanding: outstanding.clone(),
-        handed_out: 0,
-    };
-    (Queue { tx, counters, outstanding, stopped }, intake)
+    let intake = Intake { rx, held: None, max_batch_rows: max_batch_rows.max(1), counters: counters.clone() };
+    (Queue { tx, counters, stopped }, intake)
 }
 
 impl<J: Send> Queue<J> {
@@ -164,62 +144,23 @@ impl<J: Send> Queue<J> {
                 return Ok(Vec::new());
             }
             let (reply, answer) = oneshot::channel();
-            self.send(Queued::Insert(Pending { rows, reply })).await?;
+            self.tx.send(Queued::Insert(Pending { rows, reply })).await.map_err(|_| self.stopped())?;
             answer.await.map_err(|_| self.stopped())?
         })
-    }
-
-    /// Queues a message, counted in `outstanding` from before it is in the queue (the count
-    /// is taken once room is reserved, so a caller that gives up waiting leaves none behind).
-    async fn send(&self, message: Queued<J>) -> Result<(), StoreError> {
-        let permit = self.tx.reserve().await.map_err(|_| self.stopped())?;
-        self.outstanding.fetch_add(1, Ordering::SeqCst);
-        permit.send(message);
-        Ok(())
-    }
-
-    /// Whether every message queued so far is finished: nothing waits in the queue and the
-    /// writer holds none. Exact only for a writer that finishes each work before it asks
-    /// [`Intake::next`] for more (SQLite's); a caller that checks it while it holds that
-    /// writer's connection may commit inline without overtaking anything queued.
-    pub(crate) fn idle(&self) -> bool {
-        self.outstanding.load(Ordering::SeqCst) == 0
-    }
-
-    #[cfg(test)]
-    pub(crate) fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::SeqCst)
-    }
-
-    /// Commits `rows` now on `writer` (which the caller holds), with the policy and counters
-    /// of a batch of this one request, counted as led ([`WriterStats::led`]).
-    pub(crate) async fn commit_now<W: BatchWriter>(
-        &self,
-        rows: Vec<NewMessage>,
-        writer: &mut W,
-    ) -> Result<Vec<InsertOutcome>, StoreError> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (reply, mut answer) = oneshot::channel();
-        let batch = Batch { requests: vec![Pending { rows, reply }], counters: self.counters.clone() };
-        batch.commit(writer).await;
-        self.counters.led.fetch_add(1, Ordering::Relaxed);
-        answer.try_recv().map_err(|_| self.stopped())?
     }
 
     /// Resolves once every request queued before it is answered.
     pub(crate) fn flush(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let (done, finished) = oneshot::channel();
-            self.send(Queued::Flush(done)).await?;
+            self.tx.send(Queued::Flush(done)).await.map_err(|_| self.stopped())?;
             finished.await.map_err(|_| self.stopped())
         })
     }
 
     /// Queues other work for the writer, behind what is queued already.
     pub(crate) async fn job(&self, job: J) -> Result<(), StoreError> {
-        self.send(Queued::Job(job)).await
+        self.tx.send(Queued::Job(job)).await.map_err(|_| self.stopped())
     }
 
     pub(crate) fn stats(&self) -> WriterStats {
@@ -239,28 +180,16 @@ impl<J: Send> Queue<J> {
 impl<J> Intake<J> {
     /// The next work in queue order: consecutive queued inserts become one batch (up to
     /// `max_batch_rows` rows, without waiting for more). `None` once every [`Queue`] is
-    /// dropped and nothing is left. Calling it says the work it handed out before is
-    /// finished (see [`Queue::idle`]).
+    /// dropped and nothing is left.
     pub(crate) async fn next(&mut self) -> Option<Work<J>> {
-        self.outstanding.fetch_sub(std::mem::take(&mut self.handed_out), Ordering::SeqCst);
         let first = match self.held.take() {
             Some(held) => held,
             None => self.rx.recv().await?,
         };
         Some(match first {
-            Queued::Insert(first) => {
-                let batch = self.gather(first);
-                self.handed_out += batch.requests.len();
-                Work::Batch(batch)
-            }
-            Queued::Flush(done) => {
-                self.handed_out += 1;
-                Work::Flush(done)
-            }
-            Queued::Job(job) => {
-                self.handed_out += 1;
-                Work::Job(job)
-            }
+            Queued::Insert(first) => Work::Batch(self.gather(first)),
+            Queued::Flush(done) => Work::Flush(done),
+            Queued::Job(job) => Work::Job(job),
         })
     }
 
@@ -274,10 +203,7 @@ impl<J> Intake<J> {
         };
         let back = match queued {
             Queued::Job(job) => match take(job) {
-                Ok(taken) => {
-                    self.handed_out += 1;
-                    return Some(taken);
-                }
+                Ok(taken) => return Some(taken),
                 Err(job) => Queued::Job(job),
             },
             other => other,
@@ -563,40 +489,6 @@ mod tests {
             assert!(matches!(intake.next().await, Some(Work::Batch(_))), "and keeps its place");
             assert_eq!(intake.next_job_now(Ok), Some(4));
             assert_eq!(intake.next_job_now(Ok), None, "the queue is empty");
-        });
-    }
-
-    /// `idle` holds only while nothing queued is unfinished: not while a message waits, nor
-    /// while the writer works on what it took (until it asks for more); a leader's commit
-    /// goes through the batch policy and counters and is counted as led.
-    #[test]
-    fn idle_only_once_everything_queued_is_finished() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(async {
-            let (queue, mut intake) = queue::<u32>(16, 8, "stopped");
-            assert!(queue.idle());
-            let mut insert: StoreFuture<'_, Vec<InsertOutcome>> = queue.insert(msgs(&["a"]));
-            assert!(futures_util::FutureExt::now_or_never(&mut insert).is_none());
-            queue.job(7).await.unwrap();
-            assert!(!queue.idle(), "queued");
-            let Some(Work::Batch(batch)) = intake.next().await else { panic!("the insert first") };
-            assert!(!queue.idle(), "the job still waits");
-            let mut fake = Fake::default();
-            batch.commit(&mut fake).await;
-            assert_eq!(insert.await, Ok(vec![Inserted]));
-            assert!(matches!(intake.next().await, Some(Work::Job(7))));
-            assert!(!queue.idle(), "answered, but the writer is not done with the job");
-            let mut next = Box::pin(intake.next());
-            assert!(futures_util::FutureExt::now_or_never(&mut next).is_none(), "the queue is empty");
-            assert!(queue.idle(), "the writer asked for more");
-
-            let stored = queue.commit_now(msgs(&["b", "a"]), &mut fake).await;
-            assert_eq!(stored, Ok(vec![Inserted, Duplicate]));
-            assert_eq!(queue.commit_now(msgs(&["bad"]), &mut fake).await, Err(StoreError::database("bad row")));
-            let stats = queue.stats();
-            assert_eq!(counts(&stats), (2, 3, 3, 0));
-            assert_eq!(stats.led, 2);
-            assert_eq!(stats.inserted, 2);
         });
     }
 

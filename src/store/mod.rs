@@ -305,10 +305,7 @@ pub const MAX_DEVICES: u32 = 1000;
 pub struct WriterStats {
     /// Committed insert batches; each is one transaction holding one or more requests.
     pub batches: u64,
-    /// Of `requests`, those the server core that received them committed itself, inline,
-    /// because the writer was idle (SQLite's leader commit); the others were queued.
-    pub led: u64,
-    /// `insert_messages` calls answered (by the writer, or committed inline: `led`).
+    /// `insert_messages` calls the writer has answered.
     pub requests: u64,
     /// Message rows written or found duplicate in committed batches.
     pub rows: u64,
@@ -333,7 +330,6 @@ impl Default for WriterStats {
     fn default() -> Self {
         WriterStats {
             batches: 0,
-            led: 0,
             requests: 0,
             rows: 0,
             inserted: 0,

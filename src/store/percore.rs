@@ -7,9 +7,7 @@
 //! * MySQL runs every operation but the inserts on a small pool created on the core's
 //!   runtime (mysql_async connections belong to the runtime that created them, so each core
 //!   needs its own); inserts still go to the group-commit writer, one hand-off that batches;
-//! * SQLite runs the short indexed reads synchronously on a read connection of the core,
-//!   and commits a send's rows itself, inline on the write connection, when the writer is
-//!   idle (otherwise they are queued for it, as on MySQL).
+//! * SQLite runs the short indexed reads synchronously on a read connection of the core.
 //!
 //! A thread that is not marked (a multi-thread test runtime, the retention sweeper, admin
 //! commands, the payments thread) is no core: its calls hop to the store's threads as before.
@@ -93,11 +91,6 @@ impl Drop for CoreScope {
     }
 }
 
-/// Whether the calling thread is a server core.
-pub(crate) fn on_core() -> bool {
-    CORE.try_with(|c| c.borrow().is_some()).unwrap_or(false)
-}
-
 /// `store`'s resource on this core, opened by `open` on first use. `None` off a core.
 /// `open` must not call back into this module.
 pub(crate) fn resource(store: StoreId, open: impl FnOnce() -> Resource) -> Option<Resource> {
@@ -132,6 +125,10 @@ impl Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn on_core() -> bool {
+        CORE.with(|c| c.borrow().is_some())
+    }
 
     #[test]
     fn only_a_marked_thread_is_a_core_and_resources_are_per_store() {

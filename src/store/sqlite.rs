@@ -1,16 +1,11 @@
 //! The embedded SQLite backend (`rusqlite`, bundled), the default when no MySQL is named.
 //!
 //! SQLite calls block; where they run:
-//! * one **writer thread** performs every write on the read-write connection. It
+//! * one **writer thread** owns the read-write connection and performs every write. It
 //!   drives the shared group-commit writer (`store::batch`): message inserts
 //!   queued while it was busy go into one transaction, and so do consecutive queued
 //!   acknowledgements (each in a savepoint); other writes run one by one in queue order
 //!   between the batches;
-//! * for a file, a **server core** that inserts while the writer is idle (nothing queued or
-//!   unfinished, and the connection free) commits the rows itself, inline on that connection
-//!   ([`SqliteStore::lead`]): no thread hop, no wake-up. The connection is behind a mutex the
-//!   writer holds for each unit of work and a core only ever `try_lock`s, so it has one user
-//!   at a time and a core never waits for it; anything queued before is never overtaken;
 //! * for a file, each **server core** ([`super::percore`]) runs the reads it asks for itself,
 //!   synchronously, on a read-only connection of its own (opened on first use). Reads are
 //!   short indexed lookups and pages bounded by the list limits; what one may cost the core
@@ -89,9 +84,6 @@ type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 pub struct SqliteStore {
     fees: Arc<FeeCache>,
     writer: batch::Queue<WriteJob>,
-    /// The writer connection, for a core's leader commit; `None` for `:memory:` (its one
-    /// connection also serves the reads, so inserts keep to the queue).
-    leader: Option<Arc<Mutex<Writer>>>,
     quotas: Arc<super::quota::Ledger>,
     /// `None` for `:memory:` (reads go to the writer).
     readers: Option<mpsc::Sender<ReadJob>>,
@@ -165,15 +157,13 @@ impl SqliteStore {
 
         let (writer, intake) = batch::queue(queue, options.max_batch_rows, STOPPED);
         let retention_days = options.retention_days;
-        let shared = Arc::new(Mutex::new(Writer { conn: writer_conn, retention_days }));
-        let leader = (!memory).then(|| shared.clone());
         // The shared writer is async; this runtime only drives it (it never waits on I/O:
         // every SQLite call blocks this thread, which exists for them). Built on that thread:
         // a runtime must not be dropped from async code, as `open`'s caller is.
         std::thread::Builder::new()
             .name("messagebox-sqlite-w".into())
             .spawn(move || match tokio::runtime::Builder::new_current_thread().build() {
-                Ok(runtime) => runtime.block_on(write_main(shared, intake)),
+                Ok(runtime) => runtime.block_on(write_main(Writer { conn: writer_conn, retention_days }, intake)),
                 // Writes then fail with the store's "stopped" error; this says why.
                 Err(e) => tracing::error!(error = %e, "cannot start the SQLite writer runtime"),
             })
@@ -184,7 +174,6 @@ impl SqliteStore {
         Ok(SqliteStore {
             fees,
             writer,
-            leader,
             readers,
             quotas: super::quota::Ledger::new(options.quotas),
             file: (!memory).then(|| path.to_string()),
@@ -254,24 +243,6 @@ impl SqliteStore {
         })
     }
 
-    /// Commits `rows` here, on the calling core, when the writer is idle: no other message
-    /// is queued or unfinished (checked again once the connection is held, since the writer
-    /// finishes each work holding it) and the connection is free. `Err(rows)` when they
-    /// must be queued instead (no core, `:memory:`, the writer busy). Never waits for the
-    /// connection; the commit itself blocks the core like an inline read.
-    fn lead(&self, rows: Vec<NewMessage>) -> Result<Result<Vec<InsertOutcome>, StoreError>, Vec<NewMessage>> {
-        let Some(shared) = &self.leader else { return Err(rows) };
-        if !self.writer.idle() || !percore::on_core() {
-            return Err(rows);
-        }
-        // Poisoned (a panic while it was held): leave it to the writer, as before.
-        let Ok(mut writer) = shared.try_lock() else { return Err(rows) };
-        if !self.writer.idle() {
-            return Err(rows);
-        }
-        Ok(blocking(self.writer.commit_now(rows, &mut *writer)))
-    }
-
     /// Runs `f` on the writer connection, in queue order with the inserts.
     fn write<T, F>(&self, f: F) -> StoreFuture<'_, T>
     where
@@ -328,22 +299,11 @@ fn reader_main(conn: Connection, rx: Arc<Mutex<mpsc::Receiver<ReadJob>>>) {
 }
 
 /// The writer thread: group-committed inserts and, in queue order between them, every
-/// other write (and reads, for `:memory:`). It holds the connection for each unit of work,
-/// so a core's leader commit ([`SqliteStore::lead`]) runs between two, never within one.
-async fn write_main(shared: Arc<Mutex<Writer>>, mut intake: batch::Intake<WriteJob>) {
+/// other write (and reads, for `:memory:`).
+async fn write_main(mut writer: Writer, mut intake: batch::Intake<WriteJob>) {
     while let Some(work) = intake.next().await {
-        // A core holds it for one commit at most. Poisoned, it still holds the connection
-        // (a transaction a panic left rolls back as it unwinds).
-        let mut writer = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let writer = &mut *writer;
         match work {
-            // Its SQLite calls block, so the commit finishes on its first poll (the guard is
-            // never held across a wait); were it ever to wait, its callers hear "stopped".
-            Work::Batch(batch) => {
-                if futures_util::FutureExt::now_or_never(batch.commit(writer)).is_none() {
-                    tracing::error!("an SQLite batch waited on the writer thread; its requests failed");
-                }
-            }
+            Work::Batch(batch) => batch.commit(&mut writer).await,
             Work::Job(WriteJob::Run(job)) => job(&mut writer.conn),
             Work::Job(WriteJob::Ack(first)) => {
                 let mut acks = vec![first];
@@ -731,15 +691,7 @@ impl Backend for SqliteStore {
     }
 
     fn insert_messages(&self, messages: Vec<NewMessage>) -> StoreFuture<'_, Vec<InsertOutcome>> {
-        Box::pin(async move {
-            if messages.is_empty() {
-                return Ok(Vec::new());
-            }
-            match self.lead(messages) {
-                Ok(done) => done,
-                Err(messages) => self.writer.insert(messages).await,
-            }
-        })
+        self.writer.insert(messages)
     }
 
     fn list_messages(
@@ -1027,95 +979,6 @@ mod tests {
             let usage = store.quota_usage(super::super::quota::Scope::Inbox, "r", now()).await.unwrap();
             assert_eq!(usage.messages, ROWS, "the full answer, from the reader thread");
             assert_eq!(placed(&store), (1, 2), "over its budget: handed off ({:?})", started.elapsed());
-            core.close().await;
-        });
-    }
-
-    /// A core leads only when the writer is idle: behind a write the writer is busy with, or
-    /// an insert queued before, its rows are queued and committed after them, never before.
-    #[test]
-    fn a_core_never_overtakes_what_is_queued() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("leader.sqlite3");
-        let store = Arc::new(SqliteStore::open(path.to_str().unwrap(), &StoreOptions::default()).unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let row = |id: &str| super::super::tests::message(id);
-        fn order(store: &SqliteStore) -> StoreFuture<'_, Vec<String>> {
-            store.read(|conn| {
-                let mut stmt = conn.prepare("SELECT messageId FROM messages ORDER BY rowid")?;
-                let ids = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-                Ok(ids)
-            })
-        }
-        rt.block_on(async {
-            store.migrate().await.unwrap();
-            let core = percore::enter();
-            // The writer answers from within its work, and is idle only once it asks for more.
-            let wait_idle = |store: &SqliteStore| {
-                while !store.writer.idle() {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            };
-            wait_idle(&store);
-            assert_eq!(store.insert_messages(vec![row("first")]).await.unwrap(), [InsertOutcome::Inserted]);
-            assert_eq!(store.stats().led, 1, "an idle writer: the core commits itself");
-
-            // The writer busy with a write that waits for `release`, an insert queued behind it
-            // from a thread that is no core, then one on this core.
-            let (release, wait) = std::sync::mpsc::channel::<()>();
-            let (started, running) = oneshot::channel();
-            let mut blocked = store.write(move |_| {
-                let _ = started.send(());
-                wait.recv().unwrap();
-                Ok(())
-            });
-            assert!(futures_util::FutureExt::now_or_never(&mut blocked).is_none());
-            running.await.unwrap();
-            let queued = {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                    rt.block_on(store.insert_messages(vec![row("queued")]))
-                })
-            };
-            while store.writer.outstanding() < 2 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            let mut mine = store.insert_messages(vec![row("mine")]);
-            assert!(futures_util::FutureExt::now_or_never(&mut mine).is_none(), "queued, not led");
-            release.send(()).unwrap();
-            blocked.await.unwrap();
-            assert_eq!(mine.await.unwrap(), [InsertOutcome::Inserted]);
-            assert_eq!(queued.join().unwrap().unwrap(), [InsertOutcome::Inserted]);
-            assert_eq!(store.stats().led, 1, "neither led");
-            assert_eq!(order(&store).await.unwrap(), ["first", "queued", "mine"]);
-
-            // The connection free but an insert taken by the writer and not yet finished
-            // (it waits for the connection this test holds): released, the core's insert
-            // (which most likely gets the connection first) must still queue behind it.
-            let held = store.leader.as_ref().unwrap().lock().unwrap();
-            let taken = {
-                let store = store.clone();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-                    rt.block_on(store.insert_messages(vec![row("taken")]))
-                })
-            };
-            while store.writer.outstanding() < 1 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-            drop(held);
-            // (Should the writer finish first after all, the core may lead: still in order.)
-            assert_eq!(store.insert_messages(vec![row("behind")]).await.unwrap(), [InsertOutcome::Inserted]);
-            assert_eq!(taken.join().unwrap().unwrap(), [InsertOutcome::Inserted]);
-            assert_eq!(order(&store).await.unwrap(), ["first", "queued", "mine", "taken", "behind"]);
-
-            // Idle again: the core leads.
-            let led = store.stats().led;
-            wait_idle(&store);
-            store.insert_messages(vec![row("last")]).await.unwrap();
-            assert_eq!(store.stats().led, led + 1);
             core.close().await;
         });
     }
