@@ -70,9 +70,16 @@ pub(crate) const SERVER_FEES: &str =
 
 /// A page of a box's unexpired messages. Parameters: recipient, box type, recipient, now,
 /// limit, offset.
+///
+/// The box is a scalar subquery, not a join: (type, identityKey) is unique, so it is one row
+/// or none either way, but only as a constant does MariaDB read the page in order from
+/// `(recipient, messageBoxId, created_at)` (InnoDB appends the clustering `messageId`) and
+/// stop after it. Joined, it sorted the whole box for every page: 1.5 ms against 0.07 ms
+/// for a 10-message page of a 360-message box.
 pub(crate) const LIST_MESSAGES: &str = "SELECT m.messageId, m.body, m.sender, m.created_at, m.updated_at \
-     FROM messageBox b JOIN messages m ON m.messageBoxId = b.messageBoxId \
-     WHERE b.identityKey = ? AND b.type = ? AND m.recipient = ? AND (m.expires_at IS NULL OR m.expires_at > ?) \
+     FROM messages m \
+     WHERE m.messageBoxId = (SELECT b.messageBoxId FROM messageBox b WHERE b.identityKey = ? AND b.type = ?) \
+     AND m.recipient = ? AND (m.expires_at IS NULL OR m.expires_at > ?) \
      ORDER BY m.created_at, m.messageId LIMIT ? OFFSET ?";
 
 /// A recipient's unexpired rows and their body bytes, all boxes (the inbox storage quota; a
