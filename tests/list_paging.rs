@@ -1,5 +1,5 @@
 //! `/listMessages` paging and its byte budget (issue 9, D2): a page stops at
-//! `MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`, rows are read a batch at a time, the answer keeps
+//! `MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`, its rows are one store read bounded by it, the answer keeps
 //! 1.1.5's `{status, messages}` unless the request paged or the page was cut, and the paging
 //! errors carry the newer upstream's texts. SQLite and MySQL.
 
@@ -38,11 +38,11 @@ on_both_stores!(d2_a_full_box_is_listed_within_the_byte_budget, d2_full_box, db)
 /// D2: a victim's box holds 100 × 1 MiB messages; the victim lists it with no paging. The
 /// answer is cut at the budget (8 MiB in the standard profile) with `hasMore: true` and
 /// `nextOffset`, and paging on with `offset` reaches every message exactly once. The server's
-/// peak RSS (VmHWM of the binary) grows by less than 4 × the budget for the list (measured
-/// 22–24 MiB alone, up to 30 MiB with the other backend's test running beside it: the page,
-/// one batch of 8 stored bodies, SQLite's page cache, and freed rows the allocator keeps
-/// resident until the database thread that allocated them runs again) and by less than 6 ×
-/// over the 15 pages (measured 27–39 MiB). Before: the whole box was one answer — RSS
+/// peak RSS (VmHWM of the binary) grows by less than 6 × the budget for the list (measured
+/// 29–30 MiB on SQLite, 38–39 MiB on MySQL, the same before and after the page became one
+/// store call: the page, the 8 stored rows up to the one past the budget, the database's
+/// cache or the MySQL client's packet buffers, and freed rows the allocator keeps resident)
+/// and by less than 10 × over the 15 pages. Before: the whole box was one answer — RSS
 /// +460 MB for one list (the issue's figure), and a box larger than memory could not be
 /// listed at all.
 async fn d2_full_box(db: &TestDb) {
@@ -105,8 +105,8 @@ async fn d2_full_box(db: &TestDb) {
     assert_eq!((page["hasMore"].clone(), page["nextOffset"].clone()), (json!(true), json!(count)));
     assert_eq!((page["limit"].clone(), page["offset"].clone()), (json!(1000), json!(0)));
     assert_eq!(ids(&page), (0..count).map(|i| format!("d2-{i:03}")).collect::<Vec<_>>());
-    // The page (budget), a batch of rows, the database's cache and what the allocator keeps:
-    // 22–32 MiB measured (more when other tests run beside it), against a 100 MiB box and the
+    // The page (budget), the rows read for it, the database's cache and what the allocator
+    // keeps: 29–39 MiB measured, against a 100 MiB box and the
     // +460 MB before. The bound is a multiple of the budget, not of the box.
     assert!(grown < 6 * BUDGET, "VmHWM grew by {} MiB for one list", grown >> 20);
     eprintln!("D2 ({:?}): VmHWM +{} KiB for a 100 MiB box, answered in {elapsed:?}", db.kind, grown >> 10);
@@ -137,7 +137,8 @@ on_both_stores!(paging_shape_and_errors, shape_and_errors, db);
 /// The answer's shape: 1.1.5's `{status, messages}` when the request did not page and
 /// nothing was cut; the paging fields when it paged (`limit`, `offset` or `skip`) or the page
 /// was cut by its limit or the budget. `hasMore` when one more row exists beyond the limit;
-/// rows read in batches (here 4: budget 4096 / body cap 1000). The paging errors.
+/// here a MySQL query asks for at most 16 rows (4 × budget 4096 / body cap 1000). The paging
+/// errors.
 async fn shape_and_errors(db: &TestDb) {
     let env = [
         ("MESSAGE_BOX_LIST_DEFAULT_LIMIT", "5"),
@@ -195,7 +196,7 @@ async fn shape_and_errors(db: &TestDb) {
         json!({"status": "success", "messages": [], "limit": 5, "offset": 4, "nextOffset": 4, "hasMore": false})
     );
 
-    // Unpaged but cut by the default limit (5 of 6, over two batches of 4): the fields say so.
+    // Unpaged but cut by the default limit (5 of 6, the 6th read to know): the fields say so.
     for i in 3..6 {
         let got =
             alice.post_json("/sendMessage", &send_body(&bob_key, "inbox", &format!("m-{i}"), "hi")).await.unwrap();

@@ -441,6 +441,44 @@ store_test!(
 );
 
 store_test!(
+    byte_bounded_pages_stop_after_the_row_that_crosses | db,
+    store | {
+        // Ids m00..m11 in order, bodies of growing size; raw_len = id + body + sender.
+        let rows: Vec<NewMessage> = (0..12)
+            .map(|i| NewMessage { body: "x".repeat(10 * (i + 1)).into(), ..msg(&format!("m{i:02}"), ALICE, "inbox") })
+            .collect();
+        store.insert_messages(rows).await.unwrap();
+        let all = store.list_messages(ALICE, "inbox", 100, 0).await.unwrap();
+        assert_eq!(all.len(), 12);
+        let raw: Vec<u64> = all.iter().map(|m| m.raw_len()).collect();
+        assert_eq!(raw[0], 3 + 10 + 66);
+        let page = |limit, offset, max_bytes, read_ahead| {
+            let store = store.clone();
+            async move {
+                let bound = Some(store::ByteBound { max_bytes, read_ahead });
+                let rows = store.list_page(ALICE, "inbox", limit, offset, bound).await.unwrap();
+                rows.into_iter().map(|m| m.message_id).collect::<Vec<_>>()
+            }
+        };
+        let sum = |n: usize| raw[..n].iter().sum::<u64>();
+        let names = |r: std::ops::Range<usize>| r.map(|i| format!("m{i:02}")).collect::<Vec<_>>();
+        // Exactly the sum of 5 rows: those 5 fit, the 6th crosses and is the last kept.
+        for read_ahead in [1, 2, 3, 100] {
+            assert_eq!(page(100, 0, sum(5), read_ahead).await, names(0..6), "read_ahead {read_ahead}");
+            assert_eq!(page(100, 0, sum(5) - 1, read_ahead).await, names(0..5), "read_ahead {read_ahead}");
+            // The row limit first; query chunks continue at the right offset.
+            assert_eq!(page(7, 2, u64::MAX, read_ahead).await, names(2..9), "read_ahead {read_ahead}");
+            assert_eq!(page(100, 9, u64::MAX, read_ahead).await, names(9..12), "read_ahead {read_ahead}");
+            // A first row alone past the bound is still returned (the caller answers 413).
+            assert_eq!(page(100, 3, 1, read_ahead).await, names(3..4), "read_ahead {read_ahead}");
+        }
+        // The connection (MySQL drains what it did not keep) serves the next call exactly.
+        assert_eq!(page(3, 0, 0, 100).await, names(0..1));
+        assert_eq!(ids(&store, ALICE, "inbox").await, names(0..12));
+    }
+);
+
+store_test!(
     acknowledge_spans_boxes_but_not_recipients | db,
     store | {
         store

@@ -53,10 +53,13 @@ pub struct Limits {
     pub list_max_offset: Option<u64>,
     /// The byte budget of one `/listMessages` page (`MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`).
     pub list_max_response_bytes: Option<u64>,
-    /// Rows one listing query fetches (the newer upstream's `listQueryBatchSize`): at most
-    /// this many stored bodies are held beside the page being built.
+    /// The newer upstream's `listQueryBatchSize`: how many of the largest bodies fit the page's
+    /// budget (its rows per listing query; here the unit of [`Limits::list_read_ahead`]).
     pub list_batch: u32,
 }
+
+/// A MySQL listing query asks for at most this many `list_batch`es of rows.
+const LIST_READ_AHEAD_BATCHES: u32 = 4;
 
 impl Limits {
     /// The request bounds of `resources` (a disabled list limit is the largest page there is).
@@ -77,6 +80,15 @@ impl Limits {
             list_max_response_bytes: m.list_max_response_bytes,
             list_batch: list_batch(m.list_max_response_bytes, m.max_message_body_bytes),
         }
+    }
+
+    /// Rows one listing query may ask for when the page has a byte budget. A store that must
+    /// read a query's result to its end (MySQL) reads at most this many rows past the page's
+    /// cut, so at most four budgets of the largest bodies are read and dropped for a page
+    /// whose own answer is about one budget; a page of small messages (standard: up to 31) is
+    /// one query. SQLite reads lazily and stops at the cut.
+    pub fn list_read_ahead(&self) -> u32 {
+        self.list_batch.saturating_mul(LIST_READ_AHEAD_BATCHES)
     }
 
     /// The body cap of a send: 413 `ERR_MESSAGE_BODY_TOO_LARGE`.

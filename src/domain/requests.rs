@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::js;
 use super::{ApiError, IdentityKey, Limits, MessageBox};
-use crate::store::{iso8601, Device, DeviceRegistration, Permission, StoredMessage};
+use crate::store::{iso8601, ByteBound, Device, DeviceRegistration, Permission, StoredMessage};
 
 /// A `/listMessages` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,10 +245,12 @@ impl MessageBox {
     ///
     /// The page stops at `request.limit` messages or at the byte budget
     /// (`MESSAGE_BOX_LIST_MAX_RESPONSE_BYTES`), whichever comes first: the budget starts at
-    /// 256 (the answer's envelope) and each item adds its JSON length + 1 (its comma). Rows are
-    /// read [`Limits::list_batch`] at a time, so the server holds at most the page and one
-    /// batch of stored bodies, however full the box. A first message that alone exceeds the
-    /// budget is 413 `ERR_MESSAGE_RESPONSE_TOO_LARGE` (the client could never read past it).
+    /// 256 (the answer's envelope) and each item adds its JSON length + 1 (its comma). The rows
+    /// are read in one store call bounded by what is left of the budget in stored bytes (an
+    /// item's JSON is longer than its strings, so the row at which the store stops is past the
+    /// budget here too): the server holds at most the page and a budget of stored bodies,
+    /// however full the box. A first message that alone exceeds the budget is 413
+    /// `ERR_MESSAGE_RESPONSE_TOO_LARGE` (the client could never read past it).
     pub async fn list_into(
         &self,
         recipient: &IdentityKey,
@@ -256,52 +258,50 @@ impl MessageBox {
         out: &mut Vec<u8>,
     ) -> Result<ListPage, ApiError> {
         let budget = self.limits.list_max_response_bytes;
-        let limit = u64::from(request.limit);
-        let batch = u64::from(self.limits.list_batch.max(1));
-        let (start, mut count, mut used) = (out.len(), 0u64, LIST_ENVELOPE_BYTES);
-        loop {
-            // One row past the limit tells whether there is more.
-            let want = batch.min(limit - count + 1);
-            let rows = self
-                .store
-                .list_messages(recipient.as_str(), &request.message_box, want as u32, request.offset + count)
-                .await
-                .map_err(|e| ApiError::from_store(&e, "listMessages", ApiError::ListFailed))?;
-            let fetched = rows.len() as u64;
-            // A page of large messages is given its whole budget at once: growing by doubling
-            // would copy it and briefly hold it twice (untouched capacity is not resident).
-            let raw: u64 = rows.iter().map(|m| (m.body.len() + m.message_id.len() + m.sender.len()) as u64).sum();
-            if let Some(budget) =
-                budget.filter(|_| raw >= LIST_RESERVE_FROM && out.capacity() - out.len() < raw as usize)
-            {
-                out.reserve_exact((budget.saturating_sub(used) + LIST_ENVELOPE_BYTES) as usize);
-            }
-            for row in rows {
-                if count == limit {
-                    return Ok(ListPage { count, has_more: true });
-                }
-                let before = out.len();
-                if count > 0 {
-                    out.push(b',');
-                }
-                write_item(out, &row);
-                drop(row);
-                let item = (out.len() - before - usize::from(count > 0)) as u64;
-                if budget.is_some_and(|budget| used + item + 1 > budget) {
-                    if count == 0 {
-                        out.truncate(start);
-                        return Err(ApiError::MessageResponseTooLarge);
-                    }
-                    out.truncate(before);
-                    return Ok(ListPage { count, has_more: true });
-                }
-                used += item + 1;
-                count += 1;
-            }
-            if fetched < want {
-                return Ok(ListPage { count, has_more: false });
-            }
+        let (start, mut count, mut used) = (out.len(), 0u32, LIST_ENVELOPE_BYTES);
+        let bound = budget.map(|budget| ByteBound {
+            max_bytes: budget.saturating_sub(used),
+            read_ahead: self.limits.list_read_ahead(),
+        });
+        // One row past the limit tells whether there is more.
+        let want = request.limit.saturating_add(1);
+        let rows = self
+            .store
+            .list_page(recipient.as_str(), &request.message_box, want, request.offset, bound)
+            .await
+            .map_err(|e| ApiError::from_store(&e, "listMessages", ApiError::ListFailed))?;
+        let fetched = rows.len();
+        // A page of large messages is given its whole budget at once: growing by doubling
+        // would copy it and briefly hold it twice (untouched capacity is not resident).
+        let raw: u64 = rows.iter().map(StoredMessage::raw_len).sum();
+        if let Some(budget) = budget.filter(|_| raw >= LIST_RESERVE_FROM && out.capacity() - out.len() < raw as usize) {
+            out.reserve_exact((budget.saturating_sub(used) + LIST_ENVELOPE_BYTES) as usize);
         }
+        for row in rows {
+            if count == request.limit {
+                return Ok(ListPage { count: count.into(), has_more: true });
+            }
+            let before = out.len();
+            if count > 0 {
+                out.push(b',');
+            }
+            write_item(out, &row);
+            drop(row);
+            let item = (out.len() - before - usize::from(count > 0)) as u64;
+            if budget.is_some_and(|budget| used + item + 1 > budget) {
+                if count == 0 {
+                    out.truncate(start);
+                    return Err(ApiError::MessageResponseTooLarge);
+                }
+                out.truncate(before);
+                return Ok(ListPage { count: count.into(), has_more: true });
+            }
+            used += item + 1;
+            count += 1;
+        }
+        // Fewer rows than asked: the box ended (a byte-bounded store stops only past the budget).
+        debug_assert!(fetched < want as usize || want == u32::MAX);
+        Ok(ListPage { count: count.into(), has_more: false })
     }
 
     /// Deletes `recipient`'s messages with these ids; none found is an error.
@@ -438,6 +438,7 @@ mod tests {
         assert_eq!(list_batch(Some(1 << 30), Some(1)), 100);
         assert_eq!((list_batch(None, Some(1)), list_batch(Some(1), None)), (1, 1));
         assert_eq!(Limits::default().list_batch, 8);
+        assert_eq!(Limits::default().list_read_ahead(), 32, "a MySQL query of a page asks for at most 32 rows");
     }
 
     #[test]

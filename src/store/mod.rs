@@ -83,6 +83,50 @@ pub struct StoredMessage {
     pub updated_at: Timestamp,
 }
 
+impl StoredMessage {
+    /// The bytes of its strings, a lower bound of its listing item's JSON (which quotes them).
+    pub fn raw_len(&self) -> u64 {
+        (self.message_id.len() + self.body.len() + self.sender.len()) as u64
+    }
+}
+
+/// How much of a box one [`Store::list_page`] call may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteBound {
+    /// The rows stop after the first one at which their `raw_len` sum exceeds this.
+    pub max_bytes: u64,
+    /// Rows one query may ask for. SQLite steps its rows lazily and stops at `max_bytes`; a
+    /// MySQL result must be read to its end, so the rows it asked for past the cut are read
+    /// and dropped: this bounds that waste (`domain::Limits::list_read_ahead`).
+    pub read_ahead: u32,
+}
+
+/// The running sum of a [`Store::list_page`] call's rows against its [`ByteBound`].
+#[derive(Debug)]
+pub(crate) struct PageTally {
+    left: Option<u64>,
+}
+
+impl PageTally {
+    pub(crate) fn new(bound: Option<ByteBound>) -> PageTally {
+        PageTally { left: bound.map(|b| b.max_bytes) }
+    }
+
+    /// Counts a kept row; `false` once the rows' sum exceeds `max_bytes` (read no more).
+    pub(crate) fn more_after(&mut self, m: &StoredMessage) -> bool {
+        match self.left.as_mut() {
+            None => true,
+            Some(left) => match left.checked_sub(m.raw_len()) {
+                Some(rest) => {
+                    *left = rest;
+                    true
+                }
+                None => false,
+            },
+        }
+    }
+}
+
 /// A row of `message_permissions`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permission {
@@ -207,16 +251,30 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Unexpired messages of `recipient`'s box `box_type` ordered by `created_at`, then
     /// `messageId`; `limit`/`offset` page through them. No box → empty (the box is not created).
-    /// `/listMessages` reads its page through this a batch (`listQueryBatchSize` rows) at a
-    /// time and stops at its byte budget (`domain::MessageBox::list_into`), so `limit` here is
-    /// what the caller is ready to hold in memory.
+    ///
+    /// With a [`ByteBound`], the rows stop after the first one at which their
+    /// [`StoredMessage::raw_len`] sum exceeds its `max_bytes`: `/listMessages` passes what its
+    /// byte budget allows, so a page is one call and holds at most the budget plus one message
+    /// of stored rows, however full the box (`domain::MessageBox::list_into`).
+    fn list_page(
+        &self,
+        recipient: &str,
+        box_type: &str,
+        limit: u32,
+        offset: u64,
+        bound: Option<ByteBound>,
+    ) -> StoreFuture<'_, Vec<StoredMessage>>;
+
+    /// [`Store::list_page`] without a byte bound.
     fn list_messages(
         &self,
         recipient: &str,
         box_type: &str,
         limit: u32,
         offset: u64,
-    ) -> StoreFuture<'_, Vec<StoredMessage>>;
+    ) -> StoreFuture<'_, Vec<StoredMessage>> {
+        self.list_page(recipient, box_type, limit, offset, None)
+    }
 
     /// Deletes up to `batch` (`None`: all, in transactions of at most 10 000 rows) messages
     /// whose `expires_at` is at or before `now`, subtracting them from their senders' usage in

@@ -61,9 +61,9 @@ use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
 use super::usage::{self, Dialect};
 use super::{
-    civil_from_timestamp, expiry, migrate, now, timestamp_from_civil, Backend, Device, DeviceRegistration, ErrorClass,
-    ErrorCode, Health, InsertOutcome, MessageOwner, MigrationReport, NewMessage, Permission, ServerFee, StoreError,
-    StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
+    civil_from_timestamp, expiry, migrate, now, timestamp_from_civil, Backend, ByteBound, Device, DeviceRegistration,
+    ErrorClass, ErrorCode, Health, InsertOutcome, MessageOwner, MigrationReport, NewMessage, PageTally, Permission,
+    ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats, MAX_DEVICES,
 };
 use crate::limits::DatabaseLimits;
 
@@ -1732,41 +1732,63 @@ impl Backend for MysqlStore {
         })
     }
 
-    fn list_messages(
+    fn list_page(
         &self,
         recipient: &str,
         box_type: &str,
         limit: u32,
         offset: u64,
+        bound: Option<ByteBound>,
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
         self.spawn(move |s| async move {
             let mut conn = s.conn().await?;
-            let rows: Vec<Row> = conn
-                .exec(
-                    sql::LIST_MESSAGES,
-                    vec![
-                        Value::from(recipient.as_str()),
-                        Value::from(box_type),
-                        Value::from(recipient.as_str()),
-                        date_value(now()),
-                        Value::from(limit),
-                        Value::from(offset),
-                    ],
-                )
-                .await?;
-            rows.into_iter()
-                .map(|row| {
+            let (mut page, mut tally) = (Vec::new(), PageTally::new(bound));
+            // A result is read to its end (what is not kept is dropped), so with a byte bound
+            // each query asks for at most `read_ahead` rows: the rows read past the cut stay
+            // bounded however large the page's limit. Rows are kept as they arrive.
+            let step = bound.map_or(limit, |b| b.read_ahead.max(1));
+            let now = date_value(now());
+            loop {
+                let want = step.min(limit - page.len() as u32);
+                if want == 0 {
+                    return Ok(page);
+                }
+                let mut result = conn
+                    .exec_iter(
+                        sql::LIST_MESSAGES,
+                        vec![
+                            Value::from(recipient.as_str()),
+                            Value::from(box_type.as_str()),
+                            Value::from(recipient.as_str()),
+                            now.clone(),
+                            Value::from(want),
+                            Value::from(offset + page.len() as u64),
+                        ],
+                    )
+                    .await?;
+                let (mut got, mut more) = (0u32, true);
+                while let Some(row) = result.next().await? {
+                    got += 1;
                     let mut it = values(row);
-                    Ok(StoredMessage {
+                    let m = StoredMessage {
                         message_id: required(v_string(next(&mut it)), "messages.messageId")?,
                         body: required(v_string(next(&mut it)), "messages.body")?,
                         sender: required(v_string(next(&mut it)), "messages.sender")?,
                         created_at: v_ts(next(&mut it)).unwrap_or(0),
                         updated_at: v_ts(next(&mut it)).unwrap_or(0),
-                    })
-                })
-                .collect()
+                    };
+                    more = tally.more_after(&m);
+                    page.push(m);
+                    if !more {
+                        break;
+                    }
+                }
+                result.drop_result().await?;
+                if !more || got < want {
+                    return Ok(page);
+                }
+            }
         })
     }
 

@@ -38,9 +38,9 @@ use super::percore::{self, Placement, Resource, StoreId};
 use super::sql;
 use super::usage::{self, Dialect};
 use super::{
-    expiry, migrate, now, Backend, Device, DeviceRegistration, InsertOutcome, MessageOwner, MigrationReport,
-    NewMessage, Permission, ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp, WriterStats,
-    MAX_DEVICES,
+    expiry, migrate, now, Backend, ByteBound, Device, DeviceRegistration, InsertOutcome, MessageOwner, MigrationReport,
+    NewMessage, PageTally, Permission, ServerFee, StoreError, StoreFuture, StoreOptions, StoredMessage, Timestamp,
+    WriterStats, MAX_DEVICES,
 };
 
 /// Prepared statements cached per connection.
@@ -694,27 +694,36 @@ impl Backend for SqliteStore {
         self.writer.insert(messages)
     }
 
-    fn list_messages(
+    fn list_page(
         &self,
         recipient: &str,
         box_type: &str,
         limit: u32,
         offset: u64,
+        bound: Option<ByteBound>,
     ) -> StoreFuture<'_, Vec<StoredMessage>> {
         let (recipient, box_type) = (recipient.to_string(), box_type.to_string());
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(sql::LIST_MESSAGES)?;
             let offset = i64::try_from(offset).unwrap_or(i64::MAX);
-            let rows = stmt.query_map(params![recipient, box_type, recipient, now(), limit, offset], |r| {
-                Ok(StoredMessage {
+            let mut rows = stmt.query(params![recipient, box_type, recipient, now(), limit, offset])?;
+            // Stepped lazily: rows past the byte bound are never read.
+            let (mut page, mut tally) = (Vec::new(), PageTally::new(bound));
+            while let Some(r) = rows.next()? {
+                let m = StoredMessage {
                     message_id: r.get(0)?,
                     body: r.get(1)?,
                     sender: r.get(2)?,
                     created_at: r.get(3)?,
                     updated_at: r.get(4)?,
-                })
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+                };
+                let more = tally.more_after(&m);
+                page.push(m);
+                if !more {
+                    break;
+                }
+            }
+            Ok(page)
         })
     }
 
