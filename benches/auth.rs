@@ -9,6 +9,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use messagebox::auth::nonce::{create_nonce, verify_nonce};
 use messagebox::auth::payload::select_request_headers;
 use messagebox::auth::{AuthHeaders, ClientIdentity, IncomingRequest, PrivateKey, ServerAuth, SessionConfig};
+use messagebox::domain::IdentityKey;
 
 const BODY: &[u8] = br#"{"message":{"recipient":"0333bfa5f454907bd86eb93d27d03b9b7f02c13723ad324c43887fb6a6da36466f","messageBox":"inbox","messageId":"3c1bf5baadee39721ae8c9882b3cf324f0bf3b9eb3fc1b8af8089ca7a7c2e669","body":"{\"encryptedMessage\":\"kTXRMM+EB3shTPCfztWEaz40dqK3DIFb2X4eN2JTu7321orXZ5mxVnWq1owekvOOFuM0o53aYXB/YU08Psty4IDOijNhMVIbmsY=\"}"}}"#;
 
@@ -86,6 +87,16 @@ fn bench(c: &mut Criterion) {
     });
     c.bench_function("libsecp256k1 ECDSA sign (reference)", |b| {
         b.iter(|| black_box(secp.sign_ecdsa(black_box(digest), &sk)))
+    });
+    // A send's recipient: remembered by this thread after its first parse, and a key never
+    // seen (the full check on the curve, a point decompression).
+    let recipient = "0333bfa5f454907bd86eb93d27d03b9b7f02c13723ad324c43887fb6a6da36466f";
+    c.bench_function("identity key parse (remembered)", |b| {
+        b.iter(|| black_box(IdentityKey::parse(black_box(recipient)).is_ok()))
+    });
+    c.bench_function("identity key parse (uppercase: full check)", |b| {
+        let upper = recipient.to_uppercase();
+        b.iter(|| black_box(IdentityKey::parse(black_box(&upper)).is_ok()))
     });
 }
 

@@ -2,6 +2,8 @@
 //! identity in its one canonical spelling), [`BoxName`] and [`MessageId`].
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::auth::PublicKey;
@@ -16,6 +18,34 @@ use crate::auth::PublicKey;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdentityKey(String);
 
+/// How many canonical keys each thread remembers as valid (33 bytes each; the set is emptied
+/// when full, so a stream of new keys costs what it did without it).
+const KNOWN_KEYS_MAX: usize = 4096;
+
+thread_local! {
+    /// Compressed keys this thread found on the curve (see [`IdentityKey::parse`]).
+    static KNOWN_KEYS: RefCell<HashSet<[u8; 33]>> = RefCell::new(HashSet::new());
+}
+
+/// The 33 bytes of `text` when it is a compressed key in canonical spelling (`02`/`03` and 64
+/// lower-case hex digits); whether it is on the curve is not checked here.
+fn canonical_bytes(text: &str) -> Option<[u8; 33]> {
+    let t = text.as_bytes();
+    if t.len() != 66 || t[0] != b'0' || !(t[1] == b'2' || t[1] == b'3') {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    let mut out = [0u8; 33];
+    for (o, pair) in out.iter_mut().zip(t.chunks_exact(2)) {
+        *o = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
 /// Text that is not a public key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a public key")]
@@ -23,8 +53,27 @@ pub struct InvalidKey;
 
 impl IdentityKey {
     /// Parses any spelling of a public key and canonicalises it.
+    ///
+    /// A key already in canonical form that this thread validated recently is not checked on
+    /// the curve again: the check decompresses the point (a field square root, about as long
+    /// as the rest of a send's parsing), and a recipient is usually named again and again.
     pub fn parse(text: &str) -> Result<IdentityKey, InvalidKey> {
-        PublicKey::parse_lenient(text).map(|k| IdentityKey::from(&k)).map_err(|_| InvalidKey)
+        let Some(bytes) = canonical_bytes(text) else {
+            return PublicKey::parse_lenient(text).map(|k| IdentityKey::from(&k)).map_err(|_| InvalidKey);
+        };
+        let known = KNOWN_KEYS.with(|known| known.borrow().contains(&bytes));
+        if !known {
+            PublicKey::from_slice(&bytes).map_err(|_| InvalidKey)?;
+            KNOWN_KEYS.with(|known| {
+                let mut known = known.borrow_mut();
+                if known.len() >= KNOWN_KEYS_MAX {
+                    known.clear();
+                }
+                known.insert(bytes);
+            });
+        }
+        // A valid compressed point serialises to the bytes it was read from.
+        Ok(IdentityKey(text.to_string()))
     }
 
     /// A key the BRC-103 layer already parsed and wrote canonically (`PublicKey::to_hex`):
@@ -176,6 +225,35 @@ mod tests {
         // An odd length gets a leading 0, as in the SDK.
         assert_eq!(IdentityKey::parse(&canonical[1..]).unwrap().as_str(), canonical);
         assert_eq!(IdentityKey::parse("zz"), Err(InvalidKey));
+    }
+
+    #[test]
+    fn a_remembered_key_is_the_same_answer() {
+        let key = PrivateKey::from_bytes(&[9; 32]).unwrap().public_key().to_hex();
+        for _ in 0..3 {
+            assert_eq!(IdentityKey::parse(&key).unwrap().as_str(), key);
+        }
+        // Canonical in form but not on the curve (x = 5 has no y on secp256k1): refused every
+        // time, never remembered.
+        let off_curve = format!("02{:064x}", 5);
+        assert!(secp256k1::PublicKey::from_slice(&hex::decode(&off_curve).unwrap()).is_err());
+        for _ in 0..3 {
+            assert_eq!(IdentityKey::parse(&off_curve), Err(InvalidKey));
+        }
+        // x ≥ p is not a field element: refused.
+        assert_eq!(IdentityKey::parse(&format!("03{}", "f".repeat(64))), Err(InvalidKey));
+        // Upper case, 04…, bad digits: the full parse, same answers as before.
+        assert_eq!(IdentityKey::parse(&key.to_uppercase()).unwrap().as_str(), key);
+        assert_eq!(IdentityKey::parse(&format!("02{}g", &key[2..65])), Err(InvalidKey));
+        // The set is bounded: a stream of new keys empties it, and every answer stays right.
+        for i in 0..(KNOWN_KEYS_MAX + 10) as u32 {
+            let mut secret = [1u8; 32];
+            secret[..4].copy_from_slice(&i.to_be_bytes());
+            let k = PrivateKey::from_bytes(&secret).unwrap().public_key().to_hex();
+            assert_eq!(IdentityKey::parse(&k).unwrap().as_str(), k);
+        }
+        assert!(KNOWN_KEYS.with(|k| k.borrow().len()) <= KNOWN_KEYS_MAX);
+        assert_eq!(IdentityKey::parse(&key).unwrap().as_str(), key);
     }
 
     #[test]

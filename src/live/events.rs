@@ -228,7 +228,7 @@ struct KeyEntries(VecDeque<KeyEntry>);
 type KeyEntry = (Box<str>, Option<Box<str>>);
 
 impl KeyCache {
-    /// `PublicKey::parse_lenient(text)` as canonical hex (`None`: not a key). The
+    /// `IdentityKey::parse(text)` as canonical hex (`None`: not a key). The
     /// connection's verified `identity` is such hex already: naming it needs no parse.
     fn canonical(&mut self, identity: &str, text: &str) -> Option<String> {
         if text == identity {
@@ -237,7 +237,7 @@ impl KeyCache {
         if let Some((_, known)) = self.entries().find(|(t, _)| &**t == text) {
             return known.as_deref().map(str::to_string);
         }
-        let parsed = PublicKey::parse_lenient(text).ok().map(|k| k.to_hex());
+        let parsed = IdentityKey::parse(text).ok().map(IdentityKey::into_string);
         if text.len() <= MAX_CACHED_KEY_TEXT {
             let entries = &mut self
                 .entries
