@@ -489,11 +489,21 @@ impl Health {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.000Z`, as the original's JS `Date` values serialise.
+///
+/// Written digit by digit for years 0–9999 (two per listed message, so it shows in a list's
+/// profile); other years take `format!`.
 pub fn iso8601(ts: Timestamp) -> String {
-    let days = ts.div_euclid(86_400);
-    let secs = ts.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", secs / 3600, (secs / 60) % 60, secs % 60)
+    let (y, m, d, hh, mm, ss) = civil_from_timestamp(ts);
+    if !(0..=9999).contains(&y) {
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.000Z");
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let y = y as u32;
+    for (i, n) in [(0, y / 100), (2, y % 100), (5, m), (8, d), (11, hh), (14, mm), (17, ss)] {
+        out[i] = b'0' + (n / 10) as u8;
+        out[i + 1] = b'0' + (n % 10) as u8;
+    }
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// A timestamp → (year, month, day, hour, minute, second), UTC.
@@ -560,6 +570,17 @@ pub(crate) mod tests {
         assert_eq!(iso8601(951_782_400), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601(1_764_750_896), "2025-12-03T08:34:56.000Z");
         assert_eq!(iso8601(2_147_483_647), "2038-01-19T03:14:07.000Z");
+        // The digit-by-digit form is the formatted one, years 0–9999 and beyond.
+        let formatted = |ts: Timestamp| {
+            let (y, m, d, hh, mm, ss) = civil_from_timestamp(ts);
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.000Z")
+        };
+        for ts in (-62_200_000_000i64..253_500_000_000).step_by(7_919_993) {
+            assert_eq!(iso8601(ts), formatted(ts), "{ts}");
+        }
+        assert_eq!(iso8601(-62_167_219_200), "0000-01-01T00:00:00.000Z");
+        assert_eq!(iso8601(253_402_300_799), "9999-12-31T23:59:59.000Z");
+        assert_eq!(iso8601(253_402_300_800), "10000-01-01T00:00:00.000Z");
     }
 
     #[test]
