@@ -131,6 +131,11 @@ impl SqliteStore {
             }
             writer_conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
+        // Savepoints and statement journals in memory, in 1 KiB chunks. Otherwise SQLite
+        // holds them in a 64 KiB buffer before it spills to a temporary file: one malloc and
+        // free of 64 KiB per savepoint or multi-row statement that saves a page, on which
+        // glibc trimmed this thread's arena (a madvise and page faults per acknowledgement).
+        writer_conn.pragma_update(None, "temp_store", "MEMORY")?;
 
         let queue = options.max_queued_inserts.max(1);
         let readers = if memory {
