@@ -69,8 +69,8 @@ pub(crate) fn deleted(rows: &[(String, u64)]) -> Vec<Delta<'_>> {
 }
 
 /// What several deletes of one transaction subtract together.
-pub(crate) fn deleted_all(sets: &[Vec<(String, u64)>]) -> Vec<Delta<'_>> {
-    group(sets.iter().flatten().map(|(s, b)| (s.as_str(), *b)).collect())
+pub(crate) fn deleted_all<'a>(sets: impl IntoIterator<Item = &'a Vec<(String, u64)>>) -> Vec<Delta<'a>> {
+    group(sets.into_iter().flatten().map(|(s, b)| (s.as_str(), *b)).collect())
 }
 
 /// The statement shape for `n` senders: the next power of two (padding entries change
