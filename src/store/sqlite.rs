@@ -996,6 +996,14 @@ mod tests {
     use super::*;
     use rusqlite::StatementStatus;
 
+    /// An in-memory database, configured as the store's connections are, with the schema.
+    fn migrated_memory() -> Connection {
+        let mut conn = Connection::open_in_memory().unwrap();
+        configure(&conn, Duration::from_secs(5)).unwrap();
+        super::super::migrate::run_sqlite(&mut conn).unwrap();
+        conn
+    }
+
     /// On a core, a read runs there; one past [`INLINE_READ_BUDGET`] is interrupted and redone
     /// on a reader thread, with the full answer. Off a core every read hands off.
     #[test]
@@ -1039,9 +1047,7 @@ mod tests {
     /// (not by reading the recipient's inbox), and deletes only the recipient's.
     #[test]
     fn acknowledgements_find_ids_by_their_index() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn, Duration::from_secs(5)).unwrap();
-        super::super::migrate::run_sqlite(&mut conn).unwrap();
+        let conn = migrated_memory();
         for n in [1, 2, 3, 50, MAX_LIST] {
             let sql = format!("EXPLAIN QUERY PLAN {}", ack_delete(n));
             let params = std::iter::repeat_n("x", n + 1);
@@ -1072,9 +1078,7 @@ mod tests {
     /// their own counts, the failed one gets the error and deletes nothing, usage stays exact.
     #[test]
     fn a_failed_acknowledgement_leaves_the_others() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn, Duration::from_secs(5)).unwrap();
-        super::super::migrate::run_sqlite(&mut conn).unwrap();
+        let mut conn = migrated_memory();
         conn.execute_batch(
             "INSERT INTO messageBox (messageBoxId, identityKey, type, created_at, updated_at) VALUES (1, 'r', 'inbox', 0, 0); \
              WITH n(id) AS (VALUES ('g-3'), ('g-4'), ('bad'), ('g-5')) \
@@ -1118,9 +1122,7 @@ mod tests {
     /// A cached statement is reused as is when its parameters change (see [`configure`]).
     #[test]
     fn rebinding_does_not_reprepare() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        configure(&conn, Duration::from_secs(5)).unwrap();
-        super::super::migrate::run_sqlite(&mut conn).unwrap();
+        let conn = migrated_memory();
         conn.execute(
             "INSERT INTO messageBox (identityKey, type, created_at, updated_at) VALUES ('k', 'inbox', 0, 0)",
             [],
