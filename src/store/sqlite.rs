@@ -135,6 +135,7 @@ impl SqliteStore {
         // holds them in a 64 KiB buffer before it spills to a temporary file: one malloc and
         // free of 64 KiB per savepoint or multi-row statement that saves a page, on which
         // glibc trimmed this thread's arena (a madvise and page faults per acknowledgement).
+        // The writer's statements journal a batch's pages at most; migrations use files.
         writer_conn.pragma_update(None, "temp_store", "MEMORY")?;
 
         let queue = options.max_queued_inserts.max(1);
@@ -695,7 +696,15 @@ impl Backend for SqliteStore {
     }
 
     fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
-        self.write(migrate::run_sqlite)
+        // A migration of a large database (an index built, usage summed per sender) may sort
+        // more than memory should hold: it gets SQLite's default temporary storage (files),
+        // the writer's everyday `temp_store=MEMORY` (see `open`) comes back after it.
+        self.write(|conn| {
+            conn.pragma_update(None, "temp_store", "DEFAULT")?;
+            let report = migrate::run_sqlite(conn);
+            conn.pragma_update(None, "temp_store", "MEMORY")?;
+            report
+        })
     }
 
     fn delivery_fee(&self, message_box: &str) -> StoreFuture<'_, Option<i64>> {
@@ -1002,6 +1011,20 @@ mod tests {
         configure(&conn, Duration::from_secs(5)).unwrap();
         super::super::migrate::run_sqlite(&mut conn).unwrap();
         conn
+    }
+
+    /// The writer keeps its journals in memory; a migration sets SQLite's default (files) and
+    /// the writer has memory again after it.
+    #[test]
+    fn migrations_use_temporary_files_and_the_writer_memory() {
+        let store = SqliteStore::open(":memory:", &StoreOptions::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let temp_store = || store.write(|c| Ok(c.pragma_query_value(None, "temp_store", |r| r.get::<_, i64>(0))?));
+            assert_eq!(temp_store().await.unwrap(), 2, "MEMORY");
+            store.migrate().await.unwrap();
+            assert_eq!(temp_store().await.unwrap(), 2, "MEMORY again after the migration");
+        });
     }
 
     /// On a core, a read runs there; one past [`INLINE_READ_BUDGET`] is interrupted and redone
